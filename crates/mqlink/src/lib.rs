@@ -1,0 +1,5 @@
+//! mqlink: link applications to MQTT brokers without losing a message.
+#![allow(missing_docs)]
+pub mod config;
+pub mod mqtt;
+pub mod topic;

@@ -1,0 +1,4 @@
+//! The MQTT session engine.
+//!
+//! - [`url`]: broker URLs (pure).
+pub mod url;
