@@ -1,0 +1,74 @@
+//! A child process that is killed and reaped when dropped, with graceful termination.
+
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::wait_until;
+
+/// Owns a spawned peer; SIGKILLs and reaps it on drop so no test leaks processes.
+#[derive(Debug)]
+pub(crate) struct ChildGuard {
+    name: String,
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl ChildGuard {
+    pub(crate) fn new(name: impl Into<String>, child: Child) -> Self {
+        Self {
+            name: name.into(),
+            child,
+            status: None,
+        }
+    }
+
+    /// The exit status if the process has exited (reaping it), without blocking.
+    pub(crate) fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self
+                .child
+                .try_wait()
+                .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.name));
+        }
+        self.status
+    }
+
+    /// Sends SIGTERM, waits up to `grace` for the process to exit, then SIGKILLs it.
+    pub(crate) fn terminate(&mut self, grace: Duration) -> ExitStatus {
+        if let Some(status) = self.try_status() {
+            return status;
+        }
+        // The child is not reaped yet, so its pid cannot have been reused.
+        let _ = kill_process(Pid::from_child(&self.child), Signal::TERM);
+        // Child exit has no event std lets us wait on with a timeout, so poll.
+        if wait_until(Instant::now() + grace, || self.try_status().is_some()) {
+            return self.status.expect("status after exit");
+        }
+        self.kill()
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub(crate) fn kill(&mut self) -> ExitStatus {
+        if let Some(status) = self.try_status() {
+            return status;
+        }
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|e| panic!("reaping {}: {e}", self.name));
+        self.status = Some(status);
+        status
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

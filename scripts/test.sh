@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Runs every test in the workspace against real peers.
+#
+# 1. Installs the peers the tests start privately (Mosquitto, its CLI clients, NATS) with
+#    apt-get when they are missing, and paho-mqtt for Python-driven tests.
+# 2. Fails loudly if any of them is still missing: tests never skip for a missing peer.
+# 3. Runs all tests (cargo-nextest when installed, else cargo test), then the doctests,
+#    which nextest does not run. Both always run; the exit status is non-zero if either
+#    failed.
+#
+# The tests start their own brokers on free ports in temporary directories, so a
+# system-wide Mosquitto on 1883 or NATS on 4222 neither helps nor disturbs them.
+set -euo pipefail
+
+if [[ $# -gt 0 ]]; then
+    echo "usage: scripts/test.sh   (takes no arguments; it runs the whole workspace)" >&2
+    exit 2
+fi
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Debian installs mosquitto and nats-server in /usr/sbin, often not on a user's PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# binary:Debian package
+required=(
+    mosquitto:mosquitto
+    mosquitto_passwd:mosquitto
+    mosquitto_sub:mosquitto-clients
+    mosquitto_pub:mosquitto-clients
+    nats-server:nats-server
+    python3:python3
+)
+
+missing_packages() {
+    local entry bin pkg
+    local -a pkgs=()
+    for entry in "${required[@]}"; do
+        bin=${entry%%:*}
+        pkg=${entry#*:}
+        if ! command -v "$bin" >/dev/null 2>&1 && [[ " ${pkgs[*]} " != *" $pkg "* ]]; then
+            pkgs+=("$pkg")
+        fi
+    done
+    echo "${pkgs[*]}"
+}
+
+apt_updated=false
+apt_install() {
+    if [[ $EUID -ne 0 ]]; then
+        echo "error: missing Debian package(s): $*" >&2
+        echo "       run scripts/test.sh as root, or install them first:" >&2
+        echo "       sudo apt-get install -y --no-install-recommends $*" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: missing package(s) $* and apt-get is not available to install them" >&2
+        exit 1
+    fi
+    if [[ $apt_updated == false ]]; then
+        apt-get update
+        apt_updated=true
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# 1. Peers.
+read -r -a to_install <<<"$(missing_packages)"
+if [[ ${#to_install[@]} -gt 0 ]]; then
+    echo "installing missing peers: ${to_install[*]}"
+    apt_install "${to_install[@]}"
+fi
+
+if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
+    echo "installing paho-mqtt for python3"
+    if ! python3 -m pip install --quiet paho-mqtt; then
+        # pip may be absent, or refuse a system Python (PEP 668): use Debian's package.
+        echo "pip could not install paho-mqtt; trying Debian package python3-paho-mqtt" >&2
+        apt_install python3-paho-mqtt
+    fi
+fi
+
+# 2. Verify, loudly.
+status=0
+for entry in "${required[@]}"; do
+    bin=${entry%%:*}
+    pkg=${entry#*:}
+    if ! command -v "$bin" >/dev/null 2>&1; then
+        echo "error: $bin not found on PATH after installation (Debian package '$pkg')" >&2
+        status=1
+    fi
+done
+if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
+    echo "error: python3 cannot import paho.mqtt (pip package 'paho-mqtt')" >&2
+    status=1
+fi
+if [[ $status -ne 0 ]]; then
+    exit "$status"
+fi
+
+# 3. Tests.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mqlink-target}"
+
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+    echo "==> cargo nextest run --workspace --no-fail-fast"
+    cargo nextest run --workspace --no-fail-fast || status=$?
+else
+    echo "==> cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
+    cargo test --workspace --no-fail-fast || status=$?
+fi
+
+echo "==> cargo test --workspace --doc"
+cargo test --workspace --doc --no-fail-fast || status=$?
+
+if [[ $status -ne 0 ]]; then
+    echo "tests FAILED (exit status $status)" >&2
+fi
+exit "$status"
