@@ -1,0 +1,313 @@
+//! The config file as written: serde structs mirroring the schema, every one with
+//! `deny_unknown_fields`, nearly every field optional. Durations and byte sizes are kept
+//! as text here and parsed during validation so their errors carry a location. Defaults
+//! are applied in [`super::validate`] and documented on the validated types.
+
+use serde::Deserialize;
+
+use super::secret::Secret;
+
+/// A map kept in file order (user properties and headers may be order-sensitive).
+#[derive(Debug)]
+pub(crate) struct Ordered<V>(pub Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, V>()? {
+                    out.push((k, v));
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub broker: Option<RawBroker>,
+    pub topic_prefix: Option<String>,
+    pub spool: Option<RawSpool>,
+    pub sources: Option<RawSources>,
+    pub routes: Option<Vec<RawRoute>>,
+    pub connectors: Option<Vec<RawConnector>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBroker {
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<String>,
+    pub protocol: Option<String>,
+    pub keepalive: Option<String>,
+    pub session: Option<RawSession>,
+    pub session_expiry: Option<String>,
+    pub tls: Option<RawTls>,
+    pub reconnect: Option<RawBackoff>,
+    pub max_packet_size: Option<String>,
+    pub max_inflight: Option<u32>,
+    pub connect_timeout: Option<String>,
+    pub lifecycle: Option<RawLifecycle>,
+    pub embedded: Option<RawEmbedded>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawSession {
+    Clean,
+    Persistent,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub insecure_skip_verify: Option<bool>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackoff {
+    pub min: Option<String>,
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLifecycle {
+    pub topic: Option<String>,
+    pub online: Option<String>,
+    pub offline: Option<String>,
+    pub retain: Option<bool>,
+    pub qos: Option<u8>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEmbedded {
+    pub listen: Option<String>,
+    pub ws_listen: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSpool {
+    pub dir: Option<String>,
+    pub max_bytes: Option<String>,
+    pub on_full: Option<RawOnFull>,
+    pub fsync: Option<RawFsync>,
+    pub fsync_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawOnFull {
+    Reject,
+    Block,
+    DropOldest,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawFsync {
+    Always,
+    Interval,
+    Never,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSources {
+    pub http: Option<RawHttpSource>,
+    pub stdin: Option<RawStdin>,
+    pub poll: Option<Vec<RawPoll>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpSource {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub tokens: Option<Vec<Secret>>,
+    pub max_body: Option<String>,
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStdin {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPoll {
+    pub url: String,
+    pub every: String,
+    pub event: String,
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
+    pub split: Option<String>,
+    pub headers: Option<Ordered<Secret>>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub match_: Vec<String>,
+    pub topic: String,
+    pub qos: Option<u8>,
+    pub retain: Option<bool>,
+    pub enabled: Option<bool>,
+    pub slash: Option<RawSlash>,
+    pub payload: Option<RawPayload>,
+    pub properties: Option<RawProperties>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawSlash {
+    Keep,
+    Replace,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPayload {
+    pub event_field: Option<String>,
+    pub timestamp_field: Option<String>,
+    pub timestamp: Option<RawTimestamp>,
+    pub transform: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawTimestamp {
+    Unix,
+    UnixMs,
+    Rfc3339,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProperties {
+    pub content_type: Option<String>,
+    pub message_expiry: Option<String>,
+    pub user: Option<Ordered<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnector {
+    pub name: String,
+    pub subscribe: Vec<String>,
+    pub qos: Option<u8>,
+    pub session: Option<RawSession>,
+    pub client_id: Option<String>,
+    pub broker: Option<RawConnectorBroker>,
+    pub format: Option<RawFormat>,
+    pub transforms: Option<Vec<RawTransform>>,
+    pub dead_letter: Option<String>,
+    pub sink: RawSink,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnectorBroker {
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawFormat {
+    Json,
+    Fluvio,
+    Raw,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum RawTransform {
+    Filter(String),
+    Map(String),
+    Arraymap(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum RawSink {
+    Stdout(RawStdout),
+    File(RawFileSink),
+    Http(RawHttpSink),
+    Nats(RawNatsSink),
+    Mqtt(RawMqttSink),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStdout {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFileSink {
+    pub path: String,
+    pub rotate_bytes: Option<String>,
+    pub fsync: Option<RawFsync>,
+    pub fsync_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpSink {
+    pub url: String,
+    pub method: Option<String>,
+    pub headers: Option<Ordered<Secret>>,
+    pub batch_max: Option<u32>,
+    pub timeout: Option<String>,
+    pub retry: Option<RawBackoff>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNatsSink {
+    pub url: String,
+    pub subject: String,
+    pub jetstream: Option<bool>,
+    pub stream: Option<String>,
+    pub credentials: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMqttSink {
+    pub url: String,
+    pub topic: Option<String>,
+    pub qos: Option<u8>,
+    pub retain: Option<bool>,
+}

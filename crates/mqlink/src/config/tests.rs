@@ -1,0 +1,544 @@
+//! End-to-end tests of the loader: text in, `Config` or a located error out.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::topic::{RenderContext, SlashPolicy};
+
+fn loader() -> Loader {
+    Loader::new().hostname("box1").env(|name| match name {
+        "MQTT_PASSWORD" => Some("s3cr#t: pw".into()),
+        "INGEST_TOKEN" => Some("tok-123".into()),
+        "PORT" => Some("8883".into()),
+        "HOST" => Some("broker.example".into()),
+        _ => None,
+    })
+}
+
+fn yaml(text: &str) -> Result<Config, ConfigError> {
+    loader().from_str(text, Format::Yaml, "mqlink.yaml")
+}
+
+fn toml(text: &str) -> Result<Config, ConfigError> {
+    loader().from_str(text, Format::Toml, "mqlink.toml")
+}
+
+fn yaml_err(text: &str) -> String {
+    yaml(text).unwrap_err().to_string()
+}
+
+fn render(t: &crate::topic::Template, event: &str, fields: serde_json::Value) -> String {
+    t.render(&RenderContext {
+        event,
+        fields: &fields,
+        hostname: "box1",
+        prefix: "",
+        slash: SlashPolicy::Keep,
+    })
+    .unwrap()
+}
+
+const PRODUCT_EXAMPLE: &str = r#"
+broker:
+  url: mqtts://broker.example:8883    # a comment with ${UNSET} is never expanded
+  client_id: "mqlink-{hostname}"
+  username: svc
+  password: ${MQTT_PASSWORD}
+  protocol: 5
+  keepalive: 60s
+  tls: { alpn: [], insecure_skip_verify: false }
+  reconnect: { min: 1s, max: 60s }
+  max_packet_size: 16MiB
+  lifecycle:
+    topic: "{prefix}/status"
+    online: online
+    offline: offline
+    retain: true
+topic_prefix: flamenco
+spool: { dir: ./mqlink-data, max_bytes: 1GiB, on_full: reject }
+sources:
+  http:  { listen: 127.0.0.1:8080, tokens: ["${INGEST_TOKEN}"], max_body: 1MiB }
+  stdin: { enabled: false }
+  poll:  [ { url: "http://sense:9031/health", every: 30s, event: health, fields: { server: sense1 } } ]
+routes:
+  - match: [JobUpdate]
+    topic: jobs
+    qos: 1
+  - match: [TaskUpdate]
+    topic: "jobs/{job_id}"
+  - match: ["*"]
+    topic: "event/{event}"
+    payload: { event_field: _event, timestamp_field: _timestamp, timestamp: unix }
+    retain: false
+connectors:
+  - name: hfp
+    subscribe: ["/hfp/v2/journey/#"]
+    qos: 1
+    session: persistent
+    format: fluvio
+    transforms: [ { filter: '.mqtt_topic | test("/vp/")' }, { map: '.' } ]
+    sink: { nats: { url: "nats://127.0.0.1:4222", subject: mqtt.hfp, jetstream: true } }
+"#;
+
+#[test]
+fn the_product_example_loads_with_its_values() {
+    let c = yaml(PRODUCT_EXAMPLE).unwrap();
+    let BrokerTarget::Remote(url) = &c.broker.target else {
+        panic!("expected a remote broker")
+    };
+    assert_eq!(url.authority(), "broker.example:8883");
+    assert_eq!(c.broker.client_id, "mqlink-box1");
+    assert_eq!(c.broker.username.as_deref(), Some("svc"));
+    // `#` and `: ` inside a substituted secret do not change the document.
+    assert_eq!(
+        c.broker.password.as_ref().map(Secret::expose),
+        Some("s3cr#t: pw")
+    );
+    assert_eq!(c.broker.protocol, Protocol::V5);
+    assert_eq!(c.broker.max_packet_size, 16 << 20);
+    assert!(c.broker.tls.is_some());
+    let life = c.broker.lifecycle.as_ref().unwrap();
+    assert_eq!(life.topic, "flamenco/status");
+    assert!(life.retain);
+    assert_eq!(c.topic_prefix, "flamenco");
+    assert_eq!(c.spool.max_bytes, 1 << 30);
+    let http = c.sources.http.as_ref().unwrap();
+    assert_eq!(http.tokens[0].expose(), "tok-123");
+    assert_eq!(c.sources.poll[0].every, Duration::from_secs(30));
+    assert_eq!(c.sources.poll[0].fields["server"], json!("sense1"));
+    assert_eq!(c.routes.len(), 3);
+    assert_eq!(
+        render(&c.routes[0].topic, "JobUpdate", json!({})),
+        "flamenco/jobs"
+    );
+    assert_eq!(
+        render(&c.routes[1].topic, "TaskUpdate", json!({"job_id": "j1"})),
+        "flamenco/jobs/j1"
+    );
+    assert_eq!(
+        render(&c.routes[2].topic, "PrintDone", json!({})),
+        "flamenco/event/PrintDone"
+    );
+    assert_eq!(
+        c.routes[2].payload.timestamp_field,
+        Some(("_timestamp".into(), TimestampFormat::Unix))
+    );
+    let hfp = &c.connectors[0];
+    assert_eq!(hfp.client_id, "mqlink-box1-hfp");
+    assert_eq!(hfp.format, RecordFormat::Fluvio);
+    assert_eq!(hfp.transforms.len(), 2);
+    assert!(matches!(
+        hfp.sink,
+        Sink::Nats {
+            jetstream: true,
+            ..
+        }
+    ));
+    // Nothing secret in Debug output.
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("s3cr#t") && !debug.contains("tok-123"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn toml_and_yaml_share_the_schema() {
+    let c = toml(
+        r#"
+topic_prefix = "butler-sos/"
+[broker]
+url = "mqtt://${HOST}:${PORT}"
+protocol = "3.1.1"
+keepalive = 30
+[[routes]]
+match = ["health*"]
+topic = "health/{server}"
+qos = 0
+[[connectors]]
+name = "bridge"
+subscribe = ["$share/g1/sensors/+/temp"]
+sink = { mqtt = { url = "mqtt://other:1883", topic = "bridge/{topic}" } }
+"#,
+    )
+    .unwrap();
+    let BrokerTarget::Remote(url) = &c.broker.target else {
+        panic!("expected a remote broker")
+    };
+    assert_eq!(url.authority(), "broker.example:8883");
+    assert_eq!(c.broker.protocol, Protocol::V311);
+    assert_eq!(c.broker.keepalive, Duration::from_secs(30));
+    assert_eq!(
+        render(&c.routes[0].topic, "health", json!({"server": "s1"})),
+        "butler-sos/health/s1"
+    );
+    let conn = &c.connectors[0];
+    assert_eq!(conn.subscribe[0].share_group(), Some("g1"));
+    let Sink::Mqtt { topic, .. } = &conn.sink else {
+        panic!("expected an mqtt sink")
+    };
+    assert_eq!(
+        render(topic, "", json!({"topic": "sensors/a/temp"})),
+        "bridge/sensors/a/temp"
+    );
+}
+
+#[test]
+fn default_run_is_embedded_http_spool_and_one_route() {
+    let c = Config::default_run();
+    let BrokerTarget::Embedded(e) = &c.broker.target else {
+        panic!("expected the embedded broker")
+    };
+    assert_eq!(e.listen.to_string(), "127.0.0.1:1883");
+    assert_eq!(
+        c.sources.http.as_ref().unwrap().listen.to_string(),
+        "127.0.0.1:8080"
+    );
+    assert_eq!(c.spool.dir, std::path::PathBuf::from("./mqlink-data"));
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(
+        render(&c.routes[0].topic, "JobUpdate", json!({})),
+        "events/JobUpdate"
+    );
+}
+
+#[test]
+fn an_empty_file_gets_every_default() {
+    let c = yaml("").unwrap();
+    assert!(matches!(c.broker.target, BrokerTarget::Embedded(_)));
+    assert_eq!(c.broker.client_id, "mqlink-box1");
+    assert_eq!(c.broker.keepalive, Duration::from_secs(60));
+    assert_eq!(c.broker.session, Session::Clean);
+    assert_eq!(c.broker.session_expiry, None);
+    assert_eq!(c.broker.max_inflight, 20);
+    assert_eq!(c.broker.connect_timeout, Duration::from_secs(10));
+    assert_eq!(c.broker.reconnect.min, Duration::from_secs(1));
+    assert_eq!(c.broker.reconnect.max, Duration::from_secs(60));
+    assert_eq!(c.spool.on_full, OnFull::Reject);
+    assert_eq!(c.spool.fsync, Fsync::Always);
+    let http = c.sources.http.unwrap();
+    assert_eq!(http.max_body, 1 << 20);
+    assert_eq!(http.request_timeout, Duration::from_secs(30));
+    assert!(!c.sources.stdin);
+    assert!(c.routes.is_empty());
+}
+
+#[test]
+fn unknown_keys_are_located_at_the_key() {
+    let text = "broker:\n  url: embedded\n  pasword: x\n";
+    let e = yaml(text).unwrap_err();
+    assert_eq!((e.line, e.column), (3, 3), "{e}");
+    assert_eq!(e.path, "broker.pasword");
+    assert!(e.message.starts_with("unknown field `pasword`"), "{e}");
+    assert!(e.message.contains("`password`"), "{e}");
+
+    let e = toml("[spool]\ndir = \"x\"\nmax_byts = 5\n").unwrap_err();
+    assert_eq!(e.to_string().split(": ").next(), Some("mqlink.toml:3:1"));
+    assert_eq!(e.path, "spool.max_byts");
+}
+
+#[test]
+fn type_errors_are_located_at_the_value() {
+    let e = yaml("routes:\n  - match: [a]\n    topic: t\n    retain: maybe\n").unwrap_err();
+    assert_eq!(e.path, "routes[0].retain");
+    assert_eq!((e.line, e.column), (4, 13), "{e}");
+    let e = yaml("routes:\n  - match: [a]\n").unwrap_err();
+    assert_eq!(e.path, "routes[0]");
+    assert!(e.message.contains("missing field `topic`"), "{e}");
+    assert_eq!(e.line, 2);
+    let e = yaml("spool: {on_full: explode}").unwrap_err();
+    assert_eq!(e.path, "spool.on_full");
+    assert!(e.message.contains("drop_oldest"), "{e}");
+}
+
+#[test]
+fn template_errors_name_file_line_column_and_path() {
+    let text = "topic_prefix: p\nbroker:\n  lifecycle:\n    topic: \"{prefix}/{jobid}\"\n";
+    assert_eq!(
+        yaml_err(text),
+        "mqlink.yaml:4:12: broker.lifecycle.topic: unknown placeholder {jobid} at byte 9 \
+         (this setting may use only: hostname, prefix)"
+    );
+    let text = "routes:\n  - match: [\"*\"]\n    topic: x\n  - match: [\"*\"]\n    topic: \"jobs/{jobid\"\n";
+    assert_eq!(
+        yaml_err(text),
+        "mqlink.yaml:5:12: routes[1].topic: unclosed '{' at byte 5 (write '{{' for a literal brace)"
+    );
+    let e = yaml("routes: [{match: [a], topic: \"a/+/b\"}]").unwrap_err();
+    assert_eq!(e.path, "routes[0].topic");
+    assert!(e.message.contains("wildcards are not allowed"), "{e}");
+}
+
+#[test]
+fn unset_variables_are_errors_with_location() {
+    let e = yaml("broker:\n  url: mqtt://h\n  password: ${NOPE}\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "mqlink.yaml:3:13: broker.password: environment variable NOPE is not set \
+         (use ${NOPE:-default} for a fallback)"
+    );
+    let c = yaml("spool:\n  dir: \"$${literal}-${NOPE:-x}\"\n").unwrap();
+    assert_eq!(c.spool.dir, std::path::PathBuf::from("${literal}-x"));
+}
+
+#[test]
+fn scalars_are_coerced_where_users_expect() {
+    // A numeric password is a string; a quoted port is a number.
+    let c = yaml("broker:\n  host: h\n  port: \"${PORT}\"\n  password: 123456\n").unwrap();
+    assert_eq!(c.broker.password.unwrap().expose(), "123456");
+    let BrokerTarget::Remote(url) = c.broker.target else {
+        panic!("remote expected")
+    };
+    assert_eq!(url.port, 8883);
+    for (text, want) in [
+        ("3.1", Protocol::V31),
+        ("311", Protocol::V311),
+        ("\"5\"", Protocol::V5),
+    ] {
+        let c = yaml(&format!("broker: {{protocol: {text}}}")).unwrap();
+        assert_eq!(c.broker.protocol, want, "{text}");
+    }
+    assert!(yaml_err("broker: {protocol: 6}").contains("unknown protocol '6'"));
+}
+
+#[test]
+fn units_are_validated_with_location() {
+    let e = yaml("broker:\n  keepalive: 10 parsecs\n").unwrap_err();
+    assert_eq!(e.path, "broker.keepalive");
+    assert_eq!((e.line, e.column), (2, 14));
+    assert!(e.message.contains("not a duration"), "{e}");
+    let e = yaml("broker: {keepalive: 500ms}").unwrap_err();
+    assert!(e.message.contains("whole seconds"), "{e}");
+    let e = yaml("spool: {max_bytes: 10KiB}").unwrap_err();
+    assert!(e.message.contains("at least 1048576"), "{e}");
+    let e = yaml("broker: {max_packet_size: 1GiB}").unwrap_err();
+    assert!(e.message.contains("268435455"), "{e}");
+    let e = yaml("broker: {reconnect: {min: 10s, max: 1s}}").unwrap_err();
+    assert_eq!(e.path, "broker.reconnect.max");
+    let e = yaml("sources: {poll: [{url: 'http://x', every: 0s, event: e}]}").unwrap_err();
+    assert_eq!(e.path, "sources.poll[0].every");
+}
+
+#[test]
+fn http_source_refuses_the_network_without_tokens() {
+    let e = yaml("sources:\n  http:\n    listen: 0.0.0.0:8080\n").unwrap_err();
+    assert_eq!(e.path, "sources.http.listen");
+    assert!(e.message.contains("not a loopback address"), "{e}");
+    let c = yaml("sources:\n  http:\n    listen: 0.0.0.0:8080\n    tokens: [abc]\n").unwrap();
+    assert_eq!(c.sources.http.unwrap().tokens.len(), 1);
+    let e = yaml("sources: {http: {listen: 0.0.0.0:8080, tokens: ['${NOPE:-}']}}").unwrap_err();
+    assert_eq!(e.path, "sources.http.tokens[0]");
+    let c = yaml("sources: {http: {enabled: false}, stdin: {enabled: true}}").unwrap();
+    assert!(c.sources.http.is_none() && c.sources.stdin);
+}
+
+#[test]
+fn tls_and_secret_files_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
+    std::fs::write(dir.path().join("c.pem"), "x").unwrap();
+    std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
+    let l = loader().base_dir(dir.path());
+    let c = l
+        .from_str(
+            "broker:\n  url: mqtts://h\n  password_file: pw\n  tls: {ca_file: ca.pem}\n",
+            Format::Yaml,
+            "m.yaml",
+        )
+        .unwrap();
+    assert_eq!(c.broker.password.unwrap().expose(), "hunter2");
+    assert_eq!(
+        c.broker.tls.unwrap().ca_file.unwrap(),
+        dir.path().join("ca.pem")
+    );
+
+    let e = l
+        .from_str(
+            "broker:\n  url: mqtts://h\n  tls:\n    cert_file: c.pem\n",
+            Format::Yaml,
+            "m.yaml",
+        )
+        .unwrap_err();
+    assert_eq!(e.path, "broker.tls.cert_file");
+    assert!(e.message.contains("needs key_file"), "{e}");
+    let e = l
+        .from_str(
+            "broker: {url: mqtts://h, tls: {ca_file: nope.pem}}",
+            Format::Yaml,
+            "m.yaml",
+        )
+        .unwrap_err();
+    assert_eq!(e.path, "broker.tls.ca_file");
+    let e = yaml("broker: {url: mqtt://h, tls: {}}").unwrap_err();
+    assert!(e.message.contains("not a TLS url"), "{e}");
+    let e = yaml("broker: {url: mqtt://h, password: a, password_file: b}").unwrap_err();
+    assert_eq!(e.path, "broker.password_file");
+}
+
+#[test]
+fn no_error_message_contains_a_secret() {
+    let texts = [
+        "broker: {url: 'mqtt://u:hunter2@h', username: x}",
+        "broker: {url: 'mqtt://u:hunter2@h:notaport'}",
+        "broker: {url: mqtt://h, password: hunter2, password_file: f}",
+        "sources: {http: {tokens: [hunter2], listen: nope}}",
+        "broker: {url: mqtt://h, password: [hunter2]}",
+    ];
+    for t in texts {
+        let e = yaml(t).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{t} -> {e}");
+    }
+}
+
+#[test]
+fn connectors_validate_filters_sinks_and_names() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let c = yaml(&base("{stdout: {}}")).unwrap();
+    assert!(matches!(c.connectors[0].sink, Sink::Stdout));
+    assert_eq!(c.connectors[0].session, Session::Persistent);
+    let c = yaml(&base("{stdout: }")).unwrap();
+    assert!(matches!(c.connectors[0].sink, Sink::Stdout));
+    let c = yaml(&base(
+        "{file: {path: out.jsonl, rotate_bytes: 10MiB, fsync: never}}",
+    ))
+    .unwrap();
+    assert!(matches!(
+        c.connectors[0].sink,
+        Sink::File {
+            rotate_bytes: Some(10_485_760),
+            fsync: Fsync::Never,
+            ..
+        }
+    ));
+    let c = yaml(&base(
+        "{http: {url: 'https://x/ingest', headers: {Authorization: Bearer t}, retry: {min: 100ms}}}",
+    ))
+    .unwrap();
+    let Sink::Http {
+        method,
+        batch_max,
+        retry,
+        headers,
+        ..
+    } = &c.connectors[0].sink
+    else {
+        panic!("http sink expected")
+    };
+    assert_eq!((method.as_str(), *batch_max), ("POST", 100));
+    assert_eq!(retry.min, Duration::from_millis(100));
+    assert_eq!(headers[0].0, "Authorization");
+
+    let e = yaml(&base("{stdout: {}, file: {path: x}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink");
+    assert!(
+        e.message
+            .contains("exactly one of: stdout, file, http, nats, mqtt"),
+        "{e}"
+    );
+    let e = yaml(&base("{kafka: {}}")).unwrap_err();
+    assert!(e.message.contains("unknown variant `kafka`"), "{e}");
+    let e = yaml(&base("{nats: {url: 'nats://x', subject: s, stream: S}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.nats.stream");
+    let e = yaml(&base("{mqtt: {url: 'mqtt://x', topic: 'b/{event}'}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.mqtt.topic");
+    assert!(e.message.contains("unknown placeholder {event}"), "{e}");
+    let e = yaml(&base("{file: {path: x, colour: red}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.file.colour");
+
+    let e = yaml("connectors:\n  - name: c1\n    subscribe: [\"a/#/b\"]\n    sink: {stdout: {}}\n")
+        .unwrap_err();
+    assert_eq!(e.path, "connectors[0].subscribe[0]");
+    assert_eq!((e.line, e.column), (3, 17));
+    let two = "connectors:\n  - {name: c, subscribe: [a], sink: {stdout: {}}}\n  - {name: c, subscribe: [b], sink: {stdout: {}}}\n";
+    let e = yaml(two).unwrap_err();
+    assert_eq!(e.path, "connectors[1].name");
+    assert!(e.message.contains("duplicate connector name"), "{e}");
+    let e = yaml(
+        "connectors: [{name: c, subscribe: [a], sink: {stdout: {}}, transforms: [{grep: x}]}]",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("unknown variant `grep`"), "{e}");
+    let e = yaml("broker: {client_id: same}\nconnectors: [{name: c, client_id: same, subscribe: [a], sink: {stdout: {}}}]")
+        .unwrap_err();
+    assert_eq!(e.path, "connectors[0].client_id");
+}
+
+#[test]
+fn routes_apply_defaults_and_check_cross_field_rules() {
+    let c = yaml(
+        "routes:\n  - name: zuul\n    match: ['*']\n    topic: '{tenant}/zuul/{project}'\n    slash: replace\n    properties: {content_type: application/json, message_expiry: 1h, user: {z: '{event}', a: x}}\n",
+    )
+    .unwrap();
+    let r = &c.routes[0];
+    assert_eq!(r.qos, QoS::AtLeastOnce);
+    assert!(r.enabled && !r.retain);
+    assert_eq!(r.slash, SlashPolicy::Replace);
+    assert_eq!(r.properties.message_expiry, Some(Duration::from_secs(3600)));
+    // User properties keep file order.
+    let names: Vec<&str> = r.properties.user.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["z", "a"]);
+    let e = yaml("routes: [{match: [], topic: t}]").unwrap_err();
+    assert_eq!(e.path, "routes[0].match");
+    let e = yaml("routes: [{match: [a], topic: t, payload: {timestamp: unix}}]").unwrap_err();
+    assert_eq!(e.path, "routes[0].payload.timestamp");
+    let e = yaml("routes: [{match: [a], topic: t, qos: 3}]").unwrap_err();
+    assert_eq!(e.path, "routes[0].qos");
+    let e = yaml("broker: {protocol: 3.1.1}\nroutes: [{match: [a], topic: t, properties: {content_type: x}}]")
+        .unwrap_err();
+    assert_eq!(e.path, "routes[0].properties");
+    let e = yaml("routes: [{name: r, match: [a], topic: t}, {name: r, match: [b], topic: u}]")
+        .unwrap_err();
+    assert_eq!(e.path, "routes[1].name");
+}
+
+#[test]
+fn yaml_syntax_errors_duplicates_and_anchors() {
+    let e = yaml("broker:\n  url: [unclosed\n").unwrap_err();
+    assert!(e.line >= 2 && e.path.is_empty(), "{e}");
+    let e = yaml("broker:\n  url: a\n  url: b\n").unwrap_err();
+    assert_eq!((e.line, e.column), (3, 3));
+    assert!(e.message.contains("duplicate key 'url'"), "{e}");
+    let c = yaml("routes:\n  - &r {match: [a], topic: t, qos: 2}\n  - *r\n").unwrap();
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.routes[1].qos, QoS::ExactlyOnce);
+    let e = yaml("---\na: 1\n---\nb: 2\n").unwrap_err();
+    assert!(e.message.contains("only one YAML document"), "{e}");
+}
+
+#[test]
+fn load_picks_the_format_by_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = dir.path().join("m.yml");
+    std::fs::write(&y, "topic_prefix: x\n").unwrap();
+    assert_eq!(Loader::new().load(&y).unwrap().topic_prefix, "x");
+    let t = dir.path().join("m.TOML");
+    std::fs::write(&t, "topic_prefix = \"y/\"\n").unwrap();
+    assert_eq!(Loader::new().load(&t).unwrap().topic_prefix, "y");
+    let j = dir.path().join("m.json");
+    std::fs::write(&j, "{}").unwrap();
+    let e = Loader::new().load(&j).unwrap_err();
+    assert_eq!(e.line, 0);
+    assert!(
+        e.to_string()
+            .ends_with("m.json: unknown config format: use a .yaml, .yml or .toml file")
+    );
+    let e = Loader::new()
+        .load(&dir.path().join("missing.yaml"))
+        .unwrap_err();
+    assert!(e.message.starts_with("cannot read"), "{e}");
+}
+
+#[test]
+fn toml_errors_are_located_too() {
+    let e = toml("[broker\nurl = 1\n").unwrap_err();
+    assert_eq!(e.line, 1, "{e}");
+    let e = toml("[[routes]]\nmatch = [\"a\"]\ntopic = \"x/{y\"\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "mqlink.toml:3:9: routes[0].topic: unclosed '{' at byte 2 (write '{{' for a literal brace)"
+    );
+}

@@ -1,0 +1,427 @@
+//! Validated configuration: what the rest of mqlink builds its runtime objects from.
+//! Every value here has been checked; defaults are applied and documented per field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::mqtt::url::BrokerUrl;
+use crate::topic::{EventGlob, SlashPolicy, Template, TopicFilter};
+
+use super::secret::Secret;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (file path as given, or the origin name); for messages.
+    pub origin: String,
+    /// The host name `{hostname}` was resolved with.
+    pub hostname: String,
+    /// The broker to publish to (and that connectors use unless they override it).
+    pub broker: Broker,
+    /// `topic_prefix` with trailing slashes removed; empty when not set. It is already
+    /// joined into every route topic and the lifecycle topic (see [`Route::topic`]).
+    pub topic_prefix: String,
+    /// The on-disk spool.
+    pub spool: Spool,
+    /// Event sources.
+    pub sources: Sources,
+    /// Routes in file order, disabled ones included (check [`Route::enabled`]).
+    pub routes: Vec<Route>,
+    /// Connectors in file order.
+    pub connectors: Vec<Connector>,
+}
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 5 (`5`, the default; the client may fall back to 3.1.1 when refused).
+    V5,
+    /// MQTT 3.1.1 (`3.1.1`, `311`, `4`).
+    V311,
+    /// MQTT 3.1 (`3.1`, `3`).
+    V31,
+}
+
+/// Session handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// Clean start: the broker forgets us at disconnect.
+    Clean,
+    /// Persistent: the broker keeps subscriptions and QoS ≥ 1 messages while we are away
+    /// (MQTT 5 session expiry [`Broker::session_expiry`], 3.1.1 `clean_session = false`).
+    Persistent,
+}
+
+/// Where the broker is.
+#[derive(Debug, Clone)]
+pub enum BrokerTarget {
+    /// `url: embedded` (the default): run the embedded broker and connect to it.
+    Embedded(Embedded),
+    /// A remote broker.
+    Remote(BrokerUrl),
+}
+
+/// Settings of the embedded broker (`broker.embedded`).
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// TCP listener; default `127.0.0.1:1883`.
+    pub listen: SocketAddr,
+    /// Optional WebSocket listener.
+    pub ws_listen: Option<SocketAddr>,
+    /// Required user name for clients, if set (with `password`/`password_file`).
+    pub username: Option<String>,
+    /// Required password for clients.
+    pub password: Option<Secret>,
+}
+
+impl Default for Embedded {
+    fn default() -> Self {
+        Embedded {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            ws_listen: None,
+            username: None,
+            password: None,
+        }
+    }
+}
+
+/// Exponential backoff bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First delay.
+    pub min: Duration,
+    /// Largest delay; `max >= min`.
+    pub max: Duration,
+}
+
+/// Client certificate and key for mutual TLS.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// PEM certificate chain (file exists at load).
+    pub cert_file: PathBuf,
+    /// PEM private key (file exists at load).
+    pub key_file: PathBuf,
+}
+
+/// TLS settings (`broker.tls`). Relative paths are resolved against the config file's
+/// directory.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// CA bundle; `None` = the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (both or neither).
+    pub client_auth: Option<ClientAuth>,
+    /// ALPN protocols, in preference order; default none.
+    pub alpn: Vec<String>,
+    /// Skip server certificate verification (testing only); default false.
+    pub insecure_skip_verify: bool,
+    /// SNI / verification name override; default the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// Birth / will / clean-shutdown messages (`broker.lifecycle`).
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    /// The topic, fully resolved: template with `{prefix}` / `{hostname}`, default
+    /// `status`; joined under `topic_prefix` unless it uses `{prefix}` itself.
+    pub topic: String,
+    /// Payload published on every (re)connect; default `online`.
+    pub online: String,
+    /// Payload of the will and of the clean-shutdown message; default `offline`.
+    pub offline: String,
+    /// Retain both; default true.
+    pub retain: bool,
+    /// QoS of both; default 1.
+    pub qos: QoS,
+}
+
+/// The broker section.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    /// Embedded or remote. Default embedded. `host` + `port` is an alternative to `url`
+    /// (`mqtts://` when a `tls` section is present, else `mqtt://`).
+    pub target: BrokerTarget,
+    /// Client id with `{hostname}` rendered; default `mqlink-{hostname}`.
+    pub client_id: String,
+    /// User name (from `username`, else from the URL).
+    pub username: Option<String>,
+    /// Password (`password`, `password_file` with one trailing newline trimmed, or the URL).
+    pub password: Option<Secret>,
+    /// Default [`Protocol::V5`].
+    pub protocol: Protocol,
+    /// Default 60s; at most 65535s.
+    pub keepalive: Duration,
+    /// Default [`Session::Clean`].
+    pub session: Session,
+    /// MQTT 5 session expiry for persistent sessions; default 1 day with
+    /// `session: persistent`, `None` with `clean`.
+    pub session_expiry: Option<Duration>,
+    /// TLS settings; present only when given.
+    pub tls: Option<Tls>,
+    /// Reconnect backoff; default 1s..60s.
+    pub reconnect: Backoff,
+    /// Largest packet we send or accept; default 16MiB, at most 256MiB-1 (MQTT's limit).
+    pub max_packet_size: u32,
+    /// Unacknowledged QoS ≥ 1 publishes in flight; default 20 (Mosquitto's per-client
+    /// default), 1..=65535.
+    pub max_inflight: u16,
+    /// TCP + TLS + CONNACK deadline; default 10s.
+    pub connect_timeout: Duration,
+    /// Birth / will messages; `None` unless `lifecycle` is given.
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// MQTT quality of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QoS {
+    /// At most once.
+    AtMostOnce = 0,
+    /// At least once.
+    AtLeastOnce = 1,
+    /// Exactly once.
+    ExactlyOnce = 2,
+}
+
+/// What the spool does when it reaches `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Refuse new events (HTTP 503); the default.
+    Reject,
+    /// Make producers wait.
+    Block,
+    /// Drop the oldest records to make room.
+    DropOldest,
+}
+
+/// When data is flushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before acknowledging (group-committed); the default.
+    Always,
+    /// Periodically (`fsync_interval`, default 1s): faster, loses the last interval on
+    /// power loss.
+    Interval(Duration),
+    /// Leave it to the OS.
+    Never,
+}
+
+/// The spool section.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    /// Directory; default `./mqlink-data` (relative to the working directory).
+    pub dir: PathBuf,
+    /// Size bound; default 1GiB, at least 1MiB.
+    pub max_bytes: u64,
+    /// Default [`OnFull::Reject`].
+    pub on_full: OnFull,
+    /// Default [`Fsync::Always`].
+    pub fsync: Fsync,
+}
+
+/// The HTTP ingest source.
+#[derive(Debug, Clone)]
+pub struct HttpSource {
+    /// Default `127.0.0.1:8080`; a non-loopback address requires `tokens`.
+    pub listen: SocketAddr,
+    /// Accepted bearer tokens; empty = no authentication (loopback only).
+    pub tokens: Vec<Secret>,
+    /// Request body limit; default 1MiB.
+    pub max_body: u64,
+    /// Whole-request deadline; default 30s.
+    pub request_timeout: Duration,
+}
+
+/// A polled HTTP endpoint.
+#[derive(Debug, Clone)]
+pub struct Poll {
+    /// `http://` or `https://` URL.
+    pub url: url::Url,
+    /// Interval; must be non-zero.
+    pub every: Duration,
+    /// Event name given to what the poll produces.
+    pub event: String,
+    /// Static fields merged into each event.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// jq expression turning one response into many events (compiled elsewhere).
+    pub split: Option<String>,
+    /// Request headers, in file order (values may be credentials).
+    pub headers: Vec<(String, Secret)>,
+    /// Request timeout; default 10s.
+    pub timeout: Duration,
+}
+
+/// The sources section.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// HTTP API; on by default, `None` when `enabled: false`.
+    pub http: Option<HttpSource>,
+    /// Read JSON lines from stdin; default false.
+    pub stdin: bool,
+    /// Polled endpoints; default none.
+    pub poll: Vec<Poll>,
+}
+
+/// Timestamp encoding for [`Payload::timestamp_field`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampFormat {
+    /// Seconds since the epoch (integer); the default.
+    Unix,
+    /// Milliseconds since the epoch.
+    UnixMs,
+    /// RFC 3339 text.
+    Rfc3339,
+}
+
+/// Payload shaping of a route.
+#[derive(Debug, Clone, Default)]
+pub struct Payload {
+    /// Add the event name under this key (OctoPrint's `_event`); default none.
+    pub event_field: Option<String>,
+    /// Add the received time under this key (OctoPrint's `_timestamp`); default none.
+    pub timestamp_field: Option<(String, TimestampFormat)>,
+    /// jq expression applied to the payload (compiled elsewhere); default none.
+    pub transform: Option<String>,
+}
+
+/// MQTT 5 properties of a route.
+#[derive(Debug, Clone, Default)]
+pub struct Properties {
+    /// Content type; default none.
+    pub content_type: Option<String>,
+    /// Message expiry; default none (never expires). Whole seconds, ≤ u32::MAX.
+    pub message_expiry: Option<Duration>,
+    /// User properties in file order; values are templates rendered per event with
+    /// [`Template::render_text`].
+    pub user: Vec<(String, Template)>,
+}
+
+/// A route: which events go to which topic, how.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `name`, default `route-<index>` (0-based).
+    pub name: String,
+    /// Event-name globs; the route matches when any does.
+    pub matches: Vec<EventGlob>,
+    /// The topic template with `topic_prefix` joined in front (unless the template uses
+    /// `{prefix}`) and `{hostname}` / `{prefix}` resolved: render it per event.
+    pub topic: Template,
+    /// Default QoS 1.
+    pub qos: QoS,
+    /// Default false.
+    pub retain: bool,
+    /// Default true.
+    pub enabled: bool,
+    /// `/` in substituted values: default keep.
+    pub slash: SlashPolicy,
+    /// Payload shaping; default: the event's fields as they are.
+    pub payload: Payload,
+    /// MQTT 5 properties; default none.
+    pub properties: Properties,
+}
+
+/// Record format handed to transforms and sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// `{"topic", "payload", "qos", "retain", "properties", "received_at"}`; the default.
+    Json,
+    /// Fluvio's `{"mqtt_topic", "payload": [bytes]}`.
+    Fluvio,
+    /// The payload bytes.
+    Raw,
+}
+
+/// One jq transform step (compiled elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transform {
+    /// Keep records where the expression is true.
+    Filter(String),
+    /// Replace the record with the expression's value.
+    Map(String),
+    /// Expand one record into the elements of the array the expression yields.
+    ArrayMap(String),
+}
+
+/// Fsync policy of the file sink.
+pub type FileFsync = Fsync;
+
+/// Where a connector delivers.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// JSON lines on stdout.
+    Stdout,
+    /// JSON lines in a file.
+    File {
+        /// Output path (as written, relative to the working directory).
+        path: PathBuf,
+        /// Rotate when the file exceeds this size; default never.
+        rotate_bytes: Option<u64>,
+        /// Default [`Fsync::Always`] (the sink confirms after fsync).
+        fsync: FileFsync,
+    },
+    /// HTTP POST (or PUT/PATCH) of batches.
+    Http {
+        /// `http://` or `https://` URL.
+        url: url::Url,
+        /// Default `POST`.
+        method: String,
+        /// Extra headers in file order.
+        headers: Vec<(String, Secret)>,
+        /// Records per request; default 100, 1..=10000.
+        batch_max: u32,
+        /// Per-request timeout; default 10s.
+        timeout: Duration,
+        /// Retry backoff; default 1s..60s.
+        retry: Backoff,
+    },
+    /// NATS / JetStream.
+    Nats {
+        /// `nats://`, `tls://` or `ws(s)://` URL.
+        url: url::Url,
+        /// Subject template; may use `{topic}` (the MQTT topic) and `{hostname}`.
+        subject: Template,
+        /// Publish through JetStream and wait for its ack; default false.
+        jetstream: bool,
+        /// Expected stream name (JetStream only).
+        stream: Option<String>,
+        /// `.creds` file (exists at load).
+        credentials: Option<PathBuf>,
+    },
+    /// Another MQTT broker (bridge).
+    Mqtt {
+        /// The target broker.
+        url: BrokerUrl,
+        /// Topic template; may use `{topic}` (the incoming topic) and `{hostname}`;
+        /// default `{topic}`.
+        topic: Template,
+        /// Default QoS 1.
+        qos: QoS,
+        /// Default false.
+        retain: bool,
+    },
+}
+
+/// A connector: subscribe → transforms → sink.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    /// Unique name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Filters, `$share/...` allowed; at least one.
+    pub subscribe: Vec<TopicFilter>,
+    /// Subscription QoS; default 1.
+    pub qos: QoS,
+    /// Default [`Session::Persistent`] so nothing is lost while mqlink is down.
+    pub session: Session,
+    /// Default `mqlink-{hostname}-{name}`, `{hostname}` rendered.
+    pub client_id: String,
+    /// A different broker than `broker`; default none (use the top-level broker).
+    pub broker: Option<BrokerUrl>,
+    /// Default [`RecordFormat::Json`].
+    pub format: RecordFormat,
+    /// Transforms in order; default none.
+    pub transforms: Vec<Transform>,
+    /// JSON-lines file receiving records whose transform failed; default none.
+    pub dead_letter: Option<PathBuf>,
+    /// Where records go.
+    pub sink: Sink,
+}

@@ -1,0 +1,958 @@
+//! Raw config → validated [`Config`]: defaults, cross-field rules, templates and filters.
+//!
+//! Pure apart from reading `password_file`s and checking that referenced input files
+//! exist. Each check reports the key path it is about; [`Ctx::err`] turns that path into
+//! the line and column of the offending value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::mqtt::url::BrokerUrl;
+use crate::topic::{
+    Allowed, EventGlob, FieldRule, SlashPolicy, Template, TopicFilter, validate_topic_name,
+};
+
+use super::error::ConfigError;
+use super::node::{KeyPath, Node};
+use super::raw::*;
+use super::secret::Secret;
+use super::types::*;
+use super::units::{parse_bytes, parse_duration};
+
+type R<T> = Result<T, ConfigError>;
+
+/// Everything validation needs besides the raw config.
+pub(crate) struct Ctx<'a> {
+    pub tree: &'a Node,
+    pub file: &'a str,
+    pub base_dir: &'a Path,
+    pub hostname: &'a str,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+/// MQTT's largest packet: the remaining-length field tops out at 268,435,455.
+const MQTT_MAX_PACKET: u64 = 268_435_455;
+
+impl Ctx<'_> {
+    pub fn err(&self, path: &KeyPath, msg: impl Into<String>) -> ConfigError {
+        let at = self.tree.locate(path);
+        ConfigError {
+            file: self.file.to_string(),
+            line: at.line,
+            column: at.col,
+            path: path.to_string(),
+            message: msg.into(),
+        }
+    }
+
+    fn duration(&self, v: Option<&str>, path: &KeyPath, default: Duration) -> R<Duration> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_duration(s).map_err(|m| self.err(path, m)),
+        }
+    }
+
+    fn positive_duration(&self, v: Option<&str>, path: &KeyPath, default: Duration) -> R<Duration> {
+        let d = self.duration(v, path, default)?;
+        if d.is_zero() {
+            return Err(self.err(path, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    fn whole_seconds(&self, d: Duration, path: &KeyPath, max: u64) -> R<Duration> {
+        if d.subsec_nanos() != 0 {
+            return Err(self.err(path, "must be whole seconds (MQTT counts seconds)"));
+        }
+        if d.as_secs() > max {
+            return Err(self.err(path, format!("must be at most {max}s")));
+        }
+        Ok(d)
+    }
+
+    fn bytes(&self, v: Option<&str>, path: &KeyPath, default: u64, min: u64) -> R<u64> {
+        let n = match v {
+            None => default,
+            Some(s) => parse_bytes(s).map_err(|m| self.err(path, m))?,
+        };
+        if n < min {
+            return Err(self.err(path, format!("must be at least {min} bytes")));
+        }
+        Ok(n)
+    }
+
+    fn qos(&self, v: Option<u8>, path: &KeyPath, default: QoS) -> R<QoS> {
+        match v {
+            None => Ok(default),
+            Some(0) => Ok(QoS::AtMostOnce),
+            Some(1) => Ok(QoS::AtLeastOnce),
+            Some(2) => Ok(QoS::ExactlyOnce),
+            Some(n) => Err(self.err(path, format!("QoS must be 0, 1 or 2, not {n}"))),
+        }
+    }
+
+    fn non_empty(&self, s: &str, path: &KeyPath) -> R<()> {
+        if s.trim().is_empty() {
+            return Err(self.err(path, "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// An input file: resolved against the config's directory and required to exist.
+    fn input_file(&self, p: &str, path: &KeyPath) -> R<PathBuf> {
+        self.non_empty(p, path)?;
+        let full = self.resolve(p);
+        if !full.is_file() {
+            return Err(self.err(
+                path,
+                format!("file '{}' does not exist or is not a file", full.display()),
+            ));
+        }
+        Ok(full)
+    }
+
+    fn secret_file(&self, p: &str, path: &KeyPath) -> R<Secret> {
+        self.non_empty(p, path)?;
+        let full = self.resolve(p);
+        let text = std::fs::read_to_string(&full)
+            .map_err(|e| self.err(path, format!("cannot read '{}': {e}", full.display())))?;
+        let value = text
+            .strip_suffix('\n')
+            .map(|s| s.strip_suffix('\r').unwrap_or(s))
+            .unwrap_or(&text);
+        if value.is_empty() {
+            return Err(self.err(path, format!("'{}' is empty", full.display())));
+        }
+        Ok(Secret::new(value))
+    }
+
+    /// `password` xor `password_file`.
+    fn password(
+        &self,
+        password: Option<Secret>,
+        file: Option<&str>,
+        path: &KeyPath,
+    ) -> R<Option<Secret>> {
+        match (password, file) {
+            (Some(_), Some(_)) => Err(self.err(
+                &path.key("password_file"),
+                "give either password or password_file, not both",
+            )),
+            (Some(p), None) => Ok(Some(p)),
+            (None, Some(f)) => self.secret_file(f, &path.key("password_file")).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn socket_addr(&self, s: &str, path: &KeyPath) -> R<SocketAddr> {
+        s.trim().parse().map_err(|_| {
+            self.err(
+                path,
+                format!("'{s}' is not an IP address with port, like 127.0.0.1:8080 or [::1]:8080"),
+            )
+        })
+    }
+
+    fn template(&self, s: &str, path: &KeyPath, topic: bool, allowed: &Allowed<'_>) -> R<Template> {
+        let t = if topic {
+            Template::parse(s)
+        } else {
+            Template::parse_text(s)
+        };
+        let t = t.map_err(|e| self.err(path, e.to_string()))?;
+        t.check(allowed)
+            .map_err(|e| self.err(path, e.to_string()))?;
+        Ok(t)
+    }
+
+    /// A template resolved completely at load (`{hostname}` and maybe `{prefix}`).
+    fn literal_template(
+        &self,
+        s: &str,
+        path: &KeyPath,
+        allowed: &Allowed<'_>,
+        prefix: &str,
+    ) -> R<String> {
+        let t = self.template(s, path, false, allowed)?;
+        let text = t
+            .resolve_builtins(self.hostname, prefix)
+            .literal()
+            .unwrap_or_default();
+        if text.is_empty() {
+            return Err(self.err(path, "must not be empty"));
+        }
+        Ok(text)
+    }
+
+    fn http_url(&self, s: &str, path: &KeyPath, schemes: &[&str]) -> R<url::Url> {
+        let u = url::Url::parse(s.trim())
+            .map_err(|e| self.err(path, format!("not a valid URL: {e}")))?;
+        if !schemes.contains(&u.scheme()) {
+            return Err(self.err(
+                path,
+                format!(
+                    "unsupported scheme '{}' (use {})",
+                    u.scheme(),
+                    schemes
+                        .iter()
+                        .map(|s| format!("{s}://"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        Ok(u)
+    }
+
+    fn headers(&self, raw: Option<Ordered<Secret>>, path: &KeyPath) -> R<Vec<(String, Secret)>> {
+        let mut out = Vec::new();
+        for (name, value) in raw.map(|o| o.0).unwrap_or_default() {
+            let p = path.key(&name);
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
+                return Err(self.err(&p, format!("'{name}' is not a valid HTTP header name")));
+            }
+            if value.expose().contains(['\r', '\n', '\0']) {
+                return Err(self.err(&p, "header value contains a line break or NUL"));
+            }
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    fn backoff(&self, raw: Option<RawBackoff>, path: &KeyPath) -> R<Backoff> {
+        let raw = raw.unwrap_or_default();
+        let min =
+            self.positive_duration(raw.min.as_deref(), &path.key("min"), Duration::from_secs(1))?;
+        let max = self.positive_duration(
+            raw.max.as_deref(),
+            &path.key("max"),
+            Duration::from_secs(60),
+        )?;
+        if max < min {
+            return Err(self.err(&path.key("max"), "must not be smaller than min"));
+        }
+        Ok(Backoff { min, max })
+    }
+
+    fn fsync(&self, mode: Option<RawFsync>, interval: Option<&str>, path: &KeyPath) -> R<Fsync> {
+        let ipath = path.key("fsync_interval");
+        match mode.unwrap_or(RawFsync::Always) {
+            RawFsync::Interval => Ok(Fsync::Interval(self.positive_duration(
+                interval,
+                &ipath,
+                Duration::from_secs(1),
+            )?)),
+            _ if interval.is_some() => {
+                Err(self.err(&ipath, "only meaningful with fsync: interval"))
+            }
+            RawFsync::Always => Ok(Fsync::Always),
+            RawFsync::Never => Ok(Fsync::Never),
+        }
+    }
+}
+
+pub(crate) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> R<Config> {
+    let root = KeyPath::root();
+    let prefix = match raw.topic_prefix.as_deref() {
+        None => String::new(),
+        Some(p) => {
+            let trimmed = p.trim_end_matches('/');
+            if !trimmed.is_empty() {
+                validate_topic_name(trimmed)
+                    .map_err(|e| ctx.err(&root.key("topic_prefix"), e.to_string()))?;
+            }
+            trimmed.to_string()
+        }
+    };
+    let broker = broker(
+        raw.broker.unwrap_or_default(),
+        ctx,
+        &root.key("broker"),
+        &prefix,
+    )?;
+    let spool = spool(raw.spool.unwrap_or_default(), ctx, &root.key("spool"))?;
+    let sources = sources(raw.sources.unwrap_or_default(), ctx, &root.key("sources"))?;
+    let mut routes_out = Vec::new();
+    let rpath = root.key("routes");
+    for (i, r) in raw.routes.unwrap_or_default().into_iter().enumerate() {
+        let p = rpath.index(i);
+        let route = route(r, i, ctx, &p, &prefix, broker.protocol)?;
+        if let Some(j) = routes_out.iter().position(|o: &Route| o.name == route.name) {
+            return Err(ctx.err(
+                &p.key("name"),
+                format!("duplicate route name '{}' (also routes[{j}])", route.name),
+            ));
+        }
+        routes_out.push(route);
+    }
+    let mut connectors_out: Vec<Connector> = Vec::new();
+    let cpath = root.key("connectors");
+    for (i, c) in raw.connectors.unwrap_or_default().into_iter().enumerate() {
+        let p = cpath.index(i);
+        let conn = connector(c, ctx, &p)?;
+        if let Some(j) = connectors_out.iter().position(|o| o.name == conn.name) {
+            return Err(ctx.err(
+                &p.key("name"),
+                format!(
+                    "duplicate connector name '{}' (also connectors[{j}])",
+                    conn.name
+                ),
+            ));
+        }
+        let clash = connectors_out
+            .iter()
+            .position(|o| o.client_id == conn.client_id && o.broker == conn.broker);
+        let clash_broker = conn.broker.is_none() && conn.client_id == broker.client_id;
+        if clash.is_some() || clash_broker {
+            let other = clash.map_or("broker.client_id".to_string(), |j| {
+                format!("connectors[{j}]")
+            });
+            return Err(ctx.err(
+                &p.key("client_id"),
+                format!(
+                    "client id '{}' is also used by {other}; two clients with one id disconnect each other",
+                    conn.client_id
+                ),
+            ));
+        }
+        connectors_out.push(conn);
+    }
+    Ok(Config {
+        origin: ctx.file.to_string(),
+        hostname: ctx.hostname.to_string(),
+        broker,
+        topic_prefix: prefix,
+        spool,
+        sources,
+        routes: routes_out,
+        connectors: connectors_out,
+    })
+}
+
+fn protocol(s: &str) -> Option<Protocol> {
+    Some(match s.trim().trim_start_matches(['v', 'V']) {
+        "5" | "5.0" => Protocol::V5,
+        "3.1.1" | "311" | "4" => Protocol::V311,
+        "3.1" | "31" | "3" => Protocol::V31,
+        _ => return None,
+    })
+}
+
+fn broker(raw: RawBroker, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str) -> R<Broker> {
+    let url_is_embedded = raw
+        .url
+        .as_deref()
+        .is_none_or(|u| u.trim().eq_ignore_ascii_case("embedded"));
+    if raw.url.is_some() && (raw.host.is_some() || raw.port.is_some()) {
+        let p = if raw.host.is_some() { "host" } else { "port" };
+        return Err(ctx.err(&path.key(p), "give either url or host/port, not both"));
+    }
+    let has_embedded = raw.embedded.is_some();
+    let target = if let Some(host) = raw.host.as_deref() {
+        ctx.non_empty(host, &path.key("host"))?;
+        let scheme = if raw.tls.is_some() { "mqtts" } else { "mqtt" };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let url = match raw.port {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        };
+        BrokerTarget::Remote(
+            BrokerUrl::parse(&url).map_err(|e| ctx.err(&path.key("host"), e.to_string()))?,
+        )
+    } else if raw.port.is_some() {
+        return Err(ctx.err(&path.key("port"), "port needs host"));
+    } else if url_is_embedded {
+        let e = raw.embedded.unwrap_or_default();
+        let ep = path.key("embedded");
+        let defaults = Embedded::default();
+        let listen = match e.listen.as_deref() {
+            Some(s) => ctx.socket_addr(s, &ep.key("listen"))?,
+            None => defaults.listen,
+        };
+        let ws_listen = match e.ws_listen.as_deref() {
+            Some(s) => Some(ctx.socket_addr(s, &ep.key("ws_listen"))?),
+            None => None,
+        };
+        let password = ctx.password(e.password, e.password_file.as_deref(), &ep)?;
+        if e.username.is_some() != password.is_some() {
+            let p = if e.username.is_some() {
+                "password"
+            } else {
+                "username"
+            };
+            return Err(ctx.err(&ep.key(p), "username and password go together"));
+        }
+        if raw.tls.is_some() {
+            return Err(ctx.err(
+                &path.key("tls"),
+                "the embedded broker is reached over plain TCP on loopback; tls needs a remote url",
+            ));
+        }
+        BrokerTarget::Embedded(Embedded {
+            listen,
+            ws_listen,
+            username: e.username,
+            password,
+        })
+    } else {
+        let u = raw.url.as_deref().unwrap_or_default();
+        BrokerTarget::Remote(
+            BrokerUrl::parse(u).map_err(|e| ctx.err(&path.key("url"), e.to_string()))?,
+        )
+    };
+    if has_embedded && matches!(target, BrokerTarget::Remote(_)) {
+        return Err(ctx.err(
+            &path.key("embedded"),
+            "only used with url: embedded (the url points at a remote broker)",
+        ));
+    }
+
+    // Credentials: explicit keys, or from the URL, not both.
+    let (url_user, url_pass) = match &target {
+        BrokerTarget::Remote(u) => (u.username.clone(), u.password.clone().map(Secret::new)),
+        BrokerTarget::Embedded(_) => (None, None),
+    };
+    let password = ctx.password(raw.password, raw.password_file.as_deref(), path)?;
+    if (raw.username.is_some() || password.is_some()) && (url_user.is_some() || url_pass.is_some())
+    {
+        return Err(ctx.err(
+            &path.key("url"),
+            "credentials are given both in the url and as username/password; keep one",
+        ));
+    }
+    let username = raw.username.or(url_user);
+    let password = password.or(url_pass);
+
+    let client_id = ctx.literal_template(
+        raw.client_id.as_deref().unwrap_or("mqlink-{hostname}"),
+        &path.key("client_id"),
+        &Allowed::HOSTNAME,
+        prefix,
+    )?;
+    let protocol = match raw.protocol.as_deref() {
+        None => Protocol::V5,
+        Some(s) => protocol(s).ok_or_else(|| {
+            ctx.err(
+                &path.key("protocol"),
+                format!("unknown protocol '{s}' (use 5, 3.1.1 or 3.1)"),
+            )
+        })?,
+    };
+    let kp = path.key("keepalive");
+    let keepalive = ctx.duration(raw.keepalive.as_deref(), &kp, Duration::from_secs(60))?;
+    let keepalive = ctx.whole_seconds(keepalive, &kp, u64::from(u16::MAX))?;
+
+    let session = match raw.session {
+        None | Some(RawSession::Clean) => Session::Clean,
+        Some(RawSession::Persistent) => Session::Persistent,
+    };
+    let sp = path.key("session_expiry");
+    let session_expiry = match (session, raw.session_expiry.as_deref()) {
+        (Session::Clean, Some(_)) => {
+            return Err(ctx.err(&sp, "only meaningful with session: persistent"));
+        }
+        (Session::Clean, None) => None,
+        (Session::Persistent, Some(_)) if protocol != Protocol::V5 => {
+            return Err(ctx.err(&sp, "session expiry needs MQTT 5 (broker.protocol)"));
+        }
+        (Session::Persistent, v) => {
+            let d = ctx.positive_duration(v, &sp, DAY)?;
+            Some(ctx.whole_seconds(d, &sp, u64::from(u32::MAX))?)
+        }
+    };
+
+    let tls = tls(raw.tls, &target, ctx, &path.key("tls"))?;
+    let reconnect = ctx.backoff(raw.reconnect, &path.key("reconnect"))?;
+    let mp = path.key("max_packet_size");
+    let max_packet_size = ctx.bytes(raw.max_packet_size.as_deref(), &mp, 16 << 20, 128)?;
+    if max_packet_size > MQTT_MAX_PACKET {
+        return Err(ctx.err(&mp, format!("MQTT allows at most {MQTT_MAX_PACKET} bytes")));
+    }
+    let max_inflight = match raw.max_inflight {
+        None => 20,
+        Some(n) => u16::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ctx.err(&path.key("max_inflight"), "must be between 1 and 65535"))?,
+    };
+    let connect_timeout = ctx.positive_duration(
+        raw.connect_timeout.as_deref(),
+        &path.key("connect_timeout"),
+        Duration::from_secs(10),
+    )?;
+    let lifecycle = match raw.lifecycle {
+        None => None,
+        Some(l) => Some(lifecycle(l, ctx, &path.key("lifecycle"), prefix)?),
+    };
+    Ok(Broker {
+        target,
+        client_id,
+        username,
+        password,
+        protocol,
+        keepalive,
+        session,
+        session_expiry,
+        tls,
+        reconnect,
+        max_packet_size: u32::try_from(max_packet_size).unwrap_or(u32::MAX),
+        max_inflight,
+        connect_timeout,
+        lifecycle,
+    })
+}
+
+fn tls(
+    raw: Option<RawTls>,
+    target: &BrokerTarget,
+    ctx: &Ctx<'_>,
+    path: &KeyPath,
+) -> R<Option<Tls>> {
+    let is_tls = matches!(target, BrokerTarget::Remote(u) if u.transport.is_tls());
+    let Some(raw) = raw else {
+        return Ok(is_tls.then(Tls::default));
+    };
+    if !is_tls {
+        return Err(ctx.err(
+            path,
+            "tls is set but the broker url is not a TLS url (use mqtts:// or wss://)",
+        ));
+    }
+    let ca_file = match raw.ca_file.as_deref() {
+        Some(f) => Some(ctx.input_file(f, &path.key("ca_file"))?),
+        None => None,
+    };
+    let client_auth = match (raw.cert_file.as_deref(), raw.key_file.as_deref()) {
+        (Some(c), Some(k)) => Some(ClientAuth {
+            cert_file: ctx.input_file(c, &path.key("cert_file"))?,
+            key_file: ctx.input_file(k, &path.key("key_file"))?,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ctx.err(&path.key("cert_file"), "cert_file needs key_file too"));
+        }
+        (None, Some(_)) => {
+            return Err(ctx.err(&path.key("key_file"), "key_file needs cert_file too"));
+        }
+    };
+    let alpn = raw.alpn.unwrap_or_default();
+    for (i, a) in alpn.iter().enumerate() {
+        ctx.non_empty(a, &path.key("alpn").index(i))?;
+    }
+    if let Some(s) = raw.server_name.as_deref() {
+        ctx.non_empty(s, &path.key("server_name"))?;
+    }
+    Ok(Some(Tls {
+        ca_file,
+        client_auth,
+        alpn,
+        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        server_name: raw.server_name,
+    }))
+}
+
+fn lifecycle(raw: RawLifecycle, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str) -> R<Lifecycle> {
+    let tp = path.key("topic");
+    let t = ctx.template(
+        raw.topic.as_deref().unwrap_or("status"),
+        &tp,
+        true,
+        &Allowed::BUILTINS,
+    )?;
+    let t = if t.uses_prefix() {
+        t
+    } else {
+        t.with_prefix(prefix)
+    };
+    let topic = t
+        .resolve_builtins(ctx.hostname, prefix)
+        .literal()
+        .unwrap_or_default();
+    validate_topic_name(&topic).map_err(|e| ctx.err(&tp, e.to_string()))?;
+    Ok(Lifecycle {
+        topic,
+        online: raw.online.unwrap_or_else(|| "online".into()),
+        offline: raw.offline.unwrap_or_else(|| "offline".into()),
+        retain: raw.retain.unwrap_or(true),
+        qos: ctx.qos(raw.qos, &path.key("qos"), QoS::AtLeastOnce)?,
+    })
+}
+
+fn spool(raw: RawSpool, ctx: &Ctx<'_>, path: &KeyPath) -> R<Spool> {
+    let dir = raw.dir.unwrap_or_else(|| "./mqlink-data".into());
+    ctx.non_empty(&dir, &path.key("dir"))?;
+    Ok(Spool {
+        dir: PathBuf::from(dir),
+        max_bytes: ctx.bytes(
+            raw.max_bytes.as_deref(),
+            &path.key("max_bytes"),
+            1 << 30,
+            1 << 20,
+        )?,
+        on_full: match raw.on_full {
+            None | Some(RawOnFull::Reject) => OnFull::Reject,
+            Some(RawOnFull::Block) => OnFull::Block,
+            Some(RawOnFull::DropOldest) => OnFull::DropOldest,
+        },
+        fsync: ctx.fsync(raw.fsync, raw.fsync_interval.as_deref(), path)?,
+    })
+}
+
+fn sources(raw: RawSources, ctx: &Ctx<'_>, path: &KeyPath) -> R<Sources> {
+    let hp = path.key("http");
+    let h = raw.http.unwrap_or_default();
+    let http = if h.enabled.unwrap_or(true) {
+        let listen = match h.listen.as_deref() {
+            Some(s) => ctx.socket_addr(s, &hp.key("listen"))?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let tokens = h.tokens.unwrap_or_default();
+        for (i, t) in tokens.iter().enumerate() {
+            if t.expose().trim().is_empty() {
+                return Err(ctx.err(&hp.key("tokens").index(i), "token is empty"));
+            }
+        }
+        if !listen.ip().is_loopback() && tokens.is_empty() {
+            return Err(ctx.err(
+                &hp.key("listen"),
+                format!("{listen} is not a loopback address; set sources.http.tokens to accept events from the network"),
+            ));
+        }
+        let max_body = ctx.bytes(h.max_body.as_deref(), &hp.key("max_body"), 1 << 20, 1)?;
+        let request_timeout = ctx.positive_duration(
+            h.request_timeout.as_deref(),
+            &hp.key("request_timeout"),
+            Duration::from_secs(30),
+        )?;
+        Some(HttpSource {
+            listen,
+            tokens,
+            max_body,
+            request_timeout,
+        })
+    } else {
+        None
+    };
+    let mut poll = Vec::new();
+    for (i, p) in raw.poll.unwrap_or_default().into_iter().enumerate() {
+        let pp = path.key("poll").index(i);
+        ctx.non_empty(&p.event, &pp.key("event"))?;
+        if let Some(s) = p.split.as_deref() {
+            ctx.non_empty(s, &pp.key("split"))?;
+        }
+        poll.push(Poll {
+            url: ctx.http_url(&p.url, &pp.key("url"), &["http", "https"])?,
+            every: ctx.positive_duration(Some(&p.every), &pp.key("every"), Duration::ZERO)?,
+            event: p.event,
+            fields: p.fields.unwrap_or_default(),
+            split: p.split,
+            headers: ctx.headers(p.headers, &pp.key("headers"))?,
+            timeout: ctx.positive_duration(
+                p.timeout.as_deref(),
+                &pp.key("timeout"),
+                Duration::from_secs(10),
+            )?,
+        });
+    }
+    Ok(Sources {
+        http,
+        stdin: raw.stdin.and_then(|s| s.enabled).unwrap_or(false),
+        poll,
+    })
+}
+
+fn route(
+    raw: RawRoute,
+    index: usize,
+    ctx: &Ctx<'_>,
+    path: &KeyPath,
+    prefix: &str,
+    protocol: Protocol,
+) -> R<Route> {
+    let name = match raw.name {
+        Some(n) => {
+            ctx.non_empty(&n, &path.key("name"))?;
+            n
+        }
+        None => format!("route-{index}"),
+    };
+    let mp = path.key("match");
+    if raw.match_.is_empty() {
+        return Err(ctx.err(
+            &mp,
+            "needs at least one event name or pattern (\"*\" for all)",
+        ));
+    }
+    let mut matches = Vec::with_capacity(raw.match_.len());
+    for (i, m) in raw.match_.iter().enumerate() {
+        matches.push(EventGlob::parse(m).map_err(|e| ctx.err(&mp.index(i), e.to_string()))?);
+    }
+    let tp = path.key("topic");
+    let t = ctx.template(&raw.topic, &tp, true, &Allowed::EVENT)?;
+    let t = if t.uses_prefix() {
+        t
+    } else {
+        t.with_prefix(prefix)
+    };
+    let topic = t.resolve_builtins(ctx.hostname, prefix);
+    if let Some(text) = topic.literal() {
+        validate_topic_name(&text).map_err(|e| ctx.err(&tp, e.to_string()))?;
+    }
+
+    let pp = path.key("payload");
+    let p = raw.payload.unwrap_or_default();
+    if let Some(f) = p.event_field.as_deref() {
+        ctx.non_empty(f, &pp.key("event_field"))?;
+    }
+    let timestamp_field = match (p.timestamp_field, p.timestamp) {
+        (Some(f), fmt) => {
+            ctx.non_empty(&f, &pp.key("timestamp_field"))?;
+            let fmt = match fmt {
+                None | Some(RawTimestamp::Unix) => TimestampFormat::Unix,
+                Some(RawTimestamp::UnixMs) => TimestampFormat::UnixMs,
+                Some(RawTimestamp::Rfc3339) => TimestampFormat::Rfc3339,
+            };
+            Some((f, fmt))
+        }
+        (None, Some(_)) => {
+            return Err(ctx.err(
+                &pp.key("timestamp"),
+                "needs timestamp_field (the key to write it under)",
+            ));
+        }
+        (None, None) => None,
+    };
+    if let Some(t) = p.transform.as_deref() {
+        ctx.non_empty(t, &pp.key("transform"))?;
+    }
+
+    let prp = path.key("properties");
+    let properties = match raw.properties {
+        None => Properties::default(),
+        Some(_) if protocol != Protocol::V5 => {
+            return Err(ctx.err(&prp, "MQTT properties need protocol 5 (broker.protocol)"));
+        }
+        Some(props) => {
+            let ep = prp.key("message_expiry");
+            let message_expiry = match props.message_expiry.as_deref() {
+                None => None,
+                Some(v) => {
+                    let d = ctx.positive_duration(Some(v), &ep, Duration::ZERO)?;
+                    Some(ctx.whole_seconds(d, &ep, u64::from(u32::MAX))?)
+                }
+            };
+            if let Some(ct) = props.content_type.as_deref() {
+                ctx.non_empty(ct, &prp.key("content_type"))?;
+            }
+            let mut user = Vec::new();
+            for (k, v) in props.user.map(|o| o.0).unwrap_or_default() {
+                let up = prp.key("user").key(&k);
+                if k.is_empty() {
+                    return Err(ctx.err(&up, "user property name must not be empty"));
+                }
+                let t = ctx.template(&v, &up, false, &Allowed::EVENT)?;
+                user.push((k, t.resolve_builtins(ctx.hostname, prefix)));
+            }
+            Properties {
+                content_type: props.content_type,
+                message_expiry,
+                user,
+            }
+        }
+    };
+    Ok(Route {
+        name,
+        matches,
+        topic,
+        qos: ctx.qos(raw.qos, &path.key("qos"), QoS::AtLeastOnce)?,
+        retain: raw.retain.unwrap_or(false),
+        enabled: raw.enabled.unwrap_or(true),
+        slash: match raw.slash {
+            None | Some(RawSlash::Keep) => SlashPolicy::Keep,
+            Some(RawSlash::Replace) => SlashPolicy::Replace,
+        },
+        payload: Payload {
+            event_field: p.event_field,
+            timestamp_field,
+            transform: p.transform,
+        },
+        properties,
+    })
+}
+
+const TOPIC_ONLY: Allowed<'static> = Allowed {
+    event: false,
+    hostname: true,
+    prefix: false,
+    fields: FieldRule::Only(&["topic"]),
+};
+
+fn connector(raw: RawConnector, ctx: &Ctx<'_>, path: &KeyPath) -> R<Connector> {
+    let np = path.key("name");
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if raw.name.is_empty() || !raw.name.chars().all(name_ok) {
+        return Err(ctx.err(&np, "connector names use letters, digits, '-', '_' and '.'"));
+    }
+    let sp = path.key("subscribe");
+    if raw.subscribe.is_empty() {
+        return Err(ctx.err(&sp, "needs at least one topic filter"));
+    }
+    let mut subscribe = Vec::new();
+    for (i, f) in raw.subscribe.iter().enumerate() {
+        subscribe.push(TopicFilter::parse(f).map_err(|e| ctx.err(&sp.index(i), e.to_string()))?);
+    }
+    let default_id = format!("mqlink-{{hostname}}-{}", raw.name);
+    let client_id = ctx.literal_template(
+        raw.client_id.as_deref().unwrap_or(&default_id),
+        &path.key("client_id"),
+        &Allowed::HOSTNAME,
+        "",
+    )?;
+    let broker = match raw.broker {
+        None => None,
+        Some(b) => Some(
+            BrokerUrl::parse(&b.url)
+                .map_err(|e| ctx.err(&path.key("broker").key("url"), e.to_string()))?,
+        ),
+    };
+    let mut transforms = Vec::new();
+    for (i, t) in raw.transforms.unwrap_or_default().into_iter().enumerate() {
+        let tp = path.key("transforms").index(i);
+        let (key, t) = match t {
+            RawTransform::Filter(e) => ("filter", Transform::Filter(e)),
+            RawTransform::Map(e) => ("map", Transform::Map(e)),
+            RawTransform::Arraymap(e) => ("arraymap", Transform::ArrayMap(e)),
+        };
+        let (Transform::Filter(e) | Transform::Map(e) | Transform::ArrayMap(e)) = &t;
+        ctx.non_empty(e, &tp.key(key))?;
+        transforms.push(t);
+    }
+    let dead_letter = match raw.dead_letter {
+        Some(d) => {
+            ctx.non_empty(&d, &path.key("dead_letter"))?;
+            Some(PathBuf::from(d))
+        }
+        None => None,
+    };
+    Ok(Connector {
+        name: raw.name,
+        subscribe,
+        qos: ctx.qos(raw.qos, &path.key("qos"), QoS::AtLeastOnce)?,
+        session: match raw.session {
+            None | Some(RawSession::Persistent) => Session::Persistent,
+            Some(RawSession::Clean) => Session::Clean,
+        },
+        client_id,
+        broker,
+        format: match raw.format {
+            None | Some(RawFormat::Json) => RecordFormat::Json,
+            Some(RawFormat::Fluvio) => RecordFormat::Fluvio,
+            Some(RawFormat::Raw) => RecordFormat::Raw,
+        },
+        transforms,
+        dead_letter,
+        sink: sink(raw.sink, ctx, &path.key("sink"))?,
+    })
+}
+
+fn sink(raw: RawSink, ctx: &Ctx<'_>, path: &KeyPath) -> R<Sink> {
+    Ok(match raw {
+        RawSink::Stdout(RawStdout {}) => Sink::Stdout,
+        RawSink::File(f) => {
+            let p = path.key("file");
+            ctx.non_empty(&f.path, &p.key("path"))?;
+            Sink::File {
+                path: PathBuf::from(f.path),
+                rotate_bytes: match f.rotate_bytes.as_deref() {
+                    Some(s) => Some(ctx.bytes(Some(s), &p.key("rotate_bytes"), 0, 1024)?),
+                    None => None,
+                },
+                fsync: ctx.fsync(f.fsync, f.fsync_interval.as_deref(), &p)?,
+            }
+        }
+        RawSink::Http(h) => {
+            let p = path.key("http");
+            let method = h
+                .method
+                .unwrap_or_else(|| "POST".into())
+                .to_ascii_uppercase();
+            if !matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
+                return Err(ctx.err(
+                    &p.key("method"),
+                    format!("method '{method}' is not POST, PUT or PATCH"),
+                ));
+            }
+            let batch_max = h.batch_max.unwrap_or(100);
+            if !(1..=10_000).contains(&batch_max) {
+                return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
+            }
+            Sink::Http {
+                url: ctx.http_url(&h.url, &p.key("url"), &["http", "https"])?,
+                method,
+                headers: ctx.headers(h.headers, &p.key("headers"))?,
+                batch_max,
+                timeout: ctx.positive_duration(
+                    h.timeout.as_deref(),
+                    &p.key("timeout"),
+                    Duration::from_secs(10),
+                )?,
+                retry: ctx.backoff(h.retry, &p.key("retry"))?,
+            }
+        }
+        RawSink::Nats(n) => {
+            let p = path.key("nats");
+            let jetstream = n.jetstream.unwrap_or(false);
+            if n.stream.is_some() && !jetstream {
+                return Err(ctx.err(&p.key("stream"), "only meaningful with jetstream: true"));
+            }
+            let subject = ctx.template(&n.subject, &p.key("subject"), false, &TOPIC_ONLY)?;
+            if subject.as_str().trim().is_empty() || subject.as_str().contains(char::is_whitespace)
+            {
+                return Err(ctx.err(
+                    &p.key("subject"),
+                    "a NATS subject must be non-empty without spaces",
+                ));
+            }
+            Sink::Nats {
+                url: ctx.http_url(&n.url, &p.key("url"), &["nats", "tls", "ws", "wss"])?,
+                subject: subject.resolve_builtins(ctx.hostname, ""),
+                jetstream,
+                stream: n.stream,
+                credentials: match n.credentials.as_deref() {
+                    Some(c) => Some(ctx.input_file(c, &p.key("credentials"))?),
+                    None => None,
+                },
+            }
+        }
+        RawSink::Mqtt(m) => {
+            let p = path.key("mqtt");
+            let topic = ctx.template(
+                m.topic.as_deref().unwrap_or("{topic}"),
+                &p.key("topic"),
+                true,
+                &TOPIC_ONLY,
+            )?;
+            Sink::Mqtt {
+                url: BrokerUrl::parse(&m.url).map_err(|e| ctx.err(&p.key("url"), e.to_string()))?,
+                topic: topic.resolve_builtins(ctx.hostname, ""),
+                qos: ctx.qos(m.qos, &p.key("qos"), QoS::AtLeastOnce)?,
+                retain: m.retain.unwrap_or(false),
+            }
+        }
+    })
+}
