@@ -43,6 +43,30 @@ impl de::Error for DeError {
             loc: None,
         }
     }
+
+    // serde's defaults quote the offending string; it may be a secret put in the wrong
+    // place (`tokens: <token>` instead of a list), so strings are described, not shown.
+    fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        de::Error::custom(format_args!(
+            "invalid type: {}, expected {exp}",
+            describe(&unexp)
+        ))
+    }
+
+    fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        de::Error::custom(format_args!(
+            "invalid value: {}, expected {exp}",
+            describe(&unexp)
+        ))
+    }
+}
+
+fn describe(unexp: &de::Unexpected<'_>) -> String {
+    match unexp {
+        de::Unexpected::Str(_) => "a string".into(),
+        de::Unexpected::Bytes(_) => "bytes".into(),
+        other => other.to_string(),
+    }
 }
 
 /// Deserializes one node.

@@ -385,6 +385,9 @@ fn no_error_message_contains_a_secret() {
         "broker: {url: mqtt://h, password: hunter2, password_file: f}",
         "sources: {http: {tokens: [hunter2], listen: nope}}",
         "broker: {url: mqtt://h, password: [hunter2]}",
+        "sources: {http: {tokens: hunter2}}",
+        "broker: {url: mqtt://h, max_inflight: hunter2}",
+        "sources: {poll: [{url: 'http://x', every: 1s, event: e, headers: {X-Key: [hunter2]}}]}",
     ];
     for t in texts {
         let e = yaml(t).unwrap_err().to_string();
@@ -541,4 +544,15 @@ fn toml_errors_are_located_too() {
         e.to_string(),
         "mqlink.toml:3:9: routes[0].topic: unclosed '{' at byte 2 (write '{{' for a literal brace)"
     );
+}
+
+#[test]
+fn route_set_finds_enabled_routes_only() {
+    let c = yaml(
+        "routes:\n  - {match: [Job*], topic: a}\n  - {match: [JobUpdate], topic: b, enabled: false}\n  - {match: ['*'], topic: c}\n",
+    )
+    .unwrap();
+    let set = c.route_set();
+    assert_eq!(set.matches("JobUpdate"), vec![0, 2]);
+    assert_eq!(set.matches("Other"), vec![2]);
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::mqtt::url::BrokerUrl;
-use crate::topic::{EventGlob, SlashPolicy, Template, TopicFilter};
+use crate::topic::{EventGlob, GlobSet, SlashPolicy, Template, TopicFilter};
 
 use super::secret::Secret;
 
@@ -30,6 +30,21 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Connectors in file order.
     pub connectors: Vec<Connector>,
+}
+
+impl Config {
+    /// A matcher over [`Config::routes`]: `matches(event)` yields the indices of the
+    /// enabled routes whose `match` list accepts the event name, in file order.
+    pub fn route_set(&self) -> GlobSet {
+        const NONE: &[EventGlob] = &[];
+        GlobSet::new(self.routes.iter().map(|r| {
+            if r.enabled {
+                r.matches.as_slice()
+            } else {
+                NONE
+            }
+        }))
+    }
 }
 
 /// MQTT protocol version.
