@@ -2,3 +2,5 @@
 //!
 //! - [`url`]: broker URLs (pure).
 pub mod url;
+pub mod codec;
+pub mod state;

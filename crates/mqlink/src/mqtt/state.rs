@@ -1,0 +1,966 @@
+//! Session state: the protocol bookkeeping of one MQTT client, with no I/O.
+//!
+//! The connection task feeds it what happened (a message to publish, a packet from the
+//! broker, a connect or a disconnect, an application ack) and drains [`Output`]s: packets to
+//! write, verdicts to hand back, messages to deliver. Keeping it free of sockets lets every
+//! rule below be tested packet by packet.
+//!
+//! Rules it enforces:
+//! - A publish gets exactly one [`Verdict`]: acknowledged (PUBACK, or PUBREC then PUBCOMP,
+//!   with a success code), rejected (a reason code ≥ 0x80), or given up (only when the owner
+//!   cancels everything at shutdown). Losing the connection never decides a verdict: the
+//!   message is sent again after the reconnect.
+//! - At most `window` QoS 1/2 messages are unacknowledged at once, the smaller of our cap and
+//!   the broker's Receive Maximum. A packet id is reused only after its flow completed.
+//! - After a reconnect, unacknowledged messages are sent again in their original order: with
+//!   DUP (or as PUBREL when PUBREC was already seen) when the broker resumed the session,
+//!   as fresh publishes when it did not.
+//! - Incoming QoS 1/2 messages are acknowledged only when the application says so, and in
+//!   the order they arrived (MQTT-4.6.0-2). An application ack that belongs to an earlier
+//!   connection is ignored: the broker will send that message again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::codec::{Ack, ConnAck, Packet, Publish, QoS};
+
+/// Caller-chosen identifier of a publish or subscribe request.
+pub type Token = u64;
+
+/// The fate of one published message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The broker acknowledged it (QoS 0: it was written to the socket).
+    Acknowledged,
+    /// The broker refused it with an MQTT 5 reason code.
+    Rejected {
+        /// Reason code (≥ 0x80).
+        code: u8,
+        /// Reason string, when the broker sent one.
+        reason: Option<String>,
+    },
+    /// The owner stopped the client before the broker answered.
+    GaveUp,
+}
+
+/// Proof that an incoming message was delivered on a given connection; pass it back to ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckToken {
+    epoch: u64,
+    pid: u16,
+}
+
+/// An incoming message for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The PUBLISH as received.
+    pub publish: Publish,
+    /// Present for QoS 1/2: the broker is acked only after [`Session::ack`] with it.
+    pub ack: Option<AckToken>,
+}
+
+/// Something the connection task must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Write this packet. `written` names a QoS 0 publish whose verdict is due once written.
+    Send {
+        /// The packet.
+        packet: Packet,
+        /// Token of a QoS 0 publish.
+        written: Option<Token>,
+    },
+    /// A publish reached its verdict.
+    Verdict(Token, Verdict),
+    /// Hand a message to the application.
+    Deliver(Delivery),
+    /// A SUBSCRIBE request was answered: one code per filter.
+    Subscribed(Token, Vec<u8>),
+    /// An UNSUBSCRIBE request was answered.
+    Unsubscribed(Token),
+    /// Something odd but survivable happened (a stray ack); worth a log line.
+    Anomaly(String),
+}
+
+/// The broker broke the protocol, or ended the connection: the connection must go.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// A packet that a broker must not send (or not now).
+    #[error("protocol violation by broker: {0}")]
+    Protocol(String),
+    /// The broker sent DISCONNECT.
+    #[error("broker sent DISCONNECT (reason 0x{code:02x}{})", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Disconnected {
+        /// v5 reason code.
+        code: u8,
+        /// v5 reason string.
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    AwaitPubAck,
+    AwaitPubRec,
+    AwaitPubComp,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    seq: u64,
+    token: Token,
+    publish: Publish,
+    stage: Stage,
+}
+
+#[derive(Debug)]
+struct Queued {
+    token: Token,
+    publish: Publish,
+}
+
+#[derive(Debug)]
+struct IncomingSlot {
+    pid: u16,
+    qos: QoS,
+    done: bool,
+}
+
+#[derive(Debug)]
+enum Request {
+    Subscribe(Vec<(String, QoS)>),
+    Unsubscribe(Vec<String>),
+}
+
+/// Protocol state of one client session.
+#[derive(Debug)]
+pub struct Session {
+    max_inflight: u16,
+    window: u16,
+    connected: bool,
+    epoch: u64,
+    next_pid: u16,
+    next_seq: u64,
+    queued: VecDeque<Queued>,
+    inflight: HashMap<u16, Inflight>,
+    incoming: VecDeque<IncomingSlot>,
+    awaiting_pubrel: HashSet<u16>,
+    subscriptions: Vec<(String, QoS)>,
+    requests_waiting: VecDeque<(Token, Request)>,
+    requests_sent: HashMap<u16, (Option<Token>, Request)>,
+    out: VecDeque<Output>,
+}
+
+impl Session {
+    /// A session allowing at most `max_inflight` unacknowledged QoS 1/2 messages.
+    pub fn new(max_inflight: u16) -> Session {
+        let max_inflight = max_inflight.max(1);
+        Session {
+            max_inflight,
+            window: max_inflight,
+            connected: false,
+            epoch: 0,
+            next_pid: 0,
+            next_seq: 0,
+            queued: VecDeque::new(),
+            inflight: HashMap::new(),
+            incoming: VecDeque::new(),
+            awaiting_pubrel: HashSet::new(),
+            subscriptions: Vec::new(),
+            requests_waiting: VecDeque::new(),
+            requests_sent: HashMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Messages not yet sent (waiting for the window or a connection).
+    pub fn queued_len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// QoS 1/2 messages sent and not yet acknowledged.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Current window (our cap, limited by the broker's Receive Maximum).
+    pub fn window(&self) -> u16 {
+        self.window
+    }
+
+    /// True between [`Session::connected`] and [`Session::disconnected`].
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Queue a message. `publish.pid` and `dup` are ignored: the session assigns them.
+    pub fn publish(&mut self, token: Token, mut publish: Publish) {
+        publish.pid = None;
+        publish.dup = false;
+        self.queued.push_back(Queued { token, publish });
+        self.pump();
+    }
+
+    /// Ask for a subscription; it is remembered and renewed on every new session.
+    pub fn subscribe(&mut self, token: Token, filters: Vec<(String, QoS)>) {
+        for (f, q) in &filters {
+            match self.subscriptions.iter_mut().find(|(g, _)| g == f) {
+                Some(existing) => existing.1 = *q,
+                None => self.subscriptions.push((f.clone(), *q)),
+            }
+        }
+        self.requests_waiting.push_back((token, Request::Subscribe(filters)));
+        self.pump();
+    }
+
+    /// Drop subscriptions.
+    pub fn unsubscribe(&mut self, token: Token, filters: Vec<String>) {
+        self.subscriptions.retain(|(f, _)| !filters.contains(f));
+        self.requests_waiting.push_back((token, Request::Unsubscribe(filters)));
+        self.pump();
+    }
+
+    /// The broker accepted our CONNECT.
+    pub fn connected(&mut self, connack: &ConnAck) {
+        self.connected = true;
+        self.epoch += 1;
+        self.incoming.clear();
+        if !connack.session_present {
+            self.awaiting_pubrel.clear();
+        }
+        let broker_max = connack.receive_max.unwrap_or(u16::MAX).max(1);
+        self.window = self.max_inflight.min(broker_max);
+
+        // Replay in original order.
+        let mut replay: Vec<Inflight> = self.inflight.drain().map(|(_, v)| v).collect();
+        replay.sort_by_key(|m| m.seq);
+        let keep = usize::from(self.window).min(replay.len());
+        let overflow = replay.split_off(keep);
+        // Messages beyond a shrunken window go back to the head of the queue, in order.
+        for m in overflow.into_iter().rev() {
+            let mut publish = m.publish;
+            publish.pid = None;
+            publish.dup = false;
+            self.queued.push_front(Queued {
+                token: m.token,
+                publish,
+            });
+        }
+        for mut m in replay {
+            let pid = m.publish.pid.unwrap_or_default();
+            if connack.session_present {
+                if m.stage == Stage::AwaitPubComp {
+                    self.out.push_back(send(Packet::PubRel(Ack::ok(pid))));
+                } else {
+                    m.publish.dup = true;
+                    self.out.push_back(send(Packet::Publish(m.publish.clone())));
+                }
+            } else {
+                m.stage = initial_stage(m.publish.qos);
+                m.publish.dup = false;
+                self.out.push_back(send(Packet::Publish(m.publish.clone())));
+            }
+            self.inflight.insert(pid, m);
+        }
+
+        // Requests sent on the old connection and never answered are asked again.
+        let mut unanswered: Vec<(u16, (Option<Token>, Request))> = self.requests_sent.drain().collect();
+        unanswered.sort_by_key(|(pid, _)| *pid);
+        for (_, (token, req)) in unanswered.into_iter().rev() {
+            if let Some(token) = token {
+                self.requests_waiting.push_front((token, req));
+            }
+        }
+        // Filters about to be requested anyway are left out of the renewal.
+        let requested: HashSet<&str> = self
+            .requests_waiting
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Request::Subscribe(f) => Some(f.iter().map(|(f, _)| f.as_str())),
+                Request::Unsubscribe(_) => None,
+            })
+            .flatten()
+            .collect();
+        let renew: Vec<(String, QoS)> = self
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| !requested.contains(f.as_str()))
+            .cloned()
+            .collect();
+        if !connack.session_present && !renew.is_empty() {
+            let pid = self.alloc_pid();
+            let filters = renew;
+            self.requests_sent.insert(pid, (None, Request::Subscribe(filters.clone())));
+            self.out.push_back(send(Packet::Subscribe { pid, filters }));
+        }
+        self.pump();
+    }
+
+    /// The connection is gone. Nothing is decided: unacknowledged messages wait for the
+    /// next connection; application acks of this connection become void.
+    pub fn disconnected(&mut self) {
+        self.connected = false;
+        self.incoming.clear();
+        // Anything not yet written is rebuilt from state on the next connect.
+        self.out.retain(|o| !matches!(o, Output::Send { written: None, .. }));
+    }
+
+    /// Give up on everything not yet decided (the owner is stopping).
+    pub fn give_up(&mut self) {
+        let mut all: Vec<(u64, Token)> = self.inflight.drain().map(|(_, m)| (m.seq, m.token)).collect();
+        all.sort();
+        for (_, token) in all {
+            self.out.push_back(Output::Verdict(token, Verdict::GaveUp));
+        }
+        for q in self.queued.drain(..) {
+            self.out.push_back(Output::Verdict(q.token, Verdict::GaveUp));
+        }
+    }
+
+    /// The application is done with an incoming message.
+    pub fn ack(&mut self, token: AckToken) {
+        if token.epoch != self.epoch || !self.connected {
+            return;
+        }
+        if let Some(slot) = self.incoming.iter_mut().find(|s| s.pid == token.pid && !s.done) {
+            slot.done = true;
+        }
+        while self.incoming.front().is_some_and(|s| s.done) {
+            let Some(slot) = self.incoming.pop_front() else { break };
+            match slot.qos {
+                QoS::AtLeastOnce => self.out.push_back(send(Packet::PubAck(Ack::ok(slot.pid)))),
+                QoS::ExactlyOnce => {
+                    self.awaiting_pubrel.insert(slot.pid);
+                    self.out.push_back(send(Packet::PubRec(Ack::ok(slot.pid))));
+                }
+                QoS::AtMostOnce => {}
+            }
+        }
+    }
+
+    /// A packet arrived from the broker.
+    ///
+    /// # Errors
+    /// [`SessionError`] when the connection must be dropped.
+    pub fn handle(&mut self, packet: Packet) -> Result<(), SessionError> {
+        match packet {
+            Packet::PubAck(a) => self.on_puback(a),
+            Packet::PubRec(a) => self.on_pubrec(a),
+            Packet::PubComp(a) => self.on_pubcomp(a),
+            Packet::PubRel(a) => {
+                self.awaiting_pubrel.remove(&a.pid);
+                self.out.push_back(send(Packet::PubComp(Ack::ok(a.pid))));
+            }
+            Packet::Publish(p) => self.on_publish(p)?,
+            Packet::SubAck { pid, codes } => match self.requests_sent.remove(&pid) {
+                Some((Some(token), _)) => self.out.push_back(Output::Subscribed(token, codes)),
+                Some((None, Request::Subscribe(filters))) => {
+                    for ((f, _), c) in filters.iter().zip(&codes) {
+                        if *c >= 0x80 {
+                            self.out.push_back(Output::Anomaly(format!(
+                                "broker refused resubscription to '{f}' (reason 0x{c:02x})"
+                            )));
+                        }
+                    }
+                }
+                _ => self.out.push_back(Output::Anomaly(format!("SUBACK for unknown packet id {pid}"))),
+            },
+            Packet::UnsubAck { pid } => match self.requests_sent.remove(&pid) {
+                Some((Some(token), _)) => self.out.push_back(Output::Unsubscribed(token)),
+                _ => self.out.push_back(Output::Anomaly(format!("UNSUBACK for unknown packet id {pid}"))),
+            },
+            Packet::PingResp => {}
+            Packet::Disconnect(d) => {
+                return Err(SessionError::Disconnected {
+                    code: d.reason,
+                    reason: d.reason_string,
+                });
+            }
+            other => {
+                return Err(SessionError::Protocol(format!("unexpected {} from broker", other.name())));
+            }
+        }
+        self.pump();
+        Ok(())
+    }
+
+    fn on_puback(&mut self, a: Ack) {
+        match self.inflight.get(&a.pid) {
+            Some(m) if m.stage == Stage::AwaitPubAck => {
+                let m = self.inflight.remove(&a.pid).expect("present: checked above");
+                self.out.push_back(Output::Verdict(m.token, verdict(a)));
+            }
+            _ => self
+                .out
+                .push_back(Output::Anomaly(format!("PUBACK for packet id {} that is not awaiting one", a.pid))),
+        }
+    }
+
+    fn on_pubrec(&mut self, a: Ack) {
+        let stage = self.inflight.get(&a.pid).map(|m| m.stage);
+        match stage {
+            Some(Stage::AwaitPubRec) if a.reason >= 0x80 => {
+                let m = self.inflight.remove(&a.pid).expect("present: checked above");
+                self.out.push_back(Output::Verdict(m.token, verdict(a)));
+            }
+            Some(Stage::AwaitPubRec) | Some(Stage::AwaitPubComp) => {
+                if let Some(m) = self.inflight.get_mut(&a.pid) {
+                    m.stage = Stage::AwaitPubComp;
+                }
+                self.out.push_back(send(Packet::PubRel(Ack::ok(a.pid))));
+            }
+            _ => self
+                .out
+                .push_back(Output::Anomaly(format!("PUBREC for packet id {} that is not awaiting one", a.pid))),
+        }
+    }
+
+    fn on_pubcomp(&mut self, a: Ack) {
+        match self.inflight.get(&a.pid) {
+            Some(m) if m.stage == Stage::AwaitPubComp => {
+                let m = self.inflight.remove(&a.pid).expect("present: checked above");
+                // 0x92 (packet id not found) after a resumed session means the broker had
+                // already completed the flow: the message was received (PUBREC came first).
+                let v = if a.reason == 0x92 { Verdict::Acknowledged } else { verdict(a) };
+                self.out.push_back(Output::Verdict(m.token, v));
+            }
+            _ => self
+                .out
+                .push_back(Output::Anomaly(format!("PUBCOMP for packet id {} that is not awaiting one", a.pid))),
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish) -> Result<(), SessionError> {
+        match (p.qos, p.pid) {
+            (QoS::AtMostOnce, _) => self.out.push_back(Output::Deliver(Delivery { publish: p, ack: None })),
+            (_, None) => return Err(SessionError::Protocol("QoS 1/2 PUBLISH without packet id".into())),
+            (QoS::AtLeastOnce, Some(pid)) => {
+                self.incoming.push_back(IncomingSlot {
+                    pid,
+                    qos: QoS::AtLeastOnce,
+                    done: false,
+                });
+                let ack = Some(AckToken { epoch: self.epoch, pid });
+                self.out.push_back(Output::Deliver(Delivery { publish: p, ack }));
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                if self.awaiting_pubrel.contains(&pid) {
+                    // Already delivered and PUBREC sent; the broker did not see it.
+                    self.out.push_back(send(Packet::PubRec(Ack::ok(pid))));
+                } else if self.incoming.iter().any(|s| s.pid == pid) {
+                    // A duplicate of a message the application still holds.
+                } else {
+                    self.incoming.push_back(IncomingSlot {
+                        pid,
+                        qos: QoS::ExactlyOnce,
+                        done: false,
+                    });
+                    let ack = Some(AckToken { epoch: self.epoch, pid });
+                    self.out.push_back(Output::Deliver(Delivery { publish: p, ack }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move queued work onto the wire as far as the window allows.
+    fn pump(&mut self) {
+        if !self.connected {
+            return;
+        }
+        while let Some((token, req)) = self.requests_waiting.pop_front() {
+            let pid = self.alloc_pid();
+            let packet = match &req {
+                Request::Subscribe(filters) => Packet::Subscribe {
+                    pid,
+                    filters: filters.clone(),
+                },
+                Request::Unsubscribe(filters) => Packet::Unsubscribe {
+                    pid,
+                    filters: filters.clone(),
+                },
+            };
+            self.requests_sent.insert(pid, (Some(token), req));
+            self.out.push_back(send(packet));
+        }
+        while let Some(front) = self.queued.front() {
+            if front.publish.qos == QoS::AtMostOnce {
+                let q = self.queued.pop_front().expect("front exists");
+                self.out.push_back(Output::Send {
+                    packet: Packet::Publish(q.publish),
+                    written: Some(q.token),
+                });
+                continue;
+            }
+            if self.inflight.len() >= usize::from(self.window) {
+                break;
+            }
+            let q = self.queued.pop_front().expect("front exists");
+            let pid = self.alloc_pid();
+            let mut publish = q.publish;
+            publish.pid = Some(pid);
+            self.next_seq += 1;
+            self.out.push_back(send(Packet::Publish(publish.clone())));
+            self.inflight.insert(
+                pid,
+                Inflight {
+                    seq: self.next_seq,
+                    token: q.token,
+                    stage: initial_stage(publish.qos),
+                    publish,
+                },
+            );
+        }
+    }
+
+    fn alloc_pid(&mut self) -> u16 {
+        // Terminates: fewer than 65,535 ids are ever in use (window ≤ u16::MAX and
+        // subscribe requests are few).
+        loop {
+            self.next_pid = self.next_pid % u16::MAX + 1;
+            let pid = self.next_pid;
+            if !self.inflight.contains_key(&pid) && !self.requests_sent.contains_key(&pid) {
+                return pid;
+            }
+        }
+    }
+}
+
+fn send(packet: Packet) -> Output {
+    Output::Send { packet, written: None }
+}
+
+fn initial_stage(qos: QoS) -> Stage {
+    match qos {
+        QoS::ExactlyOnce => Stage::AwaitPubRec,
+        _ => Stage::AwaitPubAck,
+    }
+}
+
+fn verdict(a: Ack) -> Verdict {
+    if a.reason < 0x80 {
+        Verdict::Acknowledged
+    } else {
+        Verdict::Rejected {
+            code: a.reason,
+            reason: a.reason_string,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::mqtt::codec::PublishProps;
+
+    fn msg(topic: &str, qos: QoS) -> Publish {
+        Publish {
+            topic: Arc::from(topic),
+            payload: Bytes::from_static(b"x"),
+            qos,
+            retain: false,
+            dup: false,
+            pid: None,
+            props: PublishProps::default(),
+        }
+    }
+
+    fn connack(session_present: bool, receive_max: Option<u16>) -> ConnAck {
+        ConnAck {
+            session_present,
+            receive_max,
+            ..ConnAck::default()
+        }
+    }
+
+    fn drain(s: &mut Session) -> Vec<Output> {
+        std::iter::from_fn(|| s.poll_output()).collect()
+    }
+
+    fn sent_publishes(out: &[Output]) -> Vec<(u16, String, bool)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    packet: Packet::Publish(p),
+                    ..
+                } => Some((p.pid.unwrap_or(0), p.topic.to_string(), p.dup)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nothing_is_sent_before_the_first_connack() {
+        let mut s = Session::new(10);
+        s.publish(1, msg("a", QoS::AtLeastOnce));
+        assert!(drain(&mut s).is_empty());
+        assert_eq!(s.queued_len(), 1);
+        s.connected(&connack(false, None));
+        assert_eq!(sent_publishes(&drain(&mut s)), vec![(1, "a".into(), false)]);
+    }
+
+    #[test]
+    fn puback_releases_exactly_that_message() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        for (t, topic) in [(10, "a"), (11, "b"), (12, "c")] {
+            s.publish(t, msg(topic, QoS::AtLeastOnce));
+        }
+        drain(&mut s);
+        s.handle(Packet::PubAck(Ack::ok(2))).unwrap();
+        assert_eq!(drain(&mut s), vec![Output::Verdict(11, Verdict::Acknowledged)]);
+        assert_eq!(s.inflight_len(), 2);
+    }
+
+    #[test]
+    fn out_of_order_acks_each_resolve_their_own_message() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        for t in 1..=4 {
+            s.publish(t, msg("t", QoS::AtLeastOnce));
+        }
+        drain(&mut s);
+        for pid in [3, 1, 4, 2] {
+            s.handle(Packet::PubAck(Ack::ok(pid))).unwrap();
+            assert_eq!(drain(&mut s), vec![Output::Verdict(u64::from(pid), Verdict::Acknowledged)]);
+        }
+    }
+
+    #[test]
+    fn qos2_is_acknowledged_only_after_pubcomp() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        s.publish(7, msg("t", QoS::ExactlyOnce));
+        drain(&mut s);
+        s.handle(Packet::PubRec(Ack::ok(1))).unwrap();
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Send {
+                packet: Packet::PubRel(Ack::ok(1)),
+                written: None
+            }]
+        );
+        s.handle(Packet::PubComp(Ack::ok(1))).unwrap();
+        assert_eq!(drain(&mut s), vec![Output::Verdict(7, Verdict::Acknowledged)]);
+    }
+
+    #[test]
+    fn v5_failure_reason_code_rejects_with_reason() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        s.publish(1, msg("t", QoS::AtLeastOnce));
+        s.publish(2, msg("t", QoS::ExactlyOnce));
+        drain(&mut s);
+        s.handle(Packet::PubAck(Ack {
+            pid: 1,
+            reason: 0x87,
+            reason_string: Some("not authorized".into()),
+        }))
+        .unwrap();
+        s.handle(Packet::PubRec(Ack {
+            pid: 2,
+            reason: 0x97,
+            reason_string: None,
+        }))
+        .unwrap();
+        assert_eq!(
+            drain(&mut s),
+            vec![
+                Output::Verdict(
+                    1,
+                    Verdict::Rejected {
+                        code: 0x87,
+                        reason: Some("not authorized".into())
+                    }
+                ),
+                Output::Verdict(2, Verdict::Rejected { code: 0x97, reason: None }),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_matching_subscribers_is_still_success() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        s.publish(1, msg("t", QoS::AtLeastOnce));
+        drain(&mut s);
+        s.handle(Packet::PubAck(Ack {
+            pid: 1,
+            reason: 0x10,
+            reason_string: None,
+        }))
+        .unwrap();
+        assert_eq!(drain(&mut s), vec![Output::Verdict(1, Verdict::Acknowledged)]);
+    }
+
+    #[test]
+    fn window_is_the_smaller_of_cap_and_receive_maximum() {
+        let mut s = Session::new(20);
+        s.connected(&connack(false, Some(3)));
+        for t in 0..10 {
+            s.publish(t, msg("t", QoS::AtLeastOnce));
+        }
+        assert_eq!(sent_publishes(&drain(&mut s)).len(), 3);
+        assert_eq!(s.queued_len(), 7);
+        s.handle(Packet::PubAck(Ack::ok(2))).unwrap();
+        let out = drain(&mut s);
+        assert_eq!(sent_publishes(&out), vec![(4, "t".into(), false)]);
+    }
+
+    #[test]
+    fn packet_id_is_not_reused_while_in_flight() {
+        let mut s = Session::new(3);
+        s.connected(&connack(false, None));
+        for t in 0..3 {
+            s.publish(t, msg("t", QoS::AtLeastOnce));
+        }
+        drain(&mut s);
+        // Free id 2 only; ids keep advancing and skip ids still in use after wrapping.
+        s.next_pid = u16::MAX - 1;
+        s.handle(Packet::PubAck(Ack::ok(2))).unwrap();
+        s.publish(9, msg("t", QoS::AtLeastOnce));
+        let out = drain(&mut s);
+        let pids: Vec<u16> = sent_publishes(&out).iter().map(|p| p.0).collect();
+        assert_eq!(pids, vec![u16::MAX]);
+        s.handle(Packet::PubAck(Ack::ok(u16::MAX))).unwrap();
+        s.publish(10, msg("t", QoS::AtLeastOnce));
+        let pids: Vec<u16> = sent_publishes(&drain(&mut s)).iter().map(|p| p.0).collect();
+        // 1 and 3 are in flight; 2 is free again.
+        assert_eq!(pids, vec![2]);
+    }
+
+    #[test]
+    fn connection_loss_decides_nothing_and_resumed_session_replays_with_dup_in_order() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        for (t, topic) in [(1, "a"), (2, "b"), (3, "c")] {
+            s.publish(t, msg(topic, QoS::AtLeastOnce));
+        }
+        s.publish(4, msg("d", QoS::ExactlyOnce));
+        drain(&mut s);
+        s.handle(Packet::PubRec(Ack::ok(4))).unwrap();
+        drain(&mut s);
+        s.disconnected();
+        assert!(drain(&mut s).iter().all(|o| !matches!(o, Output::Verdict(..))));
+        s.publish(5, msg("e", QoS::AtLeastOnce));
+        s.connected(&connack(true, None));
+        let out = drain(&mut s);
+        assert_eq!(
+            sent_publishes(&out),
+            vec![(1, "a".into(), true), (2, "b".into(), true), (3, "c".into(), true), (5, "e".into(), false)]
+        );
+        assert!(out.contains(&Output::Send {
+            packet: Packet::PubRel(Ack::ok(4)),
+            written: None
+        }));
+    }
+
+    #[test]
+    fn new_session_replays_as_fresh_publishes() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        s.publish(1, msg("a", QoS::AtLeastOnce));
+        s.publish(2, msg("b", QoS::ExactlyOnce));
+        drain(&mut s);
+        s.handle(Packet::PubRec(Ack::ok(2))).unwrap();
+        drain(&mut s);
+        s.disconnected();
+        s.connected(&connack(false, None));
+        let out = drain(&mut s);
+        assert_eq!(sent_publishes(&out), vec![(1, "a".into(), false), (2, "b".into(), false)]);
+        // The QoS 2 flow starts over: PUBREC, then PUBCOMP completes it.
+        s.handle(Packet::PubRec(Ack::ok(2))).unwrap();
+        s.handle(Packet::PubComp(Ack::ok(2))).unwrap();
+        assert!(drain(&mut s).contains(&Output::Verdict(2, Verdict::Acknowledged)));
+    }
+
+    #[test]
+    fn replay_respects_a_smaller_window_after_reconnect() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        for t in 1..=5 {
+            s.publish(t, msg(&format!("m{t}"), QoS::AtLeastOnce));
+        }
+        drain(&mut s);
+        s.disconnected();
+        s.connected(&connack(true, Some(2)));
+        let topics: Vec<String> = sent_publishes(&drain(&mut s)).into_iter().map(|p| p.1).collect();
+        assert_eq!(topics, vec!["m1", "m2"]);
+        assert_eq!(s.queued_len(), 3);
+        s.handle(Packet::PubAck(Ack::ok(1))).unwrap();
+        let topics: Vec<String> = sent_publishes(&drain(&mut s)).into_iter().map(|p| p.1).collect();
+        assert_eq!(topics, vec!["m3"]);
+    }
+
+    #[test]
+    fn qos0_verdict_waits_for_the_write() {
+        let mut s = Session::new(1);
+        s.connected(&connack(false, None));
+        s.publish(1, msg("t", QoS::AtMostOnce));
+        let out = drain(&mut s);
+        assert!(matches!(out.as_slice(), [Output::Send { written: Some(1), .. }]));
+    }
+
+    #[test]
+    fn incoming_acks_go_out_in_arrival_order() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        let mut tokens = vec![];
+        for pid in [5, 6, 7] {
+            let mut p = msg("in", QoS::AtLeastOnce);
+            p.pid = Some(pid);
+            s.handle(Packet::Publish(p)).unwrap();
+            for o in drain(&mut s) {
+                if let Output::Deliver(d) = o {
+                    tokens.push(d.ack.unwrap());
+                }
+            }
+        }
+        s.ack(tokens[2]);
+        s.ack(tokens[1]);
+        assert!(drain(&mut s).is_empty(), "nothing acked before the first message is done");
+        s.ack(tokens[0]);
+        let acks: Vec<Packet> = drain(&mut s)
+            .into_iter()
+            .map(|o| match o {
+                Output::Send { packet, .. } => packet,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            acks,
+            vec![
+                Packet::PubAck(Ack::ok(5)),
+                Packet::PubAck(Ack::ok(6)),
+                Packet::PubAck(Ack::ok(7))
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ack_never_crosses_into_a_later_connection() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        let mut p = msg("in", QoS::AtLeastOnce);
+        p.pid = Some(5);
+        s.handle(Packet::Publish(p.clone())).unwrap();
+        let Some(Output::Deliver(d)) = s.poll_output() else { panic!("no delivery") };
+        s.disconnected();
+        s.connected(&connack(true, None));
+        drain(&mut s);
+        s.ack(d.ack.unwrap());
+        assert!(drain(&mut s).is_empty(), "stale ack must not reach the new connection");
+        // The broker redelivers with the same id; the new token works.
+        p.dup = true;
+        s.handle(Packet::Publish(p)).unwrap();
+        let Some(Output::Deliver(d2)) = s.poll_output() else { panic!("no redelivery") };
+        s.ack(d2.ack.unwrap());
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Send {
+                packet: Packet::PubAck(Ack::ok(5)),
+                written: None
+            }]
+        );
+    }
+
+    #[test]
+    fn incoming_qos2_is_delivered_once_and_completed_on_pubrel() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        let mut p = msg("in", QoS::ExactlyOnce);
+        p.pid = Some(9);
+        s.handle(Packet::Publish(p.clone())).unwrap();
+        let Some(Output::Deliver(d)) = s.poll_output() else { panic!("no delivery") };
+        s.handle(Packet::Publish(p.clone())).unwrap();
+        assert!(drain(&mut s).is_empty(), "duplicate while held is not delivered again");
+        s.ack(d.ack.unwrap());
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Send {
+                packet: Packet::PubRec(Ack::ok(9)),
+                written: None
+            }]
+        );
+        s.handle(Packet::Publish(p)).unwrap();
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Send {
+                packet: Packet::PubRec(Ack::ok(9)),
+                written: None
+            }],
+            "after PUBREC a duplicate only repeats PUBREC"
+        );
+        s.handle(Packet::PubRel(Ack::ok(9))).unwrap();
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Send {
+                packet: Packet::PubComp(Ack::ok(9)),
+                written: None
+            }]
+        );
+    }
+
+    #[test]
+    fn subscriptions_are_renewed_when_the_session_is_new_but_not_when_resumed() {
+        let mut s = Session::new(10);
+        s.subscribe(1, vec![("a/#".into(), QoS::AtLeastOnce)]);
+        s.connected(&connack(false, None));
+        let out = drain(&mut s);
+        assert!(matches!(&out[..], [Output::Send { packet: Packet::Subscribe { .. }, .. }]));
+        let Output::Send {
+            packet: Packet::Subscribe { pid, .. },
+            ..
+        } = &out[0]
+        else {
+            unreachable!()
+        };
+        s.handle(Packet::SubAck { pid: *pid, codes: vec![1] }).unwrap();
+        assert_eq!(drain(&mut s), vec![Output::Subscribed(1, vec![1])]);
+        s.disconnected();
+        s.connected(&connack(true, None));
+        assert!(drain(&mut s).is_empty());
+        s.disconnected();
+        s.connected(&connack(false, None));
+        let out = drain(&mut s);
+        assert!(matches!(&out[..], [Output::Send { packet: Packet::Subscribe { filters, .. }, .. }] if filters == &vec![("a/#".to_string(), QoS::AtLeastOnce)]));
+    }
+
+    #[test]
+    fn stray_acks_are_anomalies_not_verdicts() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        s.handle(Packet::PubAck(Ack::ok(77))).unwrap();
+        assert!(matches!(drain(&mut s).as_slice(), [Output::Anomaly(_)]));
+    }
+
+    #[test]
+    fn broker_sending_connect_is_a_protocol_violation() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        assert!(s.handle(Packet::PingReq).is_err());
+    }
+
+    #[test]
+    fn give_up_resolves_everything_once() {
+        let mut s = Session::new(1);
+        s.connected(&connack(false, None));
+        s.publish(1, msg("a", QoS::AtLeastOnce));
+        s.publish(2, msg("b", QoS::AtLeastOnce));
+        drain(&mut s);
+        s.give_up();
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Verdict(1, Verdict::GaveUp), Output::Verdict(2, Verdict::GaveUp)]
+        );
+        s.give_up();
+        assert!(drain(&mut s).is_empty());
+    }
+}
