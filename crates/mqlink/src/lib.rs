@@ -2,4 +2,5 @@
 #![allow(missing_docs)]
 pub mod config;
 pub mod mqtt;
+pub mod record;
 pub mod topic;

@@ -353,7 +353,11 @@ pub fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
 ///
 /// # Errors
 /// Oversized or malformed input; the connection should be dropped.
-pub fn decode(buf: &mut BytesMut, protocol: Protocol, max: usize) -> Result<Option<Packet>, CodecError> {
+pub fn decode(
+    buf: &mut BytesMut,
+    protocol: Protocol,
+    max: usize,
+) -> Result<Option<Packet>, CodecError> {
     let Some(len) = frame_len(buf, max)? else {
         return Ok(None);
     };
@@ -383,7 +387,10 @@ pub fn decode(buf: &mut BytesMut, protocol: Protocol, max: usize) -> Result<Opti
 /// A packet the protocol cannot express (invalid topic, zero packet id).
 pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<(), CodecError> {
     let name = packet.name();
-    let err = |reason: String| CodecError::Encode { packet: name, reason };
+    let err = |reason: String| CodecError::Encode {
+        packet: name,
+        reason,
+    };
     match protocol {
         Protocol::V5 => {
             let p = to_v5(packet).map_err(err)?;
@@ -449,7 +456,11 @@ fn to_v3(packet: &Packet, protocol: Protocol) -> Result<v3::Packet, String> {
             connect.password = c.password.clone();
             connect.last_will = match &c.will {
                 Some(w) => {
-                    let mut lw = v3::LastWill::new(w.qos.to_proto(), topic_name(&w.topic)?, w.payload.clone());
+                    let mut lw = v3::LastWill::new(
+                        w.qos.to_proto(),
+                        topic_name(&w.topic)?,
+                        w.payload.clone(),
+                    );
                     lw.retain = w.retain;
                     Some(lw)
                 }
@@ -477,7 +488,10 @@ fn to_v3(packet: &Packet, protocol: Protocol) -> Result<v3::Packet, String> {
         )),
         Packet::Unsubscribe { pid: p, filters } => v3::Packet::Unsubscribe(v3::Unsubscribe::new(
             pid(*p)?,
-            filters.iter().map(|f| topic_filter(f)).collect::<Result<_, _>>()?,
+            filters
+                .iter()
+                .map(|f| topic_filter(f))
+                .collect::<Result<_, _>>()?,
         )),
         Packet::PingReq => v3::Packet::Pingreq,
         Packet::PingResp => v3::Packet::Pingresp,
@@ -581,7 +595,11 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             connect.properties.max_packet_size = c.max_packet_size;
             connect.last_will = match &c.will {
                 Some(w) => {
-                    let mut lw = v5::LastWill::new(w.qos.to_proto(), topic_name(&w.topic)?, w.payload.clone());
+                    let mut lw = v5::LastWill::new(
+                        w.qos.to_proto(),
+                        topic_name(&w.topic)?,
+                        w.payload.clone(),
+                    );
                     lw.retain = w.retain;
                     Some(lw)
                 }
@@ -590,7 +608,11 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             v5::Packet::Connect(connect)
         }
         Packet::Publish(p) => {
-            let mut publish = v5::Publish::new(qos_pid(p.qos, p.pid)?, topic_name(&p.topic)?, p.payload.clone());
+            let mut publish = v5::Publish::new(
+                qos_pid(p.qos, p.pid)?,
+                topic_name(&p.topic)?,
+                p.payload.clone(),
+            );
             publish.dup = p.dup;
             publish.retain = p.retain;
             let props = &mut publish.properties;
@@ -638,7 +660,10 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
         )),
         Packet::Unsubscribe { pid: p, filters } => v5::Packet::Unsubscribe(v5::Unsubscribe::new(
             pid(*p)?,
-            filters.iter().map(|f| topic_filter(f)).collect::<Result<_, _>>()?,
+            filters
+                .iter()
+                .map(|f| topic_filter(f))
+                .collect::<Result<_, _>>()?,
         )),
         Packet::PingReq => v5::Packet::Pingreq,
         Packet::PingResp => v5::Packet::Pingresp,
@@ -656,7 +681,9 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
                 .map(|c| v5::SubscribeReasonCode::from_u8(*c).ok_or("bad SUBACK reason"))
                 .collect::<Result<_, _>>()?,
         )),
-        Packet::UnsubAck { pid: p } => v5::Packet::Unsuback(v5::Unsuback::new(pid(*p)?, Vec::new())),
+        Packet::UnsubAck { pid: p } => {
+            v5::Packet::Unsuback(v5::Unsuback::new(pid(*p)?, Vec::new()))
+        }
         Packet::Auth => v5::Packet::Auth(v5::Auth::new_success()),
     })
 }
@@ -792,7 +819,10 @@ mod tests {
     #[test]
     fn five_byte_remaining_length_is_malformed() {
         let header = [0x30, 0xff, 0xff, 0xff, 0xff, 0x01];
-        assert!(matches!(frame_len(&header, usize::MAX), Err(CodecError::BadLength)));
+        assert!(matches!(
+            frame_len(&header, usize::MAX),
+            Err(CodecError::BadLength)
+        ));
     }
 
     #[test]
@@ -834,7 +864,11 @@ mod tests {
     }
 
     fn qos() -> impl Strategy<Value = QoS> {
-        prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+        prop_oneof![
+            Just(QoS::AtMostOnce),
+            Just(QoS::AtLeastOnce),
+            Just(QoS::ExactlyOnce)
+        ]
     }
 
     fn publish() -> impl Strategy<Value = Publish> {
@@ -849,20 +883,22 @@ mod tests {
             proptest::option::of(any::<u32>()),
             proptest::collection::vec(("[a-z]{1,5}", "[a-z0-9]{0,5}"), 0..3),
         )
-            .prop_map(|(topic, payload, qos, retain, dup, pid, ct, exp, user)| Publish {
-                topic: Arc::from(topic.as_str()),
-                payload: Bytes::from(payload),
-                qos,
-                retain,
-                dup: dup && qos != QoS::AtMostOnce,
-                pid: (qos != QoS::AtMostOnce).then_some(pid),
-                props: PublishProps {
-                    content_type: ct,
-                    message_expiry: exp,
-                    user,
-                    ..PublishProps::default()
+            .prop_map(
+                |(topic, payload, qos, retain, dup, pid, ct, exp, user)| Publish {
+                    topic: Arc::from(topic.as_str()),
+                    payload: Bytes::from(payload),
+                    qos,
+                    retain,
+                    dup: dup && qos != QoS::AtMostOnce,
+                    pid: (qos != QoS::AtMostOnce).then_some(pid),
+                    props: PublishProps {
+                        content_type: ct,
+                        message_expiry: exp,
+                        user,
+                        ..PublishProps::default()
+                    },
                 },
-            })
+            )
     }
 
     proptest! {

@@ -212,14 +212,16 @@ impl Session {
                 None => self.subscriptions.push((f.clone(), *q)),
             }
         }
-        self.requests_waiting.push_back((token, Request::Subscribe(filters)));
+        self.requests_waiting
+            .push_back((token, Request::Subscribe(filters)));
         self.pump();
     }
 
     /// Drop subscriptions.
     pub fn unsubscribe(&mut self, token: Token, filters: Vec<String>) {
         self.subscriptions.retain(|(f, _)| !filters.contains(f));
-        self.requests_waiting.push_back((token, Request::Unsubscribe(filters)));
+        self.requests_waiting
+            .push_back((token, Request::Unsubscribe(filters)));
         self.pump();
     }
 
@@ -267,7 +269,8 @@ impl Session {
         }
 
         // Requests sent on the old connection and never answered are asked again.
-        let mut unanswered: Vec<(u16, (Option<Token>, Request))> = self.requests_sent.drain().collect();
+        let mut unanswered: Vec<(u16, (Option<Token>, Request))> =
+            self.requests_sent.drain().collect();
         unanswered.sort_by_key(|(pid, _)| *pid);
         for (_, (token, req)) in unanswered.into_iter().rev() {
             if let Some(token) = token {
@@ -293,7 +296,8 @@ impl Session {
         if !connack.session_present && !renew.is_empty() {
             let pid = self.alloc_pid();
             let filters = renew;
-            self.requests_sent.insert(pid, (None, Request::Subscribe(filters.clone())));
+            self.requests_sent
+                .insert(pid, (None, Request::Subscribe(filters.clone())));
             self.out.push_back(send(Packet::Subscribe { pid, filters }));
         }
         self.pump();
@@ -305,18 +309,24 @@ impl Session {
         self.connected = false;
         self.incoming.clear();
         // Anything not yet written is rebuilt from state on the next connect.
-        self.out.retain(|o| !matches!(o, Output::Send { written: None, .. }));
+        self.out
+            .retain(|o| !matches!(o, Output::Send { written: None, .. }));
     }
 
     /// Give up on everything not yet decided (the owner is stopping).
     pub fn give_up(&mut self) {
-        let mut all: Vec<(u64, Token)> = self.inflight.drain().map(|(_, m)| (m.seq, m.token)).collect();
+        let mut all: Vec<(u64, Token)> = self
+            .inflight
+            .drain()
+            .map(|(_, m)| (m.seq, m.token))
+            .collect();
         all.sort();
         for (_, token) in all {
             self.out.push_back(Output::Verdict(token, Verdict::GaveUp));
         }
         for q in self.queued.drain(..) {
-            self.out.push_back(Output::Verdict(q.token, Verdict::GaveUp));
+            self.out
+                .push_back(Output::Verdict(q.token, Verdict::GaveUp));
         }
     }
 
@@ -325,11 +335,17 @@ impl Session {
         if token.epoch != self.epoch || !self.connected {
             return;
         }
-        if let Some(slot) = self.incoming.iter_mut().find(|s| s.pid == token.pid && !s.done) {
+        if let Some(slot) = self
+            .incoming
+            .iter_mut()
+            .find(|s| s.pid == token.pid && !s.done)
+        {
             slot.done = true;
         }
         while self.incoming.front().is_some_and(|s| s.done) {
-            let Some(slot) = self.incoming.pop_front() else { break };
+            let Some(slot) = self.incoming.pop_front() else {
+                break;
+            };
             match slot.qos {
                 QoS::AtLeastOnce => self.out.push_back(send(Packet::PubAck(Ack::ok(slot.pid)))),
                 QoS::ExactlyOnce => {
@@ -366,11 +382,15 @@ impl Session {
                         }
                     }
                 }
-                _ => self.out.push_back(Output::Anomaly(format!("SUBACK for unknown packet id {pid}"))),
+                _ => self.out.push_back(Output::Anomaly(format!(
+                    "SUBACK for unknown packet id {pid}"
+                ))),
             },
             Packet::UnsubAck { pid } => match self.requests_sent.remove(&pid) {
                 Some((Some(token), _)) => self.out.push_back(Output::Unsubscribed(token)),
-                _ => self.out.push_back(Output::Anomaly(format!("UNSUBACK for unknown packet id {pid}"))),
+                _ => self.out.push_back(Output::Anomaly(format!(
+                    "UNSUBACK for unknown packet id {pid}"
+                ))),
             },
             Packet::PingResp => {}
             Packet::Disconnect(d) => {
@@ -380,7 +400,10 @@ impl Session {
                 });
             }
             other => {
-                return Err(SessionError::Protocol(format!("unexpected {} from broker", other.name())));
+                return Err(SessionError::Protocol(format!(
+                    "unexpected {} from broker",
+                    other.name()
+                )));
             }
         }
         self.pump();
@@ -390,12 +413,16 @@ impl Session {
     fn on_puback(&mut self, a: Ack) {
         match self.inflight.get(&a.pid) {
             Some(m) if m.stage == Stage::AwaitPubAck => {
-                let m = self.inflight.remove(&a.pid).expect("present: checked above");
+                let m = self
+                    .inflight
+                    .remove(&a.pid)
+                    .expect("present: checked above");
                 self.out.push_back(Output::Verdict(m.token, verdict(a)));
             }
-            _ => self
-                .out
-                .push_back(Output::Anomaly(format!("PUBACK for packet id {} that is not awaiting one", a.pid))),
+            _ => self.out.push_back(Output::Anomaly(format!(
+                "PUBACK for packet id {} that is not awaiting one",
+                a.pid
+            ))),
         }
     }
 
@@ -403,7 +430,10 @@ impl Session {
         let stage = self.inflight.get(&a.pid).map(|m| m.stage);
         match stage {
             Some(Stage::AwaitPubRec) if a.reason >= 0x80 => {
-                let m = self.inflight.remove(&a.pid).expect("present: checked above");
+                let m = self
+                    .inflight
+                    .remove(&a.pid)
+                    .expect("present: checked above");
                 self.out.push_back(Output::Verdict(m.token, verdict(a)));
             }
             Some(Stage::AwaitPubRec) | Some(Stage::AwaitPubComp) => {
@@ -412,39 +442,59 @@ impl Session {
                 }
                 self.out.push_back(send(Packet::PubRel(Ack::ok(a.pid))));
             }
-            _ => self
-                .out
-                .push_back(Output::Anomaly(format!("PUBREC for packet id {} that is not awaiting one", a.pid))),
+            _ => self.out.push_back(Output::Anomaly(format!(
+                "PUBREC for packet id {} that is not awaiting one",
+                a.pid
+            ))),
         }
     }
 
     fn on_pubcomp(&mut self, a: Ack) {
         match self.inflight.get(&a.pid) {
             Some(m) if m.stage == Stage::AwaitPubComp => {
-                let m = self.inflight.remove(&a.pid).expect("present: checked above");
+                let m = self
+                    .inflight
+                    .remove(&a.pid)
+                    .expect("present: checked above");
                 // 0x92 (packet id not found) after a resumed session means the broker had
                 // already completed the flow: the message was received (PUBREC came first).
-                let v = if a.reason == 0x92 { Verdict::Acknowledged } else { verdict(a) };
+                let v = if a.reason == 0x92 {
+                    Verdict::Acknowledged
+                } else {
+                    verdict(a)
+                };
                 self.out.push_back(Output::Verdict(m.token, v));
             }
-            _ => self
-                .out
-                .push_back(Output::Anomaly(format!("PUBCOMP for packet id {} that is not awaiting one", a.pid))),
+            _ => self.out.push_back(Output::Anomaly(format!(
+                "PUBCOMP for packet id {} that is not awaiting one",
+                a.pid
+            ))),
         }
     }
 
     fn on_publish(&mut self, p: Publish) -> Result<(), SessionError> {
         match (p.qos, p.pid) {
-            (QoS::AtMostOnce, _) => self.out.push_back(Output::Deliver(Delivery { publish: p, ack: None })),
-            (_, None) => return Err(SessionError::Protocol("QoS 1/2 PUBLISH without packet id".into())),
+            (QoS::AtMostOnce, _) => self.out.push_back(Output::Deliver(Delivery {
+                publish: p,
+                ack: None,
+            })),
+            (_, None) => {
+                return Err(SessionError::Protocol(
+                    "QoS 1/2 PUBLISH without packet id".into(),
+                ));
+            }
             (QoS::AtLeastOnce, Some(pid)) => {
                 self.incoming.push_back(IncomingSlot {
                     pid,
                     qos: QoS::AtLeastOnce,
                     done: false,
                 });
-                let ack = Some(AckToken { epoch: self.epoch, pid });
-                self.out.push_back(Output::Deliver(Delivery { publish: p, ack }));
+                let ack = Some(AckToken {
+                    epoch: self.epoch,
+                    pid,
+                });
+                self.out
+                    .push_back(Output::Deliver(Delivery { publish: p, ack }));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
                 if self.awaiting_pubrel.contains(&pid) {
@@ -458,8 +508,12 @@ impl Session {
                         qos: QoS::ExactlyOnce,
                         done: false,
                     });
-                    let ack = Some(AckToken { epoch: self.epoch, pid });
-                    self.out.push_back(Output::Deliver(Delivery { publish: p, ack }));
+                    let ack = Some(AckToken {
+                        epoch: self.epoch,
+                        pid,
+                    });
+                    self.out
+                        .push_back(Output::Deliver(Delivery { publish: p, ack }));
                 }
             }
         }
@@ -530,7 +584,10 @@ impl Session {
 }
 
 fn send(packet: Packet) -> Output {
-    Output::Send { packet, written: None }
+    Output::Send {
+        packet,
+        written: None,
+    }
 }
 
 fn initial_stage(qos: QoS) -> Stage {
@@ -615,7 +672,10 @@ mod tests {
         }
         drain(&mut s);
         s.handle(Packet::PubAck(Ack::ok(2))).unwrap();
-        assert_eq!(drain(&mut s), vec![Output::Verdict(11, Verdict::Acknowledged)]);
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Verdict(11, Verdict::Acknowledged)]
+        );
         assert_eq!(s.inflight_len(), 2);
     }
 
@@ -629,7 +689,10 @@ mod tests {
         drain(&mut s);
         for pid in [3, 1, 4, 2] {
             s.handle(Packet::PubAck(Ack::ok(pid))).unwrap();
-            assert_eq!(drain(&mut s), vec![Output::Verdict(u64::from(pid), Verdict::Acknowledged)]);
+            assert_eq!(
+                drain(&mut s),
+                vec![Output::Verdict(u64::from(pid), Verdict::Acknowledged)]
+            );
         }
     }
 
@@ -648,7 +711,10 @@ mod tests {
             }]
         );
         s.handle(Packet::PubComp(Ack::ok(1))).unwrap();
-        assert_eq!(drain(&mut s), vec![Output::Verdict(7, Verdict::Acknowledged)]);
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Verdict(7, Verdict::Acknowledged)]
+        );
     }
 
     #[test]
@@ -680,7 +746,13 @@ mod tests {
                         reason: Some("not authorized".into())
                     }
                 ),
-                Output::Verdict(2, Verdict::Rejected { code: 0x97, reason: None }),
+                Output::Verdict(
+                    2,
+                    Verdict::Rejected {
+                        code: 0x97,
+                        reason: None
+                    }
+                ),
             ]
         );
     }
@@ -697,7 +769,10 @@ mod tests {
             reason_string: None,
         }))
         .unwrap();
-        assert_eq!(drain(&mut s), vec![Output::Verdict(1, Verdict::Acknowledged)]);
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Verdict(1, Verdict::Acknowledged)]
+        );
     }
 
     #[test]
@@ -748,13 +823,22 @@ mod tests {
         s.handle(Packet::PubRec(Ack::ok(4))).unwrap();
         drain(&mut s);
         s.disconnected();
-        assert!(drain(&mut s).iter().all(|o| !matches!(o, Output::Verdict(..))));
+        assert!(
+            drain(&mut s)
+                .iter()
+                .all(|o| !matches!(o, Output::Verdict(..)))
+        );
         s.publish(5, msg("e", QoS::AtLeastOnce));
         s.connected(&connack(true, None));
         let out = drain(&mut s);
         assert_eq!(
             sent_publishes(&out),
-            vec![(1, "a".into(), true), (2, "b".into(), true), (3, "c".into(), true), (5, "e".into(), false)]
+            vec![
+                (1, "a".into(), true),
+                (2, "b".into(), true),
+                (3, "c".into(), true),
+                (5, "e".into(), false)
+            ]
         );
         assert!(out.contains(&Output::Send {
             packet: Packet::PubRel(Ack::ok(4)),
@@ -774,7 +858,10 @@ mod tests {
         s.disconnected();
         s.connected(&connack(false, None));
         let out = drain(&mut s);
-        assert_eq!(sent_publishes(&out), vec![(1, "a".into(), false), (2, "b".into(), false)]);
+        assert_eq!(
+            sent_publishes(&out),
+            vec![(1, "a".into(), false), (2, "b".into(), false)]
+        );
         // The QoS 2 flow starts over: PUBREC, then PUBCOMP completes it.
         s.handle(Packet::PubRec(Ack::ok(2))).unwrap();
         s.handle(Packet::PubComp(Ack::ok(2))).unwrap();
@@ -791,11 +878,17 @@ mod tests {
         drain(&mut s);
         s.disconnected();
         s.connected(&connack(true, Some(2)));
-        let topics: Vec<String> = sent_publishes(&drain(&mut s)).into_iter().map(|p| p.1).collect();
+        let topics: Vec<String> = sent_publishes(&drain(&mut s))
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
         assert_eq!(topics, vec!["m1", "m2"]);
         assert_eq!(s.queued_len(), 3);
         s.handle(Packet::PubAck(Ack::ok(1))).unwrap();
-        let topics: Vec<String> = sent_publishes(&drain(&mut s)).into_iter().map(|p| p.1).collect();
+        let topics: Vec<String> = sent_publishes(&drain(&mut s))
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
         assert_eq!(topics, vec!["m3"]);
     }
 
@@ -805,7 +898,13 @@ mod tests {
         s.connected(&connack(false, None));
         s.publish(1, msg("t", QoS::AtMostOnce));
         let out = drain(&mut s);
-        assert!(matches!(out.as_slice(), [Output::Send { written: Some(1), .. }]));
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Send {
+                written: Some(1),
+                ..
+            }]
+        ));
     }
 
     #[test]
@@ -825,7 +924,10 @@ mod tests {
         }
         s.ack(tokens[2]);
         s.ack(tokens[1]);
-        assert!(drain(&mut s).is_empty(), "nothing acked before the first message is done");
+        assert!(
+            drain(&mut s).is_empty(),
+            "nothing acked before the first message is done"
+        );
         s.ack(tokens[0]);
         let acks: Vec<Packet> = drain(&mut s)
             .into_iter()
@@ -851,16 +953,23 @@ mod tests {
         let mut p = msg("in", QoS::AtLeastOnce);
         p.pid = Some(5);
         s.handle(Packet::Publish(p.clone())).unwrap();
-        let Some(Output::Deliver(d)) = s.poll_output() else { panic!("no delivery") };
+        let Some(Output::Deliver(d)) = s.poll_output() else {
+            panic!("no delivery")
+        };
         s.disconnected();
         s.connected(&connack(true, None));
         drain(&mut s);
         s.ack(d.ack.unwrap());
-        assert!(drain(&mut s).is_empty(), "stale ack must not reach the new connection");
+        assert!(
+            drain(&mut s).is_empty(),
+            "stale ack must not reach the new connection"
+        );
         // The broker redelivers with the same id; the new token works.
         p.dup = true;
         s.handle(Packet::Publish(p)).unwrap();
-        let Some(Output::Deliver(d2)) = s.poll_output() else { panic!("no redelivery") };
+        let Some(Output::Deliver(d2)) = s.poll_output() else {
+            panic!("no redelivery")
+        };
         s.ack(d2.ack.unwrap());
         assert_eq!(
             drain(&mut s),
@@ -878,9 +987,14 @@ mod tests {
         let mut p = msg("in", QoS::ExactlyOnce);
         p.pid = Some(9);
         s.handle(Packet::Publish(p.clone())).unwrap();
-        let Some(Output::Deliver(d)) = s.poll_output() else { panic!("no delivery") };
+        let Some(Output::Deliver(d)) = s.poll_output() else {
+            panic!("no delivery")
+        };
         s.handle(Packet::Publish(p.clone())).unwrap();
-        assert!(drain(&mut s).is_empty(), "duplicate while held is not delivered again");
+        assert!(
+            drain(&mut s).is_empty(),
+            "duplicate while held is not delivered again"
+        );
         s.ack(d.ack.unwrap());
         assert_eq!(
             drain(&mut s),
@@ -914,7 +1028,13 @@ mod tests {
         s.subscribe(1, vec![("a/#".into(), QoS::AtLeastOnce)]);
         s.connected(&connack(false, None));
         let out = drain(&mut s);
-        assert!(matches!(&out[..], [Output::Send { packet: Packet::Subscribe { .. }, .. }]));
+        assert!(matches!(
+            &out[..],
+            [Output::Send {
+                packet: Packet::Subscribe { .. },
+                ..
+            }]
+        ));
         let Output::Send {
             packet: Packet::Subscribe { pid, .. },
             ..
@@ -922,7 +1042,11 @@ mod tests {
         else {
             unreachable!()
         };
-        s.handle(Packet::SubAck { pid: *pid, codes: vec![1] }).unwrap();
+        s.handle(Packet::SubAck {
+            pid: *pid,
+            codes: vec![1],
+        })
+        .unwrap();
         assert_eq!(drain(&mut s), vec![Output::Subscribed(1, vec![1])]);
         s.disconnected();
         s.connected(&connack(true, None));
@@ -930,7 +1054,9 @@ mod tests {
         s.disconnected();
         s.connected(&connack(false, None));
         let out = drain(&mut s);
-        assert!(matches!(&out[..], [Output::Send { packet: Packet::Subscribe { filters, .. }, .. }] if filters == &vec![("a/#".to_string(), QoS::AtLeastOnce)]));
+        assert!(
+            matches!(&out[..], [Output::Send { packet: Packet::Subscribe { filters, .. }, .. }] if filters == &vec![("a/#".to_string(), QoS::AtLeastOnce)])
+        );
     }
 
     #[test]
@@ -958,7 +1084,10 @@ mod tests {
         s.give_up();
         assert_eq!(
             drain(&mut s),
-            vec![Output::Verdict(1, Verdict::GaveUp), Output::Verdict(2, Verdict::GaveUp)]
+            vec![
+                Output::Verdict(1, Verdict::GaveUp),
+                Output::Verdict(2, Verdict::GaveUp)
+            ]
         );
         s.give_up();
         assert!(drain(&mut s).is_empty());

@@ -1,0 +1,198 @@
+//! `mqlink pub`: publish like mosquitto_pub, but exit 0 only when the broker confirmed
+//! every message at the requested QoS.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use mqlink::mqtt::client::{self, Client, LinkState, PublishHandle};
+use mqlink::mqtt::codec::{Publish, PublishProps, QoS};
+use mqlink::mqtt::state::Verdict;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::ConnArgs;
+use crate::exit::usage;
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true)))]
+pub struct Args {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Topic to publish to.
+    #[arg(short = 't', long)]
+    topic: String,
+    /// The message.
+    #[arg(short = 'm', long, group = "source")]
+    message: Option<String>,
+    /// Send a file's contents as one message.
+    #[arg(short = 'f', long, group = "source")]
+    file: Option<PathBuf>,
+    /// One message per line of stdin (blank lines are skipped).
+    #[arg(short = 'l', long = "stdin-line", group = "source")]
+    lines: bool,
+    /// All of stdin as one message.
+    #[arg(short = 's', long = "stdin-file", group = "source")]
+    stdin_file: bool,
+    /// An empty message.
+    #[arg(short = 'n', long = "null-message", group = "source")]
+    null: bool,
+    /// QoS 0, 1 or 2.
+    #[arg(short = 'q', long, default_value_t = 0)]
+    qos: u8,
+    /// Retain the message.
+    #[arg(short = 'r', long)]
+    retain: bool,
+    /// Keep retrying when the first connection fails (default: fail at once, like mosquitto_pub).
+    #[arg(long)]
+    retry: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let qos = QoS::from_u8(args.qos)
+        .ok_or_else(|| usage(format!("QoS must be 0, 1 or 2, not {}", args.qos)))?;
+    if args.topic.is_empty() || args.topic.contains(['+', '#']) {
+        return Err(usage(format!(
+            "'{}' is not a valid topic to publish to",
+            args.topic
+        )));
+    }
+    let opts = args.conn.options("pub")?;
+    let broker = opts.url.to_string();
+    let (client, _deliveries, event_loop) = client::new(opts)?;
+    let shutdown = CancellationToken::new();
+    let loop_task = tokio::spawn(event_loop.run(shutdown.clone()));
+    wait_connected(&client, args.retry)
+        .await
+        .with_context(|| format!("cannot publish to {broker}"))?;
+
+    let topic: Arc<str> = Arc::from(args.topic.as_str());
+    let make = |payload: Bytes| Publish {
+        topic: topic.clone(),
+        payload,
+        qos,
+        retain: args.retain,
+        dup: false,
+        pid: None,
+        props: PublishProps::default(),
+    };
+    // Verdicts are awaited in order by a second task while publishing goes on.
+    let (htx, mut hrx) = mpsc::channel::<PublishHandle>(65_536);
+    let checker = tokio::spawn(async move {
+        let (mut ok, mut failed, mut first_failure) = (0u64, 0u64, None::<String>);
+        while let Some(h) = hrx.recv().await {
+            match h.await {
+                Verdict::Acknowledged => ok += 1,
+                other => {
+                    failed += 1;
+                    if first_failure.is_none() {
+                        first_failure = Some(describe(&other));
+                    }
+                }
+            }
+        }
+        (ok, failed, first_failure)
+    });
+
+    let sent = publish_all(&args, &client, &htx, make).await;
+    drop(htx);
+    drop(client);
+    let (ok, failed, first_failure) = checker.await?;
+    // The loop ends by itself once every handle is gone and nothing is in flight.
+    let _ = loop_task.await;
+    let sent = sent?;
+    if failed > 0 || ok != sent {
+        return Err(anyhow!(
+            "{} of {sent} messages were not confirmed by the broker{}",
+            sent - ok,
+            first_failure
+                .map(|f| format!(" (first: {f})"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+async fn publish_all(
+    args: &Args,
+    client: &Client,
+    htx: &mpsc::Sender<PublishHandle>,
+    make: impl Fn(Bytes) -> Publish,
+) -> anyhow::Result<u64> {
+    let mut sent = 0u64;
+    let mut one = |payload: Bytes| {
+        sent += 1;
+        make(payload)
+    };
+    let send = |p: Publish| async move {
+        let h = client.publish(p).await?;
+        htx.send(h)
+            .await
+            .map_err(|_| anyhow!("verdict checker stopped"))
+    };
+    if let Some(m) = &args.message {
+        send(one(Bytes::from(m.clone().into_bytes()))).await?;
+    } else if let Some(f) = &args.file {
+        let data = tokio::fs::read(f)
+            .await
+            .with_context(|| format!("cannot read {}", f.display()))?;
+        send(one(Bytes::from(data))).await?;
+    } else if args.null {
+        send(one(Bytes::new())).await?;
+    } else if args.stdin_file {
+        let mut data = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut data).await?;
+        send(one(Bytes::from(data))).await?;
+    } else if args.lines {
+        let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, tokio::io::stdin());
+        let mut line = Vec::with_capacity(1024);
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).await? == 0 {
+                break;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if line.is_empty() {
+                continue;
+            }
+            send(one(Bytes::copy_from_slice(&line))).await?;
+        }
+    }
+    Ok(sent)
+}
+
+fn describe(v: &Verdict) -> String {
+    match v {
+        Verdict::Acknowledged => "acknowledged".into(),
+        Verdict::Rejected { code, reason } => format!(
+            "rejected: {} (0x{code:02x}){}",
+            client::reason_name(*code),
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        Verdict::GaveUp => "the client stopped before the broker answered".into(),
+    }
+}
+
+/// Wait for the first connection. Without `retry`, the first failure is final, the way
+/// mosquitto_pub and mosquitto_sub behave; after that, the engine reconnects on its own.
+pub async fn wait_connected(client: &Client, retry: bool) -> anyhow::Result<()> {
+    let mut link = client.link();
+    loop {
+        match &*link.borrow_and_update() {
+            LinkState::Connected { .. } => return Ok(()),
+            LinkState::Down { reason } if !retry => return Err(anyhow!("{reason}")),
+            LinkState::Stopped => return Err(anyhow!("client stopped")),
+            _ => {}
+        }
+        link.changed()
+            .await
+            .map_err(|_| anyhow!("client stopped"))?;
+    }
+}

@@ -1,0 +1,97 @@
+//! The embedded broker: `mqtt5`'s broker, configured for mqlink and stoppable.
+//!
+//! Chosen over rumqttd because it serves MQTT 3.1.1 and 5 on one listener (rumqttd needs a
+//! listener per protocol), speaks WebSocket, and has a shutdown handle, so it stops with
+//! our shutdown tree instead of living in a thread nobody can stop. It runs in memory
+//! (no persistence): it is for bare machines and tests, not a production broker.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, anyhow};
+use mqtt5::broker::config::{BrokerConfig, StorageConfig, WebSocketConfig};
+use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
+use tokio::task::JoinHandle;
+
+/// Where the embedded broker listens.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    pub listen: SocketAddr,
+    pub ws_listen: Option<SocketAddr>,
+    pub max_packet_size: usize,
+}
+
+pub struct EmbeddedBroker {
+    handle: BrokerShutdownHandle,
+    task: JoinHandle<()>,
+    #[allow(dead_code)]
+    pub addr: SocketAddr,
+    #[allow(dead_code)]
+    pub ws_addr: Option<SocketAddr>,
+}
+
+fn check_free(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow!(
+            "embedded broker cannot listen on {addr} ({what}): the address is already in use. \
+             Another MQTT broker (Mosquitto?) may be running there: either point mqlink at it \
+             (broker.url: mqtt://{addr}) or give the embedded broker another address \
+             (`mqlink broker --listen 127.0.0.1:1884`, or broker.embedded.listen in the config)"
+        )),
+        Err(e) => Err(anyhow!(
+            "embedded broker cannot listen on {addr} ({what}): {e}"
+        )),
+    }
+}
+
+impl EmbeddedBroker {
+    pub async fn start(opts: &EmbeddedOptions) -> anyhow::Result<EmbeddedBroker> {
+        check_free(opts.listen, "MQTT")?;
+        if let Some(ws) = opts.ws_listen {
+            check_free(ws, "WebSocket")?;
+        }
+        let mut storage = StorageConfig::default();
+        storage.enable_persistence = false;
+        // Slow subscribers with persistent sessions must not lose messages to a small cap.
+        storage.max_queued_messages_per_client = 1_000_000;
+        storage.max_queued_bytes_per_client = 1 << 30;
+        let mut config = BrokerConfig::default()
+            .with_bind_address(opts.listen)
+            .with_max_packet_size(opts.max_packet_size)
+            .with_storage(storage)
+            .with_sys_topics_enabled(false);
+        if let Some(ws) = opts.ws_listen {
+            config =
+                config.with_websocket(WebSocketConfig::default().with_bind_addresses(vec![ws]));
+        }
+        let mut broker = MqttBroker::with_config(config)
+            .await
+            .with_context(|| format!("embedded broker cannot start on {}", opts.listen))?;
+        let addr = broker.local_addr().unwrap_or(opts.listen);
+        let ws_addr = broker.ws_local_addr();
+        let handle = broker.shutdown_handle();
+        let task = tokio::spawn(async move {
+            if let Err(e) = broker.run().await {
+                tracing::error!(error = %e, "embedded broker stopped with an error");
+            }
+        });
+        tracing::info!(%addr, ws = ?ws_addr, "embedded broker listening (MQTT 3.1.1 and 5)");
+        Ok(EmbeddedBroker {
+            handle,
+            task,
+            addr,
+            ws_addr,
+        })
+    }
+
+    /// Ask the broker to stop and wait until it has.
+    pub async fn stop(self) {
+        self.handle.shutdown();
+        let _ = self.task.await;
+    }
+
+    /// Resolves if the broker task ends on its own (it failed).
+    pub async fn failed(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}

@@ -1,0 +1,259 @@
+//! TLS client configuration (rustls with the ring provider).
+//!
+//! Certificates are read once, when the client is built, so a missing or unreadable file
+//! is reported with its path before any connection is tried.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// TLS settings for a broker connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// CA bundle (PEM); the system roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// ALPN protocols to offer.
+    pub alpn: Vec<String>,
+    /// Accept any server certificate. Dangerous; logged loudly at every connect.
+    pub insecure_skip_verify: bool,
+    /// Name to verify and send as SNI instead of the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or parsed.
+    #[error("{what} '{path}': {reason}")]
+    File {
+        /// Which file this is.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Client certificate without key or key without certificate.
+    #[error("TLS client authentication needs both cert_file and key_file (only {present} given)")]
+    HalfClientAuth {
+        /// The one that was given.
+        present: &'static str,
+    },
+    /// rustls refused the combination.
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+    /// No usable root certificates.
+    #[error("no trusted root certificates: {0} (set tls.ca_file)")]
+    NoRoots(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::File {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate found".into()));
+    }
+    Ok(certs)
+}
+
+/// Build the rustls client configuration.
+///
+/// # Errors
+/// Unreadable files, a certificate without key (or the reverse), no roots.
+pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = if opts.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &opts.ca_file {
+            Some(path) => {
+                for cert in read_certs("tls.ca_file", path)? {
+                    roots.add(cert).map_err(|e| TlsError::File {
+                        what: "tls.ca_file",
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    // A bad system certificate should not stop the others from working.
+                    let _ = roots.add(cert);
+                }
+                if roots.is_empty() {
+                    let why = found
+                        .errors
+                        .first()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "the system store is empty".into());
+                    return Err(TlsError::NoRoots(why));
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match (&opts.cert_file, &opts.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs("tls.cert_file", cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
+                what: "tls.key_file",
+                path: key.clone(),
+                reason: e.to_string(),
+            })?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| TlsError::Rustls(e.to_string()))?
+        }
+        (Some(_), None) => {
+            return Err(TlsError::HalfClientAuth {
+                present: "cert_file",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(TlsError::HalfClientAuth {
+                present: "key_file",
+            });
+        }
+        (None, None) => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = opts.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The name to verify and to send as SNI.
+///
+/// # Errors
+/// A name that is neither a DNS name nor an IP address.
+pub fn server_name(host: &str, opts: &TlsOptions) -> Result<ServerName<'static>, TlsError> {
+    let name = opts.server_name.as_deref().unwrap_or(host);
+    ServerName::try_from(name.to_string())
+        .map_err(|e| TlsError::Rustls(format!("invalid server name '{name}': {e}")))
+}
+
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Explain a TLS handshake failure in the words an operator needs.
+pub fn explain(err: &std::io::Error) -> String {
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| err.to_string());
+    let hint = if inner.contains("UnknownIssuer") {
+        " (the server certificate is not signed by a trusted CA: check tls.ca_file)"
+    } else if inner.contains("NotValidForName") {
+        " (the server certificate does not match the host name: check the URL or tls.server_name)"
+    } else if inner.contains("Expired") {
+        " (the server certificate has expired)"
+    } else if inner.contains("CertificateRequired") || inner.contains("certificate required") {
+        " (the broker requires a client certificate: set tls.cert_file and tls.key_file)"
+    } else {
+        ""
+    };
+    format!("{inner}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_without_key_is_refused() {
+        let opts = TlsOptions {
+            cert_file: Some("c.pem".into()),
+            ca_file: None,
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        };
+        assert!(matches!(
+            client_config(&opts),
+            Err(TlsError::HalfClientAuth {
+                present: "cert_file"
+            })
+        ));
+    }
+
+    #[test]
+    fn missing_ca_file_names_the_path() {
+        let opts = TlsOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        let e = client_config(&opts).unwrap_err().to_string();
+        assert!(
+            e.contains("/nonexistent/ca.pem") && e.contains("tls.ca_file"),
+            "{e}"
+        );
+    }
+}
