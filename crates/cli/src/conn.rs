@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mqlink::mqtt::client::MqttOptions;
-use mqlink::mqtt::codec::Protocol;
+use mqlink::mqtt::codec::{Protocol, QoS, Will};
 use mqlink::mqtt::tls::TlsOptions;
 use mqlink::mqtt::url::BrokerUrl;
 
@@ -56,6 +56,18 @@ pub struct ConnArgs {
     /// Keepalive in seconds.
     #[arg(short = 'k', long, default_value_t = 60)]
     pub keepalive: u16,
+    /// Will topic: published by the broker if this client disappears without DISCONNECT.
+    #[arg(long)]
+    pub will_topic: Option<String>,
+    /// Will payload.
+    #[arg(long, default_value = "")]
+    pub will_payload: String,
+    /// Will QoS.
+    #[arg(long, default_value_t = 0)]
+    pub will_qos: u8,
+    /// Retain the will.
+    #[arg(long)]
+    pub will_retain: bool,
     /// Most QoS 1/2 messages unacknowledged at once.
     #[arg(long, default_value_t = 20)]
     pub max_inflight: u16,
@@ -113,6 +125,16 @@ impl ConnArgs {
             insecure_skip_verify: self.insecure,
             server_name: self.tls_server_name.clone(),
         };
+        if let Some(topic) = &self.will_topic {
+            let qos =
+                QoS::from_u8(self.will_qos).ok_or_else(|| usage("--will-qos must be 0, 1 or 2"))?;
+            o.will = Some(Will {
+                topic: topic.clone(),
+                payload: bytes::Bytes::from(self.will_payload.clone().into_bytes()),
+                qos,
+                retain: self.will_retain,
+            });
+        }
         if (self.cert.is_some()) != (self.key.is_some()) {
             return Err(usage("--cert and --key go together"));
         }

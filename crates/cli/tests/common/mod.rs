@@ -1,0 +1,189 @@
+//! Shared helpers for the end-to-end tests: run the real `mqlink` binary next to real peers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use mqlink_testkit::{free_port, mosquitto_pub, wait_until};
+
+pub const T: Duration = Duration::from_secs(20);
+
+/// The `mqlink` binary under test.
+pub fn mqlink() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mqlink"));
+    c.env_remove("MQLINK_URL").env_remove("MQLINK_PASSWORD");
+    c
+}
+
+/// Run `mqlink pub` with `stdin` piped in.
+pub fn mqlink_pub(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = mqlink()
+        .arg("pub")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mqlink pub");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait mqlink pub");
+    let _ = writer.join();
+    out
+}
+
+/// Assert a command succeeded, showing its stderr if not.
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed with {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `mqlink sub` whose stdout lines are collected.
+pub struct MqlinkSub {
+    child: Child,
+    rx: Receiver<String>,
+    pub lines: Vec<String>,
+}
+
+impl MqlinkSub {
+    /// Start `mqlink sub ARGS` and return once it provably receives: `probe` is called
+    /// (e.g. publishing to a probe topic) until a line containing "probe" arrives.
+    pub fn start_ready(args: &[&str], mut probe: impl FnMut()) -> MqlinkSub {
+        let mut child = mqlink()
+            .arg("sub")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mqlink sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + T;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "mqlink sub never received a probe"
+            );
+            probe();
+            match rx.recv_timeout(Duration::from_millis(300)) {
+                Ok(line) if line.contains("probe") => break,
+                Ok(other) => panic!("unexpected line before probe: {other}"),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("mqlink sub exited: {:?}", child.wait())
+                }
+            }
+        }
+        MqlinkSub {
+            child,
+            rx,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Wait for `n` lines that are not probes.
+    pub fn wait_for(&mut self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        while self.lines.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) if l.contains("probe") => {}
+                Ok(l) => self.lines.push(l),
+                Err(_) => panic!("got {} of {n} lines: {:?}", self.lines.len(), self.lines),
+            }
+        }
+        self.lines.clone()
+    }
+}
+
+impl Drop for MqlinkSub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `mqlink broker` on free ports (tcp and WebSocket), killed on drop.
+pub struct EmbeddedBroker {
+    child: Child,
+    pub port: u16,
+    pub ws_port: u16,
+}
+
+impl EmbeddedBroker {
+    pub fn start() -> EmbeddedBroker {
+        let port = free_port();
+        let ws_port = free_port();
+        let child = mqlink()
+            .args([
+                "broker",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--ws",
+                &format!("127.0.0.1:{ws_port}"),
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mqlink broker");
+        let up = wait_until(Instant::now() + T, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", ws_port)).is_ok()
+        });
+        assert!(up, "embedded broker did not start listening");
+        EmbeddedBroker {
+            child,
+            port,
+            ws_port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/mqtt", self.ws_port)
+    }
+
+    /// Arguments for mosquitto_pub/mosquitto_sub.
+    pub fn client_args(&self) -> Vec<String> {
+        vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+        ]
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publish one message with mosquitto_pub.
+pub fn mpub(client_args: &[String], extra: &[&str]) {
+    let mut args = client_args.to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = mosquitto_pub(&args);
+    assert_ok(&out, "mosquitto_pub");
+}
