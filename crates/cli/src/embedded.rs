@@ -50,11 +50,14 @@ impl EmbeddedBroker {
         if let Some(ws) = opts.ws_listen {
             check_free(ws, "WebSocket")?;
         }
-        let mut storage = StorageConfig::default();
-        storage.enable_persistence = false;
-        // Slow subscribers with persistent sessions must not lose messages to a small cap.
-        storage.max_queued_messages_per_client = 1_000_000;
-        storage.max_queued_bytes_per_client = 1 << 30;
+        // In memory; slow subscribers with persistent sessions must not lose messages to a
+        // small queue cap.
+        let storage = StorageConfig {
+            enable_persistence: false,
+            max_queued_messages_per_client: 1_000_000,
+            max_queued_bytes_per_client: 1 << 30,
+            ..StorageConfig::default()
+        };
         let mut config = BrokerConfig::default()
             .with_bind_address(opts.listen)
             .with_max_packet_size(opts.max_packet_size)

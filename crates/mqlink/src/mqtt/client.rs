@@ -624,10 +624,8 @@ impl EventLoop {
                                 let (_, t) = qos0.pop_front().expect("front exists");
                                 self.resolve(t, Verdict::Acknowledged);
                             }
-                            if wbuf.is_empty() {
-                                if let Err(e) = wr.flush().await {
-                                    return ConnEnd::Lost(format!("write failed: {e}"));
-                                }
+                            if wbuf.is_empty() && let Err(e) = wr.flush().await {
+                                return ConnEnd::Lost(format!("write failed: {e}"));
                             }
                         }
                         Err(e) => return ConnEnd::Lost(format!("write failed: {e}")),

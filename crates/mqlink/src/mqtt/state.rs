@@ -97,10 +97,14 @@ pub enum SessionError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the broker owes us next for an in-flight message.
 enum Stage {
-    AwaitPubAck,
-    AwaitPubRec,
-    AwaitPubComp,
+    /// PUBACK (QoS 1).
+    Ack,
+    /// PUBREC (QoS 2, first half).
+    Rec,
+    /// PUBCOMP (QoS 2, after our PUBREL).
+    Comp,
 }
 
 #[derive(Debug)]
@@ -254,7 +258,7 @@ impl Session {
         for mut m in replay {
             let pid = m.publish.pid.unwrap_or_default();
             if connack.session_present {
-                if m.stage == Stage::AwaitPubComp {
+                if m.stage == Stage::Comp {
                     self.out.push_back(send(Packet::PubRel(Ack::ok(pid))));
                 } else {
                     m.publish.dup = true;
@@ -412,7 +416,7 @@ impl Session {
 
     fn on_puback(&mut self, a: Ack) {
         match self.inflight.get(&a.pid) {
-            Some(m) if m.stage == Stage::AwaitPubAck => {
+            Some(m) if m.stage == Stage::Ack => {
                 let m = self
                     .inflight
                     .remove(&a.pid)
@@ -429,16 +433,16 @@ impl Session {
     fn on_pubrec(&mut self, a: Ack) {
         let stage = self.inflight.get(&a.pid).map(|m| m.stage);
         match stage {
-            Some(Stage::AwaitPubRec) if a.reason >= 0x80 => {
+            Some(Stage::Rec) if a.reason >= 0x80 => {
                 let m = self
                     .inflight
                     .remove(&a.pid)
                     .expect("present: checked above");
                 self.out.push_back(Output::Verdict(m.token, verdict(a)));
             }
-            Some(Stage::AwaitPubRec) | Some(Stage::AwaitPubComp) => {
+            Some(Stage::Rec) | Some(Stage::Comp) => {
                 if let Some(m) = self.inflight.get_mut(&a.pid) {
-                    m.stage = Stage::AwaitPubComp;
+                    m.stage = Stage::Comp;
                 }
                 self.out.push_back(send(Packet::PubRel(Ack::ok(a.pid))));
             }
@@ -451,7 +455,7 @@ impl Session {
 
     fn on_pubcomp(&mut self, a: Ack) {
         match self.inflight.get(&a.pid) {
-            Some(m) if m.stage == Stage::AwaitPubComp => {
+            Some(m) if m.stage == Stage::Comp => {
                 let m = self
                     .inflight
                     .remove(&a.pid)
@@ -592,8 +596,8 @@ fn send(packet: Packet) -> Output {
 
 fn initial_stage(qos: QoS) -> Stage {
     match qos {
-        QoS::ExactlyOnce => Stage::AwaitPubRec,
-        _ => Stage::AwaitPubAck,
+        QoS::ExactlyOnce => Stage::Rec,
+        _ => Stage::Ack,
     }
 }
 

@@ -1,0 +1,187 @@
+//! Validated configuration → runtime objects. The one place that knows how config
+//! sections become engine options, so the publisher, connectors and tools connect alike.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::{self, BrokerTarget, Session};
+use crate::mqtt::client::MqttOptions;
+use crate::mqtt::codec::{Protocol, Publish, PublishProps, QoS, Will};
+use crate::mqtt::tls::TlsOptions;
+use crate::mqtt::url::BrokerUrl;
+
+/// Engine QoS from config QoS.
+pub fn qos(q: config::QoS) -> QoS {
+    match q {
+        config::QoS::AtMostOnce => QoS::AtMostOnce,
+        config::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        config::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+/// The URL a client uses to reach the embedded broker listening on `listen`.
+pub fn embedded_url(listen: SocketAddr) -> BrokerUrl {
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        listen.ip().to_string()
+    };
+    BrokerUrl::parse(&format!(
+        "mqtt://{}",
+        SocketAddr::new(host.parse().unwrap_or(listen.ip()), listen.port())
+    ))
+    .unwrap_or_else(|_| unreachable_url(listen))
+}
+
+fn unreachable_url(listen: SocketAddr) -> BrokerUrl {
+    // A socket address always formats as a valid host:port; keep a total function anyway.
+    BrokerUrl {
+        transport: crate::mqtt::url::Transport::Tcp,
+        host: listen.ip().to_string(),
+        port: listen.port(),
+        path: "/mqtt".into(),
+        username: None,
+        password: None,
+    }
+}
+
+/// The broker URL of a `broker` section.
+pub fn broker_url(broker: &config::Broker) -> BrokerUrl {
+    match &broker.target {
+        BrokerTarget::Embedded(e) => embedded_url(e.listen),
+        BrokerTarget::Remote(url) => url.clone(),
+    }
+}
+
+/// Engine options for the daemon's publishing connection.
+pub fn mqtt_options(broker: &config::Broker) -> MqttOptions {
+    let mut o = MqttOptions::new(broker_url(broker));
+    o.client_id = broker.client_id.clone();
+    if broker.username.is_some() {
+        o.username = broker.username.clone();
+    }
+    if let Some(p) = &broker.password {
+        o.password = Some(p.expose().to_string());
+    }
+    if let BrokerTarget::Embedded(e) = &broker.target {
+        o.username = e.username.clone();
+        o.password = e.password.as_ref().map(|p| p.expose().to_string());
+    }
+    (o.protocol, o.fallback_to_311) = match broker.protocol {
+        config::Protocol::V5 => (Protocol::V5, true),
+        config::Protocol::V311 => (Protocol::V311, false),
+        config::Protocol::V31 => (Protocol::V31, false),
+    };
+    o.keep_alive = broker.keepalive;
+    o.clean_start = broker.session == Session::Clean;
+    o.session_expiry = broker.session_expiry;
+    if let Some(t) = &broker.tls {
+        o.tls = TlsOptions {
+            ca_file: t.ca_file.clone(),
+            cert_file: t.client_auth.as_ref().map(|c| c.cert_file.clone()),
+            key_file: t.client_auth.as_ref().map(|c| c.key_file.clone()),
+            alpn: t.alpn.clone(),
+            insecure_skip_verify: t.insecure_skip_verify,
+            server_name: t.server_name.clone(),
+        };
+    }
+    o.reconnect_min = broker.reconnect.min;
+    o.reconnect_max = broker.reconnect.max;
+    o.max_packet_size = broker.max_packet_size;
+    o.max_inflight = broker.max_inflight;
+    o.connect_timeout = broker.connect_timeout;
+    if let Some(l) = &broker.lifecycle {
+        o.will = Some(Will {
+            topic: l.topic.clone(),
+            payload: Bytes::from(l.offline.clone().into_bytes()),
+            qos: qos(l.qos),
+            retain: l.retain,
+        });
+        o.birth = Some(lifecycle_message(l, &l.online));
+    }
+    o
+}
+
+/// The lifecycle message carrying `payload` (online or offline).
+pub fn lifecycle_message(l: &config::Lifecycle, payload: &str) -> Publish {
+    Publish {
+        topic: Arc::from(l.topic.as_str()),
+        payload: Bytes::from(payload.to_string().into_bytes()),
+        qos: qos(l.qos),
+        retain: l.retain,
+        dup: false,
+        pid: None,
+        props: PublishProps::default(),
+    }
+}
+
+/// Engine options for a connector: the broker section, with the connector's own client
+/// id, session and (optionally) URL. No lifecycle messages: those belong to the daemon's
+/// publishing connection.
+pub fn connector_options(c: &config::Connector, broker: &config::Broker) -> MqttOptions {
+    let mut o = mqtt_options(broker);
+    if let Some(url) = &c.broker {
+        o.url = url.clone();
+        if url.username.is_some() {
+            o.username = url.username.clone();
+            o.password = url.password.clone();
+        }
+    }
+    o.client_id = c.client_id.clone();
+    o.clean_start = c.session == Session::Clean;
+    o.session_expiry = match c.session {
+        Session::Persistent => Some(
+            broker
+                .session_expiry
+                .unwrap_or(std::time::Duration::from_secs(86_400)),
+        ),
+        Session::Clean => None,
+    };
+    o.will = None;
+    o.birth = None;
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_on_all_interfaces_is_reached_on_loopback() {
+        let u = embedded_url("0.0.0.0:1999".parse().unwrap());
+        assert_eq!(u.to_string(), "mqtt://127.0.0.1:1999");
+    }
+
+    #[test]
+    fn lifecycle_becomes_will_and_birth() {
+        let cfg = config::from_str(
+            "broker:\n  url: mqtt://b:1883\n  lifecycle: {}\ntopic_prefix: octoPrint\n",
+            config::Format::Yaml,
+            "t.yaml",
+        )
+        .unwrap();
+        let o = mqtt_options(&cfg.broker);
+        let will = o.will.unwrap();
+        assert_eq!(
+            (will.topic.as_str(), &will.payload[..], will.retain),
+            ("octoPrint/status", &b"offline"[..], true)
+        );
+        assert_eq!(&o.birth.unwrap().payload[..], b"online");
+    }
+
+    #[test]
+    fn persistent_connector_gets_its_own_id_and_session_expiry() {
+        let cfg = config::from_str(
+            "broker: {url: 'mqtt://b:1883'}\nconnectors:\n  - name: c1\n    subscribe: [a/#]\n    sink: {stdout: {}}\n",
+            config::Format::Yaml,
+            "t.yaml",
+        )
+        .unwrap();
+        let o = connector_options(&cfg.connectors[0], &cfg.broker);
+        assert!(o.client_id.ends_with("-c1"), "{}", o.client_id);
+        assert!(!o.clean_start);
+        assert!(o.session_expiry.is_some());
+    }
+}
