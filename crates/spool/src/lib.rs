@@ -1,1 +1,179 @@
-//! placeholder
+//! A durable, bounded, append-only on-disk queue with group commit and
+//! out-of-order acknowledgement. It knows nothing of MQTT: producers append
+//! opaque payloads, one consumer reads them in order and acknowledges each
+//! once it is delivered elsewhere.
+//!
+//! # Data flow
+//!
+//! ```text
+//! append / append_batch ──admission (max_bytes, OnFull)──► queue ──► writer thread
+//!     ▲                                                               │ one write + one fsync
+//!     └──────────── oneshot reply after the group is durable ◄───────┤ per group
+//!                                                                     ▼
+//! Reader::next ◄── in-memory cache of recent records ◄── visible ── segment files
+//!     │            (or segment files, read on the blocking pool)
+//!     └──► consumer ──► Spool::ack(id) ──► ack point ──► checkpoint file ──► delete old segments
+//! ```
+//!
+//! Modules: [`options`](SpoolOptions) (configuration), `record` (byte format),
+//! `storage` (the filesystem seam), `recovery` (scan at open), `checkpoint`,
+//! `state` (pure bookkeeping under one mutex), `writer` (the writer thread),
+//! `spool` (the handle), `reader`.
+//!
+//! # Files and record format
+//!
+//! A spool is a directory (created 0700 on unix) holding segment files named
+//! `{first id:020}.seg` and one checkpoint file `ack.checkpoint`.
+//!
+//! ```text
+//! segment header: magic b"MQSPOOL1" | base id u64 LE                  (16 bytes)
+//! record:         len u32 LE | crc u32 LE | id u64 LE | payload[len]   (16 + len bytes)
+//!                 crc = CRC32 (crc32fast) of len LE ++ id LE ++ payload
+//! checkpoint:     magic b"MQCK" | crc32 of ack point | ack point u64 LE (16 bytes)
+//! ```
+//!
+//! Ids are a monotonic u64, contiguous within and across segments; the id of
+//! every record is stored and checked, so a misplaced record is detected.
+//! Ids never go backwards across restarts, even once every segment is deleted
+//! (the checkpoint carries the high-water mark).
+//! A segment rolls over when the next group would push it past
+//! `segment_bytes` (default 64 MiB); a group is never split across segments,
+//! so a single oversized group makes one oversized segment.
+//!
+//! # Group commit and fsync
+//!
+//! Appends never touch files. They reserve space, push a job onto a queue and
+//! await a oneshot reply (so they never block the async runtime, apart from a
+//! short mutex). One dedicated writer thread (`std::thread`, stopped by
+//! [`Spool::close`] or when the last handle is dropped) loops: take *every*
+//! queued job, assign ids, encode all records into one buffer, `write_all` it
+//! to the active segment, then per [`FsyncPolicy`]:
+//!
+//! - `Always` (default): one `fdatasync` for the whole group, *then* the
+//!   records become visible to the reader and every appender in the group gets
+//!   `Ok`. While the writer is in fsync, new appends pile up and form the next
+//!   group, so throughput grows with concurrency: one writer costs one fsync per
+//!   record; 64 concurrent writers share one. Survives power loss.
+//! - `Interval(d)`: appenders get `Ok` after the write; the writer fsyncs at
+//!   most every `d` (and when idle with unsynced data). A process crash loses
+//!   nothing (the data is in the page cache); a power loss or kernel crash can
+//!   lose up to `d` of acknowledged appends.
+//! - `Never`: no fsync except at close and segment roll-over is skipped too;
+//!   the OS writes back when it likes. Fastest; survives a process crash only.
+//!
+//! A new segment's directory entry is made durable (directory fsync) before
+//! any record in it is acknowledged. When a segment is retired the writer
+//! syncs it first (unless `Never`).
+//!
+//! # Failures while appending (fsyncgate)
+//!
+//! - A failed `write` (e.g. `ENOSPC`, or a short write) fails the appends of
+//!   that group with [`SpoolError::Io`] naming the file and operation; the
+//!   writer cuts the segment back to its length before the group, so earlier
+//!   records are untouched and later appends may succeed once space returns.
+//!   If the cut fails too, the spool is poisoned (below).
+//! - A failed `fsync` poisons the spool: Linux may have dropped the dirty pages
+//!   and a later fsync would report success without them (the 2018 PostgreSQL
+//!   "fsyncgate" lesson). Every append waiting on that fsync fails, and every
+//!   later append fails with [`SpoolError::Poisoned`] until the spool is
+//!   reopened, when recovery re-reads and checksums what is really on disk.
+//!   Records acknowledged by an earlier, successful fsync are not touched.
+//!   The reader and acks keep working while poisoned.
+//!
+//! # Size bound
+//!
+//! `max_bytes` bounds the on-disk bytes (headers included) from the ack point
+//! on, plus bytes reserved by appends in flight. Records acknowledged out of
+//! order above the ack point still count until the ack point passes them:
+//! this makes `max_bytes` a true bound on disk use (at most `max_bytes` plus
+//! one partly acknowledged segment). A record or batch larger than
+//! `max_bytes` fails with [`SpoolError::TooLarge`]. When an append does not
+//! fit, [`OnFull`] decides: `Reject` returns [`AppendOutcome::Full`]
+//! (counted, WARN logged at most every 10 s); `Block` waits until acks free
+//! space (counted, WARN); `DropOldest` settles the oldest unacknowledged
+//! records as if acknowledged, logs the dropped id range at ERROR and counts
+//! each one; the reader skips them and they are not delivered after a restart
+//! once the checkpoint passes them. If what is in flight alone fills the
+//! spool, `DropOldest` waits like `Block`.
+//!
+//! # Reading
+//!
+//! Records become visible when their group is committed (after the fsync under
+//! `Always`). The reader hands out visible, unsettled records in id order.
+//! Recent records (up to `memory_bytes`) are served from an in-memory cache
+//! of the appended `Bytes`; otherwise the reader reads the segment file in
+//! 256 KiB chunks on tokio's blocking pool, remembering its file position.
+//!
+//! # Acknowledgement and checkpoint
+//!
+//! Acks may arrive in any order. The *ack point* is the smallest id not yet
+//! acknowledged: every id below it is settled; acks above it are kept in a
+//! set until the gap closes. The writer persists the ack point at most every
+//! `checkpoint_interval` (default 1 s), at close, and on [`Spool::checkpoint`]:
+//! write `ack.checkpoint.tmp`, fsync it, rename over `ack.checkpoint` (no
+//! directory fsync). Losing or corrupting the checkpoint (crash before it is
+//! written, torn rename) only moves the ack point back: records acknowledged
+//! since are delivered again, i.e. duplicates, which at-least-once delivery
+//! allows. Records acknowledged out of order above the ack point are always
+//! redelivered after a restart.
+//!
+//! # Deleting segments
+//!
+//! Right after a checkpoint is written, the writer deletes every segment
+//! whose last id is below the persisted ack point, except the active one, so
+//! a segment is deleted only when every record in it is acknowledged (or
+//! dropped) and the checkpoint says so. Recovery deletes such segments too.
+//!
+//! # Recovery
+//!
+//! [`Spool::open`] reads the checkpoint (missing or damaged: start from the
+//! oldest record, WARN) and scans every segment in id order, checking the
+//! header, each record's checksum and that ids are contiguous.
+//!
+//! - **Torn tail** — the first bad record of the *last* segment and
+//!   everything after it are truncated and reported in
+//!   [`RecoveryReport::torn_tail`] (file, offset, bytes, records). After a
+//!   crash this is the normal result of a group whose fsync did not finish,
+//!   so under `Always` only records whose append never returned `Ok` are cut.
+//!   Page write-back order is not the file order, so a crash can also leave a
+//!   torn record *followed by* intact ones; recovery still truncates there
+//!   (those records were not acknowledged either, under `Always`) but counts
+//!   them in `records_discarded` and logs at ERROR, since the same pattern
+//!   could also be media damage.
+//! - **Damage elsewhere** (a bad record or header in a non-last segment, a
+//!   missing or overlapping id range) is never skipped silently. With
+//!   [`OnCorruption::Fail`] (default) `open` returns [`SpoolError::Corrupt`]
+//!   with the file and byte range, for an operator to inspect. With
+//!   [`OnCorruption::Discard`] the rest of that segment is skipped, reported
+//!   in [`RecoveryReport::corrupt`], logged at ERROR, and the lost ids counted
+//!   as dropped.
+//!
+//! After recovery, every record not acknowledged (per the checkpoint) is
+//! delivered again, in order, starting at the ack point.
+//!
+//! # Limits
+//!
+//! Memory: 4 bytes per record between the ack point and the newest record
+//! (record sizes, for the size bound), plus the acknowledged-above set and the
+//! cache. A payload must be smaller than 4 GiB.
+
+mod checkpoint;
+mod error;
+mod options;
+mod reader;
+mod record;
+mod recovery;
+mod spool;
+mod state;
+mod storage;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::SpoolError;
+pub use options::{FsyncPolicy, OnCorruption, OnFull, SpoolOptions};
+pub use reader::{Reader, Record};
+pub use recovery::{CorruptRange, RecoveryReport, TornTail};
+pub use spool::{AppendOutcome, Spool, SpoolStats};
+pub use storage::{SegmentFile, StdStorage, Storage};

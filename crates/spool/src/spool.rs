@@ -1,0 +1,452 @@
+//! The [`Spool`] handle: admission (size bound and full policy), handing
+//! appends to the writer thread and awaiting their commit, acknowledgements,
+//! statistics and shutdown.
+
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, oneshot};
+
+use crate::reader::Reader;
+use crate::record::record_len;
+use crate::recovery::{self, RecoveryReport};
+use crate::state::{Job, State, Work};
+use crate::storage::{StdStorage, Storage};
+use crate::writer::Writer;
+use crate::{OnFull, SpoolError, SpoolOptions};
+
+/// The result of an append that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The records are stored (durably, under [`crate::FsyncPolicy::Always`])
+    /// with ids `first_id..first_id + count`.
+    Appended {
+        /// Id of the first record.
+        first_id: u64,
+        /// Number of records.
+        count: u64,
+    },
+    /// The spool is full and the policy is [`OnFull::Reject`]; nothing was stored.
+    Full,
+}
+
+/// A snapshot of the spool's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Bytes held from the first unacknowledged record on (headers included).
+    pub bytes: u64,
+    /// Records stored and not yet acknowledged or dropped.
+    pub records: u64,
+    /// Records appended since open.
+    pub appended: u64,
+    /// Records acknowledged since open.
+    pub acked: u64,
+    /// Records discarded since open (`DropOldest`, or damage skipped at open).
+    pub dropped: u64,
+    /// Appends refused with [`AppendOutcome::Full`] since open.
+    pub rejected: u64,
+    /// Appends that had to wait for space (`Block`, or `DropOldest` with
+    /// everything still in flight) since open.
+    pub blocked: u64,
+    /// Id the next append will get.
+    pub next_id: u64,
+    /// Live segment files.
+    pub segments: u64,
+}
+
+/// Rate limit for WARN logs on the hot path: at most one per interval.
+#[derive(Debug)]
+struct LogLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// Returns `Some(suppressed)` if a log line may be emitted now.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// State shared by every handle, the reader and the writer thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub opts: SpoolOptions,
+    pub storage: Arc<dyn Storage>,
+    state: Mutex<State>,
+    /// Wakes the writer thread.
+    pub work_cv: Condvar,
+    /// Wakes the reader when records become visible or the spool stops.
+    pub readers: Notify,
+    /// Wakes appenders waiting for space.
+    pub space: Notify,
+    /// Wakes `close` when the writer has stopped.
+    pub stopped: Notify,
+    full_log: Mutex<LogLimiter>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough counters; keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn closed(&self) -> SpoolError {
+        SpoolError::Closed {
+            dir: self.dir.clone(),
+        }
+    }
+
+    pub(crate) fn wake_all(&self) {
+        self.readers.notify_waiters();
+        self.space.notify_waiters();
+        self.stopped.notify_waiters();
+    }
+
+    fn warn_full(&self, msg: &'static str, size: u64) {
+        let allowed = self
+            .full_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .allow();
+        if let Some(suppressed) = allowed {
+            tracing::warn!(dir = %self.dir.display(), size, max_bytes = self.opts.max_bytes,
+                suppressed, policy = ?self.opts.on_full, "{msg}");
+        }
+    }
+
+    fn begin_close(&self) {
+        let mut st = self.lock();
+        st.closing = true;
+        drop(st);
+        self.work_cv.notify_one();
+        self.wake_all();
+    }
+}
+
+/// Owns the writer thread; stops and joins it when the last handle goes.
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.begin_close();
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            // The writer drains its queue, syncs and checkpoints; this is short.
+            let _ = h.join();
+        }
+    }
+}
+
+/// A durable on-disk queue. Cheap to clone; all clones share one writer thread,
+/// which stops on [`Spool::close`] or when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir`, recovers it and starts
+    /// its writer thread.
+    ///
+    /// # Errors
+    /// [`SpoolError::InvalidOptions`], I/O errors while creating or scanning
+    /// the directory, and [`SpoolError::Corrupt`] for damage that is not a
+    /// torn tail when `on_corruption` is [`crate::OnCorruption::Fail`].
+    pub fn open(
+        dir: impl AsRef<Path>,
+        opts: SpoolOptions,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Self::open_with_storage(dir, opts, Arc::new(StdStorage))
+    }
+
+    /// Like [`Spool::open`], doing all file I/O through `storage`.
+    ///
+    /// # Errors
+    /// As [`Spool::open`].
+    pub fn open_with_storage(
+        dir: impl AsRef<Path>,
+        opts: SpoolOptions,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| SpoolError::io("create spool directory", &dir, e))?;
+        let rec = recovery::recover(&*storage, &dir, opts.on_corruption)?;
+        let mut state = State::new(
+            rec.ack_point,
+            rec.next_id,
+            rec.acked_above,
+            rec.sizes,
+            rec.segments,
+            opts.memory_bytes,
+        );
+        state.counters.dropped = rec.lost;
+        let mut report = rec.report;
+        report.records = state.unacked_records();
+        report.bytes = state.retained_bytes;
+        report.first_unacked_id = state.next_unsettled(state.ack_point);
+        // Write a checkpoint soon if there is none, or if recovery settled lost ids.
+        let checkpointed_gen = if report.checkpoint_found && rec.lost == 0 {
+            0
+        } else {
+            u64::MAX
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            opts,
+            storage,
+            state: Mutex::new(state),
+            work_cv: Condvar::new(),
+            readers: Notify::new(),
+            space: Notify::new(),
+            stopped: Notify::new(),
+            full_log: Mutex::new(LogLimiter {
+                last: None,
+                suppressed: 0,
+            }),
+        });
+        let writer = Writer::new(shared.clone(), rec.next_id, checkpointed_gen);
+        let thread = std::thread::Builder::new()
+            .name("mqlink-spool".into())
+            .spawn(move || writer.run())
+            .map_err(|e| SpoolError::io("spawn writer thread for", &dir, e))?;
+        tracing::info!(dir = %dir.display(), records = report.records, bytes = report.bytes,
+            first_id = report.first_unacked_id, next_id = report.next_id, "spool opened");
+        let inner = Arc::new(Inner {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        });
+        Ok((Spool { inner }, report))
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// Appends one record. On `Ok(Appended)` the record is stored per the
+    /// fsync policy (durable under `Always`).
+    ///
+    /// Cancel safety: if the future is dropped after the record was handed to
+    /// the writer, the record may still be appended (and delivered).
+    ///
+    /// # Errors
+    /// [`SpoolError::TooLarge`] if the record can never fit, I/O errors from
+    /// the write or fsync covering it, [`SpoolError::Poisoned`] after an
+    /// earlier fsync failure, [`SpoolError::Closed`] after close.
+    pub async fn append(&self, payload: impl Into<Bytes>) -> Result<AppendOutcome, SpoolError> {
+        self.append_batch(vec![payload.into()]).await
+    }
+
+    /// Appends records atomically with respect to admission and errors: either
+    /// all get contiguous ids and are stored, or none is.
+    ///
+    /// # Errors
+    /// As [`Spool::append`], plus [`SpoolError::EmptyBatch`].
+    pub async fn append_batch(&self, payloads: Vec<Bytes>) -> Result<AppendOutcome, SpoolError> {
+        if payloads.is_empty() {
+            return Err(SpoolError::EmptyBatch);
+        }
+        let shared = self.shared();
+        let max = shared.opts.max_bytes;
+        let mut size = 0u64;
+        for p in &payloads {
+            let rlen = record_len(p.len());
+            if p.len() > (u32::MAX as usize) - 64 {
+                return Err(SpoolError::TooLarge {
+                    size: rlen,
+                    limit: u64::from(u32::MAX),
+                });
+            }
+            size += rlen;
+        }
+        if size > max {
+            return Err(SpoolError::TooLarge { size, limit: max });
+        }
+        if !self.reserve(size).await? {
+            return Ok(AppendOutcome::Full);
+        }
+        let count = payloads.len() as u64;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = shared.lock();
+            if st.closing {
+                st.reserved_bytes -= size;
+                return Err(shared.closed());
+            }
+            st.queue.push(Work::Append(Job {
+                payloads,
+                bytes: size,
+                reply: tx,
+            }));
+        }
+        shared.work_cv.notify_one();
+        let first_id = rx.await.map_err(|_| shared.closed())??;
+        Ok(AppendOutcome::Appended { first_id, count })
+    }
+
+    /// Reserves `size` bytes under `max_bytes`, applying the full policy.
+    /// Returns false for a rejection.
+    async fn reserve(&self, size: u64) -> Result<bool, SpoolError> {
+        let shared = self.shared();
+        let max = shared.opts.max_bytes;
+        let mut counted_block = false;
+        loop {
+            let mut notified = pin!(shared.space.notified());
+            notified.as_mut().enable();
+            {
+                let mut st = shared.lock();
+                if st.closing {
+                    return Err(shared.closed());
+                }
+                if let Some(cause) = st.poisoned.clone() {
+                    return Err(SpoolError::Poisoned {
+                        dir: shared.dir.clone(),
+                        cause,
+                    });
+                }
+                if st.used_bytes() + size > max {
+                    match shared.opts.on_full {
+                        OnFull::Reject => {
+                            st.counters.rejected += 1;
+                            drop(st);
+                            shared.warn_full("spool full: rejecting append", size);
+                            return Ok(false);
+                        }
+                        OnFull::DropOldest => {
+                            if let Some((first, last, count)) = st.drop_oldest(size, max) {
+                                tracing::error!(dir = %shared.dir.display(), first_id = first, last_id = last,
+                                    count, "spool full: dropped oldest unacknowledged records");
+                            }
+                        }
+                        OnFull::Block => {}
+                    }
+                }
+                if st.used_bytes() + size <= max {
+                    st.reserved_bytes += size;
+                    return Ok(true);
+                }
+                if !counted_block {
+                    counted_block = true;
+                    st.counters.blocked += 1;
+                    drop(st);
+                    shared.warn_full("spool full: append waits for acknowledgements", size);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Starts reading at the first unacknowledged record. Intended for one
+    /// logical consumer; several readers each see every record.
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.shared().clone())
+    }
+
+    /// Acknowledges record `id`: it will not be delivered again (unless the
+    /// process crashes before the checkpoint covering it is written). Acks may
+    /// come in any order; unknown or repeated ids are ignored.
+    pub fn ack(&self, id: u64) {
+        let shared = self.shared();
+        let freed = shared.lock().ack(id);
+        if freed {
+            shared.space.notify_waiters();
+        }
+    }
+
+    /// Writes the ack checkpoint now and deletes fully acknowledged segments
+    /// (normally the writer does this every `checkpoint_interval`).
+    ///
+    /// # Errors
+    /// I/O errors writing the checkpoint; [`SpoolError::Closed`].
+    pub async fn checkpoint(&self) -> Result<(), SpoolError> {
+        let shared = self.shared();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = shared.lock();
+            if st.closing {
+                return Err(shared.closed());
+            }
+            st.queue.push(Work::Checkpoint(tx));
+        }
+        shared.work_cv.notify_one();
+        rx.await.map_err(|_| shared.closed())?
+    }
+
+    /// A snapshot of sizes and counters.
+    pub fn stats(&self) -> SpoolStats {
+        let st = self.shared().lock();
+        SpoolStats {
+            bytes: st.retained_bytes,
+            records: st.unacked_records(),
+            appended: st.counters.appended,
+            acked: st.counters.acked,
+            dropped: st.counters.dropped,
+            rejected: st.counters.rejected,
+            blocked: st.counters.blocked,
+            next_id: st.next_visible,
+            segments: st.segments.len() as u64,
+        }
+    }
+
+    /// Test hook: stop the writer as a crash would, without the final fsync
+    /// and checkpoint. Data already written stays in the page cache.
+    #[cfg(test)]
+    pub(crate) fn crash(self) {
+        self.shared().lock().abandon = true;
+        self.shared().begin_close();
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared().dir
+    }
+
+    /// Stops accepting appends, lets the writer finish queued ones, syncs,
+    /// writes the checkpoint and stops the writer thread. Other clones of this
+    /// handle see [`SpoolError::Closed`] afterwards.
+    ///
+    /// # Errors
+    /// The final fsync or checkpoint failed.
+    pub async fn close(self) -> Result<(), SpoolError> {
+        let shared = self.shared().clone();
+        shared.begin_close();
+        loop {
+            let mut notified = pin!(shared.stopped.notified());
+            notified.as_mut().enable();
+            if shared.lock().stopped {
+                break;
+            }
+            notified.await;
+        }
+        let handle = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            // The thread has already finished its work; this join returns at once.
+            let _ = h.join();
+        }
+        tracing::info!(dir = %shared.dir.display(), "spool closed");
+        let err = shared.lock().close_error.take();
+        err.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,572 @@
+//! Behaviour tests of the whole spool against real files in temp dirs, with
+//! [`FaultyStorage`] for injected I/O failures, and the model-based property test.
+
+mod model;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::storage::faulty::FaultyStorage;
+use super::*;
+
+/// Small segments, no timed checkpoints (tests call `checkpoint` explicitly).
+fn opts() -> SpoolOptions {
+    SpoolOptions {
+        segment_bytes: 1024,
+        checkpoint_interval: Duration::from_secs(3600),
+        ..SpoolOptions::default()
+    }
+}
+
+/// 300-byte payloads take 316 bytes on disk: three fill a 1024-byte spool
+/// or segment.
+fn full_opts(on_full: OnFull) -> SpoolOptions {
+    SpoolOptions {
+        max_bytes: 1024,
+        on_full,
+        ..opts()
+    }
+}
+
+fn payload(i: u64, len: usize) -> Vec<u8> {
+    let mut p = vec![(i % 251) as u8; len];
+    if len >= 8 {
+        p[..8].copy_from_slice(&i.to_le_bytes());
+    }
+    p
+}
+
+async fn append(s: &Spool, p: Vec<u8>) -> u64 {
+    match s.append(p).await.unwrap() {
+        AppendOutcome::Appended { first_id, count: 1 } => first_id,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn read_n(r: &mut Reader, n: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(r.next().await.unwrap().id);
+    }
+    ids
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn appended_records_are_read_back_in_order_with_their_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!(report.records, 0);
+    let mut r = spool.reader();
+    for i in 0..10 {
+        assert_eq!(append(&spool, payload(i, 50)).await, i);
+    }
+    for i in 0..10 {
+        let rec = r.next().await.unwrap();
+        assert_eq!((rec.id, rec.payload.to_vec()), (i, payload(i, 50)));
+    }
+    assert_eq!(spool.stats().records, 10);
+    spool.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn batch_gets_contiguous_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    append(&spool, payload(0, 10)).await;
+    let out = spool
+        .append_batch((1..6).map(|i| payload(i, 10).into()).collect())
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        AppendOutcome::Appended {
+            first_id: 1,
+            count: 5
+        }
+    );
+    assert_eq!(read_n(&mut spool.reader(), 6).await, vec![0, 1, 2, 3, 4, 5]);
+    assert!(matches!(
+        spool.append_batch(vec![]).await,
+        Err(SpoolError::EmptyBatch)
+    ));
+}
+
+#[tokio::test]
+async fn reader_waits_for_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    let mut r = spool.reader();
+    let waiting = tokio::spawn(async move { r.next().await.unwrap().id });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    append(&spool, payload(0, 10)).await;
+    assert_eq!(waiting.await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn reader_reads_segment_files_when_records_are_not_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = SpoolOptions {
+        memory_bytes: 0,
+        ..opts()
+    };
+    let (spool, _) = Spool::open(dir.path(), o).unwrap();
+    for i in 0..20 {
+        append(&spool, payload(i, 100)).await;
+    }
+    // Larger than the 256 KiB read chunk and than a segment.
+    let big = payload(20, 300 * 1024);
+    append(&spool, big.clone()).await;
+    append(&spool, payload(21, 100)).await;
+    assert!(segment_files(dir.path()).len() > 2);
+    let mut r = spool.reader();
+    for i in 0..22 {
+        let rec = r.next().await.unwrap();
+        assert_eq!(rec.id, i);
+        let want = if i == 20 {
+            big.clone()
+        } else {
+            payload(i, 100)
+        };
+        assert_eq!(rec.payload.to_vec(), want);
+    }
+}
+
+#[tokio::test]
+async fn ack_out_of_order_advances_only_over_contiguous_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    for i in 0..4 {
+        append(&spool, payload(i, 10)).await;
+    }
+    spool.ack(2);
+    spool.ack(1);
+    assert_eq!(spool.stats().records, 2);
+    // A fresh reader starts at the first unacknowledged id and skips acked ones.
+    assert_eq!(read_n(&mut spool.reader(), 2).await, vec![0, 3]);
+    spool.ack(0);
+    assert_eq!(spool.stats().records, 1);
+    assert_eq!(spool.stats().bytes, 26);
+}
+
+#[tokio::test]
+async fn restart_redelivers_unacked_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    for i in 0..5 {
+        append(&spool, payload(i, 300)).await;
+    }
+    for id in [3, 0, 1] {
+        spool.ack(id);
+    }
+    spool.close().await.unwrap();
+
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!(report.records, 2);
+    assert_eq!(report.first_unacked_id, 2);
+    assert_eq!(report.next_id, 5);
+    let mut r = spool.reader();
+    let a = r.next().await.unwrap();
+    assert_eq!((a.id, a.payload.to_vec()), (2, payload(2, 300)));
+    assert_eq!(r.next().await.unwrap().id, 4);
+    assert_eq!(append(&spool, payload(5, 10)).await, 5);
+
+    // An ack not yet checkpointed is lost in a crash: redelivery, not loss.
+    spool.ack(2);
+    spool.crash();
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!(report.records, 3);
+    assert_eq!(read_n(&mut spool.reader(), 3).await, vec![2, 4, 5]);
+}
+
+#[tokio::test]
+async fn ids_keep_growing_after_every_segment_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    for i in 0..4 {
+        append(&spool, payload(i, 300)).await;
+        spool.ack(i);
+    }
+    spool.close().await.unwrap();
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert!(segment_files(dir.path()).is_empty());
+    assert_eq!((report.records, report.next_id), (0, 4));
+    assert_eq!(append(&spool, payload(4, 10)).await, 4);
+    assert_eq!(read_n(&mut spool.reader(), 1).await, vec![4]);
+}
+
+#[tokio::test]
+async fn segment_deleted_only_when_fully_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    // Three 316-byte records per 1024-byte segment: [0,1,2] [3,4,5] [6].
+    for i in 0..7 {
+        append(&spool, payload(i, 300)).await;
+    }
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 3);
+    spool.ack(1);
+    spool.ack(2);
+    spool.checkpoint().await.unwrap();
+    assert_eq!(segment_files(dir.path()), files);
+    spool.ack(0);
+    spool.checkpoint().await.unwrap();
+    assert_eq!(segment_files(dir.path()), files[1..]);
+    spool.ack(3);
+    spool.ack(4);
+    spool.checkpoint().await.unwrap();
+    assert_eq!(segment_files(dir.path()), files[1..]);
+    spool.ack(5);
+    spool.ack(6);
+    spool.checkpoint().await.unwrap();
+    // The active segment stays until the spool reopens.
+    assert_eq!(segment_files(dir.path()), files[2..]);
+    spool.close().await.unwrap();
+    let (_spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!(report.records, 0);
+    assert!(segment_files(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn torn_tail_is_truncated_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    for i in 0..3 {
+        append(&spool, payload(i, 100)).await;
+    }
+    spool.close().await.unwrap();
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert_eq!(len, 16 + 3 * 116);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    let tail = report.torn_tail.expect("torn tail reported");
+    assert_eq!(tail.path, seg);
+    assert_eq!(tail.offset, 16 + 2 * 116);
+    assert_eq!(tail.bytes_discarded, 106);
+    assert_eq!(tail.records_discarded, 1);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 16 + 2 * 116);
+    assert_eq!(report.records, 2);
+    assert_eq!(append(&spool, payload(2, 10)).await, 2);
+    assert_eq!(read_n(&mut spool.reader(), 3).await, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn garbage_after_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    append(&spool, payload(0, 100)).await;
+    spool.close().await.unwrap();
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&seg).unwrap();
+    data.extend_from_slice(&[0xFF; 40]);
+    std::fs::write(&seg, &data).unwrap();
+    let (_spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    let tail = report.torn_tail.unwrap();
+    assert_eq!((tail.offset, tail.bytes_discarded), (132, 40));
+    assert_eq!(report.records, 1);
+}
+
+/// Seven 300-byte records in segments [0,1,2] [3,4,5] [6], with a bit
+/// flipped in record 1.
+async fn spool_with_damaged_first_segment(dir: &Path) -> PathBuf {
+    let (spool, _) = Spool::open(dir, opts()).unwrap();
+    for i in 0..7 {
+        append(&spool, payload(i, 300)).await;
+    }
+    spool.close().await.unwrap();
+    let first = segment_files(dir)[0].clone();
+    let mut data = std::fs::read(&first).unwrap();
+    data[16 + 316 + 100] ^= 0x10;
+    std::fs::write(&first, &data).unwrap();
+    first
+}
+
+#[tokio::test]
+async fn corruption_in_a_middle_segment_fails_open_with_file_and_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = spool_with_damaged_first_segment(dir.path()).await;
+    match Spool::open(dir.path(), opts()) {
+        Err(SpoolError::Corrupt {
+            path, start, end, ..
+        }) => {
+            assert_eq!(path, first);
+            assert_eq!((start, end), (16 + 316, 16 + 3 * 316));
+        }
+        other => panic!("expected corruption error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn corruption_in_a_middle_segment_is_skipped_and_reported_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = spool_with_damaged_first_segment(dir.path()).await;
+    let o = SpoolOptions {
+        on_corruption: OnCorruption::Discard,
+        ..opts()
+    };
+    let (spool, report) = Spool::open(dir.path(), o).unwrap();
+    assert_eq!(report.corrupt.len(), 1, "{:?}", report.corrupt);
+    let c = &report.corrupt[0];
+    assert_eq!((&c.path, c.start, c.end, c.lost_ids), (&first, 332, 964, 2));
+    assert_eq!(report.records, 5);
+    assert_eq!(spool.stats().dropped, 2);
+    assert_eq!(read_n(&mut spool.reader(), 5).await, vec![0, 3, 4, 5, 6]);
+}
+
+#[tokio::test]
+async fn record_larger_than_max_bytes_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), full_opts(OnFull::Reject)).unwrap();
+    let res = spool.append(vec![0u8; 1020]).await;
+    assert!(
+        matches!(
+            res,
+            Err(SpoolError::TooLarge {
+                size: 1036,
+                limit: 1024
+            })
+        ),
+        "{res:?}"
+    );
+}
+
+#[tokio::test]
+async fn reject_policy_returns_full_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), full_opts(OnFull::Reject)).unwrap();
+    for i in 0..3 {
+        append(&spool, payload(i, 300)).await;
+    }
+    assert_eq!(
+        spool.append(payload(3, 300)).await.unwrap(),
+        AppendOutcome::Full
+    );
+    assert_eq!(
+        spool.append(payload(3, 300)).await.unwrap(),
+        AppendOutcome::Full
+    );
+    let st = spool.stats();
+    assert_eq!((st.rejected, st.appended, st.records), (2, 3, 3));
+    spool.ack(0);
+    assert_eq!(append(&spool, payload(3, 300)).await, 3);
+}
+
+#[tokio::test]
+async fn block_policy_resumes_after_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), full_opts(OnFull::Block)).unwrap();
+    for i in 0..3 {
+        append(&spool, payload(i, 300)).await;
+    }
+    let s2 = spool.clone();
+    let blocked = tokio::spawn(async move { s2.append(payload(3, 300)).await });
+    while spool.stats().blocked == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!blocked.is_finished());
+    // Acking a record above the ack point frees nothing yet.
+    spool.ack(1);
+    tokio::task::yield_now().await;
+    assert!(!blocked.is_finished());
+    spool.ack(0);
+    let out = blocked.await.unwrap().unwrap();
+    assert_eq!(
+        out,
+        AppendOutcome::Appended {
+            first_id: 3,
+            count: 1
+        }
+    );
+    assert_eq!(spool.stats().blocked, 1);
+}
+
+#[tokio::test]
+async fn drop_oldest_never_hands_dropped_record_to_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), full_opts(OnFull::DropOldest)).unwrap();
+    let mut r = spool.reader();
+    for i in 0..3 {
+        append(&spool, payload(i, 300)).await;
+    }
+    assert_eq!(append(&spool, payload(3, 300)).await, 3);
+    assert_eq!(spool.stats().dropped, 1);
+    let rec = r.next().await.unwrap();
+    assert_eq!((rec.id, rec.payload.to_vec()), (1, payload(1, 300)));
+    // A two-record batch needs two more slots.
+    let out = spool
+        .append_batch(vec![payload(4, 300).into(), payload(5, 300).into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        AppendOutcome::Appended {
+            first_id: 4,
+            count: 2
+        }
+    );
+    assert_eq!(spool.stats().dropped, 3);
+    assert_eq!(read_n(&mut r, 3).await, vec![3, 4, 5]);
+    spool.close().await.unwrap();
+    let (spool, report) = Spool::open(dir.path(), full_opts(OnFull::DropOldest)).unwrap();
+    assert_eq!(report.first_unacked_id, 3);
+    assert_eq!(read_n(&mut spool.reader(), 3).await, vec![3, 4, 5]);
+}
+
+fn faulty() -> (FaultyStorage, Arc<dyn Storage>) {
+    let f = FaultyStorage::default();
+    let s: Arc<dyn Storage> = Arc::new(f.clone());
+    (f, s)
+}
+
+#[tokio::test]
+async fn fsync_failure_fails_waiting_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, storage) = faulty();
+    let (spool, _) = Spool::open_with_storage(dir.path(), opts(), storage).unwrap();
+    append(&spool, payload(0, 10)).await;
+    f.faults.fail_next_sync.store(true, Ordering::SeqCst);
+    let batch = spool
+        .append_batch((1..5).map(|i| payload(i, 10).into()).collect())
+        .await;
+    match batch {
+        Err(SpoolError::Poisoned { cause, .. }) => {
+            assert!(cause.contains("fsync segment"), "{cause}")
+        }
+        other => panic!("expected poisoned, got {other:?}"),
+    }
+    // Later appends are refused too: a later fsync would not cover the lost pages.
+    let mut tasks = Vec::new();
+    for i in 5..13 {
+        let s = spool.clone();
+        tasks.push(tokio::spawn(async move { s.append(payload(i, 10)).await }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Err(SpoolError::Poisoned { .. })));
+    }
+    // What was durable before stays readable and survives a reopen.
+    assert_eq!(read_n(&mut spool.reader(), 1).await, vec![0]);
+    assert_eq!(spool.stats().records, 1);
+    drop(spool);
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(report.records, 1);
+    assert_eq!(append(&spool, payload(1, 10)).await, 1);
+}
+
+#[tokio::test]
+async fn enospc_fails_append_and_keeps_earlier_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, storage) = faulty();
+    let (spool, _) = Spool::open_with_storage(dir.path(), opts(), storage).unwrap();
+    append(&spool, payload(0, 10)).await;
+    f.faults.enospc_next_write.store(true, Ordering::SeqCst);
+    let err = spool.append(payload(1, 10)).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("write segment") && msg.contains(".seg"),
+        "{msg}"
+    );
+    // Space is back: the spool goes on, and the failed record left no trace.
+    assert_eq!(append(&spool, payload(1, 10)).await, 1);
+    assert_eq!(read_n(&mut spool.reader(), 2).await, vec![0, 1]);
+    spool.close().await.unwrap();
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!((report.records, report.torn_tail), (2, None));
+    let mut r = spool.reader();
+    assert_eq!(r.next().await.unwrap().payload.to_vec(), payload(0, 10));
+    assert_eq!(r.next().await.unwrap().payload.to_vec(), payload(1, 10));
+}
+
+#[tokio::test]
+async fn short_write_is_cut_back_so_the_segment_stays_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, storage) = faulty();
+    let (spool, _) = Spool::open_with_storage(dir.path(), opts(), storage).unwrap();
+    append(&spool, payload(0, 100)).await;
+    f.faults.short_next_write.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        spool.append(payload(1, 100)).await,
+        Err(SpoolError::Io { .. })
+    ));
+    assert_eq!(append(&spool, payload(1, 100)).await, 1);
+    spool.close().await.unwrap();
+    let (_spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!((report.records, report.torn_tail), (2, None));
+}
+
+#[tokio::test]
+async fn close_stops_appends_and_ends_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    let other = spool.clone();
+    let mut r = spool.reader();
+    append(&spool, payload(0, 10)).await;
+    spool.close().await.unwrap();
+    assert!(matches!(
+        other.append(payload(1, 10)).await,
+        Err(SpoolError::Closed { .. })
+    ));
+    assert_eq!(r.next().await.unwrap().id, 0);
+    assert!(matches!(r.next().await, Err(SpoolError::Closed { .. })));
+}
+
+#[tokio::test]
+async fn interval_and_never_policies_store_records_too() {
+    for fsync in [
+        FsyncPolicy::Interval(Duration::from_millis(5)),
+        FsyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = SpoolOptions { fsync, ..opts() };
+        let (spool, _) = Spool::open(dir.path(), o.clone()).unwrap();
+        for i in 0..10 {
+            append(&spool, payload(i, 200)).await;
+        }
+        spool.close().await.unwrap();
+        let (_spool, report) = Spool::open(dir.path(), o).unwrap();
+        assert_eq!(report.records, 10, "{fsync:?}");
+    }
+}
+
+#[test]
+fn invalid_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = SpoolOptions {
+        fsync: FsyncPolicy::Interval(Duration::ZERO),
+        ..opts()
+    };
+    assert!(matches!(
+        Spool::open(dir.path(), o),
+        Err(SpoolError::InvalidOptions(_))
+    ));
+}
+
+#[cfg(unix)]
+#[test]
+fn spool_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool");
+    let _ = Spool::open(&path, opts()).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
