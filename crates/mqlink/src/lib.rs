@@ -2,6 +2,10 @@
 #![allow(missing_docs)]
 pub mod build;
 pub mod config;
+pub mod event;
+pub mod link;
 pub mod mqtt;
+pub mod publish;
 pub mod record;
+pub mod source;
 pub mod topic;

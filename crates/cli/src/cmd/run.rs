@@ -1,14 +1,202 @@
 //! `mqlink run`: the daemon.
+//!
+//! Start order: config → embedded broker (if `broker.url: embedded`) → spool + connection +
+//! publisher ([`Link`]) → HTTP API and stdin sources.
+//!
+//! Shutdown (ctrl-c, SIGTERM, or end of stdin when stdin is the only source): sources stop
+//! accepting (HTTP answers 503) → the spool drains until empty or `--shutdown-timeout` →
+//! the lifecycle offline message goes out → DISCONNECT (so the broker does not publish the
+//! will) → spool checkpoint → embedded broker stops → exit 0. Whatever was not published
+//! stays in the spool for the next start.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use mqlink::build;
+use mqlink::config::{self, BrokerTarget, Config};
+use mqlink::link::Link;
+use mqlink::mqtt::state::Verdict;
+use mqlink::source::{http, stdin};
+use tokio::io::BufReader;
+use tokio_util::sync::CancellationToken;
+
+use crate::embedded::{EmbeddedBroker, EmbeddedOptions};
+use crate::exit::usage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Config file (.yaml, .yml or .toml); without one: embedded broker and defaults.
+    /// Config file (.yaml, .yml or .toml). Without one: embedded broker on 127.0.0.1:1883,
+    /// HTTP API on 127.0.0.1:8080, spool in ./mqlink-data, one route `events/{event}`.
     #[arg(short = 'c', long)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    /// Listen address of the embedded broker (overrides broker.embedded.listen).
+    #[arg(long)]
+    pub embedded_listen: Option<SocketAddr>,
+    /// Listen address of the HTTP API (overrides sources.http.listen).
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    /// Spool directory (overrides spool.dir).
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
+    /// How long to keep publishing the spool after a stop signal before exiting.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    Err(crate::exit::usage("the daemon is not implemented yet"))
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Load the config named by `path`, or the defaults; config errors are usage errors (exit 2).
+pub fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => config::load(p).map_err(|e| usage(e.to_string())),
+        None => Ok(Config::default_run()),
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = load(args.config.as_ref())?;
+    if let Some(l) = args.embedded_listen {
+        match &mut config.broker.target {
+            BrokerTarget::Embedded(e) => e.listen = l,
+            BrokerTarget::Remote(_) => {
+                return Err(usage("--embedded-listen needs broker.url: embedded"));
+            }
+        }
+    }
+    if let Some(h) = args.http_listen {
+        match &mut config.sources.http {
+            Some(http) => http.listen = h,
+            None => {
+                return Err(usage(
+                    "--http-listen: the HTTP source is disabled in the config",
+                ));
+            }
+        }
+    }
+    if let Some(d) = args.spool_dir {
+        config.spool.dir = d;
+    }
+
+    let embedded = match &config.broker.target {
+        BrokerTarget::Embedded(e) => Some(
+            EmbeddedBroker::start(&EmbeddedOptions {
+                listen: e.listen,
+                ws_listen: e.ws_listen,
+                max_packet_size: config.broker.max_packet_size as usize,
+            })
+            .await?,
+        ),
+        BrokerTarget::Remote(_) => None,
+    };
+
+    let (link, tasks) = Link::open(&config)?;
+    let stop_link = CancellationToken::new();
+    let mut link_task = tokio::spawn(tasks.run(stop_link.clone()));
+
+    let stop_sources = CancellationToken::new();
+    let mut http_task = None;
+    if let Some(h) = &config.sources.http {
+        let listener = tokio::net::TcpListener::bind(h.listen)
+            .await
+            .with_context(|| format!("HTTP API cannot listen on {}", h.listen))?;
+        let router = http::router(
+            link.ingest().clone(),
+            link.client().link(),
+            http::HttpOptions {
+                tokens: h.tokens.iter().map(|t| t.expose().to_string()).collect(),
+                max_body: h.max_body,
+                request_timeout: h.request_timeout,
+            },
+        );
+        tracing::info!(listen = %h.listen, auth = !h.tokens.is_empty(), "HTTP API listening");
+        http_task = Some(tokio::spawn(http::serve(
+            listener,
+            router,
+            stop_sources.clone(),
+        )));
+    }
+    let mut stdin_task = config.sources.stdin.then(|| {
+        tokio::spawn(stdin::run(
+            BufReader::new(tokio::io::stdin()),
+            link.ingest().clone(),
+            stop_sources.clone(),
+        ))
+    });
+    let only_stdin = http_task.is_none() && stdin_task.is_some();
+    tracing::info!(broker = %build::broker_url(&config.broker), spool = %config.spool.dir.display(), routes = config.routes.len(), "mqlink running");
+
+    let mut failure = None;
+    tokio::select! {
+        _ = crate::cmd::terminated() => tracing::info!("stop requested; draining"),
+        r = async { stdin_task.as_mut().expect("guarded").await }, if only_stdin => {
+            stdin_task = None;
+            if let Ok(s) = r {
+                tracing::info!(accepted = s.accepted, refused = s.refused, "end of stdin; draining");
+            }
+        }
+        r = async { http_task.as_mut().expect("guarded").await }, if http_task.is_some() => {
+            http_task = None;
+            failure = Some(anyhow!("HTTP API stopped: {r:?}"));
+        }
+        _ = &mut link_task => {
+            failure = Some(anyhow!("the MQTT connection task stopped unexpectedly"));
+        }
+    }
+
+    // 1. Sources stop accepting.
+    link.ingest().stop_accepting();
+    stop_sources.cancel();
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    if let Some(t) = stdin_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    // 2. Drain the spool until empty or the deadline. Polling the spool's counter is the
+    //    simplest honest signal here; 20 ms costs nothing at shutdown.
+    let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
+    let spool = link.ingest().spool().clone();
+    while spool.stats().records > 0
+        && tokio::time::Instant::now() < deadline
+        && !link_task.is_finished()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = spool.stats().records;
+    if left > 0 {
+        tracing::warn!(records = left, dir = %config.spool.dir.display(), "shutdown deadline reached; unpublished records stay in the spool for the next start");
+    }
+    // 3. Offline lifecycle message, while the connection is still up.
+    if let Some(l) = &config.broker.lifecycle
+        && !link_task.is_finished()
+    {
+        let offline = build::lifecycle_message(l, &l.offline);
+        if let Ok(h) = link.client().publish(offline).await {
+            match tokio::time::timeout(Duration::from_secs(5), h).await {
+                Ok(Verdict::Acknowledged) => {
+                    tracing::info!(topic = %l.topic, "offline message published")
+                }
+                other => tracing::warn!(topic = %l.topic, ?other, "offline message not confirmed"),
+            }
+        }
+    }
+    // 4. Disconnect, checkpoint, stop the broker.
+    stop_link.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), link_task).await;
+    drop(link);
+    if let Err(e) = spool.close().await {
+        tracing::error!(error = %e, "spool close failed");
+    }
+    if let Some(b) = embedded {
+        b.stop().await;
+    }
+    tracing::info!("stopped");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

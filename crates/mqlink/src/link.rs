@@ -1,0 +1,269 @@
+//! [`Link`]: mqlink as a library, built from the same config as the daemon.
+//!
+//! ```text
+//! app ──emit(name, json)──▶ Ingest ──▶ Spool ──▶ Publisher ──▶ engine ──▶ broker
+//! app ◀──Subscription────── Dispatcher ◀──────── engine deliveries ◀──────┘
+//! ```
+//!
+//! [`Link::open`] does the synchronous part (open the spool, load TLS material) and hands
+//! back a [`LinkTasks`] future set; the application decides where it runs and stops it with
+//! a cancellation token. Nothing is spawned behind its back.
+//!
+//! `emit` returns once the event is durably in the spool, with the same guarantees as the
+//! HTTP API. `subscribe` may be called many times for the same or overlapping filters: each
+//! subscription gets every matching message; subscriptions are renewed after every
+//! reconnect by the engine.
+
+use std::sync::{Arc, Mutex};
+
+use mqlink_spool::{FsyncPolicy, OnFull, Spool, SpoolError, SpoolOptions};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::build;
+use crate::config::{self, Config};
+use crate::event::{Event, Source};
+use crate::mqtt::client::{self, Client, ClientError, Deliveries, EventLoop};
+use crate::mqtt::codec::{Publish, QoS};
+use crate::publish::ingest::{Accepted, Ingest, IngestError};
+use crate::publish::publisher::{DeadLetter, PublishStats, Publisher};
+use crate::publish::router::Router;
+use crate::topic::TopicFilter;
+
+/// Why a link could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The spool directory cannot be opened or recovered.
+    #[error("spool at {dir}: {source}")]
+    Spool {
+        /// Spool directory.
+        dir: String,
+        /// Why.
+        source: SpoolError,
+    },
+    /// The MQTT client cannot be built (TLS files...).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A subscription filter is invalid.
+    #[error("invalid topic filter '{filter}': {reason}")]
+    Filter {
+        /// The filter.
+        filter: String,
+        /// Why.
+        reason: String,
+    },
+    /// The broker refused a subscription.
+    #[error("broker refused the subscription to '{filter}' (reason 0x{code:02x})")]
+    Refused {
+        /// The filter.
+        filter: String,
+        /// Reason code.
+        code: u8,
+    },
+    /// The link has stopped.
+    #[error("the link has stopped")]
+    Closed,
+}
+
+/// Spool options from the config section.
+pub fn spool_options(s: &config::Spool) -> SpoolOptions {
+    SpoolOptions {
+        max_bytes: s.max_bytes,
+        on_full: match s.on_full {
+            config::OnFull::Reject => OnFull::Reject,
+            config::OnFull::Block => OnFull::Block,
+            config::OnFull::DropOldest => OnFull::DropOldest,
+        },
+        fsync: match s.fsync {
+            config::Fsync::Always => FsyncPolicy::Always,
+            config::Fsync::Interval(d) => FsyncPolicy::Interval(d),
+            config::Fsync::Never => FsyncPolicy::Never,
+        },
+        ..SpoolOptions::default()
+    }
+}
+
+type Handlers = Arc<Mutex<Vec<(TopicFilter, mpsc::Sender<Publish>)>>>;
+
+/// A running connection of an application to MQTT. Cheap to clone.
+#[derive(Clone)]
+pub struct Link {
+    ingest: Ingest,
+    client: Client,
+    handlers: Handlers,
+    stats: Arc<PublishStats>,
+    dead_letter: Arc<DeadLetter>,
+}
+
+/// The futures that make a [`Link`] work: the connection, the publisher and the
+/// subscription dispatcher. Run them with [`LinkTasks::run`].
+pub struct LinkTasks {
+    event_loop: EventLoop,
+    publisher: Publisher,
+    deliveries: Deliveries,
+    client: Client,
+    handlers: Handlers,
+}
+
+/// In-flight window between spool and verdicts: enough to keep the engine's own window
+/// (Receive Maximum) full while verdicts come back.
+const PUBLISH_WINDOW: usize = 4096;
+
+impl Link {
+    /// Open the spool and prepare the connection described by `config`.
+    ///
+    /// # Errors
+    /// [`LinkError`] for a spool that cannot be opened or TLS material that cannot be read.
+    pub fn open(config: &Config) -> Result<(Link, LinkTasks), LinkError> {
+        let dir = config.spool.dir.clone();
+        let (spool, report) =
+            Spool::open(&dir, spool_options(&config.spool)).map_err(|source| LinkError::Spool {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+        tracing::info!(dir = %dir.display(), ?report, "spool opened");
+        let (client, deliveries, event_loop) = client::new(build::mqtt_options(&config.broker))?;
+        let ingest = Ingest::new(Router::new(config), spool.clone());
+        let stats = Arc::new(PublishStats::default());
+        let dead_letter = Arc::new(DeadLetter::new(dir.join("dead-letter.jsonl")));
+        let publisher = Publisher::new(
+            spool,
+            client.clone(),
+            dead_letter.clone(),
+            stats.clone(),
+            PUBLISH_WINDOW,
+        );
+        let handlers: Handlers = Arc::default();
+        Ok((
+            Link {
+                ingest,
+                client: client.clone(),
+                handlers: handlers.clone(),
+                stats,
+                dead_letter,
+            },
+            LinkTasks {
+                event_loop,
+                publisher,
+                deliveries,
+                client,
+                handlers,
+            },
+        ))
+    }
+
+    /// Publish an event through the routes. Returns once it is durably in the spool.
+    ///
+    /// # Errors
+    /// [`IngestError`]: no route, a missing template field, a full spool, an I/O error.
+    pub async fn emit(&self, name: &str, fields: Value) -> Result<Accepted, IngestError> {
+        let fields = match fields {
+            Value::Object(m) => m,
+            other => {
+                return Err(IngestError::Invalid(format!(
+                    "event fields must be a JSON object, not {other}"
+                )));
+            }
+        };
+        self.ingest
+            .accept(&[Event::new(name, fields, Source::Api)])
+            .await
+    }
+
+    /// Subscribe to `filter`; every matching message is sent to the returned receiver. The
+    /// broker is acknowledged once every matching subscription has taken the message (a
+    /// full receiver slows the connection down; nothing is dropped).
+    ///
+    /// # Errors
+    /// An invalid filter, the broker refusing it, the link having stopped.
+    pub async fn subscribe(
+        &self,
+        filter: &str,
+        qos: QoS,
+    ) -> Result<mpsc::Receiver<Publish>, LinkError> {
+        let parsed = TopicFilter::parse(filter).map_err(|e| LinkError::Filter {
+            filter: filter.to_string(),
+            reason: e.to_string(),
+        })?;
+        let (tx, rx) = mpsc::channel(1024);
+        self.handlers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((parsed, tx));
+        let codes = self
+            .client
+            .subscribe(vec![(filter.to_string(), qos)])
+            .await
+            .map_err(|_| LinkError::Closed)?;
+        if let Some(&code) = codes.first().filter(|c| **c >= 0x80) {
+            return Err(LinkError::Refused {
+                filter: filter.to_string(),
+                code,
+            });
+        }
+        Ok(rx)
+    }
+
+    /// The ingest handle shared with the sources.
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
+    }
+
+    /// The MQTT client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Publishing counters.
+    pub fn publish_stats(&self) -> &Arc<PublishStats> {
+        &self.stats
+    }
+
+    /// The dead-letter file.
+    pub fn dead_letter(&self) -> &Arc<DeadLetter> {
+        &self.dead_letter
+    }
+}
+
+impl LinkTasks {
+    /// Run the connection, the publisher and the dispatcher until `stop` is cancelled.
+    /// On stop the connection sends DISCONNECT (no will); unacknowledged records stay in
+    /// the spool.
+    pub async fn run(self, stop: CancellationToken) {
+        let LinkTasks {
+            event_loop,
+            publisher,
+            mut deliveries,
+            client,
+            handlers,
+        } = self;
+        let dispatch = async move {
+            while let Some(d) = deliveries.recv().await {
+                let targets: Vec<mpsc::Sender<Publish>> = handlers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .filter(|(f, tx)| !tx.is_closed() && f.matches(&d.publish.topic))
+                    .map(|(_, tx)| tx.clone())
+                    .collect();
+                for tx in targets {
+                    let _ = tx.send(d.publish.clone()).await;
+                }
+                if let Some(t) = d.ack {
+                    client.ack(t);
+                }
+            }
+        };
+        let publisher_stop = stop.clone();
+        let publish = async move {
+            if let Err(e) = publisher.run(publisher_stop).await {
+                tracing::error!(error = %e, "publisher stopped");
+            }
+        };
+        tokio::select! {
+            _ = async { tokio::join!(event_loop.run(stop.clone()), publish) } => {}
+            _ = dispatch => {}
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The HTTP API (PRODUCT.md §5).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /v1/events/{event}` (JSON object) | 202 `{"id": n}` |
+//! | `POST /v1/events` (JSON array or NDJSON of `{"event": ..}` objects) | 202 `{"accepted": n}`, all or nothing |
+//! | `POST /v1/publish` `{"topic","payload","qos","retain"}` | 202 `{"id": n}` |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 when the broker is connected and events are accepted, else 503 with the reason |
+//!
+//! Every error is `{"error": {"code", "message"}}`: 400 bad JSON, 401 bad token, 404, 405,
+//! 408 request timeout, 413 body too large (refused from `Content-Length` before reading,
+//! or as soon as the limit is crossed), 415 wrong content type, 422 no route / missing
+//! field / invalid topic, 503 spool full (with `Retry-After`) or shutting down.
+//! 202 is sent only after the spool has the events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, Source};
+use crate::mqtt::client::LinkState;
+use crate::publish::ingest::{Ingest, IngestError};
+
+/// Settings of the HTTP source.
+#[derive(Clone)]
+pub struct HttpOptions {
+    /// Accepted bearer tokens; empty means no authentication (loopback only, enforced by config).
+    pub tokens: Vec<String>,
+    /// Largest request body.
+    pub max_body: u64,
+    /// Time allowed for a whole request, body included.
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("tokens", &format!("<{} redacted>", self.tokens.len()))
+            .field("max_body", &self.max_body)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    ingest: Ingest,
+    link: watch::Receiver<LinkState>,
+    opts: Arc<HttpOptions>,
+}
+
+/// A JSON API error.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut r = (self.status, body).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+struct Json(Value);
+
+impl IntoResponse for Json {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.0).unwrap_or_default();
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> ApiError {
+        let status = match &e {
+            IngestError::Route { .. } | IngestError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            IngestError::Full | IngestError::Stopping | IngestError::Spool(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        let message = match &e {
+            IngestError::Route { index, source } => format!("event {index}: {source}"),
+            other => other.to_string(),
+        };
+        ApiError::new(status, e.code(), message)
+    }
+}
+
+/// Build the router (exposed for tests and embedding).
+pub fn router(ingest: Ingest, link: watch::Receiver<LinkState>, opts: HttpOptions) -> Router {
+    let timeout = opts.request_timeout;
+    let app = App {
+        ingest,
+        link,
+        opts: Arc::new(opts),
+    };
+    let api = Router::new()
+        .route("/v1/events/{event}", post(post_event))
+        .route("/v1/events", post(post_events))
+        .route("/v1/publish", post(post_publish))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed for this endpoint",
+            )
+        })
+        .layer(middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(r) => r,
+                    Err(_) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        format!("request not completed within {timeout:?}"),
+                    )
+                    .into_response(),
+                }
+            },
+        ))
+        .with_state(app)
+}
+
+/// Serve on `listener` until `shutdown` is cancelled; in-flight requests finish.
+///
+/// # Errors
+/// I/O errors of the server.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+/// Constant-time comparison, so response timing does not reveal how much of a token matched.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+    if app.opts.tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = presented.is_some_and(|p| {
+        // Check every token, so timing does not reveal which one matched.
+        app.opts
+            .tokens
+            .iter()
+            .fold(false, |acc, t| acc | ct_eq(p.as_bytes(), t.as_bytes()))
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid bearer token (Authorization: Bearer <token>)",
+        )
+        .into_response()
+    }
+}
+
+enum Kind {
+    Json,
+    Ndjson,
+}
+
+fn content_kind(headers: &HeaderMap, allow_ndjson: bool) -> Result<Kind, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(Kind::Json),
+        m if m.starts_with("application/") && m.ends_with("+json") => Ok(Kind::Json),
+        "application/x-ndjson"
+        | "application/jsonl"
+        | "application/jsonlines"
+        | "application/x-jsonlines"
+            if allow_ndjson =>
+        {
+            Ok(Kind::Ndjson)
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            if allow_ndjson {
+                format!(
+                    "content type '{ct}' is not accepted: use application/json or application/x-ndjson"
+                )
+            } else {
+                format!("content type '{ct}' is not accepted: use application/json")
+            },
+        )),
+    }
+}
+
+/// Read the body within the limit: refused from Content-Length before reading a byte, or
+/// as soon as the limit is crossed.
+async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let max = app.opts.max_body;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds {max} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max
+    {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, usize::try_from(max).unwrap_or(usize::MAX)).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let limit = std::error::Error::source(&e)
+                .map(|s| s.is::<http_body_util::LengthLimitError>())
+                .unwrap_or(false)
+                || e.to_string().contains("length limit");
+            if limit {
+                Err(too_large())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("cannot read request body: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("{what} must be a JSON object, not {}", kind(&other)),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("{what} is not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn check_event_name(name: &str, what: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_event_name",
+            format!("{what}: event name must be 1 to 256 characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn accepted(body: Value) -> Response {
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+async fn post_event(
+    State(app): State<App>,
+    Path(event): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    content_kind(&headers, false)?;
+    check_event_name(&event, "path")?;
+    let bytes = read_body(&app, &headers, body).await?;
+    let fields = parse_object(&bytes, "body")?;
+    let a = app
+        .ingest
+        .accept(&[Event::new(event, fields, Source::Http)])
+        .await?;
+    Ok(accepted(json!({"id": a.first_id, "messages": a.messages})))
+}
+
+fn batch_item(v: Value, at: &str) -> Result<Event, ApiError> {
+    let Value::Object(mut m) = v else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("{at}: each event must be a JSON object, not {}", kind(&v)),
+        ));
+    };
+    let name = match m.remove("event") {
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_event_name",
+                format!("{at}: \"event\" must be a string, not {}", kind(&other)),
+            ));
+        }
+        None => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_event",
+                format!("{at}: missing \"event\" (the event name)"),
+            ));
+        }
+    };
+    check_event_name(&name, at)?;
+    Ok(Event::new(name, m, Source::Http))
+}
+
+async fn post_events(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let kind = content_kind(&headers, true)?;
+    let bytes = read_body(&app, &headers, body).await?;
+    let mut events = Vec::new();
+    match kind {
+        Kind::Json => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Array(items)) => {
+                for (i, v) in items.into_iter().enumerate() {
+                    events.push(batch_item(v, &format!("item {i}"))?);
+                }
+            }
+            Ok(v @ Value::Object(_)) => events.push(batch_item(v, "body")?),
+            Ok(other) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_json",
+                    format!(
+                        "body must be a JSON array of events, not {}",
+                        self::kind(&other)
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_json",
+                    format!("body is not valid JSON: {e}"),
+                ));
+            }
+        },
+        Kind::Ndjson => {
+            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let v = serde_json::from_slice::<Value>(line).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_json",
+                        format!("line {}: not valid JSON: {e}", i + 1),
+                    )
+                })?;
+                events.push(batch_item(v, &format!("line {}", i + 1))?);
+            }
+        }
+    }
+    if events.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_batch",
+            "the batch contains no events",
+        ));
+    }
+    let a = app.ingest.accept(&events).await?;
+    Ok(accepted(
+        json!({"accepted": a.events, "messages": a.messages}),
+    ))
+}
+
+async fn post_publish(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    content_kind(&headers, false)?;
+    let bytes = read_body(&app, &headers, body).await?;
+    let mut m = parse_object(&bytes, "body")?;
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", msg);
+    let topic = match m.remove("topic") {
+        Some(Value::String(t)) => t,
+        _ => return Err(bad("\"topic\" (a string) is required".into())),
+    };
+    let payload = match m.remove("payload") {
+        Some(Value::String(s)) => Bytes::from(s.into_bytes()),
+        None | Some(Value::Null) => Bytes::new(),
+        Some(other) => Bytes::from(serde_json::to_vec(&other).unwrap_or_default()),
+    };
+    let qos = match m.remove("qos") {
+        None => 1,
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| u8::try_from(n).ok()).unwrap_or(255),
+        Some(_) => return Err(bad("\"qos\" must be 0, 1 or 2".into())),
+    };
+    let retain = match m.remove("retain") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(bad("\"retain\" must be a boolean".into())),
+    };
+    if let Some(k) = m.keys().next() {
+        return Err(bad(format!(
+            "unknown field \"{k}\" (topic, payload, qos, retain)"
+        )));
+    }
+    let a = app.ingest.publish_raw(&topic, payload, qos, retain).await?;
+    Ok(accepted(json!({"id": a.first_id})))
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let link = app.link.borrow().clone();
+    let (ok, broker) = match &link {
+        LinkState::Connected { protocol, .. } => {
+            (true, format!("connected (MQTT {})", protocol.name()))
+        }
+        LinkState::Connecting => (false, "connecting".to_string()),
+        LinkState::Down { reason } => (false, format!("down: {reason}")),
+        LinkState::Stopped => (false, "stopped".to_string()),
+    };
+    let accepting = app.ingest.is_accepting();
+    let stats = app.ingest.spool().stats();
+    let body = json!({
+        "ready": ok && accepting,
+        "broker": broker,
+        "accepting": accepting,
+        "spool": {"records": stats.records, "bytes": stats.bytes},
+    });
+    let status = if ok && accepting {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare_is_a_compare() {
+        assert!(ct_eq(b"secret", b"secret"));
+        assert!(!ct_eq(b"secret", b"secreT"));
+        assert!(!ct_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn options_debug_hides_tokens() {
+        let o = HttpOptions {
+            tokens: vec!["hunter2".into()],
+            max_body: 1,
+            request_timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{o:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,9 @@
+//! Sources: where events come from. Each turns its input into [`crate::event::Event`]s
+//! and hands them to [`crate::publish::ingest::Ingest`], answering its sender only after
+//! the spool has them.
+//!
+//! - [`http`]: the HTTP API (webhooks, batches, raw publish, health).
+//! - [`stdin`]: JSON lines on standard input.
+
+pub mod http;
+pub mod stdin;
