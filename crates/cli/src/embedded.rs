@@ -36,7 +36,8 @@ fn check_free(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
             "embedded broker cannot listen on {addr} ({what}): the address is already in use. \
              Another MQTT broker (Mosquitto?) may be running there: either point mqlink at it \
              (broker.url: mqtt://{addr}) or give the embedded broker another address \
-             (`mqlink broker --listen 127.0.0.1:1884`, or broker.embedded.listen in the config)"
+             (`mqlink run --embedded-listen 127.0.0.1:1884`, `mqlink broker --listen 127.0.0.1:1884`, \
+             or broker.embedded.listen in the config)"
         )),
         Err(e) => Err(anyhow!(
             "embedded broker cannot listen on {addr} ({what}): {e}"

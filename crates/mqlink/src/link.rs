@@ -80,6 +80,10 @@ pub fn spool_options(s: &config::Spool) -> SpoolOptions {
             config::Fsync::Interval(d) => FsyncPolicy::Interval(d),
             config::Fsync::Never => FsyncPolicy::Never,
         },
+        // Acks are checkpointed within 25 ms (only when they moved), so a crash re-sends
+        // little more than what was in flight; the spool's 1 s default would re-send up to
+        // a second of acknowledged traffic.
+        checkpoint_interval: std::time::Duration::from_millis(25),
         ..SpoolOptions::default()
     }
 }

@@ -187,3 +187,146 @@ pub fn mpub(client_args: &[String], extra: &[&str]) {
     let out = mosquitto_pub(&args);
     assert_ok(&out, "mosquitto_pub");
 }
+
+/// A minimal HTTP/1.1 client over a raw socket, so tests control every byte (oversized
+/// bodies, slow clients) and need no HTTP client dependency.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to HTTP API");
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    read_response(&mut s)
+}
+
+/// Read a whole `Connection: close` response: (status, headers + body text).
+pub fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(s, &mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    (status, text)
+}
+
+/// The JSON body of a response text.
+pub fn json_body(text: &str) -> serde_json::Value {
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
+}
+
+/// POST JSON.
+pub fn post_json(port: u16, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = http(
+        port,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    (status, json_body(&text))
+}
+
+/// `mqlink run -c` on a config written to a temp dir, with the HTTP API on a free port.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    config: String,
+}
+
+impl Daemon {
+    /// `config` is YAML without `sources.http.listen` and `spool.dir` (filled in here).
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let mut d = Daemon {
+            child: None,
+            dir,
+            http_port,
+            config: config.to_string(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let path = self.dir.path().join("mqlink.yaml");
+        std::fs::write(&path, &self.config).unwrap();
+        let child = mqlink()
+            .args([
+                "run",
+                "-c",
+                path.to_str().unwrap(),
+                "--http-listen",
+                &format!("127.0.0.1:{}", self.http_port),
+            ])
+            .args([
+                "--spool-dir",
+                self.dir.path().join("spool").to_str().unwrap(),
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("mqlink.log")).unwrap())
+            .spawn()
+            .expect("spawn mqlink run");
+        self.child = Some(child);
+        let port = self.http_port;
+        let up = wait_until(Instant::now() + T, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "mqlink run did not start: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mqlink.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, then start again on the same spool and port.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().unwrap()
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        post_json(self.http_port, path, body)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
