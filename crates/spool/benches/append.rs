@@ -1,7 +1,8 @@
 //! Append throughput with group commit under `FsyncPolicy::Always`: 100 B and
 //! 4 KiB records from 1 and 64 concurrent writers, plus 100-record batches.
 //! Each measured batch of appends is acknowledged afterwards (outside the
-//! timing) so the spool never fills.
+//! timing) so the spool never fills. Also read + ack throughput, from the
+//! in-memory cache and from segment files.
 
 use std::time::{Duration, Instant};
 
@@ -85,9 +86,53 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
+/// Reads and acknowledges `iters` records that were appended (untimed) just
+/// before: the publisher's path. From memory, or from segment files when
+/// `memory_bytes` is 0.
+async fn read_ack(spool: &Spool, size: usize, iters: u64) -> Duration {
+    let payload = Bytes::from(vec![0xCD; size]);
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(1000);
+        let batch = (0..n).map(|_| payload.clone()).collect();
+        spool.append_batch(batch).await.expect("append failed");
+        left -= n;
+    }
+    let mut reader = spool.reader();
+    let start = Instant::now();
+    for _ in 0..iters {
+        let rec = reader.next().await.expect("read failed");
+        spool.ack(rec.id);
+    }
+    start.elapsed()
+}
+
+fn read(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("read_ack");
+    group.throughput(Throughput::Elements(1));
+    for (from, memory_bytes) in [("memory", 64 << 20), ("disk", 0)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = SpoolOptions {
+            memory_bytes,
+            ..options()
+        };
+        let (spool, _) = Spool::open(dir.path(), opts).expect("open spool");
+        group.bench_function(BenchmarkId::new("100B", from), |b| {
+            b.iter_custom(|iters| rt.block_on(read_ack(&spool, 100, iters)));
+        });
+        rt.block_on(spool.close()).expect("close spool");
+    }
+    group.finish();
+}
+
 mod harness {
     // `criterion_group!` defines an undocumented `pub fn`.
     #![allow(missing_docs)]
-    criterion::criterion_group!(benches, super::append);
+    criterion::criterion_group!(benches, super::append, super::read);
 }
 criterion_main!(harness::benches);

@@ -5,7 +5,7 @@
 //! magic b"MQCK" | crc32 of the rest u32 LE | ack point u64 LE | n u32 LE | n × id u64 LE
 //! ```
 //!
-//! Written as temp file + fsync + rename; a missing or damaged checkpoint only
+//! Written as temp file + fsync + rename + directory fsync; a missing or damaged checkpoint only
 //! means acknowledged records are delivered again (duplicates, never loss).
 
 use std::path::Path;
@@ -97,7 +97,12 @@ pub(crate) fn store(storage: &dyn Storage, dir: &Path, c: &Checkpoint) -> Result
         .map_err(|e| SpoolError::io("fsync checkpoint", &tmp, e))?;
     storage
         .rename(&tmp, &path)
-        .map_err(|e| SpoolError::io("rename checkpoint", &path, e))
+        .map_err(|e| SpoolError::io("rename checkpoint", &path, e))?;
+    // Make the rename durable before the caller deletes segments it covers:
+    // the checkpoint also carries the id high-water mark once they are gone.
+    storage
+        .sync_dir(dir)
+        .map_err(|e| SpoolError::io("fsync spool directory", dir, e))
 }
 
 #[cfg(test)]

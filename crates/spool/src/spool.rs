@@ -139,6 +139,17 @@ impl Shared {
     }
 }
 
+/// Marks the writer stopped however its thread ends (a panic included), so
+/// `close` and the reader never wait for a writer that is gone.
+struct StopGuard(Arc<Shared>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.lock().stopped = true;
+        self.0.wake_all();
+    }
+}
+
 /// Owns the writer thread; stops and joins it when the last handle goes.
 #[derive(Debug)]
 struct Inner {
@@ -228,9 +239,13 @@ impl Spool {
             }),
         });
         let writer = Writer::new(shared.clone(), rec.next_id, checkpointed_gen);
+        let guard = StopGuard(shared.clone());
         let thread = std::thread::Builder::new()
             .name("mqlink-spool".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                let _guard = guard;
+                writer.run();
+            })
             .map_err(|e| SpoolError::io("spawn writer thread for", &dir, e))?;
         tracing::info!(dir = %dir.display(), records = report.records, bytes = report.bytes,
             first_id = report.first_unacked_id, next_id = report.next_id, "spool opened");
