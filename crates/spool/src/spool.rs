@@ -425,6 +425,11 @@ impl Spool {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn inner_shared(&self) -> &Arc<Shared> {
+        self.shared()
+    }
+
     /// Test hook: stop the writer as a crash would, without the final fsync
     /// and checkpoint. Data already written stays in the page cache.
     #[cfg(test)]

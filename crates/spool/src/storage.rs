@@ -160,7 +160,7 @@ pub(crate) mod faulty {
 
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     /// Switches shared between the test and the files it hands out.
     #[derive(Debug, Default)]
@@ -171,6 +171,12 @@ pub(crate) mod faulty {
         pub short_next_write: AtomicBool,
         /// The next segment sync fails with EIO.
         pub fail_next_sync: AtomicBool,
+        /// Counts down on each segment sync; the sync that brings it from 1 to 0 fails.
+        pub fail_sync_countdown: AtomicU64,
+        /// Segment writes started (segment headers included).
+        pub writes_started: AtomicU64,
+        /// While set, segment writes wait (lets a test queue appends behind one).
+        pub hold_writes: AtomicBool,
     }
 
     #[derive(Debug, Clone, Default)]
@@ -190,6 +196,10 @@ pub(crate) mod faulty {
 
     impl SegmentFile for FaultyFile {
         fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+            self.faults.writes_started.fetch_add(1, Ordering::SeqCst);
+            while self.faults.hold_writes.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             if self.faults.enospc_next_write.swap(false, Ordering::SeqCst) {
                 return Err(enospc());
             }
@@ -200,7 +210,12 @@ pub(crate) mod faulty {
             self.inner.write_all(buf)
         }
         fn sync(&mut self) -> io::Result<()> {
-            if self.faults.fail_next_sync.swap(false, Ordering::SeqCst) {
+            let countdown = self.faults.fail_sync_countdown.fetch_update(
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            );
+            if self.faults.fail_next_sync.swap(false, Ordering::SeqCst) || countdown == Ok(1) {
                 return Err(io::Error::from_raw_os_error(5));
             }
             self.inner.sync()

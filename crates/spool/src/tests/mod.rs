@@ -473,6 +473,60 @@ async fn fsync_failure_fails_waiting_appends() {
 }
 
 #[tokio::test]
+async fn appends_queued_behind_a_write_share_one_group_and_all_fail_with_its_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, storage) = faulty();
+    let (spool, _) = Spool::open_with_storage(dir.path(), opts(), storage).unwrap();
+    append(&spool, payload(0, 10)).await;
+
+    // Hold the writer inside the write of record 1's group...
+    f.faults.hold_writes.store(true, Ordering::SeqCst);
+    let before = f.faults.writes_started.load(Ordering::SeqCst);
+    let s = spool.clone();
+    let first = tokio::spawn(async move { s.append(payload(1, 10)).await });
+    while f.faults.writes_started.load(Ordering::SeqCst) == before {
+        tokio::task::yield_now().await;
+    }
+    // ...while ten more appends queue up behind it.
+    let mut waiting = Vec::new();
+    for i in 2..12 {
+        let s = spool.clone();
+        waiting.push(tokio::spawn(async move { s.append(payload(i, 10)).await }));
+    }
+    while spool.inner_shared().lock().queue.len() < 10 {
+        tokio::task::yield_now().await;
+    }
+    // Record 1's fsync succeeds; the next one, shared by the ten, fails.
+    f.faults.fail_sync_countdown.store(2, Ordering::SeqCst);
+    f.faults.hold_writes.store(false, Ordering::SeqCst);
+
+    assert!(matches!(
+        first.await.unwrap(),
+        Ok(AppendOutcome::Appended { first_id: 1, .. })
+    ));
+    let mut causes = Vec::new();
+    for t in waiting {
+        match t.await.unwrap() {
+            Err(SpoolError::Poisoned { cause, .. }) => causes.push(cause),
+            other => panic!("expected poisoned, got {other:?}"),
+        }
+    }
+    assert!(
+        causes
+            .iter()
+            .all(|c| c == &causes[0] && c.contains("fsync segment")),
+        "{causes:?}"
+    );
+    // One write for record 1's group, one for the ten: group commit.
+    assert_eq!(f.faults.writes_started.load(Ordering::SeqCst), before + 2);
+    drop(spool);
+
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!((report.records, report.torn_tail), (2, None));
+    assert_eq!(read_n(&mut spool.reader(), 2).await, vec![0, 1]);
+}
+
+#[tokio::test]
 async fn enospc_fails_append_and_keeps_earlier_records() {
     let dir = tempfile::tempdir().unwrap();
     let (f, storage) = faulty();
