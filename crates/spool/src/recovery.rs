@@ -187,6 +187,14 @@ impl Scanner<'_> {
             self.corrupt(path, 0, len, "bad segment header".into(), lost)?;
             // The gap up to the next segment is reported here, not again there.
             self.expected = Some(end.max(self.expected.unwrap_or(0)));
+            // Keep it listed (holding no readable record) so it is deleted
+            // once the ack point passes its settled ids.
+            self.segments.push(SegMeta {
+                base,
+                end: base,
+                len: SEGMENT_HEADER_LEN,
+                path: path.to_owned(),
+            });
             return Ok(());
         }
         let mut pos = SEGMENT_HEADER_LEN;

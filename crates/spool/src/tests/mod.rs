@@ -333,6 +333,29 @@ async fn corruption_in_a_middle_segment_is_skipped_and_reported_when_asked() {
 }
 
 #[tokio::test]
+async fn segment_with_damaged_header_is_skipped_then_deleted_once_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = spool_with_damaged_first_segment(dir.path()).await;
+    let mut data = std::fs::read(&first).unwrap();
+    data[0] ^= 0xFF;
+    std::fs::write(&first, &data).unwrap();
+    let o = SpoolOptions {
+        on_corruption: OnCorruption::Discard,
+        ..opts()
+    };
+    let (spool, report) = Spool::open(dir.path(), o).unwrap();
+    let c = &report.corrupt[0];
+    assert_eq!((&c.path, c.start, c.lost_ids), (&first, 0, 3));
+    let ids = read_n(&mut spool.reader(), 4).await;
+    assert_eq!(ids, vec![3, 4, 5, 6]);
+    for id in ids {
+        spool.ack(id);
+    }
+    spool.checkpoint().await.unwrap();
+    assert!(!first.exists());
+}
+
+#[tokio::test]
 async fn record_larger_than_max_bytes_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path(), full_opts(OnFull::Reject)).unwrap();
