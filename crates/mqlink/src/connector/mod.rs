@@ -1,0 +1,499 @@
+//! Connectors: subscribe → format → transform → sink, acknowledging the broker only after
+//! the sink confirmed.
+//!
+//! ```text
+//!  broker ──PUBLISH──▶ engine ──Delivery──▶ batch (what is ready, up to the sink's size)
+//!                                             │ record::{json,fluvio,raw}
+//!                                             │ transform::Chain  ── error ──▶ dead letter
+//!                                             ▼
+//!                                           Sink::deliver ── Reject ──▶ dead letter
+//!                                             │ Ok (retry with backoff on Retry)
+//!  broker ◀──PUBACK/PUBREC── engine ◀── Client::ack, in arrival order, per message
+//! ```
+//!
+//! A message is acknowledged once every record it produced is confirmed by the sink or
+//! written to the dead-letter file (a message a filter dropped has nothing pending and is
+//! acknowledged with its batch). While the sink fails, the connector retries the same
+//! records with backoff and takes no new deliveries: the engine's delivery buffer fills,
+//! the engine stops reading the socket, the broker queues — back-pressure, never drops.
+//! On shutdown the connector stops where it is; unacknowledged messages stay with the
+//! broker (a persistent session gets them again on restart). The engine renews the
+//! subscriptions on every new session.
+//!
+//! [`Connector::run`] polls the MQTT engine and any sink driver next to its own loop, so a
+//! connector is one future the caller runs where it likes.
+
+mod dead_letter;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use jaq_json::Val;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use dead_letter::{DeadLetter, DeadRecord};
+pub use stats::ConnectorStats;
+
+use crate::build;
+use crate::config::{self, RecordFormat};
+use crate::mqtt::client::{self, Client, ClientClosed, ClientError, Deliveries, MqttOptions};
+use crate::mqtt::codec::Publish;
+use crate::mqtt::state::{AckToken, Delivery};
+use crate::record;
+use crate::sink::{self, Body, OpenError, Record, Sink, SinkError};
+use crate::transform::{self, Chain, CompileError};
+
+/// Why a connector could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// A transform does not compile.
+    #[error(transparent)]
+    Transform(#[from] CompileError),
+    /// The MQTT options are unusable.
+    #[error("connector '{connector}': {source}")]
+    Client {
+        /// Connector name.
+        connector: String,
+        /// The engine's error.
+        source: ClientError,
+    },
+    /// The sink cannot be set up.
+    #[error("connector '{connector}': {source}")]
+    Sink {
+        /// Connector name.
+        connector: String,
+        /// The sink's error.
+        source: OpenError,
+    },
+    /// The broker refused a subscription.
+    #[error(
+        "connector '{connector}': broker {broker} refused the subscription to '{filter}' (code 0x{code:02x}: {reason})"
+    )]
+    Refused {
+        /// Connector name.
+        connector: String,
+        /// Broker URL.
+        broker: String,
+        /// The filter.
+        filter: String,
+        /// SUBACK reason code.
+        code: u8,
+        /// Its name.
+        reason: &'static str,
+    },
+    /// The MQTT engine stopped on its own.
+    #[error("connector '{connector}': the MQTT client stopped unexpectedly")]
+    Stopped {
+        /// Connector name.
+        connector: String,
+    },
+}
+
+/// A connector ready to run.
+pub struct Connector {
+    cfg: config::Connector,
+    opts: MqttOptions,
+    chain: Chain,
+    stats: Arc<ConnectorStats>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("name", &self.cfg.name)
+            .field("chain", &self.chain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Build and run the connector `cfg` until `shutdown` (see [`Connector::run`]).
+///
+/// # Errors
+/// See [`Connector::new`] and [`Connector::run`].
+pub async fn run(
+    cfg: &config::Connector,
+    broker: &config::Broker,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectorError> {
+    Connector::new(cfg, broker)?.run(shutdown).await
+}
+
+impl Connector {
+    /// Compile the transforms and prepare the MQTT options.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Transform`] naming the connector and the step.
+    pub fn new(
+        cfg: &config::Connector,
+        broker: &config::Broker,
+    ) -> Result<Connector, ConnectorError> {
+        let chain = Chain::compile(&format!("connector '{}'", cfg.name), &cfg.transforms)?;
+        Ok(Connector {
+            cfg: cfg.clone(),
+            opts: build::connector_options(cfg, broker),
+            chain,
+            stats: Arc::new(ConnectorStats::default()),
+        })
+    }
+
+    /// Use these engine options instead of the ones built from the config (tests tune
+    /// buffer sizes this way).
+    pub fn with_mqtt_options(mut self, opts: MqttOptions) -> Connector {
+        self.opts = opts;
+        self
+    }
+
+    /// The engine options the connector will use.
+    pub fn mqtt_options(&self) -> &MqttOptions {
+        &self.opts
+    }
+
+    /// The connector's counters.
+    pub fn stats(&self) -> Arc<ConnectorStats> {
+        self.stats.clone()
+    }
+
+    /// Open the sink, connect, subscribe, and move messages until `shutdown`.
+    ///
+    /// # Errors
+    /// [`ConnectorError`] when the sink cannot be opened, the broker refuses a
+    /// subscription, or the engine stops by itself. Sink outages and transform errors are
+    /// not errors here: they are retried and dead-lettered.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConnectorError> {
+        let name = self.cfg.name.clone();
+        let (client, deliveries, event_loop) =
+            client::new(self.opts.clone()).map_err(|source| ConnectorError::Client {
+                connector: name.clone(),
+                source,
+            })?;
+        // The engine and the sink's driver stop when this token is cancelled: after the
+        // worker has stopped, so nothing is acknowledged behind its back.
+        let io_stop = CancellationToken::new();
+        let (sink, driver) =
+            sink::open(&self.cfg.sink, &name, &self.opts.client_id, io_stop.clone())
+                .await
+                .map_err(|source| ConnectorError::Sink {
+                    connector: name.clone(),
+                    source,
+                })?;
+        info!(connector = %name, broker = %self.opts.url, sink = %sink.describe(), "connector starting");
+        let dead_letter = self
+            .cfg
+            .dead_letter
+            .as_deref()
+            .map(|p| DeadLetter::new(p, &name));
+        let worker = Worker {
+            cfg: &self.cfg,
+            chain: &self.chain,
+            stats: &self.stats,
+            client,
+            sink,
+            dead_letter,
+            shutdown: shutdown.clone(),
+        };
+        let work = async {
+            let res = worker.work(deliveries).await;
+            io_stop.cancel();
+            res
+        };
+        let driver = async {
+            if let Some(d) = driver {
+                d.await;
+            }
+        };
+        let (res, (), ()) = tokio::join!(work, event_loop.run(io_stop.clone()), driver);
+        info!(connector = %name, "connector stopped");
+        res
+    }
+}
+
+/// Work on one message: its ack token and where its records end in the batch.
+struct Pending {
+    ack: Option<AckToken>,
+    end: usize,
+    dead: Vec<DeadRecord>,
+}
+
+struct Worker<'a> {
+    cfg: &'a config::Connector,
+    chain: &'a Chain,
+    stats: &'a ConnectorStats,
+    client: Client,
+    sink: Sink,
+    dead_letter: Option<DeadLetter>,
+    shutdown: CancellationToken,
+}
+
+/// Shutdown was requested while work was pending.
+struct Stop;
+
+impl Worker<'_> {
+    async fn work(mut self, mut deliveries: Deliveries) -> Result<(), ConnectorError> {
+        let name = self.cfg.name.clone();
+        let filters: Vec<(String, _)> = self
+            .cfg
+            .subscribe
+            .iter()
+            .map(|f| (f.as_str().to_string(), build::qos(self.cfg.qos)))
+            .collect();
+        let codes = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return Ok(()),
+            r = self.client.subscribe(filters.clone()) => r,
+        };
+        let codes = codes.map_err(|ClientClosed| ConnectorError::Stopped {
+            connector: name.clone(),
+        })?;
+        for ((filter, _), code) in filters.iter().zip(&codes) {
+            if *code >= 0x80 {
+                return Err(ConnectorError::Refused {
+                    connector: name.clone(),
+                    broker: self.client_url(),
+                    filter: filter.clone(),
+                    code: *code,
+                    reason: client::reason_name(*code),
+                });
+            }
+        }
+        self.stats.subscribed.store(true, Ordering::Release);
+        info!(connector = %name, filters = ?self.cfg.subscribe.iter().map(|f| f.as_str()).collect::<Vec<_>>(), granted = ?codes, "subscribed");
+
+        let max = self.sink.batch_max().max(1);
+        let mut batch: Vec<Delivery> = Vec::with_capacity(max);
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Ok(()),
+                d = deliveries.recv() => d,
+            };
+            let Some(first) = first else {
+                return if self.shutdown.is_cancelled() {
+                    Ok(())
+                } else {
+                    Err(ConnectorError::Stopped { connector: name })
+                };
+            };
+            batch.clear();
+            batch.push(first);
+            while batch.len() < max {
+                match deliveries.try_recv() {
+                    Ok(d) => batch.push(d),
+                    Err(_) => break,
+                }
+            }
+            if self.handle(&mut batch).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn client_url(&self) -> String {
+        self.cfg
+            .broker
+            .as_ref()
+            .map_or_else(|| "(configured broker)".to_string(), ToString::to_string)
+    }
+
+    /// Format, transform, deliver and acknowledge one batch of messages.
+    async fn handle(&mut self, batch: &mut Vec<Delivery>) -> Result<(), Stop> {
+        ConnectorStats::add(&self.stats.records_in, batch.len() as u64);
+        let mut records: Vec<Record> = Vec::with_capacity(batch.len());
+        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+        for d in batch.drain(..) {
+            let mut dead = Vec::new();
+            match self.records_of(&d.publish) {
+                Ok(recs) => {
+                    if recs.is_empty() {
+                        ConnectorStats::add(&self.stats.filtered, 1);
+                    }
+                    records.extend(recs);
+                }
+                Err((e, input)) => {
+                    dead.push(DeadRecord {
+                        topic: d.publish.topic.to_string(),
+                        error: e.to_string(),
+                        record: input,
+                    });
+                }
+            }
+            pending.push(Pending {
+                ack: d.ack,
+                end: records.len(),
+                dead,
+            });
+        }
+
+        // Transform failures first: they are written before anything is acknowledged.
+        let dead: Vec<DeadRecord> = pending
+            .iter_mut()
+            .flat_map(|p| std::mem::take(&mut p.dead))
+            .collect();
+        self.dead_letter(dead).await?;
+
+        let mut next_ack = 0;
+        let mut confirmed = 0;
+        let mut attempt: u32 = 0;
+        loop {
+            // Acknowledge, in arrival order, every message whose records are all done.
+            while next_ack < pending.len() && pending[next_ack].end <= confirmed {
+                if let Some(t) = pending[next_ack].ack.take() {
+                    self.client.ack(t);
+                    ConnectorStats::add(&self.stats.acked, 1);
+                }
+                next_ack += 1;
+            }
+            if confirmed == records.len() {
+                return Ok(());
+            }
+            let rest = &records[confirmed..];
+            let res = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Err(Stop),
+                r = self.sink.deliver(rest) => r,
+            };
+            match res {
+                Ok(()) => {
+                    ConnectorStats::add(&self.stats.records_out, rest.len() as u64);
+                    confirmed = records.len();
+                    attempt = 0;
+                }
+                Err(SinkError::Reject {
+                    done,
+                    count,
+                    reason,
+                }) => {
+                    ConnectorStats::add(&self.stats.records_out, done as u64);
+                    ConnectorStats::add(&self.stats.sink_errors, 1);
+                    let count = count.max(1).min(rest.len() - done);
+                    let refused = rest[done..done + count]
+                        .iter()
+                        .map(|r| DeadRecord {
+                            topic: r.topic.to_string(),
+                            error: format!("sink refused: {reason}"),
+                            record: r.to_json(),
+                        })
+                        .collect();
+                    self.dead_letter(refused).await?;
+                    confirmed += done + count;
+                    attempt = 0;
+                }
+                Err(SinkError::Retry { done, reason }) => {
+                    let done = done.min(rest.len());
+                    ConnectorStats::add(&self.stats.records_out, done as u64);
+                    ConnectorStats::add(&self.stats.sink_errors, 1);
+                    confirmed += done;
+                    if done > 0 {
+                        attempt = 0;
+                    }
+                    let (min, max) = self.sink.backoff();
+                    let delay = client::backoff(attempt, min, max);
+                    attempt = attempt.saturating_add(1);
+                    warn!(
+                        connector = %self.cfg.name,
+                        pending = records.len() - confirmed,
+                        attempt,
+                        retry_in = ?delay,
+                        "sink failed, holding acknowledgements: {reason}"
+                    );
+                    tokio::select! {
+                        biased;
+                        () = self.shutdown.cancelled() => return Err(Stop),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write records to the dead-letter file, retrying until it works; without a file,
+    /// log them as lost.
+    async fn dead_letter(&mut self, dead: Vec<DeadRecord>) -> Result<(), Stop> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let Some(dl) = self.dead_letter.as_mut() else {
+            for d in &dead {
+                error!(connector = %self.cfg.name, topic = %d.topic, "record dropped (no dead_letter file configured): {}", d.error);
+            }
+            ConnectorStats::add(&self.stats.dropped, dead.len() as u64);
+            return Ok(());
+        };
+        let mut attempt = 0;
+        loop {
+            let res = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Err(Stop),
+                r = dl.write(&dead) => r,
+            };
+            match res {
+                Ok(()) => {
+                    for d in &dead {
+                        error!(connector = %self.cfg.name, topic = %d.topic, file = %dl.path().display(), "record dead-lettered: {}", d.error);
+                    }
+                    ConnectorStats::add(&self.stats.dead_lettered, dead.len() as u64);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let delay = client::backoff(
+                        attempt,
+                        std::time::Duration::from_millis(100),
+                        std::time::Duration::from_secs(10),
+                    );
+                    attempt += 1;
+                    warn!(connector = %self.cfg.name, file = %dl.path().display(), retry_in = ?delay, "dead-letter write failed, holding acknowledgements: {e}");
+                    tokio::select! {
+                        biased;
+                        () = self.shutdown.cancelled() => return Err(Stop),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The records one message becomes; on a transform error, the error and the record
+    /// that failed (as JSON, for the dead-letter file).
+    fn records_of(
+        &self,
+        p: &Publish,
+    ) -> Result<Vec<Record>, (transform::RuntimeError, serde_json::Value)> {
+        let body = match self.cfg.format {
+            RecordFormat::Json => Body::Json(record::json_record(p, SystemTime::now())),
+            RecordFormat::Fluvio => Body::Json(record::fluvio(p)),
+            RecordFormat::Raw => Body::Raw(p.payload.clone()),
+        };
+        let make = |part: usize, body: Body| Record {
+            topic: p.topic.clone(),
+            source: p.payload.clone(),
+            part: part as u32,
+            body,
+        };
+        if self.chain.is_empty() {
+            return Ok(vec![make(0, body)]);
+        }
+        let input = match &body {
+            Body::Json(v) => transform::to_val(v),
+            Body::Raw(b) => Val::utf8_str(b.clone()),
+        };
+        let raw = self.cfg.format == RecordFormat::Raw;
+        match self.chain.apply(input) {
+            Ok(outs) => Ok(outs
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let body = match v {
+                        // A raw record a transform left (or made) a string stays bytes.
+                        Val::TStr(b) | Val::BStr(b) if raw => Body::Raw(Bytes::clone(&b)),
+                        other => Body::Json(transform::from_val(&other)),
+                    };
+                    make(i, body)
+                })
+                .collect()),
+            Err(e) => Err((e, make(0, body).to_json())),
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `http` sink: each batch is one request whose body is a JSON array of the records.
+//!
+//! A 2xx answer confirms the whole batch. 408, 429, 5xx, timeouts and connection errors
+//! are [`SinkError::Retry`] (the connector backs off with `retry` and sends the same batch
+//! again, so a server sees each record at least once, in order); any other status is
+//! [`SinkError::Reject`] for the whole batch (the connector dead-letters it).
+//!
+//! TLS is rustls with the ring provider and the system roots (the engine's own TLS
+//! setup), handed to reqwest preconfigured, so no process-wide provider is needed.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::{OpenError, Record, SinkError};
+use crate::config::{Backoff, Secret};
+use crate::mqtt::tls::{self, TlsOptions};
+
+/// Longest server answer kept for error messages.
+const ERROR_BODY_MAX: usize = 200;
+
+/// POSTs (or PUTs/PATCHes) batches of records.
+#[derive(Debug)]
+pub struct HttpSink {
+    client: reqwest::Client,
+    url: url::Url,
+    method: reqwest::Method,
+    batch_max: usize,
+    backoff: (Duration, Duration),
+    body: Vec<u8>,
+}
+
+impl HttpSink {
+    /// Build the client.
+    ///
+    /// # Errors
+    /// [`OpenError::Http`] for an invalid method or header, or a TLS setup failure.
+    pub fn new(
+        url: &url::Url,
+        method: &str,
+        headers: &[(String, Secret)],
+        batch_max: u32,
+        timeout: Duration,
+        retry: &Backoff,
+    ) -> Result<HttpSink, OpenError> {
+        let err = |reason: String| OpenError::Http {
+            url: url.to_string(),
+            reason,
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| err(format!("invalid method '{method}'")))?;
+        let mut map = HeaderMap::new();
+        map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in headers {
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| err(format!("invalid header name '{name}'")))?;
+            let mut v = HeaderValue::from_str(value.expose())
+                .map_err(|_| err(format!("invalid value for header '{name}'")))?;
+            v.set_sensitive(true);
+            map.insert(n, v);
+        }
+        let tls = tls::client_config(&TlsOptions::default()).map_err(|e| err(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .default_headers(map)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        Ok(HttpSink {
+            client,
+            url: url.clone(),
+            method,
+            batch_max: batch_max.max(1) as usize,
+            backoff: (retry.min, retry.max),
+            body: Vec::new(),
+        })
+    }
+
+    /// The target URL.
+    pub fn url(&self) -> &url::Url {
+        &self.url
+    }
+
+    /// Records per request.
+    pub fn batch_max(&self) -> usize {
+        self.batch_max
+    }
+
+    /// Retry backoff from the config.
+    pub fn backoff(&self) -> (Duration, Duration) {
+        self.backoff
+    }
+
+    /// Send the batch (in requests of at most `batch_max` records).
+    ///
+    /// # Errors
+    /// [`SinkError`] with the records confirmed so far.
+    pub async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+        let mut done = 0;
+        for chunk in batch.chunks(self.batch_max) {
+            self.send(chunk).await.map_err(|e| match e {
+                SinkError::Retry { reason, .. } => SinkError::Retry { done, reason },
+                SinkError::Reject { reason, .. } => SinkError::Reject {
+                    done,
+                    count: chunk.len(),
+                    reason,
+                },
+            })?;
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, chunk: &[Record]) -> Result<(), SinkError> {
+        self.body.clear();
+        self.body.push(b'[');
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                self.body.push(b',');
+            }
+            match &r.body {
+                super::Body::Json(_) => r.write_to(&mut self.body),
+                // Raw payloads travel as JSON strings (base64 when not UTF-8).
+                super::Body::Raw(_) => {
+                    let _ = serde_json::to_writer(&mut self.body, &r.to_json());
+                }
+            }
+        }
+        self.body.push(b']');
+        let retry = |reason: String| SinkError::Retry { done: 0, reason };
+        let resp = self
+            .client
+            .request(self.method.clone(), self.url.clone())
+            .body(self.body.clone())
+            .send()
+            .await
+            .map_err(|e| retry(format!("{} {}: {}", self.method, self.url, error_chain(&e))))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let text: String = text.chars().take(ERROR_BODY_MAX).collect();
+        let reason = format!("{} {} answered {status}: {text}", self.method, self.url);
+        let code = status.as_u16();
+        if code == 408 || code == 429 || status.is_server_error() {
+            Err(retry(reason))
+        } else {
+            Err(SinkError::Reject {
+                done: 0,
+                count: chunk.len(),
+                reason,
+            })
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

@@ -1,0 +1,271 @@
+//! `nats` sink: core NATS (confirmed by a flush round trip) or JetStream (confirmed by
+//! the stream's publish ack), with a `Nats-Msg-Id` header for de-duplication.
+//!
+//! The subject is the connector's template rendered with `{topic}` = the MQTT topic, in
+//! which whitespace, `*` and `>` become `_` (they would break or widen a NATS subject);
+//! `/` is kept (a legal subject character), so `mqtt.{topic}` on `a/b` is `mqtt.a/b`.
+//!
+//! The message id must be the same when the MQTT broker redelivers a message we delivered
+//! but could not acknowledge (a crash or disconnect between the JetStream ack and our
+//! PUBACK): then JetStream drops the copy. Packet ids and arrival times change on
+//! redelivery, so the id is `{connector}-{hex SHA-256 of topic, payload and the record's
+//! position}` (128 bits). The trade-off: two *identical* messages (same topic and payload)
+//! published within the stream's duplicate window (2 min by default) count once. Publishers
+//! that repeat payloads verbatim and need every copy should include a timestamp or sequence
+//! in the payload, or use a stream with a short `duplicate_window`.
+
+use std::path::Path;
+
+use async_nats::HeaderMap;
+use async_nats::header::NATS_MESSAGE_ID;
+use async_nats::jetstream::{self, context::PublishErrorKind};
+
+use super::{OpenError, Record, SinkError, template_fields};
+use crate::topic::{RenderContext, SlashPolicy, Template};
+
+/// How long a core-NATS flush may take before the batch is retried.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Publishes records to NATS.
+pub struct NatsSink {
+    connector: String,
+    url: url::Url,
+    client: async_nats::Client,
+    js: Option<jetstream::Context>,
+    subject: Template,
+    stream: Option<String>,
+}
+
+impl std::fmt::Debug for NatsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSink")
+            .field("url", &self.url.as_str())
+            .field("subject", &self.subject.as_str())
+            .field("jetstream", &self.js.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsSink {
+    /// Connect. The client keeps reconnecting by itself; while NATS is away, deliveries
+    /// fail with [`SinkError::Retry`].
+    ///
+    /// # Errors
+    /// [`OpenError::Nats`] when the credentials file cannot be read or the first connection
+    /// fails.
+    pub async fn connect(
+        connector: &str,
+        url: &url::Url,
+        subject: Template,
+        jetstream: bool,
+        stream: Option<String>,
+        credentials: Option<&Path>,
+    ) -> Result<NatsSink, OpenError> {
+        let err = |reason: String| OpenError::Nats {
+            url: redacted(url),
+            reason,
+        };
+        let opts = match credentials {
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| err(format!("credentials {}: {e}", path.display())))?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        let client = opts
+            .name(format!("mqlink-{connector}"))
+            .connect(url.as_str())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let js = jetstream.then(|| jetstream::new(client.clone()));
+        Ok(NatsSink {
+            connector: connector.to_string(),
+            url: url.clone(),
+            client,
+            js,
+            subject,
+            stream,
+        })
+    }
+
+    /// The server URL, without credentials.
+    pub fn url(&self) -> String {
+        redacted(&self.url)
+    }
+
+    /// The de-duplication id of `record` (see the module docs).
+    pub fn message_id(connector: &str, record: &Record) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [record.topic.as_bytes(), b"\0", &record.source, b"\0"] {
+            ctx.update(part);
+        }
+        ctx.update(&record.part.to_be_bytes());
+        let digest = ctx.finish();
+        let mut id = String::with_capacity(connector.len() + 33);
+        id.push_str(connector);
+        id.push('-');
+        for b in &digest.as_ref()[..16] {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id
+    }
+
+    fn subject(&self, topic: &str) -> Result<String, String> {
+        let clean: String = topic
+            .chars()
+            .map(|c| {
+                if c.is_whitespace() || c == '*' || c == '>' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let fields = template_fields(&clean);
+        let ctx = RenderContext {
+            event: "",
+            fields: &fields,
+            hostname: "",
+            prefix: "",
+            slash: SlashPolicy::Keep,
+        };
+        let s = self
+            .subject
+            .render_text(&ctx)
+            .map_err(|e| format!("subject '{}': {e}", self.subject.as_str()))?;
+        if s.is_empty() || s.split('.').any(str::is_empty) {
+            return Err(format!("subject '{s}' has an empty token"));
+        }
+        Ok(s)
+    }
+
+    /// Publish the batch and wait for the confirmation (flush, or every JetStream ack).
+    ///
+    /// # Errors
+    /// [`SinkError::Reject`] for a record whose subject cannot be rendered or that is
+    /// larger than the server allows, or an ack from an unexpected stream;
+    /// [`SinkError::Retry`] for everything else (no connection, no stream, timeouts).
+    pub async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+        let mut subjects = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            match self.subject(&r.topic) {
+                Ok(s) => subjects.push(s),
+                Err(reason) if i == 0 => {
+                    return Err(SinkError::Reject {
+                        done: 0,
+                        count: 1,
+                        reason: format!("nats {}: {reason}", self.url()),
+                    });
+                }
+                // Deliver the good prefix first; the bad record comes up first next time.
+                Err(_) => break,
+            }
+        }
+        let batch = &batch[..subjects.len()];
+        match &self.js {
+            None => self.core(batch, subjects).await,
+            Some(js) => self.jetstream(js.clone(), batch, subjects).await,
+        }
+    }
+
+    fn headers(&self, r: &Record) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            NATS_MESSAGE_ID,
+            Self::message_id(&self.connector, r).as_str(),
+        );
+        h
+    }
+
+    async fn core(&self, batch: &[Record], subjects: Vec<String>) -> Result<(), SinkError> {
+        let retry = |reason: String| SinkError::Retry { done: 0, reason };
+        for (r, subject) in batch.iter().zip(subjects) {
+            self.client
+                .publish_with_headers(subject, self.headers(r), r.to_bytes())
+                .await
+                .map_err(|e| retry(format!("nats {}: publish: {e}", self.url())))?;
+        }
+        // While disconnected the client buffers and a flush waits for the reconnect:
+        // bound it, so an outage shows up as retries.
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(retry(format!("nats {}: flush: {e}", self.url()))),
+            Err(_) => Err(retry(format!(
+                "nats {}: flush not confirmed within {FLUSH_TIMEOUT:?}",
+                self.url()
+            ))),
+        }
+    }
+
+    async fn jetstream(
+        &self,
+        js: jetstream::Context,
+        batch: &[Record],
+        subjects: Vec<String>,
+    ) -> Result<(), SinkError> {
+        let mut acks = Vec::with_capacity(batch.len());
+        for (i, (r, subject)) in batch.iter().zip(subjects).enumerate() {
+            let sent = js
+                .publish_with_headers(subject, self.headers(r), r.to_bytes())
+                .await;
+            match sent {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    // Confirm what was already sent before reporting.
+                    let done = self.await_acks(acks).await?;
+                    debug_assert_eq!(done, i);
+                    return Err(self.classify(i, e.kind(), e.to_string()));
+                }
+            }
+        }
+        self.await_acks(acks).await.map(|_| ())
+    }
+
+    async fn await_acks(
+        &self,
+        acks: Vec<jetstream::context::PublishAckFuture>,
+    ) -> Result<usize, SinkError> {
+        let mut done = 0;
+        for ack in acks {
+            match ack.await {
+                Ok(a) => {
+                    if let Some(want) = &self.stream
+                        && &a.stream != want
+                    {
+                        return Err(SinkError::Reject {
+                            done,
+                            count: 1,
+                            reason: format!(
+                                "nats {}: stored in stream '{}', expected '{want}'",
+                                self.url(),
+                                a.stream
+                            ),
+                        });
+                    }
+                    done += 1;
+                }
+                Err(e) => return Err(self.classify(done, e.kind(), e.to_string())),
+            }
+        }
+        Ok(done)
+    }
+
+    fn classify(&self, done: usize, kind: PublishErrorKind, msg: String) -> SinkError {
+        let reason = format!("nats {}: jetstream publish: {msg}", self.url());
+        match kind {
+            PublishErrorKind::MaxPayloadExceeded => SinkError::Reject {
+                done,
+                count: 1,
+                reason,
+            },
+            _ => SinkError::Retry { done, reason },
+        }
+    }
+}
+
+fn redacted(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("redacted"));
+    }
+    u.to_string()
+}

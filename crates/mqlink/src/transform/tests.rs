@@ -1,0 +1,122 @@
+use serde_json::json;
+
+use super::*;
+
+fn chain(steps: &[Transform]) -> Chain {
+    Chain::compile("connectors[0]", steps).unwrap()
+}
+
+#[test]
+fn filter_keeps_records_where_the_expression_is_true() {
+    let c = chain(&[Transform::Filter(".temp > 20".into())]);
+    assert_eq!(
+        c.apply_json(&json!({"temp": 25})).unwrap(),
+        [json!({"temp": 25})]
+    );
+    assert!(c.apply_json(&json!({"temp": 15})).unwrap().is_empty());
+}
+
+#[test]
+fn filter_with_no_output_drops_the_record() {
+    let c = chain(&[Transform::Filter("empty".into())]);
+    assert!(c.apply_json(&json!(1)).unwrap().is_empty());
+}
+
+#[test]
+fn map_replaces_and_arraymap_expands_in_order() {
+    let c = chain(&[
+        Transform::Map(".payload".into()),
+        Transform::ArrayMap(".readings".into()),
+        Transform::Filter(".ok".into()),
+        Transform::Map("{v: .v, n: 1}".into()),
+    ]);
+    let out = c
+        .apply_json(&json!({"payload": {"readings": [
+            {"v": 1, "ok": true}, {"v": 2, "ok": false}, {"v": 3.5, "ok": true}
+        ]}}))
+        .unwrap();
+    assert_eq!(out, [json!({"v": 1, "n": 1}), json!({"v": 3.5, "n": 1})]);
+}
+
+#[test]
+fn map_with_no_output_drops_the_record() {
+    let c = chain(&[Transform::Map(".[]".into())]);
+    assert!(c.apply_json(&json!([])).unwrap().is_empty());
+    // Only the first output counts.
+    assert_eq!(c.apply_json(&json!([7, 8])).unwrap(), [json!(7)]);
+}
+
+#[test]
+fn std_functions_are_available() {
+    let c = chain(&[Transform::Map(
+        "{t: (.mqtt_topic | split(\"/\") | last), s: (.payload | implode)}".into(),
+    )]);
+    let out = c
+        .apply_json(&json!({"mqtt_topic": "a/b", "payload": [104, 105]}))
+        .unwrap();
+    assert_eq!(out, [json!({"t": "b", "s": "hi"})]);
+}
+
+#[test]
+fn bad_expression_names_connector_index_and_kind() {
+    let err = Chain::compile(
+        "connectors[2]",
+        &[
+            Transform::Filter("true".into()),
+            Transform::Map(".a | (".into()),
+        ],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("connectors[2].transforms[1] (map): "),
+        "{msg}"
+    );
+    assert!(msg.contains("byte"), "{msg}");
+}
+
+#[test]
+fn undefined_function_is_a_compile_error() {
+    let err = Chain::compile(
+        "connectors[0]",
+        &[Transform::ArrayMap("nosuchfn(1)".into())],
+    )
+    .unwrap_err();
+    assert_eq!(err.index, 0);
+    assert_eq!(err.kind, Kind::ArrayMap);
+    assert!(err.message.contains("nosuchfn"), "{}", err.message);
+    assert!(err.message.contains("at byte 0"), "{}", err.message);
+}
+
+#[test]
+fn runtime_error_is_a_value_naming_the_step() {
+    let c = chain(&[Transform::Map(".".into()), Transform::Map(".a + 1".into())]);
+    let err = c.apply_json(&json!({"a": "text"})).unwrap_err();
+    assert_eq!((err.index, err.kind), (1, Kind::Map));
+    assert!(!err.message.is_empty());
+    // The next record is unaffected.
+    assert_eq!(c.apply_json(&json!({"a": 1})).unwrap(), [json!(2)]);
+}
+
+#[test]
+fn non_boolean_filter_and_non_array_arraymap_are_runtime_errors() {
+    let c = chain(&[Transform::Filter(".x".into())]);
+    let err = c.apply_json(&json!({"x": 1})).unwrap_err();
+    assert!(err.message.contains("boolean"), "{}", err.message);
+    let c = chain(&[Transform::ArrayMap(".x".into())]);
+    let err = c.apply_json(&json!({"x": {}})).unwrap_err();
+    assert!(err.message.contains("array"), "{}", err.message);
+}
+
+#[test]
+fn halt_is_an_error_not_an_exit() {
+    let c = chain(&[Transform::Map("halt".into())]);
+    let err = c.apply_json(&json!(1)).unwrap_err();
+    assert!(err.message.contains("halt"), "{}", err.message);
+}
+
+#[test]
+fn json_round_trips_through_jaq_values() {
+    let v = json!({"a": [1, -2, 3.25, 18446744073709551615u64, null, true, "ü"], "b": {}});
+    assert_eq!(from_val(&to_val(&v)), v);
+}
