@@ -60,7 +60,7 @@ impl fmt::Display for Kind {
 
 /// A transform expression that does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{location}.transforms[{index}] ({kind}): {message}")]
+#[error("{location}{sep}transforms[{index}] ({kind}): {message}", sep = if location.ends_with(']') { "." } else { " " })]
 pub struct CompileError {
     /// Where the connector is, e.g. `connectors[0]` or `connector 'events'`.
     pub location: String,

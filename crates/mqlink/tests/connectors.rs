@@ -1,0 +1,551 @@
+//! Connectors end to end against real peers: private Mosquitto brokers, a NATS server with
+//! JetStream, an axum HTTP server, files in temporary directories. Ports are free ports;
+//! waits are on counters and files (polled), never fixed sleeps.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use mqlink::config;
+use mqlink::connector::{Connector, ConnectorError, ConnectorStats};
+use mqlink::sink::{Body, NatsSink, Record};
+use mqlink_testkit::{Mosquitto, MosquittoOptions, MosquittoSub, Nats, mosquitto_pub_with_stdin};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The record of the Fluvio seed (docs: "MQTT Connector", Data Events), verbatim.
+const FLUVIO_SEED: &str = r#"{"mqtt_topic":"/hfp/v2/journey/ongoing/vp/bus/0022/01151/2200/1/Espoon keskus/23:02/1160105/4/60;24/29/00/00","payload":[123,34,86,80,34,58,123,34,100,101,115,105,34,58,34,50,48,48,34,44,34,100,105,114,34,58,34,49,34,44,34,111,112,101,114,34,58,50,50,44,34,118,101,104,34,58,49,49,53,49,44,34,116,115,116,34,58,34,50,48,50,49,45,49,49,45,49,56,84,50,49,58,49,51,58,51,50,46,56,56,52,90,34,44,34,116,115,105,34,58,49,54,51,55,50,55,48,48,49,50,44,34,115,112,100,34,58,49,50,46,54,55,44,34,104,100,103,34,58,51,51,55,44,34,108,97,116,34,58,54,48,46,50,48,48,49,53,55,44,34,108,111,110,103,34,58,50,52,46,57,48,48,50,49,53,44,34,97,99,99,34,58,45,48,46,49,49,44,34,100,108,34,58,45,55,53,44,34,111,100,111,34,58,110,117,108,108,44,34,100,114,115,116,34,58,110,117,108,108,44,34,111,100,97,121,34,58,34,50,48,50,49,45,49,49,45,49,56,34,44,34,106,114,110,34,58,49,53,48,44,34,108,105,110,101,34,58,49,48,52,52,44,34,115,116,97,114,116,34,58,34,50,51,58,48,50,34,44,34,108,111,99,34,58,34,71,80,83,34,44,34,115,116,111,112,34,58,110,117,108,108,44,34,114,111,117,116,101,34,58,34,50,50,48,48,34,44,34,111,99,99,117,34,58,48,125,125]}"#;
+
+/// A validated connector (`connector` is a YAML flow mapping) for the broker at `url`.
+fn connector_cfg(url: &str, connector: &str) -> (config::Connector, config::Broker) {
+    let text = format!("broker: {{url: '{url}'}}\nconnectors:\n  - {connector}\n");
+    let cfg = config::from_str(&text, config::Format::Yaml, "test.yaml")
+        .unwrap_or_else(|e| panic!("config:\n{text}\n{e}"));
+    (cfg.connectors[0].clone(), cfg.broker)
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), ConnectorError>>,
+    stats: Arc<ConnectorStats>,
+}
+
+impl Running {
+    async fn start(cfg: &(config::Connector, config::Broker)) -> Running {
+        let c = Connector::new(&cfg.0, &cfg.1).unwrap();
+        let stats = c.stats();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(c.run(stop.clone()));
+        let r = Running { stop, task, stats };
+        let stats = r.stats.clone();
+        eventually("subscribed", || stats.is_subscribed()).await;
+        r
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Poll `cond` (state of real peers offers no event to await) until it holds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Publish `lines` as QoS 1 messages on `topic` (mosquitto_pub -l), in chunks.
+async fn publish_lines(broker: &Mosquitto, topic: &str, lines: Vec<String>) {
+    let mut args = broker.client_args();
+    args.extend(["-q", "1", "-t", topic, "-l"].map(String::from));
+    for chunk in lines.chunks(50_000) {
+        let mut input = chunk.join("\n");
+        input.push('\n');
+        let args = args.clone();
+        let out =
+            tokio::task::spawn_blocking(move || mosquitto_pub_with_stdin(&args, input.as_bytes()))
+                .await
+                .unwrap();
+        assert!(out.status.success(), "mosquitto_pub: {out:?}");
+    }
+}
+
+fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP test server: records every accepted record; fails on demand.
+
+#[derive(Default)]
+struct HttpState {
+    /// Answer 503 to this many requests first.
+    fail_first: AtomicUsize,
+    /// Answer 503 while set.
+    failing: AtomicBool,
+    failures: AtomicUsize,
+    accepted: Mutex<Vec<Value>>,
+}
+
+impl HttpState {
+    fn payloads(&self) -> Vec<String> {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| match &r["payload"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect()
+    }
+    fn accepted(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+}
+
+async fn ingest(State(s): State<Arc<HttpState>>, body: Bytes) -> StatusCode {
+    let fail_first = s
+        .fail_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if fail_first || s.failing.load(Ordering::SeqCst) {
+        s.failures.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let Ok(Value::Array(records)) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    s.accepted.lock().unwrap().extend(records);
+    StatusCode::NO_CONTENT
+}
+
+async fn http_server(state: Arc<HttpState>) -> String {
+    let app = Router::new()
+        .route("/ingest", post(ingest))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/ingest")
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_sink_writes_the_fluvio_seed_record_byte_for_byte() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: fluvio, subscribe: ['/hfp/#', 'plain/#'], format: fluvio, session: clean, \
+             sink: {{file: {{path: '{}'}}}}}}",
+            out.display()
+        ),
+    );
+    let seed: Value = serde_json::from_str(FLUVIO_SEED).unwrap();
+    let topic = seed["mqtt_topic"].as_str().unwrap().to_string();
+    let payload: Vec<u8> = seed["payload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    let payload = String::from_utf8(payload).unwrap();
+
+    let conn = Running::start(&cfg).await;
+    publish_lines(&broker, &topic, vec![payload]).await;
+    publish_lines(&broker, "plain/x", vec!["hi".into()]).await;
+    eventually("two lines", || count_lines(&out) == 2).await;
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("{FLUVIO_SEED}\n{{\"mqtt_topic\":\"plain/x\",\"payload\":[104,105]}}\n")
+    );
+    let acked = ConnectorStats::get(&conn.stats.acked);
+    assert_eq!(acked, 2);
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_sink_retries_503s_and_loses_nothing_in_order() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let state = Arc::new(HttpState::default());
+    state.fail_first.store(3, Ordering::SeqCst);
+    let url = http_server(state.clone()).await;
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: web, subscribe: [web/#], session: clean, \
+             sink: {{http: {{url: '{url}', batch_max: 25, retry: {{min: 20ms, max: 200ms}}}}}}}}"
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    let want = numbered("m", 0..300);
+    publish_lines(&broker, "web/a", want.clone()).await;
+    eventually("300 records", || state.accepted() >= 300).await;
+    assert_eq!(state.payloads(), want);
+    assert_eq!(state.failures.load(Ordering::SeqCst), 3);
+    assert_eq!(ConnectorStats::get(&conn.stats.sink_errors), 3);
+    let first = state.accepted.lock().unwrap()[0].clone();
+    assert_eq!(first["topic"], "web/a");
+    assert_eq!(first["qos"], 1);
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_jetstream_sink_stores_each_record_once() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let nats = Nats::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "MQTT".into(),
+            subjects: vec!["mqtt.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: js, subscribe: [sensors/#], format: raw, session: clean, \
+             sink: {{nats: {{url: '{}', subject: 'mqtt.{{topic}}', jetstream: true, stream: MQTT}}}}}}",
+            nats.url()
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    let n = 500;
+    publish_lines(&broker, "sensors/room 1", numbered("r", 0..n)).await;
+    let stats = conn.stats.clone();
+    eventually("all acked", || {
+        ConnectorStats::get(&stats.acked) == n as u64
+    })
+    .await;
+    assert_eq!(stream.info().await.unwrap().state.messages, n as u64);
+    // Whitespace in the topic is replaced in the subject; the payload is the raw bytes.
+    let m = stream
+        .get_last_raw_message_by_subject("mqtt.sensors/room_1")
+        .await
+        .unwrap();
+    assert_eq!(&m.payload[..], format!("r{}", n - 1).as_bytes());
+    conn.stop().await;
+
+    // A redelivered message (same topic, payload, position) carries the same
+    // Nats-Msg-Id, so JetStream stores it once.
+    let (sink_cfg, _) = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        &format!(
+            "{{name: js, subscribe: [x], sink: {{nats: {{url: '{}', subject: 'mqtt.{{topic}}', jetstream: true}}}}}}",
+            nats.url()
+        ),
+    );
+    let config::Sink::Nats { url, subject, .. } = &sink_cfg.sink else {
+        unreachable!()
+    };
+    let mut sink = NatsSink::connect("js", url, subject.clone(), true, None, None)
+        .await
+        .unwrap();
+    let rec = Record {
+        topic: Arc::from("dup/topic"),
+        source: bytes::Bytes::from_static(b"same"),
+        part: 0,
+        body: Body::Raw(bytes::Bytes::from_static(b"same")),
+    };
+    sink.deliver(std::slice::from_ref(&rec)).await.unwrap();
+    sink.deliver(std::slice::from_ref(&rec)).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, n as u64 + 1);
+    let other = Record { part: 1, ..rec };
+    sink.deliver(&[other]).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, n as u64 + 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_core_sink_publishes_to_the_rendered_subject() {
+    use futures_util::StreamExt as _;
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let nats = Nats::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut sub = client.subscribe("core.>").await.unwrap();
+    client.flush().await.unwrap();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: core, subscribe: [c/#], format: raw, session: clean, \
+             sink: {{nats: {{url: '{}', subject: 'core.{{topic}}'}}}}}}",
+            nats.url()
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    publish_lines(&broker, "c/1", numbered("x", 0..50)).await;
+    for i in 0..50 {
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.subject.as_str(), "core.c/1");
+        assert_eq!(&m.payload[..], format!("x{i}").as_bytes());
+        assert!(m.headers.unwrap().get("Nats-Msg-Id").is_some());
+    }
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_sink_bridges_to_another_broker_with_a_rewritten_topic() {
+    let source = Mosquitto::start(MosquittoOptions::default());
+    let target = Mosquitto::start(MosquittoOptions::default());
+    let sub = MosquittoSub::start_ready(
+        &target.client_args(),
+        &["-t", "bridged/#", "-v", "-q", "1"],
+        "bridged/probe",
+    );
+    let cfg = connector_cfg(
+        &source.url(),
+        &format!(
+            "{{name: bridge, subscribe: [plant/#], format: raw, session: clean, \
+             sink: {{mqtt: {{url: '{}', topic: 'bridged/{{topic}}', qos: 1}}}}}}",
+            target.url()
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    let want = numbered("v", 0..200);
+    publish_lines(&source, "plant/line 1", want.clone()).await;
+    let got = tokio::task::spawn_blocking(move || sub.wait_for_lines(200, WAIT))
+        .await
+        .unwrap();
+    let expected: Vec<String> = want
+        .iter()
+        .map(|v| format!("bridged/plant/line 1 {v}"))
+        .collect();
+    assert_eq!(got, expected);
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn persistent_session_delivers_everything_published_while_stopped() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: durable, subscribe: [q/#], format: raw, session: persistent, \
+             sink: {{file: {{path: '{}'}}}}}}",
+            out.display()
+        ),
+    );
+    // Connect and subscribe once, so the broker has the session, then stop.
+    Running::start(&cfg).await.stop().await;
+    let n = 10_000;
+    let want = numbered("p", 0..n);
+    publish_lines(&broker, "q/1", want.clone()).await;
+
+    let started = Instant::now();
+    let conn = Running::start(&cfg).await;
+    eventually("10,000 lines", || count_lines(&out) >= n).await;
+    let elapsed = started.elapsed();
+    assert_eq!(lines_of(&out), want);
+    eprintln!(
+        "persistent session: {n} queued QoS 1 messages to file (fsync always) in {elapsed:?} \
+         ({:.0} msg/s)",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(ConnectorStats::get(&conn.stats.acked), n as u64);
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_outage_holds_acknowledgements_and_loses_nothing() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let state = Arc::new(HttpState::default());
+    state.failing.store(true, Ordering::SeqCst);
+    let url = http_server(state.clone()).await;
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: outage, subscribe: [load/#], session: persistent, \
+             sink: {{http: {{url: '{url}', batch_max: 50, retry: {{min: 20ms, max: 250ms}}}}}}}}"
+        ),
+    );
+    let outage_start = Instant::now();
+    let first = Running::start(&cfg).await;
+    publish_lines(&broker, "load/1", numbered("a", 0..1000)).await;
+    let s = state.clone();
+    eventually("failed requests", || s.failures.load(Ordering::SeqCst) >= 5).await;
+    assert_eq!(state.accepted(), 0);
+    assert_eq!(ConnectorStats::get(&first.stats.acked), 0, "acked early");
+    // Kill the connector in the middle of the outage: nothing was acknowledged, so the
+    // broker keeps everything for the persistent session.
+    first.stop().await;
+
+    let second = Running::start(&cfg).await;
+    // More load while the sink is still down.
+    publish_lines(&broker, "load/1", numbered("b", 0..1000)).await;
+    let before = state.failures.load(Ordering::SeqCst);
+    let s = state.clone();
+    eventually("retries after restart", || {
+        s.failures.load(Ordering::SeqCst) >= before + 5
+    })
+    .await;
+    assert_eq!(ConnectorStats::get(&second.stats.acked), 0, "acked early");
+    // Keep the outage up for at least 5 s in total, then recover.
+    tokio::time::sleep_until((outage_start + Duration::from_secs(5)).into()).await;
+    assert_eq!(state.accepted(), 0);
+    state.failing.store(false, Ordering::SeqCst);
+
+    let s = state.clone();
+    eventually("2000 records", || s.accepted() >= 2000).await;
+    let mut want = numbered("a", 0..1000);
+    want.extend(numbered("b", 0..1000));
+    assert_eq!(state.payloads(), want);
+    let stats = second.stats.clone();
+    eventually("all acked", || ConnectorStats::get(&stats.acked) == 2000).await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_subscription_splits_the_load_and_delivers_each_message_once() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let outs = [dir.path().join("a.txt"), dir.path().join("b.txt")];
+    let mut conns = Vec::new();
+    for (i, out) in outs.iter().enumerate() {
+        let cfg = connector_cfg(
+            &broker.url(),
+            &format!(
+                "{{name: member{i}, subscribe: ['$share/g/jobs/#'], format: raw, session: clean, \
+                 sink: {{file: {{path: '{}'}}}}}}",
+                out.display()
+            ),
+        );
+        conns.push(Running::start(&cfg).await);
+    }
+    let n = 2000;
+    publish_lines(&broker, "jobs/1", numbered("j", 0..n)).await;
+    eventually("all delivered", || {
+        count_lines(&outs[0]) + count_lines(&outs[1]) >= n
+    })
+    .await;
+    let (a, b) = (lines_of(&outs[0]), lines_of(&outs[1]));
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "split {}/{}",
+        a.len(),
+        b.len()
+    );
+    let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
+    all.sort();
+    let mut want = numbered("j", 0..n);
+    want.sort();
+    assert_eq!(all, want, "every message exactly once");
+    for c in conns {
+        c.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transform_errors_are_dead_lettered_and_the_connector_keeps_going() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let dead = dir.path().join("dead.jsonl");
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: tx, subscribe: [t/#], session: clean, dead_letter: '{}', \
+             transforms: [{{filter: '.payload != \"skip\"'}}, {{map: '{{v: (.payload.v + 1)}}'}}], \
+             sink: {{file: {{path: '{}'}}}}}}",
+            dead.display(),
+            out.display()
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    let input = [
+        r#"{"v":1}"#,
+        "not json",
+        "skip",
+        r#"{"v":2}"#,
+        r#"{"v":"x"}"#,
+        r#"{"v":3}"#,
+    ];
+    publish_lines(
+        &broker,
+        "t/in",
+        input.iter().map(|s| s.to_string()).collect(),
+    )
+    .await;
+    let stats = conn.stats.clone();
+    eventually("all handled", || ConnectorStats::get(&stats.acked) == 6).await;
+    assert_eq!(lines_of(&out), [r#"{"v":2}"#, r#"{"v":3}"#, r#"{"v":4}"#]);
+    let dead: Vec<Value> = lines_of(&dead)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    for (d, payload) in dead
+        .iter()
+        .zip([Value::from("not json"), serde_json::json!({"v": "x"})])
+    {
+        assert_eq!(d["connector"], "tx");
+        assert_eq!(d["topic"], "t/in");
+        assert_eq!(d["record"]["payload"], payload);
+        let err = d["error"].as_str().unwrap();
+        assert!(err.starts_with("transforms[1] (map): "), "{err}");
+    }
+    assert_eq!(ConnectorStats::get(&stats.dead_lettered), 2);
+    assert_eq!(ConnectorStats::get(&stats.filtered), 1);
+    assert_eq!(ConnectorStats::get(&stats.records_out), 3);
+    conn.stop().await;
+}
+
+#[test]
+fn bad_jq_at_load_names_the_connector_and_the_step() {
+    let cfg = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        "{name: broken, subscribe: [a], transforms: [{filter: 'true'}, {map: '.a | ('}], sink: {stdout: {}}}",
+    );
+    let err = Connector::new(&cfg.0, &cfg.1).unwrap_err().to_string();
+    assert!(
+        err.starts_with("connector 'broken' transforms[1] (map): "),
+        "{err}"
+    );
+    let full = config::from_str(
+        "broker: {url: 'mqtt://127.0.0.1:1'}\nconnectors:\n  - {name: ok, subscribe: [a], sink: {stdout: {}}}\n  - {name: bad, subscribe: [a], transforms: [{arraymap: 'nosuch'}], sink: {stdout: {}}}\n",
+        config::Format::Yaml,
+        "t.yaml",
+    )
+    .unwrap();
+    let err = mqlink::transform::check(&full).unwrap_err().to_string();
+    assert!(
+        err.starts_with("connectors[1].transforms[0] (arraymap): "),
+        "{err}"
+    );
+}
