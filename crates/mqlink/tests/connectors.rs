@@ -189,8 +189,8 @@ async fn file_sink_writes_the_fluvio_seed_record_byte_for_byte() {
         std::fs::read_to_string(&out).unwrap(),
         format!("{FLUVIO_SEED}\n{{\"mqtt_topic\":\"plain/x\",\"payload\":[104,105]}}\n")
     );
-    let acked = ConnectorStats::get(&conn.stats.acked);
-    assert_eq!(acked, 2);
+    let stats = conn.stats.clone();
+    eventually("both acked", || ConnectorStats::get(&stats.acked) == 2).await;
     conn.stop().await;
 }
 
@@ -378,7 +378,12 @@ async fn persistent_session_delivers_everything_published_while_stopped() {
          ({:.0} msg/s)",
         n as f64 / elapsed.as_secs_f64()
     );
-    assert_eq!(ConnectorStats::get(&conn.stats.acked), n as u64);
+    // The file is written before the acknowledgements go out: wait for them.
+    let stats = conn.stats.clone();
+    eventually("all acked", || {
+        ConnectorStats::get(&stats.acked) == n as u64
+    })
+    .await;
     conn.stop().await;
 }
 
@@ -547,5 +552,69 @@ fn bad_jq_at_load_names_the_connector_and_the_step() {
     assert!(
         err.starts_with("connectors[1].transforms[0] (arraymap): "),
         "{err}"
+    );
+}
+
+/// Figure for the closing note: drain rate of a persistent-session backlog into a file,
+/// connector (fsync always) next to `mosquitto_sub -c -q 1 > file`, same broker, same run.
+/// `cargo test --release -p mqlink --test connectors -- --ignored --nocapture drain_rate`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark; run explicitly"]
+async fn drain_rate_connector_vs_mosquitto_sub() {
+    let n: usize = std::env::var("DRAIN_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50_000);
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("connector.txt");
+    let sub_out = dir.path().join("mosquitto_sub.txt");
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: bench, subscribe: [bench/#], format: raw, session: persistent, \
+             sink: {{file: {{path: '{}'}}}}}}",
+            out.display()
+        ),
+    );
+    Running::start(&cfg).await.stop().await;
+    let own = ["-c", "-i", "bench-sub", "-q", "1", "-t", "bench/#"];
+    // Register mosquitto_sub's persistent session, then disconnect it.
+    let mut probe = MosquittoSub::start_ready(&broker.client_args(), &own, "bench/probe");
+    probe.kill();
+    let mut sub_args = broker.client_args();
+    sub_args.extend(own.map(String::from));
+
+    publish_lines(&broker, "bench/1", numbered("x", 0..n)).await;
+
+    let t = Instant::now();
+    let conn = Running::start(&cfg).await;
+    eventually("connector drained", || count_lines(&out) >= n).await;
+    let ours = t.elapsed();
+    conn.stop().await;
+
+    let t = Instant::now();
+    let mut args = sub_args.clone();
+    args.extend(["-C".to_string(), n.to_string()]);
+    let file = std::fs::File::create(&sub_out).unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("mosquitto_sub")
+            .args(&args)
+            .stdout(file)
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let theirs = t.elapsed();
+    assert!(status.success());
+    assert_eq!(count_lines(&sub_out), n);
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    eprintln!(
+        "drain {n} QoS 1: connector→file (fsync always) {:.0} msg/s ({ours:?}); \
+         mosquitto_sub>file {:.0} msg/s ({theirs:?}); ratio {:.2}",
+        rate(ours),
+        rate(theirs),
+        rate(ours) / rate(theirs)
     );
 }

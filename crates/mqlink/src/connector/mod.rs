@@ -193,6 +193,7 @@ impl Connector {
             client,
             sink,
             dead_letter,
+            broker_url: self.opts.url.to_string(),
             shutdown: shutdown.clone(),
         };
         let work = async {
@@ -225,6 +226,7 @@ struct Worker<'a> {
     client: Client,
     sink: Sink,
     dead_letter: Option<DeadLetter>,
+    broker_url: String,
     shutdown: CancellationToken,
 }
 
@@ -252,7 +254,7 @@ impl Worker<'_> {
             if *code >= 0x80 {
                 return Err(ConnectorError::Refused {
                     connector: name.clone(),
-                    broker: self.client_url(),
+                    broker: self.broker_url.clone(),
                     filter: filter.clone(),
                     code: *code,
                     reason: client::reason_name(*code),
@@ -289,13 +291,6 @@ impl Worker<'_> {
                 return Ok(());
             }
         }
-    }
-
-    fn client_url(&self) -> String {
-        self.cfg
-            .broker
-            .as_ref()
-            .map_or_else(|| "(configured broker)".to_string(), ToString::to_string)
     }
 
     /// Format, transform, deliver and acknowledge one batch of messages.

@@ -19,7 +19,8 @@ pub struct ConnectorStats {
     pub dropped: AtomicU64,
     /// Failed sink deliveries (each retry counts).
     pub sink_errors: AtomicU64,
-    /// QoS 1/2 messages acknowledged to the broker.
+    /// QoS 1/2 messages whose acknowledgement was handed to the engine (it sends the
+    /// PUBACK/PUBREC on the current connection, in arrival order).
     pub acked: AtomicU64,
 }
 

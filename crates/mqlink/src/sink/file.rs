@@ -9,6 +9,9 @@
 //! than the interval; `never` leaves it to the OS. A failed write is rolled back by
 //! truncating to the length before the batch, so a retry never leaves half a line.
 //! The blocking file work runs on Tokio's blocking pool.
+//!
+//! With the `raw` format a line is the payload as is: a payload containing a newline spans
+//! several lines (use `json` or `fluvio` when payloads may hold newlines).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
