@@ -2,13 +2,13 @@
 #![allow(missing_docs)]
 pub mod build;
 pub mod config;
+pub mod connector;
 pub mod event;
 pub mod link;
-pub mod connector;
 pub mod mqtt;
 pub mod publish;
 pub mod record;
-pub mod source;
 pub mod sink;
+pub mod source;
 pub mod topic;
 pub mod transform;

@@ -61,6 +61,9 @@ pub enum LinkError {
         /// Reason code.
         code: u8,
     },
+    /// A route's payload transform does not compile.
+    #[error(transparent)]
+    Transform(#[from] crate::transform::CompileError),
     /// The link has stopped.
     #[error("the link has stopped")]
     Closed,
@@ -120,6 +123,7 @@ impl Link {
     /// # Errors
     /// [`LinkError`] for a spool that cannot be opened or TLS material that cannot be read.
     pub fn open(config: &Config) -> Result<(Link, LinkTasks), LinkError> {
+        let router = Router::new(config)?;
         let dir = config.spool.dir.clone();
         let (spool, report) =
             Spool::open(&dir, spool_options(&config.spool)).map_err(|source| LinkError::Spool {
@@ -128,7 +132,7 @@ impl Link {
             })?;
         tracing::info!(dir = %dir.display(), ?report, "spool opened");
         let (client, deliveries, event_loop) = client::new(build::mqtt_options(&config.broker))?;
-        let ingest = Ingest::new(Router::new(config), spool.clone());
+        let ingest = Ingest::new(router, spool.clone());
         let stats = Arc::new(PublishStats::default());
         let dead_letter = Arc::new(DeadLetter::new(dir.join("dead-letter.jsonl")));
         let publisher = Publisher::new(

@@ -16,8 +16,11 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use mqlink::build;
 use mqlink::config::{self, BrokerTarget, Config};
+use mqlink::connector::Connector;
 use mqlink::link::Link;
 use mqlink::mqtt::state::Verdict;
+use mqlink::publish::router::Router;
+use mqlink::source::poll::Poller;
 use mqlink::source::{http, stdin};
 use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
@@ -49,12 +52,27 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     config::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Load the config named by `path`, or the defaults; config errors are usage errors (exit 2).
+/// Load the config named by `path`, or the defaults, and compile every jq expression in
+/// it (routes, poll splits, connector transforms): config errors are usage errors (exit 2).
 pub fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    match path {
-        Some(p) => config::load(p).map_err(|e| usage(e.to_string())),
-        None => Ok(Config::default_run()),
+    let mut config = match path {
+        Some(p) => config::load(p).map_err(|e| usage(e.to_string()))?,
+        None => Config::default_run(),
+    };
+    let jq = |e: mqlink::transform::CompileError| usage(format!("{}: {e}", config.origin));
+    Router::new(&config).map_err(jq)?;
+    mqlink::transform::check(&config).map_err(jq)?;
+    for (i, p) in config.sources.poll.iter().enumerate() {
+        mqlink::source::poll::compile_split(i, p).map_err(jq)?;
     }
+    // A connector's dead letters must go somewhere: by default next to the spool.
+    let dir = config.spool.dir.clone();
+    for c in &mut config.connectors {
+        if c.dead_letter.is_none() {
+            c.dead_letter = Some(dir.join(format!("dead-letter-{}.jsonl", c.name)));
+        }
+    }
+    Ok(config)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -78,8 +96,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(d) = args.spool_dir {
+        for c in &mut config.connectors {
+            if let Some(dl) = &c.dead_letter
+                && dl.starts_with(&config.spool.dir)
+                && let Ok(rest) = dl.strip_prefix(&config.spool.dir)
+            {
+                c.dead_letter = Some(d.join(rest));
+            }
+        }
         config.spool.dir = d;
     }
+    // Build every connector before starting anything, so a bad one stops the start.
+    let connectors = config
+        .connectors
+        .iter()
+        .map(|c| Connector::new(c, &config.broker).map(|k| (c.clone(), k)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| usage(e.to_string()))?;
 
     let embedded = match &config.broker.target {
         BrokerTarget::Embedded(e) => Some(
@@ -126,7 +159,51 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stop_sources.clone(),
         ))
     });
-    let only_stdin = http_task.is_none() && stdin_task.is_some();
+    let mut pollers = Vec::new();
+    for (i, p) in config.sources.poll.iter().enumerate() {
+        let poller = Poller::new(i, p, link.ingest().clone()).map_err(|e| usage(e.to_string()))?;
+        pollers.push(tokio::spawn(poller.run(stop_sources.clone())));
+    }
+    // Connectors are independent of the publish path; each restarts with backoff when it
+    // stops on an error (a sink that cannot be opened yet, a refused subscription).
+    let stop_connectors = CancellationToken::new();
+    let mut connector_tasks = Vec::new();
+    for (cfg, first) in connectors {
+        let stop = stop_connectors.clone();
+        let broker = config.broker.clone();
+        connector_tasks.push(tokio::spawn(async move {
+            let mut next = Some(first);
+            let mut attempt = 0u32;
+            loop {
+                let connector = match next.take() {
+                    Some(c) => c,
+                    None => match Connector::new(&cfg, &broker) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(connector = %cfg.name, error = %e, "connector cannot be rebuilt");
+                            return;
+                        }
+                    },
+                };
+                match connector.run(stop.clone()).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        let delay = mqlink::mqtt::client::backoff(attempt, Duration::from_secs(1), Duration::from_secs(60));
+                        attempt = attempt.saturating_add(1);
+                        tracing::error!(connector = %cfg.name, error = %e, retry_in = ?delay, "connector stopped; restarting");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let only_stdin = http_task.is_none()
+        && stdin_task.is_some()
+        && pollers.is_empty()
+        && connector_tasks.is_empty();
     tracing::info!(broker = %build::broker_url(&config.broker), spool = %config.spool.dir.display(), routes = config.routes.len(), "mqlink running");
 
     let mut failure = None;
@@ -155,6 +232,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(t) = stdin_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    for t in pollers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    // Connectors stop without acknowledging what their sinks do not have yet.
+    stop_connectors.cancel();
+    for t in connector_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     // 2. Drain the spool until empty or the deadline. Polling the spool's counter is the
     //    simplest honest signal here; 20 ms costs nothing at shutdown.

@@ -12,10 +12,11 @@ use serde_json::{Map, Value};
 
 use super::message::{OutMessage, epoch_ms};
 use crate::build;
-use crate::config::{Config, Route, TimestampFormat};
+use crate::config::{Config, Route, TimestampFormat, Transform};
 use crate::event::Event;
 use crate::mqtt::codec::PublishProps;
 use crate::topic::{GlobSet, RenderContext, RenderError};
+use crate::transform::{Chain, CompileError};
 
 /// Why an event cannot be published (HTTP 422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,20 +68,42 @@ impl RouteError {
 #[derive(Debug, Clone)]
 pub struct Router {
     routes: Vec<Route>,
+    transforms: std::sync::Arc<Vec<Option<Chain>>>,
     set: GlobSet,
     hostname: String,
     prefix: String,
 }
 
 impl Router {
-    /// Build from a validated config.
-    pub fn new(config: &Config) -> Router {
-        Router {
+    /// Build from a validated config, compiling the routes' payload transforms.
+    ///
+    /// # Errors
+    /// A jq expression that does not compile, located as `routes[i].payload.transform`.
+    pub fn new(config: &Config) -> Result<Router, CompileError> {
+        let transforms = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.payload
+                    .transform
+                    .as_ref()
+                    .map(|expr| {
+                        Chain::compile(
+                            &format!("routes[{i}].payload"),
+                            &[Transform::Map(expr.clone())],
+                        )
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Router {
+            transforms: std::sync::Arc::new(transforms),
             routes: config.routes.clone(),
             set: config.route_set(),
             hostname: config.hostname.clone(),
             prefix: config.topic_prefix.clone(),
-        }
+        })
     }
 
     /// The routes, by index.
@@ -103,7 +126,9 @@ impl Router {
         let start = out.len();
         for idx in matched {
             match self.render(idx, event) {
-                Ok(m) => out.push(m),
+                Ok(Some(m)) => out.push(m),
+                // The route's transform chose not to publish this event.
+                Ok(None) => {}
                 Err(e) => {
                     out.truncate(start);
                     return Err(e);
@@ -113,7 +138,7 @@ impl Router {
         Ok(())
     }
 
-    fn render(&self, idx: usize, event: &Event) -> Result<OutMessage, RouteError> {
+    fn render(&self, idx: usize, event: &Event) -> Result<Option<OutMessage>, RouteError> {
         let route = &self.routes[idx];
         let ctx = RenderContext {
             event: &event.name,
@@ -141,30 +166,41 @@ impl Router {
                 template.render_text(&ctx).map_err(render_err)?,
             ));
         }
-        if let Some(expr) = &route.payload.transform {
-            return Err(RouteError::Transform {
-                route: route.name.clone(),
-                reason: format!("payload transforms are not supported yet ({expr})"),
-            });
-        }
-        Ok(OutMessage {
+        let payload = match &self.transforms[idx] {
+            None => Bytes::from(serde_json::to_vec(&shape(route, event)).unwrap_or_default()),
+            Some(chain) => {
+                let out =
+                    chain
+                        .apply_json(&shape(route, event))
+                        .map_err(|e| RouteError::Transform {
+                            route: route.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                match out.into_iter().next() {
+                    None => return Ok(None),
+                    Some(Value::String(s)) => Bytes::from(s.into_bytes()),
+                    Some(v) => Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                }
+            }
+        };
+        Ok(Some(OutMessage {
             route: u16::try_from(idx).unwrap_or(u16::MAX - 1),
             topic,
-            payload: shape(route, event),
+            payload,
             qos: build::qos(route.qos),
             retain: route.retain,
             props,
             accepted_at_ms: epoch_ms(SystemTime::now()),
-        })
+        }))
     }
 }
 
 /// The payload of `event` for `route`: its fields, plus the event-name and timestamp
-/// fields the route asks for.
-fn shape(route: &Route, event: &Event) -> Bytes {
+/// fields the route asks for. A route's transform sees this shaped object.
+fn shape(route: &Route, event: &Event) -> Value {
     let p = &route.payload;
     if p.event_field.is_none() && p.timestamp_field.is_none() {
-        return Bytes::from(serde_json::to_vec(&event.fields).unwrap_or_default());
+        return event.fields.clone();
     }
     let mut obj: Map<String, Value> = match &event.fields {
         Value::Object(m) => m.clone(),
@@ -176,7 +212,7 @@ fn shape(route: &Route, event: &Event) -> Bytes {
     if let Some((f, format)) = &p.timestamp_field {
         obj.insert(f.clone(), timestamp(event.received_at, *format));
     }
-    Bytes::from(serde_json::to_vec(&obj).unwrap_or_default())
+    Value::Object(obj)
 }
 
 fn timestamp(t: SystemTime, format: TimestampFormat) -> Value {
@@ -198,7 +234,7 @@ mod tests {
     use crate::mqtt::codec::QoS;
 
     fn router(yaml: &str) -> Router {
-        Router::new(&from_str(yaml, Format::Yaml, "t.yaml").unwrap())
+        Router::new(&from_str(yaml, Format::Yaml, "t.yaml").unwrap()).unwrap()
     }
 
     fn event(name: &str, fields: Value) -> Event {
@@ -264,6 +300,40 @@ mod tests {
             err.to_string().contains("tasks") && err.to_string().contains("job_id"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_route_transform_reshapes_the_payload_or_skips_the_event() {
+        let r = router(
+            "routes:\n  - match: ['*']\n    topic: t\n    payload: {event_field: ev, transform: 'if .skip then empty else {e: .ev, v: (.n + 21)} end'}\n",
+        );
+        let mut out = vec![];
+        r.route(&event("E", json!({"n": 21, "skip": false})), &mut out)
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out[0].payload).unwrap(),
+            json!({"e": "E", "v": 42})
+        );
+        out.clear();
+        r.route(&event("E", json!({"n": 1, "skip": true})), &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+        let err = r
+            .route(&event("E", json!({"n": "x", "skip": false})), &mut out)
+            .unwrap_err();
+        assert_eq!(err.code(), "transform_failed");
+    }
+
+    #[test]
+    fn a_bad_route_transform_is_refused_at_load() {
+        let cfg = from_str(
+            "routes:\n  - {match: ['*'], topic: t, payload: {transform: '.a |'}}\n",
+            Format::Yaml,
+            "t.yaml",
+        )
+        .unwrap();
+        let e = Router::new(&cfg).unwrap_err().to_string();
+        assert!(e.contains("routes[0]"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //!
 //! - [`http`]: the HTTP API (webhooks, batches, raw publish, health).
 //! - [`stdin`]: JSON lines on standard input.
+//! - [`poll`]: periodic HTTP GET of a JSON endpoint.
 
 pub mod http;
+pub mod poll;
 pub mod stdin;
