@@ -90,12 +90,12 @@ impl SpoolOptions {
                 self.segment_bytes
             )));
         }
-        if let FsyncPolicy::Interval(d) = self.fsync {
-            if d.is_zero() {
-                return Err(SpoolError::InvalidOptions(
-                    "fsync interval must be greater than zero (use Always)".into(),
-                ));
-            }
+        if let FsyncPolicy::Interval(d) = self.fsync
+            && d.is_zero()
+        {
+            return Err(SpoolError::InvalidOptions(
+                "fsync interval must be greater than zero (use Always)".into(),
+            ));
         }
         if self.checkpoint_interval.is_zero() {
             return Err(SpoolError::InvalidOptions(

@@ -106,13 +106,11 @@ pub(crate) fn count_valid_records(buf: &[u8], after_id: Option<u64>) -> u64 {
             Some(l) => id > l && id - l < (1 << 32),
             None => id < (1 << 48),
         };
-        if plausible {
-            if let Decoded::Record { len, .. } = decode(&buf[pos..]) {
-                count += 1;
-                last = Some(id);
-                pos += len as usize;
-                continue;
-            }
+        if plausible && let Decoded::Record { len, .. } = decode(&buf[pos..]) {
+            count += 1;
+            last = Some(id);
+            pos += len as usize;
+            continue;
         }
         pos += 1;
     }

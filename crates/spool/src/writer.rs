@@ -79,12 +79,11 @@ impl Writer {
             if !appends.is_empty() {
                 self.commit(appends);
             }
-            if self.unsynced {
-                if let FsyncPolicy::Interval(d) = opts.fsync {
-                    if self.last_sync.elapsed() >= d {
-                        self.sync_or_poison();
-                    }
-                }
+            if self.unsynced
+                && let FsyncPolicy::Interval(d) = opts.fsync
+                && self.last_sync.elapsed() >= d
+            {
+                self.sync_or_poison();
             }
             let due = self.last_checkpoint.elapsed() >= opts.checkpoint_interval;
             let abandon = closing && self.shared.lock().abandon;
@@ -120,12 +119,12 @@ impl Writer {
             self.shared.wake_all();
             return;
         }
-        if self.unsynced && self.shared.lock().poisoned.is_none() {
-            if let Some(a) = self.active.as_mut() {
-                if let Err(e) = a.file.sync() {
-                    err = Some(SpoolError::io("fsync segment", &a.path, e));
-                }
-            }
+        if self.unsynced
+            && self.shared.lock().poisoned.is_none()
+            && let Some(a) = self.active.as_mut()
+            && let Err(e) = a.file.sync()
+        {
+            err = Some(SpoolError::io("fsync segment", &a.path, e));
         }
         if let Err(e) = self.checkpoint() {
             err.get_or_insert(e);
@@ -175,12 +174,12 @@ impl Writer {
     }
 
     fn sync_or_poison(&mut self) {
-        if let Some(a) = self.active.as_mut() {
-            if let Err(e) = a.file.sync() {
-                let err = SpoolError::io("fsync segment", &a.path, e);
-                self.poison(&err);
-                return;
-            }
+        if let Some(a) = self.active.as_mut()
+            && let Err(e) = a.file.sync()
+        {
+            let err = SpoolError::io("fsync segment", &a.path, e);
+            self.poison(&err);
+            return;
         }
         self.unsynced = false;
         self.last_sync = Instant::now();
