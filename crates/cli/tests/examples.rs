@@ -127,27 +127,9 @@ fn take_unix_timestamp(payload: &mut Value, key: &str, from: u64, to: u64) {
     assert!(from <= t && t <= to, "{key} {t} not in [{from}, {to}]");
 }
 
-/// JSON equality, except that numbers with a fraction may differ in their last bit:
-/// mqlink parses payloads with serde_json's default float parser (no `float_roundtrip`),
-/// which can be one ULP off (Zuul's `enqueue_time` 1524801093.5689101 comes back as
-/// 1524801093.56891).
+/// Exact JSON equality: payloads keep every number exactly (serde_json `float_roundtrip`).
 fn assert_json_eq(got: &Value, want: &Value, what: &str) {
-    fn close(a: &Value, b: &Value) -> bool {
-        match (a, b) {
-            (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-                x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs())
-            }
-            (Value::Array(x), Value::Array(y)) => {
-                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| close(a, b))
-            }
-            (Value::Object(x), Value::Object(y)) => {
-                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
-            }
-            _ => a == b,
-        }
-    }
-    assert!(close(got, want), "{what}:\n got: {got}\nwant: {want}");
+    assert_eq!(got, want, "{what}");
 }
 
 fn post_ok(d: &Daemon, event: &str, body: &Value) {

@@ -337,6 +337,28 @@ mod tests {
     }
 
     #[test]
+    fn payload_keeps_field_order_and_exact_numbers() {
+        let r = router(
+            "routes:\n  - {match: ['*'], topic: t}\n  - {match: ['*'], topic: u, payload: {event_field: e}}\n",
+        );
+        let Value::Object(m) =
+            serde_json::from_str(r#"{"z":1,"a":1524801093.5689101,"m":[3,2]}"#).unwrap()
+        else {
+            panic!()
+        };
+        let mut out = vec![];
+        r.route(&Event::new("x", m, Source::Api), &mut out).unwrap();
+        assert_eq!(
+            &out[0].payload[..],
+            br#"{"z":1,"a":1524801093.5689101,"m":[3,2]}"#
+        );
+        assert_eq!(
+            &out[1].payload[..],
+            br#"{"z":1,"a":1524801093.5689101,"m":[3,2],"e":"x"}"#
+        );
+    }
+
+    #[test]
     fn unmatched_event_is_no_route() {
         let r = router("routes:\n  - {match: [A], topic: a}\n");
         assert_eq!(
