@@ -6,6 +6,7 @@ pub mod connector;
 pub mod event;
 pub mod link;
 pub mod mqtt;
+pub mod observe;
 pub mod publish;
 pub mod record;
 pub mod sink;

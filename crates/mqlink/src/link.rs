@@ -26,6 +26,7 @@ use crate::config::{self, Config};
 use crate::event::{Event, Source};
 use crate::mqtt::client::{self, Client, ClientError, Deliveries, EventLoop};
 use crate::mqtt::codec::{Publish, QoS};
+use crate::observe::{Facts, Observer, TopicTracker};
 use crate::publish::ingest::{Accepted, Ingest, IngestError};
 use crate::publish::publisher::{DeadLetter, PublishStats, Publisher};
 use crate::publish::router::Router;
@@ -101,6 +102,7 @@ pub struct Link {
     handlers: Handlers,
     stats: Arc<PublishStats>,
     dead_letter: Arc<DeadLetter>,
+    topics: Arc<TopicTracker>,
 }
 
 /// The futures that make a [`Link`] work: the connection, the publisher and the
@@ -135,13 +137,15 @@ impl Link {
         let ingest = Ingest::new(router, spool.clone());
         let stats = Arc::new(PublishStats::default());
         let dead_letter = Arc::new(DeadLetter::new(dir.join("dead-letter.jsonl")));
+        let topics = Arc::new(TopicTracker::default());
         let publisher = Publisher::new(
             spool,
             client.clone(),
             dead_letter.clone(),
             stats.clone(),
             PUBLISH_WINDOW,
-        );
+        )
+        .with_tracker(topics.clone());
         let handlers: Handlers = Arc::default();
         Ok((
             Link {
@@ -150,6 +154,7 @@ impl Link {
                 handlers: handlers.clone(),
                 stats,
                 dead_letter,
+                topics,
             },
             LinkTasks {
                 event_loop,
@@ -231,6 +236,23 @@ impl Link {
     /// The dead-letter file.
     pub fn dead_letter(&self) -> &Arc<DeadLetter> {
         &self.dead_letter
+    }
+
+    /// Per-topic counts for the dashboard (fed by the publisher; connectors may share it).
+    pub fn topics(&self) -> &Arc<TopicTracker> {
+        &self.topics
+    }
+
+    /// An [`Observer`] of this link's components, for metrics and status.
+    pub fn observer(&self, facts: Facts) -> Observer {
+        Observer::new(
+            facts,
+            self.client.link(),
+            self.ingest.stats().clone(),
+            self.stats.clone(),
+            self.ingest.spool().clone(),
+            self.topics.clone(),
+        )
     }
 }
 

@@ -18,11 +18,16 @@ use mqlink::build;
 use mqlink::config::{self, BrokerTarget, Config};
 use mqlink::connector::Connector;
 use mqlink::link::Link;
+use mqlink::mqtt::client::LinkState;
 use mqlink::mqtt::state::Verdict;
+use mqlink::observe::{ConnectorView, Facts, Observer};
 use mqlink::publish::router::Router;
 use mqlink::source::poll::Poller;
 use mqlink::source::{http, stdin};
+use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::io::BufReader;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::embedded::{EmbeddedBroker, EmbeddedOptions};
@@ -130,7 +135,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stop_link = CancellationToken::new();
     let mut link_task = tokio::spawn(tasks.run(stop_link.clone()));
 
+    let observer = Arc::new(link.observer(Facts::of(&config)));
+    let mut parts = Parts::default();
+    parts.apply(&config, connectors, &link, &observer)?;
+    // Count connections for the reconnects metric.
+    {
+        let observer = observer.clone();
+        let mut watch = link.client().link();
+        tokio::spawn(async move {
+            loop {
+                if matches!(&*watch.borrow_and_update(), LinkState::Connected { .. }) {
+                    observer.connected();
+                }
+                if watch.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let stop_sources = CancellationToken::new();
+    // The HTTP API outlives the other sources at shutdown: while the spool drains it keeps
+    // answering, with 503 for new events and for /readyz.
+    let stop_http = CancellationToken::new();
     let mut http_task = None;
     if let Some(h) = &config.sources.http {
         let listener = tokio::net::TcpListener::bind(h.listen)
@@ -138,7 +164,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("HTTP API cannot listen on {}", h.listen))?;
         let router = http::router(
             link.ingest().clone(),
-            link.client().link(),
+            observer.clone(),
             http::HttpOptions {
                 tokens: h.tokens.iter().map(|t| t.expose().to_string()).collect(),
                 max_body: h.max_body,
@@ -149,7 +175,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         http_task = Some(tokio::spawn(http::serve(
             listener,
             router,
-            stop_sources.clone(),
+            stop_http.clone(),
         )));
     }
     let mut stdin_task = config.sources.stdin.then(|| {
@@ -159,88 +185,45 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stop_sources.clone(),
         ))
     });
-    let mut pollers = Vec::new();
-    for (i, p) in config.sources.poll.iter().enumerate() {
-        let poller = Poller::new(i, p, link.ingest().clone()).map_err(|e| usage(e.to_string()))?;
-        pollers.push(tokio::spawn(poller.run(stop_sources.clone())));
-    }
-    // Connectors are independent of the publish path; each restarts with backoff when it
-    // stops on an error (a sink that cannot be opened yet, a refused subscription).
-    let stop_connectors = CancellationToken::new();
-    let mut connector_tasks = Vec::new();
-    for (cfg, first) in connectors {
-        let stop = stop_connectors.clone();
-        let broker = config.broker.clone();
-        connector_tasks.push(tokio::spawn(async move {
-            let mut next = Some(first);
-            let mut attempt = 0u32;
-            loop {
-                let connector = match next.take() {
-                    Some(c) => c,
-                    None => match Connector::new(&cfg, &broker) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::error!(connector = %cfg.name, error = %e, "connector cannot be rebuilt");
-                            return;
-                        }
-                    },
-                };
-                match connector.run(stop.clone()).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        let delay = mqlink::mqtt::client::backoff(attempt, Duration::from_secs(1), Duration::from_secs(60));
-                        attempt = attempt.saturating_add(1);
-                        tracing::error!(connector = %cfg.name, error = %e, retry_in = ?delay, "connector stopped; restarting");
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    let only_stdin = http_task.is_none()
-        && stdin_task.is_some()
-        && pollers.is_empty()
-        && connector_tasks.is_empty();
+    let only_stdin = http_task.is_none() && stdin_task.is_some() && parts.is_empty();
     tracing::info!(broker = %build::broker_url(&config.broker), spool = %config.spool.dir.display(), routes = config.routes.len(), "mqlink running");
 
     let mut failure = None;
-    tokio::select! {
-        _ = crate::cmd::terminated() => tracing::info!("stop requested; draining"),
-        r = async { stdin_task.as_mut().expect("guarded").await }, if only_stdin => {
-            stdin_task = None;
-            if let Ok(s) = r {
-                tracing::info!(accepted = s.accepted, refused = s.refused, "end of stdin; draining");
+    let mut hangups = hangups();
+    loop {
+        tokio::select! {
+            _ = crate::cmd::terminated() => { tracing::info!("stop requested; draining"); break; }
+            _ = hangups.recv() => {
+                reload(args.config.as_ref(), &mut config, &mut parts, &link, &observer);
+                continue;
             }
-        }
-        r = async { http_task.as_mut().expect("guarded").await }, if http_task.is_some() => {
-            http_task = None;
-            failure = Some(anyhow!("HTTP API stopped: {r:?}"));
-        }
-        _ = &mut link_task => {
-            failure = Some(anyhow!("the MQTT connection task stopped unexpectedly"));
+            r = async { stdin_task.as_mut().expect("guarded").await }, if only_stdin => {
+                stdin_task = None;
+                if let Ok(s) = r {
+                    tracing::info!(accepted = s.accepted, refused = s.refused, "end of stdin; draining");
+                }
+                break;
+            }
+            r = async { http_task.as_mut().expect("guarded").await }, if http_task.is_some() => {
+                http_task = None;
+                failure = Some(anyhow!("HTTP API stopped: {r:?}"));
+                break;
+            }
+            _ = &mut link_task => {
+                failure = Some(anyhow!("the MQTT connection task stopped unexpectedly"));
+                break;
+            }
         }
     }
 
-    // 1. Sources stop accepting.
+    // 1. Sources stop accepting (HTTP answers 503 from here on).
     link.ingest().stop_accepting();
     stop_sources.cancel();
-    if let Some(t) = http_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
     if let Some(t) = stdin_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
     }
-    for t in pollers {
-        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
-    }
-    // Connectors stop without acknowledging what their sinks do not have yet.
-    stop_connectors.cancel();
-    for t in connector_tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
+    // Pollers stop; connectors stop without acknowledging what their sinks do not have yet.
+    parts.stop_all().await;
     // 2. Drain the spool until empty or the deadline. Polling the spool's counter is the
     //    simplest honest signal here; 20 ms costs nothing at shutdown.
     let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
@@ -269,7 +252,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    // 4. Disconnect, checkpoint, stop the broker.
+    // 4. Stop HTTP, disconnect, checkpoint, stop the broker.
+    stop_http.cancel();
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     stop_link.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), link_task).await;
     drop(link);
@@ -284,4 +271,256 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// SIGHUP as a stream of signals (never fires where there is no SIGHUP).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    fingerprint: String,
+    view: Option<ConnectorView>,
+}
+
+/// The parts a reload may replace: connectors and pollers. Routes live in the ingest's
+/// router; the broker connection, spool and HTTP listener need a restart.
+#[derive(Default)]
+struct Parts {
+    connectors: HashMap<String, Running>,
+    pollers: Vec<Running>,
+    poll_stats: Vec<Arc<mqlink::source::poll::PollStats>>,
+}
+
+impl Parts {
+    fn is_empty(&self) -> bool {
+        self.connectors.is_empty() && self.pollers.is_empty()
+    }
+
+    /// Start what `config` describes; keep connectors whose config did not change.
+    fn apply(
+        &mut self,
+        config: &Config,
+        built: Vec<(mqlink::config::Connector, Connector)>,
+        link: &Link,
+        observer: &Arc<Observer>,
+    ) -> anyhow::Result<()> {
+        // Pollers are cheap to restart: replace them all.
+        let mut pollers = Vec::new();
+        let mut poll_stats = Vec::new();
+        for (i, p) in config.sources.poll.iter().enumerate() {
+            let poller =
+                Poller::new(i, p, link.ingest().clone()).map_err(|e| usage(e.to_string()))?;
+            poll_stats.push(poller.stats());
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(poller.run(stop.clone()));
+            pollers.push(Running {
+                stop,
+                task,
+                fingerprint: String::new(),
+                view: None,
+            });
+        }
+        for old in std::mem::replace(&mut self.pollers, pollers) {
+            old.stop.cancel();
+        }
+        self.poll_stats = poll_stats;
+
+        let mut next = HashMap::new();
+        for (cfg, connector) in built {
+            // Debug output is a stable fingerprint of the validated section (secrets
+            // print as <redacted>, so a changed secret alone is not noticed: documented).
+            let fingerprint = format!("{cfg:?}");
+            if let Some(old) = self.connectors.remove(&cfg.name) {
+                if old.fingerprint == fingerprint && !old.task.is_finished() {
+                    next.insert(cfg.name.clone(), old);
+                    continue;
+                }
+                tracing::info!(connector = %cfg.name, "connector changed; restarting it");
+                old.stop.cancel();
+            }
+            let connector = connector.with_tracker(link.topics().clone());
+            let view = ConnectorView {
+                name: cfg.name.clone(),
+                sink: sink_name(&cfg.sink),
+                stats: connector.stats(),
+            };
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(supervise(
+                cfg.clone(),
+                config.broker.clone(),
+                connector,
+                link.topics().clone(),
+                stop.clone(),
+            ));
+            next.insert(
+                cfg.name.clone(),
+                Running {
+                    stop,
+                    task,
+                    fingerprint,
+                    view: Some(view),
+                },
+            );
+        }
+        for (name, old) in self.connectors.drain() {
+            tracing::info!(connector = %name, "connector removed; stopping it");
+            old.stop.cancel();
+        }
+        self.connectors = next;
+        let views = self
+            .connectors
+            .values()
+            .filter_map(|r| r.view.clone())
+            .collect();
+        observer.set_parts(Facts::of(config), views, self.poll_stats.clone());
+        Ok(())
+    }
+
+    async fn stop_all(&mut self) {
+        for r in self.pollers.iter().chain(self.connectors.values()) {
+            r.stop.cancel();
+        }
+        for r in self
+            .pollers
+            .drain(..)
+            .chain(self.connectors.drain().map(|(_, r)| r))
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(5), r.task).await;
+        }
+    }
+}
+
+fn sink_name(sink: &mqlink::config::Sink) -> String {
+    use mqlink::config::Sink;
+    match sink {
+        Sink::Stdout => "stdout".into(),
+        Sink::File { path, .. } => format!("file {}", path.display()),
+        Sink::Http { url, .. } => format!("http {url}"),
+        Sink::Nats { url, jetstream, .. } => {
+            format!("nats {url}{}", if *jetstream { " (JetStream)" } else { "" })
+        }
+        Sink::Mqtt { url, .. } => format!("mqtt {url}"),
+    }
+}
+
+/// Run a connector; when it stops on an error (a sink that cannot be opened yet, a refused
+/// subscription), rebuild and restart it with backoff until `stop`.
+async fn supervise(
+    cfg: mqlink::config::Connector,
+    broker: mqlink::config::Broker,
+    first: Connector,
+    topics: Arc<mqlink::observe::TopicTracker>,
+    stop: CancellationToken,
+) {
+    let mut next = Some(first);
+    let mut attempt = 0u32;
+    loop {
+        let connector = match next.take() {
+            Some(c) => c,
+            None => match Connector::new(&cfg, &broker) {
+                Ok(c) => c.with_tracker(topics.clone()),
+                Err(e) => {
+                    tracing::error!(connector = %cfg.name, error = %e, "connector cannot be rebuilt");
+                    return;
+                }
+            },
+        };
+        match connector.run(stop.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                let delay = mqlink::mqtt::client::backoff(
+                    attempt,
+                    Duration::from_secs(1),
+                    Duration::from_secs(60),
+                );
+                attempt = attempt.saturating_add(1);
+                tracing::error!(connector = %cfg.name, error = %e, retry_in = ?delay, "connector stopped; restarting");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP: load the file again; apply it only if it validates. Routes, pollers and
+/// connectors change in place; spooled and in-flight messages are untouched.
+fn reload(
+    path: Option<&PathBuf>,
+    current: &mut Config,
+    parts: &mut Parts,
+    link: &Link,
+    observer: &Arc<Observer>,
+) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP ignored: mqlink runs without a config file");
+        return;
+    };
+    let mut next = match load(Some(path)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload refused; the running config stays");
+            return;
+        }
+    };
+    // Keep what a reload cannot change, and say so.
+    if format!("{:?}", next.broker) != format!("{:?}", current.broker)
+        || next.spool.dir != current.spool.dir
+        || format!("{:?}", next.sources.http) != format!("{:?}", current.sources.http)
+    {
+        tracing::warn!(
+            "changes to broker, spool or sources.http need a restart; they are ignored by this reload"
+        );
+    }
+    next.broker = current.broker.clone();
+    next.spool = current.spool.clone();
+    next.sources.http = current.sources.http.clone();
+    let router = match Router::new(&next) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload refused; the running config stays");
+            return;
+        }
+    };
+    let built = match next
+        .connectors
+        .iter()
+        .map(|c| Connector::new(c, &next.broker).map(|k| (c.clone(), k)))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload refused; the running config stays");
+            return;
+        }
+    };
+    link.ingest().set_router(router);
+    if let Err(e) = parts.apply(&next, built, link, observer) {
+        tracing::error!(error = %e, "config reload: sources could not be restarted");
+    }
+    tracing::info!(
+        routes = next.routes.len(),
+        connectors = next.connectors.len(),
+        polls = next.sources.poll.len(),
+        "config reloaded"
+    );
+    *current = next;
 }

@@ -311,6 +311,20 @@ impl Daemon {
         }
     }
 
+    /// Send SIGHUP (reload the config file, which the test may have rewritten).
+    pub fn hangup(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let _ = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status();
+    }
+
+    /// Replace the config file (for a reload).
+    pub fn write_config(&mut self, config: &str) {
+        self.config = config.to_string();
+        std::fs::write(self.dir.path().join("mqlink.yaml"), config).unwrap();
+    }
+
     /// SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");

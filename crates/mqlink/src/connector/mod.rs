@@ -43,6 +43,7 @@ use crate::config::{self, RecordFormat};
 use crate::mqtt::client::{self, Client, ClientClosed, ClientError, Deliveries, MqttOptions};
 use crate::mqtt::codec::Publish;
 use crate::mqtt::state::{AckToken, Delivery};
+use crate::observe::{Dir, TopicTracker};
 use crate::record;
 use crate::sink::{self, Body, OpenError, Record, Sink, SinkError};
 use crate::transform::{self, Chain, CompileError};
@@ -99,6 +100,7 @@ pub struct Connector {
     opts: MqttOptions,
     chain: Chain,
     stats: Arc<ConnectorStats>,
+    tracker: Option<Arc<TopicTracker>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -137,6 +139,7 @@ impl Connector {
             opts: build::connector_options(cfg, broker),
             chain,
             stats: Arc::new(ConnectorStats::default()),
+            tracker: None,
         })
     }
 
@@ -145,6 +148,17 @@ impl Connector {
     pub fn with_mqtt_options(mut self, opts: MqttOptions) -> Connector {
         self.opts = opts;
         self
+    }
+
+    /// Also count received messages per topic (for the dashboard).
+    pub fn with_tracker(mut self, tracker: Arc<TopicTracker>) -> Connector {
+        self.tracker = Some(tracker);
+        self
+    }
+
+    /// The name of the connector.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
     }
 
     /// The engine options the connector will use.
@@ -195,6 +209,7 @@ impl Connector {
             dead_letter,
             broker_url: self.opts.url.to_string(),
             shutdown: shutdown.clone(),
+            tracker: self.tracker.clone(),
         };
         let work = async {
             let res = worker.work(deliveries).await;
@@ -228,6 +243,7 @@ struct Worker<'a> {
     dead_letter: Option<DeadLetter>,
     broker_url: String,
     shutdown: CancellationToken,
+    tracker: Option<Arc<TopicTracker>>,
 }
 
 /// Shutdown was requested while work was pending.
@@ -296,6 +312,11 @@ impl Worker<'_> {
     /// Format, transform, deliver and acknowledge one batch of messages.
     async fn handle(&mut self, batch: &mut Vec<Delivery>) -> Result<(), Stop> {
         ConnectorStats::add(&self.stats.records_in, batch.len() as u64);
+        if let Some(t) = &self.tracker {
+            for d in batch.iter() {
+                t.record(Dir::In, &d.publish.topic, &d.publish.payload);
+            }
+        }
         let mut records: Vec<Record> = Vec::with_capacity(batch.len());
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
         for d in batch.drain(..) {

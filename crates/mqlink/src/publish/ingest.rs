@@ -83,7 +83,7 @@ struct Inner {
     router: RwLock<Arc<Router>>,
     spool: Spool,
     accepting: AtomicBool,
-    stats: IngestStats,
+    stats: Arc<IngestStats>,
 }
 
 /// Shared entry point of all sources. Cheap to clone.
@@ -100,7 +100,7 @@ impl Ingest {
                 router: RwLock::new(Arc::new(router)),
                 spool,
                 accepting: AtomicBool::new(true),
-                stats: IngestStats::default(),
+                stats: Arc::default(),
             }),
         }
     }
@@ -131,7 +131,7 @@ impl Ingest {
     }
 
     /// Counters.
-    pub fn stats(&self) -> &IngestStats {
+    pub fn stats(&self) -> &Arc<IngestStats> {
         &self.inner.stats
     }
 

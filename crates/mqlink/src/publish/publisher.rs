@@ -10,11 +10,13 @@
 //!
 //! Connection loss decides nothing: the engine resends after reconnecting, in order.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::message::{OutMessage, epoch_ms};
 use crate::mqtt::client::{Client, reason_name};
 use crate::mqtt::state::Verdict;
+use crate::observe::{Dir, LatencyHistogram, TopicTracker};
 
 /// Counters of the publishing side.
 #[derive(Debug, Default)]
@@ -40,11 +43,10 @@ pub struct PublishStats {
     pub rejected: AtomicU64,
     /// Spool records that could not be decoded (dead-lettered).
     pub undecodable: AtomicU64,
-    /// Sum of accept→ack latencies in ms, and their count (for a mean; a histogram lives
-    /// in the metrics layer).
-    pub latency_ms_sum: AtomicU64,
-    /// Number of latency samples.
-    pub latency_count: AtomicU64,
+    /// Messages the broker refused, by MQTT 5 reason code.
+    pub rejected_by_code: Mutex<BTreeMap<u8, u64>>,
+    /// Accept → broker acknowledgement latency.
+    pub latency: LatencyHistogram,
 }
 
 /// Why the publisher stopped on its own.
@@ -117,6 +119,7 @@ pub struct Publisher {
     dead: Arc<DeadLetter>,
     stats: Arc<PublishStats>,
     window: usize,
+    tracker: Option<Arc<TopicTracker>>,
 }
 
 impl Publisher {
@@ -134,7 +137,14 @@ impl Publisher {
             dead,
             stats,
             window: window.max(1),
+            tracker: None,
         }
+    }
+
+    /// Also count acknowledged messages per topic (for the dashboard).
+    pub fn with_tracker(mut self, tracker: Arc<TopicTracker>) -> Publisher {
+        self.tracker = Some(tracker);
+        self
     }
 
     /// Run until `stop` is cancelled. Records without a verdict stay in the spool.
@@ -195,13 +205,22 @@ impl Publisher {
                 self.spool.ack(id);
                 self.stats.acknowledged[msg.qos as usize].fetch_add(1, Ordering::Relaxed);
                 let now = epoch_ms(SystemTime::now());
-                self.stats
-                    .latency_ms_sum
-                    .fetch_add(now.saturating_sub(msg.accepted_at_ms), Ordering::Relaxed);
-                self.stats.latency_count.fetch_add(1, Ordering::Relaxed);
+                self.stats.latency.observe(Duration::from_millis(
+                    now.saturating_sub(msg.accepted_at_ms),
+                ));
+                if let Some(t) = &self.tracker {
+                    t.record(Dir::Out, &msg.topic, &msg.payload);
+                }
             }
             Verdict::Rejected { code, reason } => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .stats
+                    .rejected_by_code
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(code)
+                    .or_default() += 1;
                 let (payload, encoding) = payload_json(&msg.payload);
                 let entry = json!({
                     "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),

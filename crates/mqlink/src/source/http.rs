@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, Source};
 use crate::mqtt::client::LinkState;
+use crate::observe::Observer;
 use crate::publish::ingest::{Ingest, IngestError};
 
 /// Settings of the HTTP source.
@@ -61,6 +62,7 @@ struct App {
     ingest: Ingest,
     link: watch::Receiver<LinkState>,
     opts: Arc<HttpOptions>,
+    observer: Arc<Observer>,
 }
 
 /// A JSON API error.
@@ -119,22 +121,26 @@ impl From<IngestError> for ApiError {
 }
 
 /// Build the router (exposed for tests and embedding).
-pub fn router(ingest: Ingest, link: watch::Receiver<LinkState>, opts: HttpOptions) -> Router {
+pub fn router(ingest: Ingest, observer: Arc<Observer>, opts: HttpOptions) -> Router {
     let timeout = opts.request_timeout;
     let app = App {
         ingest,
-        link,
+        link: observer.link(),
         opts: Arc::new(opts),
+        observer,
     };
     let api = Router::new()
         .route("/v1/events/{event}", post(post_event))
         .route("/v1/events", post(post_events))
         .route("/v1/publish", post(post_publish))
+        .route("/v1/status", get(status))
+        .route("/v1/stream", get(stream))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .merge(api)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -190,13 +196,20 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     if app.opts.tokens.is_empty() {
         return next.run(req).await;
     }
+    // EventSource cannot send headers, so `?token=` is accepted too (for /v1/stream).
+    let from_query = req
+        .uri()
+        .query()
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
+        .map(|(_, v)| v.into_owned());
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = presented.is_some_and(|p| {
+        .map(|t| t.trim().to_string())
+        .or(from_query);
+    let ok = presented.as_deref().is_some_and(|p| {
         // Check every token, so timing does not reveal which one matched.
         app.opts
             .tokens
@@ -482,6 +495,66 @@ async fn post_publish(
     }
     let a = app.ingest.publish_raw(&topic, payload, qos, retain).await?;
     Ok(accepted(json!({"id": a.first_id})))
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let body = crate::observe::render_metrics(&app.observer);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(State(app): State<App>) -> Response {
+    Json(app.observer.status(app.ingest.is_accepting())).into_response()
+}
+
+/// Server-sent events for the dashboard: `status` every second, `topics` (what changed)
+/// every 500 ms. A viewer is registered while the stream is open.
+async fn stream(State(app): State<App>) -> Response {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    use futures_util::StreamExt;
+    struct St {
+        tick: u64,
+        seen: u64,
+        _viewer: crate::observe::Viewer,
+    }
+    let st = St {
+        tick: 0,
+        seen: 0,
+        _viewer: app.observer.topics.viewer(),
+    };
+    let s = futures_util::stream::unfold((st, app), |(mut st, app)| async move {
+        if st.tick > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut events = Vec::with_capacity(2);
+        if st.tick % 2 == 0 {
+            let status = app.observer.status(app.ingest.is_accepting());
+            events.push(Sse::default().event("status").data(status.to_string()));
+        }
+        let (changed, seq) = app.observer.topics.changes_since(st.seen);
+        if st.tick == 0 || !changed.is_empty() {
+            events.push(
+                Sse::default()
+                    .event("topics")
+                    .data(Value::Array(changed).to_string()),
+            );
+        }
+        st.seen = seq;
+        st.tick += 1;
+        Some((events, (st, app)))
+    })
+    .flat_map(|events| {
+        futures_util::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>))
+    });
+    axum::response::sse::Sse::new(s)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn readyz(State(app): State<App>) -> Response {
