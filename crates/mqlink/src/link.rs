@@ -188,6 +188,12 @@ impl Link {
     /// broker is acknowledged once every matching subscription has taken the message (a
     /// full receiver slows the connection down; nothing is dropped).
     ///
+    /// Several handlers on the same filter share one broker subscription and each get every
+    /// message once. With *overlapping* filters (`a/#` and `a/+`) a broker may send one copy
+    /// per matching subscription, and each copy reaches every matching handler: delivery is
+    /// at least once, so such handlers can see duplicates (MQTT 5 subscription identifiers
+    /// would let mqlink route each copy exactly; not done yet).
+    ///
     /// # Errors
     /// An invalid filter, the broker refusing it, the link having stopped.
     pub async fn subscribe(

@@ -1,13 +1,13 @@
 //! Configuration: a YAML or TOML file → a validated [`Config`].
 //!
 //! The pipeline, one file per step:
-//! 1. [`yaml_tree`] / [`toml_tree`]: parse the text (format by file extension) into a
-//!    spanned [`node`] tree in which every value and key knows its line and column;
-//! 2. [`env`]: `${VAR}` / `${VAR:-default}` substitution inside string values;
-//! 3. [`de`] + [`raw`]: deserialize the tree into serde structs with
+//! 1. `yaml_tree` / `toml_tree`: parse the text (format by file extension) into a
+//!    spanned `node` tree in which every value and key knows its line and column;
+//! 2. `env`: `${VAR}` / `${VAR:-default}` substitution inside string values;
+//! 3. `de` + `raw`: deserialize the tree into serde structs with
 //!    `deny_unknown_fields` (unknown keys are errors), tracking the key path with
 //!    `serde_path_to_error`;
-//! 4. [`validate`]: defaults and cross-field rules into the [`types`] callers use; reads
+//! 4. `validate`: defaults and cross-field rules into the `types` callers use; reads
 //!    `password_file`s and checks referenced input files exist, nothing else.
 //!
 //! Every error is a [`ConfigError`] naming file, line, column and key path:
