@@ -263,3 +263,55 @@ fn bad_config_exits_2_with_file_line_and_key() {
         }
     }
 }
+
+#[test]
+fn a_broker_rejection_is_dead_lettered_counted_and_does_not_block_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite ok/#\n").unwrap();
+    let broker = Mosquitto::start(MosquittoOptions {
+        extra_config: vec![format!("acl_file {}", acl.display())],
+        ..MosquittoOptions::default()
+    });
+    let sub = MosquittoSub::start_ready(&broker.client_args(), &["-t", "ok/#", "-v"], "ok/probe");
+    let d = Daemon::start(&format!(
+        "broker: {{url: '{}'}}\nroutes:\n  - {{match: ['*'], topic: '{{zone}}/{{event}}'}}\n",
+        broker.url()
+    ));
+    assert_eq!(d.post("/v1/events/e1", r#"{"zone":"denied","n":1}"#).0, 202);
+    assert_eq!(d.post("/v1/events/e2", r#"{"zone":"ok","n":2}"#).0, 202);
+    assert_eq!(sub.wait_for_lines(1, T), [r#"ok/e2 {"zone":"ok","n":2}"#]);
+    let dead = d.dir.path().join("spool").join("dead-letter.jsonl");
+    assert!(
+        wait_until(Instant::now() + T, || dead.exists()),
+        "{}",
+        d.log()
+    );
+    let entry: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&dead)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(entry["topic"], "denied/e1");
+    assert_eq!(entry["code"], 0x87);
+    assert_eq!(entry["reason"], "not authorized");
+    assert_eq!(entry["payload"], r#"{"zone":"denied","n":1}"#);
+    let (_, metrics) = http(d.http_port, "GET", "/metrics", &[], b"");
+    assert!(
+        metrics.contains(r#"mqlink_broker_rejections_total{reason_code="0x87"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        d.log().contains("broker rejected a message"),
+        "logged with topic and reason"
+    );
+    let (_, ready) = http(d.http_port, "GET", "/readyz", &[], b"");
+    assert_eq!(
+        json_body(&ready)["spool"]["records"],
+        0,
+        "nothing stuck in the spool"
+    );
+}
