@@ -2,7 +2,9 @@
 # Runs every test in the workspace against real peers.
 #
 # 1. Installs the peers the tests start privately (Mosquitto, its CLI clients, NATS) with
-#    apt-get when they are missing, and paho-mqtt for Python-driven tests.
+#    apt-get when they are missing, paho-mqtt for Python-driven tests, and for the
+#    dashboard's browser test Debian's chromium, Node.js/npm and playwright-core (npm ci in
+#    crates/cli/tests/browser; it drives /usr/bin/chromium and downloads no browser).
 # 2. Fails loudly if any of them is still missing: tests never skip for a missing peer.
 # 3. Runs all tests (cargo-nextest when installed, else cargo test), then the doctests,
 #    which nextest does not run. Both always run; the exit status is non-zero if either
@@ -30,6 +32,9 @@ required=(
     mosquitto_pub:mosquitto-clients
     nats-server:nats-server
     python3:python3
+    chromium:chromium
+    node:nodejs
+    npm:npm
 )
 
 missing_packages() {
@@ -80,6 +85,12 @@ if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
     fi
 fi
 
+browser_dir=crates/cli/tests/browser
+if command -v npm >/dev/null 2>&1 && [[ ! -f $browser_dir/node_modules/playwright-core/package.json ]]; then
+    echo "installing playwright-core for the dashboard browser test (npm ci in $browser_dir)"
+    (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+fi
+
 # 2. Verify, loudly.
 status=0
 for entry in "${required[@]}"; do
@@ -92,6 +103,10 @@ for entry in "${required[@]}"; do
 done
 if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
     echo "error: python3 cannot import paho.mqtt (pip package 'paho-mqtt')" >&2
+    status=1
+fi
+if [[ ! -f $browser_dir/node_modules/playwright-core/package.json ]]; then
+    echo "error: playwright-core is not installed in $browser_dir (npm ci failed?)" >&2
     status=1
 fi
 if [[ $status -ne 0 ]]; then
