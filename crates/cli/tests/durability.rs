@@ -168,7 +168,8 @@ fn kill_9_twenty_times_under_load_loses_no_accepted_event() {
     );
     let want: HashSet<String> = confirmed
         .iter()
-        .map(|n| format!("{{\"check\":\"payload-{n}\",\"n\":{n}}}"))
+        // Payloads keep the posted field order.
+        .map(|n| format!("{{\"n\":{n},\"check\":\"payload-{n}\"}}"))
         .collect();
     let complete = wait_until(Instant::now() + Duration::from_secs(60), || {
         let got: HashSet<String> = sub.lines().into_iter().collect();

@@ -91,3 +91,50 @@ fn a_bad_jq_expression_is_a_config_error_with_its_location() {
         "{err}"
     );
 }
+
+#[test]
+fn stdin_json_lines_are_published_bad_lines_named_and_eof_drains_and_exits_0() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let sub = mqlink_testkit::MosquittoSub::start_ready(
+        &broker.client_args(),
+        &["-t", "in/#", "-v", "-q", "1"],
+        "in/probe",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stdin.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "broker: {{url: '{}'}}\nspool: {{dir: '{}'}}\nsources:\n  http: {{enabled: false}}\n  stdin: {{enabled: true}}\nroutes:\n  - {{match: ['*'], topic: 'in/{{event}}'}}\n",
+            broker.url(),
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let mut child = mqlink()
+        .args(["run", "-c", path.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"event\":\"a\",\"n\":1}\nnot json\n{\"n\":2}\n\n{\"event\":\"b\",\"n\":3}\n")
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        sub.wait_for_lines(2, T),
+        [r#"in/a {"n":1}"#, r#"in/b {"n":3}"#]
+    );
+    assert!(
+        log.contains("line=2") && log.contains("not valid JSON"),
+        "{log}"
+    );
+    assert!(
+        log.contains("line=3") && log.contains("missing \"event\""),
+        "{log}"
+    );
+}
