@@ -83,9 +83,9 @@ impl LatencyHistogram {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
     /// Published by mqlink (acknowledged by the broker).
-    Out,
+    Out = 0,
     /// Received by a connector.
-    In,
+    In = 1,
 }
 
 /// Most topics the dashboard tracks; further topics are counted under `(other topics)`.
@@ -114,7 +114,15 @@ pub struct TopicTracker {
 struct Topics {
     /// Bumped on every record; each viewer asks for what changed since the seq it saw.
     seq: u64,
-    map: HashMap<String, TopicEntry>,
+    /// One map per direction, so a topic mqlink publishes and a connector also receives
+    /// is counted once each way.
+    maps: [HashMap<String, TopicEntry>; 2],
+}
+
+impl Topics {
+    fn len(&self) -> usize {
+        self.maps[0].len() + self.maps[1].len()
+    }
 }
 
 /// Keeps a dashboard viewer registered while alive.
@@ -134,8 +142,9 @@ impl TopicTracker {
         let mut guard = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         guard.seq += 1;
         let seq = guard.seq;
-        let map = &mut guard.map;
-        let key = if map.contains_key(topic) || map.len() < MAX_TOPICS {
+        let total = guard.len();
+        let map = &mut guard.maps[dir as usize];
+        let key = if map.contains_key(topic) || total < MAX_TOPICS {
             topic
         } else {
             OTHER
@@ -169,7 +178,7 @@ impl TopicTracker {
     pub fn changes_since(&self, since: u64) -> (Vec<Value>, u64) {
         let guard = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
-        for (topic, e) in guard.map.iter() {
+        for (topic, e) in guard.maps.iter().flat_map(|m| m.iter()) {
             if e.seq > since {
                 out.push(json!({
                     "topic": topic,
@@ -640,16 +649,38 @@ mod tests {
             MAX_TOPICS + 1,
             "the overflow is one '(other topics)' entry"
         );
-        assert!(t.changes_since(seq).0.is_empty());
-        t.record(Dir::In, "t/1", "é".repeat(600).as_bytes());
+        assert!(t.changes_since(seq).0.is_empty(), "nothing changed since");
+        t.record(Dir::Out, "t/1", b"y");
         let (c, _) = t.changes_since(seq);
+        assert_eq!(
+            (c.len(), &c[0]["topic"], &c[0]["count"]),
+            (1, &json!("t/1"), &json!(2))
+        );
         assert_eq!(
             t.changes_since(0).0.len(),
             MAX_TOPICS + 1,
             "another viewer still sees everything"
         );
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0]["dir"], "in");
-        assert!(c[0]["last_payload"].as_str().unwrap().len() <= MAX_PAYLOAD_SHOWN);
+    }
+
+    #[test]
+    fn published_and_received_are_counted_apart_and_payloads_are_cut() {
+        let t = Arc::new(TopicTracker::default());
+        t.record(Dir::Out, "a", b"before anyone watched");
+        let _v = t.viewer();
+        t.record(Dir::Out, "a", b"out");
+        t.record(Dir::In, "a", "é".repeat(600).as_bytes());
+        let (mut c, _) = t.changes_since(0);
+        c.sort_by_key(|v| v["dir"].as_str().unwrap().to_string());
+        assert_eq!((&c[0]["dir"], &c[0]["count"]), (&json!("in"), &json!(1)));
+        assert_eq!(
+            (&c[1]["dir"], &c[1]["count"], &c[1]["last_payload"]),
+            (&json!("out"), &json!(2), &json!("out"))
+        );
+        let shown = c[0]["last_payload"].as_str().unwrap();
+        assert!(
+            shown.len() <= MAX_PAYLOAD_SHOWN && shown.starts_with('é'),
+            "cut on a character boundary"
+        );
     }
 }

@@ -141,6 +141,8 @@ pub fn router(ingest: Ingest, observer: Arc<Observer>, opts: HttpOptions) -> Rou
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // The page loads without a token; its API calls carry one when tokens are set.
+        .merge(super::dashboard::router())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
