@@ -421,8 +421,8 @@ async fn sink_outage_holds_acknowledgements_and_loses_nothing() {
     })
     .await;
     assert_eq!(ConnectorStats::get(&second.stats.acked), 0, "acked early");
-    // Keep the outage up for at least 5 s in total, then recover.
-    tokio::time::sleep_until((outage_start + Duration::from_secs(5)).into()).await;
+    // Keep the outage up for 10 s in total (the figure), then recover.
+    tokio::time::sleep_until((outage_start + Duration::from_secs(10)).into()).await;
     assert_eq!(state.accepted(), 0);
     state.failing.store(false, Ordering::SeqCst);
 
