@@ -16,7 +16,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use mqlink_spool::{FsyncPolicy, OnFull, Spool, SpoolError, SpoolOptions};
+use mqlink_spool::{Spool, SpoolError, SpoolOptions};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -74,16 +74,8 @@ pub enum LinkError {
 pub fn spool_options(s: &config::Spool) -> SpoolOptions {
     SpoolOptions {
         max_bytes: s.max_bytes,
-        on_full: match s.on_full {
-            config::OnFull::Reject => OnFull::Reject,
-            config::OnFull::Block => OnFull::Block,
-            config::OnFull::DropOldest => OnFull::DropOldest,
-        },
-        fsync: match s.fsync {
-            config::Fsync::Always => FsyncPolicy::Always,
-            config::Fsync::Interval(d) => FsyncPolicy::Interval(d),
-            config::Fsync::Never => FsyncPolicy::Never,
-        },
+        on_full: s.on_full,
+        fsync: s.fsync,
         // Acks are checkpointed within 25 ms (only when they moved), so a crash re-sends
         // little more than what was in flight; the spool's 1 s default would re-send up to
         // a second of acknowledged traffic.

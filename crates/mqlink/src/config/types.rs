@@ -198,28 +198,12 @@ pub enum QoS {
     ExactlyOnce = 2,
 }
 
-/// What the spool does when it reaches `max_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFull {
-    /// Refuse new events (HTTP 503); the default.
-    Reject,
-    /// Make producers wait.
-    Block,
-    /// Drop the oldest records to make room.
-    DropOldest,
-}
-
-/// When data is flushed to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    /// Before acknowledging (group-committed); the default.
-    Always,
-    /// Periodically (`fsync_interval`, default 1s): faster, loses the last interval on
-    /// power loss.
-    Interval(Duration),
-    /// Leave it to the OS.
-    Never,
-}
+/// What the spool does when it reaches `max_bytes` (`reject` answers HTTP 503, `block`
+/// makes producers wait, `drop_oldest` discards the oldest records, each counted and logged),
+/// and when data reaches the disk (`always`: fsync before accepting, group-committed;
+/// `interval`: at most every `fsync_interval`; `never`: the OS decides). The spool's own
+/// types, so the config and the spool cannot drift apart.
+pub use mqlink_spool::{FsyncPolicy as Fsync, OnFull};
 
 /// The spool section.
 #[derive(Debug, Clone)]
