@@ -80,7 +80,14 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Loaded, SpoolErr
     }
 }
 
-pub(crate) fn store(storage: &dyn Storage, dir: &Path, c: &Checkpoint) -> Result<(), SpoolError> {
+/// Write the checkpoint atomically (temp file + rename). With `durable`, also fsync the
+/// file and the directory, as required before deleting segments it covers.
+pub(crate) fn store(
+    storage: &dyn Storage,
+    dir: &Path,
+    c: &Checkpoint,
+    durable: bool,
+) -> Result<(), SpoolError> {
     let tmp = dir.join(CHECKPOINT_TMP);
     let path = dir.join(CHECKPOINT_FILE);
     match storage.remove(&tmp) {
@@ -93,11 +100,16 @@ pub(crate) fn store(storage: &dyn Storage, dir: &Path, c: &Checkpoint) -> Result
         .map_err(|e| SpoolError::io("create checkpoint", &tmp, e))?;
     f.write_all(&encode(c))
         .map_err(|e| SpoolError::io("write checkpoint", &tmp, e))?;
-    f.sync()
-        .map_err(|e| SpoolError::io("fsync checkpoint", &tmp, e))?;
+    if durable {
+        f.sync()
+            .map_err(|e| SpoolError::io("fsync checkpoint", &tmp, e))?;
+    }
     storage
         .rename(&tmp, &path)
         .map_err(|e| SpoolError::io("rename checkpoint", &path, e))?;
+    if !durable {
+        return Ok(());
+    }
     // Make the rename durable before the caller deletes segments it covers:
     // the checkpoint also carries the id high-water mark once they are gone.
     storage

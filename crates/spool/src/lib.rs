@@ -116,8 +116,14 @@
 //! acknowledged: every id below it is settled; acks above it are kept in a
 //! set until the gap closes. The writer persists the ack point at most every
 //! `checkpoint_interval` (default 1 s), at close, and on [`Spool::checkpoint`]:
-//! write `ack.checkpoint.tmp`, fsync it, rename over `ack.checkpoint`, fsync
-//! the directory (at most once per interval, so cheap). The checkpoint holds
+//! write `ack.checkpoint.tmp` and rename it over `ack.checkpoint`. Only when
+//! segments are about to be deleted is the checkpoint made durable first (fsync
+//! the file before the rename, fsync the directory after): deletion must never
+//! get ahead of a checkpoint that a power loss could take back. Otherwise the
+//! rename alone survives a crash of the process (the page cache outlives it),
+//! and a checkpoint lost to a power cut only causes redelivery; skipping those
+//! two fsyncs keeps a frequent checkpoint from competing with the group-commit
+//! fsync of appends on the same device. The checkpoint holds
 //! the ack point *and* the ids acknowledged out of order above it, so after a
 //! clean close nothing acknowledged is delivered again. Losing or corrupting
 //! the checkpoint (a crash before it is written) only moves the ack point

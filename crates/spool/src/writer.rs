@@ -347,12 +347,20 @@ impl Writer {
             )
         };
         let ack_point = ckpt.ack_point;
-        if let Err(e) = checkpoint::store(&*self.shared.storage, &self.shared.dir, &ckpt) {
+        let active_base = self.active.as_ref().map(|a| a.base);
+        // Durable only when it licenses deleting segments (see the crate docs).
+        let deleting = self
+            .shared
+            .lock()
+            .segments
+            .iter()
+            .any(|s| s.end <= ack_point && Some(s.base) != active_base);
+        if let Err(e) = checkpoint::store(&*self.shared.storage, &self.shared.dir, &ckpt, deleting)
+        {
             tracing::warn!(error = %e, "spool: cannot write ack checkpoint; will retry (a crash now only causes redelivery)");
             return Err(e);
         }
         self.checkpointed_gen = generation;
-        let active_base = self.active.as_ref().map(|a| a.base);
         let doomed: Vec<SegMeta> = {
             let mut st = self.shared.lock();
             let (doomed, keep) = std::mem::take(&mut st.segments)
