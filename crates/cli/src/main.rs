@@ -45,6 +45,8 @@ enum Command {
     Broker(cmd::broker::Args),
     /// Validate a config file and print what it would do, without connecting.
     Check(cmd::check::Args),
+    /// Load generator against any broker: messages/s, latency percentiles, missing messages.
+    Bench(cmd::bench::Args),
 }
 
 fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
             Command::Sub(args) => cmd::subscribe::run(args).await,
             Command::Broker(args) => cmd::broker::run(args).await,
             Command::Check(args) => cmd::check::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
     // Do not wait for blocking stdin readers and the like.

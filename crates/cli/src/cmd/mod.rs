@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod bench;
 pub mod broker;
 pub mod check;
 pub mod publish;
