@@ -18,7 +18,10 @@ const timer = setTimeout(() => {
 
 function pump() {
   while (sent < lines.length && sent - done < window) {
-    client.publish(topic, lines[sent], { qos: Number(qos) }, (err) => {
+    // Count before publishing: MQTT.js may run the callback (and so pump) synchronously.
+    const i = sent;
+    sent += 1;
+    client.publish(topic, lines[i], { qos: Number(qos) }, (err) => {
       done += 1;
       if (err) failed += 1;
       if (done === lines.length) {
@@ -28,7 +31,6 @@ function pump() {
         pump();
       }
     });
-    sent += 1;
   }
 }
 client.on("connect", pump);
