@@ -667,11 +667,17 @@ class Bench:
                 if "time:" in s:
                     if s.split("time:")[0].strip():
                         name = s.split("time:")[0].strip()
+                    if "[" not in s:
+                        continue
                     mid = s.split("[")[1].split("]")[0].split()
+                    if len(mid) < 4:
+                        # "change:" lines and other shapes carry no [low mid high] triple.
+                        continue
                     results.append({"bench": f"{bench}/{name}", "time": f"{mid[2]} {mid[3]}"})
-                if s.startswith("thrpt:") and results:
+                if s.startswith("thrpt:") and results and "[" in s:
                     mid = s.split("[")[1].split("]")[0].split()
-                    results[-1]["thrpt"] = f"{mid[2]} {mid[3]}"
+                    if len(mid) >= 4:
+                        results[-1]["thrpt"] = f"{mid[2]} {mid[3]}"
             if r.returncode != 0:
                 log(r.stderr[-2000:])
         return results
