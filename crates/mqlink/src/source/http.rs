@@ -81,6 +81,16 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable error code (`bad_json`, `payload_too_large`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -230,12 +240,16 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     }
 }
 
-enum Kind {
+/// How a batch body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// One JSON document: an array of events or a single event object.
     Json,
+    /// Newline-delimited JSON, one event object per line.
     Ndjson,
 }
 
-fn content_kind(headers: &HeaderMap, allow_ndjson: bool) -> Result<Kind, ApiError> {
+fn content_kind(headers: &HeaderMap, allow_ndjson: bool) -> Result<BodyKind, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -247,15 +261,15 @@ fn content_kind(headers: &HeaderMap, allow_ndjson: bool) -> Result<Kind, ApiErro
         .trim()
         .to_ascii_lowercase();
     match mime.as_str() {
-        "application/json" => Ok(Kind::Json),
-        m if m.starts_with("application/") && m.ends_with("+json") => Ok(Kind::Json),
+        "application/json" => Ok(BodyKind::Json),
+        m if m.starts_with("application/") && m.ends_with("+json") => Ok(BodyKind::Json),
         "application/x-ndjson"
         | "application/jsonl"
         | "application/jsonlines"
         | "application/x-jsonlines"
             if allow_ndjson =>
         {
-            Ok(Kind::Ndjson)
+            Ok(BodyKind::Ndjson)
         }
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -398,16 +412,15 @@ fn batch_item(v: Value, at: &str) -> Result<Event, ApiError> {
     Ok(Event::new(name, m, Source::Http))
 }
 
-async fn post_events(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let kind = content_kind(&headers, true)?;
-    let bytes = read_body(&app, &headers, body).await?;
+/// Parse a `POST /v1/events` body: a JSON array of event objects (or one object), or NDJSON.
+/// Pure, so it can be fuzzed and tested without a server.
+///
+/// # Errors
+/// An [`ApiError`] (400) naming the item or line that is not an event.
+pub fn parse_batch(bytes: &[u8], kind: BodyKind) -> Result<Vec<Event>, ApiError> {
     let mut events = Vec::new();
     match kind {
-        Kind::Json => match serde_json::from_slice::<Value>(&bytes) {
+        BodyKind::Json => match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Array(items)) => {
                 for (i, v) in items.into_iter().enumerate() {
                     events.push(batch_item(v, &format!("item {i}"))?);
@@ -432,7 +445,7 @@ async fn post_events(
                 ));
             }
         },
-        Kind::Ndjson => {
+        BodyKind::Ndjson => {
             for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -456,6 +469,17 @@ async fn post_events(
             "the batch contains no events",
         ));
     }
+    Ok(events)
+}
+
+async fn post_events(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let kind = content_kind(&headers, true)?;
+    let bytes = read_body(&app, &headers, body).await?;
+    let events = parse_batch(&bytes, kind)?;
     let a = app.ingest.accept(&events).await?;
     Ok(accepted(
         json!({"accepted": a.events, "messages": a.messages}),
@@ -594,6 +618,45 @@ mod tests {
         assert!(ct_eq(b"secret", b"secret"));
         assert!(!ct_eq(b"secret", b"secreT"));
         assert!(!ct_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn parse_batch_reads_json_arrays_objects_and_ndjson() {
+        let events =
+            parse_batch(br#"[{"event":"a","x":1},{"event":"b"}]"#, BodyKind::Json).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            parse_batch(br#"{"event":"a"}"#, BodyKind::Json)
+                .unwrap()
+                .len(),
+            1
+        );
+        let nd = parse_batch(
+            b"{\"event\":\"a\"}\r\n\n{\"event\":\"b\"}\n",
+            BodyKind::Ndjson,
+        )
+        .unwrap();
+        assert_eq!(nd.len(), 2);
+    }
+
+    #[test]
+    fn parse_batch_refuses_hostile_bodies_with_400() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let cases: Vec<(Vec<u8>, BodyKind)> = vec![
+            (deep.clone().into_bytes(), BodyKind::Json),
+            (deep.into_bytes(), BodyKind::Ndjson),
+            (b"[{\"event\":\"a\xff\"}]".to_vec(), BodyKind::Json),
+            (b"\xff\xfe".to_vec(), BodyKind::Ndjson),
+            (b"[]".to_vec(), BodyKind::Json),
+            (b"\n\n".to_vec(), BodyKind::Ndjson),
+            (br#"[1]"#.to_vec(), BodyKind::Json),
+            (br#"{"event":""}"#.to_vec(), BodyKind::Json),
+            (br#"{"event":7}"#.to_vec(), BodyKind::Ndjson),
+        ];
+        for (body, kind) in cases {
+            let e = parse_batch(&body, kind).expect_err("hostile body accepted");
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,13 @@
+//! jq programs as written in a config file (compile only: running arbitrary jq may not end).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mqlink::config::Transform;
+use mqlink::transform::Chain;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(code) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = Chain::compile("fuzz", &[Transform::Map(code.to_string())]);
+});
