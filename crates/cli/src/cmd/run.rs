@@ -172,10 +172,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
         );
         tracing::info!(listen = %h.listen, auth = !h.tokens.is_empty(), "HTTP API listening");
-        http_task = Some(tokio::spawn(http::serve(
+        // A client gets no longer for its headers than for a whole request.
+        http_task = Some(tokio::spawn(http::serve_with(
             listener,
             router,
             stop_http.clone(),
+            http::MAX_CONNECTIONS,
+            h.request_timeout.min(http::MAX_HEADER_READ),
         )));
     }
     let mut stdin_task = config.sources.stdin.then(|| {

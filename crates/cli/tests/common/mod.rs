@@ -294,6 +294,11 @@ impl Daemon {
         assert!(up, "mqlink run did not start: {}", self.log());
     }
 
+    /// Process id of the running daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mqlink.log")).unwrap_or_default()
     }
