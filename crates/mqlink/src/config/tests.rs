@@ -556,3 +556,44 @@ fn route_set_finds_enabled_routes_only() {
     assert_eq!(set.matches("JobUpdate"), vec![0, 2]);
     assert_eq!(set.matches("Other"), vec![2]);
 }
+
+#[test]
+fn debug_output_of_a_loaded_config_never_shows_a_secret() {
+    let cfg = yaml(
+        "broker:\n  url: mqtt://alice:url-pw-1@broker.example:1883\n\
+         sources:\n  http:\n    listen: 0.0.0.0:8080\n    tokens: ['${INGEST_TOKEN}', literal-tok-2]\n\
+         \x20 poll:\n    - {url: 'http://x.example/', every: 10s, event: E, headers: {Authorization: 'Bearer poll-hdr-3'}}\n\
+         routes:\n  - {match: ['*'], topic: t}\n",
+    )
+    .unwrap();
+    let embedded = yaml(
+        "broker:\n  url: embedded\n  embedded:\n    username: u\n    password: emb-pw-4\n\
+         routes:\n  - {match: ['*'], topic: t}\n",
+    )
+    .unwrap();
+    let env_pw = yaml(
+        "broker:\n  url: mqtt://broker.example\n  username: bob\n  password: ${MQTT_PASSWORD}\n\
+         routes:\n  - {match: ['*'], topic: t}\n",
+    )
+    .unwrap();
+    let printed = format!(
+        "{cfg:?}\n{cfg:#?}\n{embedded:?}\n{env_pw:?}\n{:?}\n{:?}\n{:?}",
+        crate::build::mqtt_options(&cfg.broker),
+        crate::build::broker_url(&cfg.broker),
+        crate::build::mqtt_options(&env_pw.broker),
+    );
+    for secret in [
+        "url-pw-1",
+        "s3cr#t: pw",
+        "tok-123",
+        "literal-tok-2",
+        "poll-hdr-3",
+        "emb-pw-4",
+    ] {
+        assert!(
+            !printed.contains(secret),
+            "{secret:?} printed in:\n{printed}"
+        );
+    }
+    assert!(printed.contains("redacted"));
+}
