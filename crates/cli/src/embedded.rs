@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, anyhow};
-use mqtt5::broker::config::{BrokerConfig, StorageConfig, WebSocketConfig};
+use mqtt5::broker::auth::PasswordAuthProvider;
+use mqtt5::broker::config::{AuthConfig, BrokerConfig, StorageConfig, WebSocketConfig};
 use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
 use tokio::task::JoinHandle;
 
@@ -18,6 +19,9 @@ pub struct EmbeddedOptions {
     pub listen: SocketAddr,
     pub ws_listen: Option<SocketAddr>,
     pub max_packet_size: usize,
+    /// User name and password every client must present; `None` allows anonymous clients
+    /// (the default listener is loopback only).
+    pub credentials: Option<(String, String)>,
 }
 
 pub struct EmbeddedBroker {
@@ -68,9 +72,26 @@ impl EmbeddedBroker {
             config =
                 config.with_websocket(WebSocketConfig::default().with_bind_addresses(vec![ws]));
         }
-        let mut broker = MqttBroker::with_config(config)
-            .await
-            .with_context(|| format!("embedded broker cannot start on {}", opts.listen))?;
+        // mqtt5 reads users from a password file (`user:argon2-hash` lines): write one,
+        // private to us, for the moment the broker loads it.
+        let password_file = match &opts.credentials {
+            Some((user, password)) => {
+                let path = write_password_file(user, password)?;
+                config = config.with_auth(
+                    AuthConfig::new()
+                        .with_password_file(path.clone())
+                        .with_allow_anonymous(false),
+                );
+                Some(path)
+            }
+            None => None,
+        };
+        let started = MqttBroker::with_config(config).await;
+        if let Some(path) = &password_file {
+            let _ = std::fs::remove_file(path);
+        }
+        let mut broker =
+            started.with_context(|| format!("embedded broker cannot start on {}", opts.listen))?;
         let addr = broker.local_addr().unwrap_or(opts.listen);
         let ws_addr = broker.ws_local_addr();
         let handle = broker.shutdown_handle();
@@ -79,7 +100,7 @@ impl EmbeddedBroker {
                 tracing::error!(error = %e, "embedded broker stopped with an error");
             }
         });
-        tracing::info!(%addr, ws = ?ws_addr, "embedded broker listening (MQTT 3.1.1 and 5)");
+        tracing::info!(%addr, ws = ?ws_addr, auth = opts.credentials.is_some(), "embedded broker listening (MQTT 3.1.1 and 5)");
         Ok(EmbeddedBroker {
             handle,
             task,
@@ -98,4 +119,35 @@ impl EmbeddedBroker {
     pub async fn failed(&mut self) {
         let _ = (&mut self.task).await;
     }
+}
+
+/// A fresh 0600 file in the temp directory holding `user:argon2(password)`.
+fn write_password_file(user: &str, password: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if user.is_empty() || user.contains([':', '\n', '\r']) {
+        return Err(anyhow!(
+            "broker.embedded.username must be non-empty without ':' or line breaks"
+        ));
+    }
+    let hash = PasswordAuthProvider::hash_password(password)
+        .map_err(|e| anyhow!("cannot hash the embedded broker password: {e}"))?;
+    let path = std::env::temp_dir().join(format!(
+        "mqlink-embedded-{}-{:016x}.passwd",
+        std::process::id(),
+        rand_u64()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{user}:{hash}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }

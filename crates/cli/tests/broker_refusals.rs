@@ -6,7 +6,9 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use mqlink_testkit::{Mosquitto, MosquittoOptions, TlsMaterial, wait_until};
+use mqlink_testkit::{
+    Mosquitto, MosquittoOptions, TlsMaterial, free_port, mosquitto_pub, wait_until,
+};
 
 /// Wait until `/readyz` answers 503 with a broker reason containing `needle`; return it.
 fn readyz_reason(d: &Daemon, needle: &str) -> String {
@@ -77,4 +79,55 @@ fn tls_failures_are_named_in_readyz() {
     ));
     let r = readyz_reason(&wrong_host, "certificate");
     eprintln!("wrong host: {r}");
+}
+
+#[test]
+fn embedded_broker_requires_its_username_and_password() {
+    let port = free_port();
+    let d = Daemon::start(&format!(
+        "broker:\n  url: embedded\n  embedded: {{listen: '127.0.0.1:{port}', username: emb, password: emb-pw}}\n\
+         routes:\n  - {{match: [Ping], topic: ping}}\n"
+    ));
+    // The daemon itself logs in with them and becomes ready.
+    let ok = wait_until(Instant::now() + T, || {
+        http(d.http_port, "GET", "/readyz", &[], b"").0 == 200
+    });
+    assert!(ok, "{}", d.log());
+    let base = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        "x",
+        "-m",
+        "y",
+        "-q",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let anonymous = mosquitto_pub(&base);
+    assert!(!anonymous.status.success(), "anonymous client accepted");
+    let wrong = mosquitto_pub(
+        &[
+            base.clone(),
+            ["-u", "emb", "-P", "nope"].map(String::from).to_vec(),
+        ]
+        .concat(),
+    );
+    assert!(!wrong.status.success(), "wrong password accepted");
+    let right = mosquitto_pub(
+        &[
+            base,
+            ["-u", "emb", "-P", "emb-pw"].map(String::from).to_vec(),
+        ]
+        .concat(),
+    );
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert!(!d.log().contains("emb-pw"));
 }

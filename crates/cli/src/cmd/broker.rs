@@ -22,6 +22,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listen: args.listen,
         ws_listen: args.ws,
         max_packet_size: args.max_packet_size,
+        credentials: None,
     })
     .await?;
     tokio::select! {

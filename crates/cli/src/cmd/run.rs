@@ -125,6 +125,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 listen: e.listen,
                 ws_listen: e.ws_listen,
                 max_packet_size: config.broker.max_packet_size as usize,
+                credentials: e
+                    .username
+                    .clone()
+                    .zip(e.password.as_ref().map(|p| p.expose().to_string())),
             })
             .await?,
         ),
