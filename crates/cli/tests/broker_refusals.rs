@@ -10,12 +10,14 @@ use mqlink_testkit::{
     Mosquitto, MosquittoOptions, TlsMaterial, free_port, mosquitto_pub, wait_until,
 };
 
-/// Wait until `/readyz` answers 503 with a broker reason containing `needle`; return it.
+/// Wait until `/readyz` answers 503 with a broker reason containing `needle` (lower case);
+/// return it.
 fn readyz_reason(d: &Daemon, needle: &str) -> String {
     let mut last = String::new();
     let ok = wait_until(Instant::now() + T, || {
         let (s, text) = http(d.http_port, "GET", "/readyz", &[], b"");
-        last = format!("{s} {}", json_body(&text)["broker"]);
+        let v = json_body(&text);
+        last = format!("{s} {}", v["broker"].as_str().unwrap_or_default());
         s == 503 && last.to_lowercase().contains(needle)
     });
     assert!(
@@ -70,14 +72,20 @@ fn tls_failures_are_named_in_readyz() {
         &broker.tls_url(),
         &format!("  tls: {{ca_file: '{other_ca}'}}\n"),
     ));
-    let r = readyz_reason(&unknown_ca, "certificate");
+    let r = readyz_reason(
+        &unknown_ca,
+        "unknownissuer (the server certificate is not signed by a trusted ca",
+    );
     eprintln!("unknown CA: {r}");
 
     let wrong_host = Daemon::start(&config(
         &broker.tls_url(),
         &format!("  tls: {{ca_file: '{ca}', server_name: wrong.example}}\n"),
     ));
-    let r = readyz_reason(&wrong_host, "certificate");
+    let r = readyz_reason(
+        &wrong_host,
+        "certificate not valid for name \"wrong.example\"",
+    );
     eprintln!("wrong host: {r}");
 }
 
@@ -130,4 +138,49 @@ fn embedded_broker_requires_its_username_and_password() {
         String::from_utf8_lossy(&right.stderr)
     );
     assert!(!d.log().contains("emb-pw"));
+}
+
+#[test]
+fn an_expired_broker_certificate_is_named_in_readyz() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        tls: Some(TlsMaterial::generate_expired_server()),
+        ..MosquittoOptions::default()
+    });
+    let ca = broker
+        .tls()
+        .unwrap()
+        .ca_file()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let d = Daemon::start(&config(
+        &broker.tls_url(),
+        &format!("  tls: {{ca_file: '{ca}'}}\n"),
+    ));
+    let r = readyz_reason(&d, "invalid peer certificate: certificate expired");
+    eprintln!("expired: {r}");
+}
+
+#[test]
+fn disabled_verification_warns_at_every_connect() {
+    // A TCP peer that hangs up at once: every attempt is a new connect.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    let d = Daemon::start(&config(
+        &format!("mqtts://127.0.0.1:{port}"),
+        "  tls: {insecure_skip_verify: true}\n",
+    ));
+    let ok = wait_until(Instant::now() + T, || {
+        d.log()
+            .matches("TLS certificate verification is DISABLED")
+            .count()
+            >= 3
+    });
+    assert!(ok, "{}", d.log());
+    assert!(d.log().contains("WARN"));
 }

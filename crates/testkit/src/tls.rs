@@ -37,6 +37,20 @@ impl TlsMaterial {
     /// If key generation, signing or writing the files fails.
     #[must_use]
     pub fn generate() -> Self {
+        Self::generate_inner(false)
+    }
+
+    /// Like [`Self::generate`], but the server certificate expired in 2001 (everything
+    /// else is valid), to test how clients report an expired broker certificate.
+    ///
+    /// # Panics
+    /// If key generation, signing or writing the files fails.
+    #[must_use]
+    pub fn generate_expired_server() -> Self {
+        Self::generate_inner(true)
+    }
+
+    fn generate_inner(expired_server: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mqlink-tls-")
             .tempdir()
@@ -54,6 +68,25 @@ impl TlsMaterial {
             &["localhost", "127.0.0.1"],
             ExtendedKeyUsagePurpose::ServerAuth,
         );
+        let server_cert = if expired_server {
+            // Same names and key, validity in the past.
+            let mut params =
+                CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                    .expect("leaf certificate parameters");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "localhost");
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.use_authority_key_identifier_extension = true;
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+            params
+                .signed_by(&server_key, &ca)
+                .expect("sign expired certificate")
+        } else {
+            server_cert
+        };
         let (client_cert, client_key) = new_leaf(
             &ca,
             CLIENT_COMMON_NAME,
