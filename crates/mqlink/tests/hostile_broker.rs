@@ -277,3 +277,66 @@ async fn hostile_broker_is_survived_and_the_publish_lands_once_it_behaves() {
     drop(client);
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+/// A broker that answers every CONNECT with the MQTT 3.1.1 return code `code`.
+async fn refusing_broker(listener: TcpListener, code: u8, attempts: Arc<Mutex<Vec<Instant>>>) {
+    while let Ok((mut s, _)) = listener.accept().await {
+        attempts.lock().unwrap().push(Instant::now());
+        let mut buf = Vec::new();
+        if read_packet(&mut s, &mut buf).await.is_some() {
+            let _ = s.write_all(&[0x20, 0x02, 0x00, code]).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connack_refusals_are_named_and_retried_with_backoff() {
+    for (code, words) in [
+        (2, "client identifier rejected"),
+        (4, "bad user name or password"),
+        (5, "not authorized"),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let broker = tokio::spawn(refusing_broker(listener, code, attempts.clone()));
+        let mut opts =
+            MqttOptions::new(BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap());
+        opts.protocol = Protocol::V311;
+        opts.fallback_to_311 = false;
+        opts.reconnect_min = Duration::from_millis(100);
+        opts.reconnect_max = Duration::from_millis(400);
+        let (client, _deliveries, event_loop) = client::new(opts).unwrap();
+        let mut link = client.link();
+        let shutdown = CancellationToken::new();
+        let engine = tokio::spawn(event_loop.run(shutdown.clone()));
+        let reason = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                link.changed().await.unwrap();
+                if let LinkState::Down { reason } = link.borrow_and_update().clone() {
+                    return reason;
+                }
+            }
+        })
+        .await
+        .expect("link goes down with a reason");
+        assert!(
+            reason.contains(&format!(
+                "broker refused the connection: {words} (code 0x0{code}"
+            )),
+            "{reason}"
+        );
+        // Retried, but not in a tight loop.
+        while attempts.lock().unwrap().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        engine.await.expect("engine never panics");
+        broker.abort();
+        let at = attempts.lock().unwrap().clone();
+        for w in at.windows(2) {
+            // Backoff has jitter; the floor is well above a tight reconnect loop.
+            assert!(w[1] - w[0] >= Duration::from_millis(40), "attempts {at:?}");
+        }
+    }
+}

@@ -13,6 +13,11 @@
 //! or as soon as the limit is crossed), 415 wrong content type, 422 no route / missing
 //! field / invalid topic, 503 spool full (with `Retry-After`) or shutting down.
 //! 202 is sent only after the spool has the events.
+//!
+//! Bounds: [`MAX_CONNECTIONS`] connections (the oldest idle one is dropped to admit a new
+//! one, so silent clients cannot lock out good ones), request headers within
+//! [`MAX_HEADER_READ`], the body within `max_body`, the whole request within the request
+//! timeout. Body parsing ([`parse_batch`]) is pure and fuzzed (`fuzz/`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
