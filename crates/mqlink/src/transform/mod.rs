@@ -14,6 +14,12 @@
 //! dead-letters that record and carries on. jq's `halt` is an error too (jaq's helper would
 //! exit the process).
 //!
+//! jaq parses, compiles and runs recursively, so a deeply nested or very long program
+//! overflows the stack (found by fuzzing `fuzz/jq_compile`). [`check_size`] refuses such
+//! programs before jaq sees them: at most [`MAX_JQ_NESTING`] levels of brackets, string
+//! interpolations and block keywords, and [`MAX_JQ_OPERATORS`] operators and keywords, which
+//! leaves real programs plenty of room and runs safely on a 2 MiB thread stack.
+//!
 //! Records enter and leave as [`serde_json::Value`] ([`Chain::apply_json`]) or as jaq values
 //! ([`Chain::apply`]); [`to_val`] and [`from_val`] convert between the two.
 
@@ -200,7 +206,104 @@ impl Chain {
     }
 }
 
+/// Deepest nesting of `(`, `[`, `{`, `\\(` and block keywords accepted in a jq program.
+pub const MAX_JQ_NESTING: usize = 64;
+/// Most operators and keywords accepted in one jq program.
+pub const MAX_JQ_OPERATORS: usize = 128;
+/// Longest jq program accepted, in bytes.
+pub const MAX_JQ_LEN: usize = 16 * 1024;
+
+/// Refuse programs whose nesting or length would overflow jaq's recursive parser,
+/// compiler or interpreter. A conservative scan, not a parser: it counts what recursion
+/// follows (brackets, interpolations, operators, keywords), skipping strings and comments.
+///
+/// # Errors
+/// Which limit the program exceeds.
+pub fn check_size(code: &str) -> Result<(), String> {
+    if code.len() > MAX_JQ_LEN {
+        return Err(format!(
+            "program is {} bytes; at most {MAX_JQ_LEN} are accepted",
+            code.len()
+        ));
+    }
+    const KEYWORDS: &[&str] = &[
+        "and", "or", "as", "if", "then", "elif", "else", "reduce", "foreach", "try", "catch",
+        "def", "label",
+    ];
+    // Open brackets; b'"' marks a string, b'i' an interpolation inside one.
+    let mut stack: Vec<u8> = Vec::new();
+    let mut depth = 0usize;
+    let mut ops = 0usize;
+    let b = code.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if stack.last() == Some(&b'"') {
+            match c {
+                b'\\' if b.get(i + 1) == Some(&b'(') => {
+                    stack.push(b'i');
+                    i += 1;
+                }
+                b'\\' => i += 1,
+                b'"' => {
+                    stack.pop();
+                }
+                _ => {}
+            }
+            i += 1;
+        } else {
+            match c {
+                b'#' => {
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                b'"' | b'(' | b'[' | b'{' => stack.push(c),
+                b')' | b']' | b'}' => {
+                    stack.pop();
+                }
+                b'|' | b',' | b'+' | b'-' | b'*' | b'/' | b'%' | b'<' | b'>' | b'=' | b'?' => {
+                    ops += 1
+                }
+                c if c.is_ascii_alphabetic() || c == b'_' => {
+                    let start = i;
+                    while i + 1 < b.len() && (b[i + 1].is_ascii_alphanumeric() || b[i + 1] == b'_')
+                    {
+                        i += 1;
+                    }
+                    let word = &code[start..=i];
+                    if word == "end" {
+                        depth = depth.saturating_sub(1);
+                    }
+                    if KEYWORDS.contains(&word) {
+                        ops += 1;
+                        // Block keywords nest like brackets.
+                        if matches!(word, "if" | "reduce" | "foreach" | "try" | "def" | "label") {
+                            depth += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        let nesting = stack.iter().filter(|&&o| o != b'"').count() + depth.min(MAX_JQ_NESTING + 1);
+        if nesting > MAX_JQ_NESTING {
+            return Err(format!(
+                "program is nested more than {MAX_JQ_NESTING} levels deep"
+            ));
+        }
+        if ops > MAX_JQ_OPERATORS {
+            return Err(format!(
+                "program has more than {MAX_JQ_OPERATORS} operators and keywords; split it into steps"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn compile_one(code: &str) -> Result<Filter<Native<D>>, String> {
+    check_size(code)?;
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
         .chain(jaq_json::defs());

@@ -120,3 +120,67 @@ fn json_round_trips_through_jaq_values() {
     let v = json!({"a": [1, -2, 3.25, 18446744073709551615u64, null, true, "ü"], "b": {}});
     assert_eq!(from_val(&to_val(&v)), v);
 }
+
+/// Regression (fuzz/jq_compile, and by hand): deep or long programs overflowed the stack
+/// in jaq's parser/compiler. They are refused with a message; programs at the limits compile
+/// and run on a 2 MiB stack (a Tokio worker's).
+#[test]
+fn deeply_nested_or_very_long_programs_are_refused_not_a_stack_overflow() {
+    let on_small_stack = |f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    };
+    on_small_stack(Box::new(|| {
+        let n = 100_000;
+        let hostile = [
+            format!("{}.{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+            format!("{}1{}", "{a:".repeat(n), "}".repeat(n)),
+            format!("\"{}.{}\"", "\\(\"".repeat(n), "\")".repeat(n)),
+            format!("1{}", "+1".repeat(n)),
+            format!(".{}", "|.".repeat(n)),
+            format!("{}1", "-".repeat(n)),
+            format!("{}.{}", "if . then ".repeat(n), " end".repeat(n)),
+            format!("{}.", ". as $x | ".repeat(n)),
+            "x".repeat(MAX_JQ_LEN + 1),
+        ];
+        for code in hostile {
+            let e = Chain::compile("c", &[Transform::Map(code.clone())])
+                .err()
+                .unwrap_or_else(|| panic!("accepted {}", &code[..40]));
+            assert!(
+                e.message.contains("nested")
+                    || e.message.contains("operators")
+                    || e.message.contains("bytes"),
+                "{e}"
+            );
+        }
+    }));
+    on_small_stack(Box::new(|| {
+        let at_limit = [
+            format!(
+                "{}.{}",
+                "(".repeat(MAX_JQ_NESTING),
+                ")".repeat(MAX_JQ_NESTING)
+            ),
+            format!("1{}", "+1".repeat(MAX_JQ_OPERATORS)),
+            format!(".{}", "|.".repeat(MAX_JQ_OPERATORS)),
+            format!("{}.", ". as $x | ".repeat(MAX_JQ_OPERATORS / 2)),
+            format!(
+                "{}1{}{}",
+                "(".repeat(MAX_JQ_NESTING),
+                "+1".repeat(MAX_JQ_OPERATORS),
+                ")".repeat(MAX_JQ_NESTING)
+            ),
+        ];
+        for code in at_limit {
+            let c = Chain::compile("c", &[Transform::Map(code.clone())])
+                .unwrap_or_else(|e| panic!("refused {}: {e}", &code[..40]));
+            c.apply_json(&json!({"a": 1})).unwrap();
+        }
+    }));
+}
