@@ -15,7 +15,7 @@
 //! exit the process).
 //!
 //! jaq parses, compiles and runs recursively, so a deeply nested or very long program
-//! overflows the stack (found by fuzzing `fuzz/jq_compile`). [`check_size`] refuses such
+//! overflows the stack (found by hand with deep and long inputs). [`check_size`] refuses such
 //! programs before jaq sees them: at most [`MAX_JQ_NESTING`] levels of brackets, string
 //! interpolations and block keywords, and [`MAX_JQ_OPERATORS`] operators and keywords, which
 //! leaves real programs plenty of room and runs safely on a 2 MiB thread stack.

@@ -121,7 +121,7 @@ fn json_round_trips_through_jaq_values() {
     assert_eq!(from_val(&to_val(&v)), v);
 }
 
-/// Regression (fuzz/jq_compile, and by hand): deep or long programs overflowed the stack
+/// Regression (found by hand): deep or long programs overflowed the stack
 /// in jaq's parser/compiler. They are refused with a message; programs at the limits compile
 /// and run on a 2 MiB stack (a Tokio worker's).
 #[test]
