@@ -234,3 +234,28 @@ fn a_full_spool_answers_503_with_retry_after() {
     assert!(statuses.starts_with(&[202, 202, 202]), "{statuses:?}");
     assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
 }
+
+#[test]
+fn http_listen_flag_cannot_open_the_network_without_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mqlink.yaml");
+    std::fs::write(
+        &path,
+        "broker: {url: 'mqtt://127.0.0.1:1'}\nroutes:\n  - {match: [Ping], topic: ping}\n",
+    )
+    .unwrap();
+    let out = mqlink()
+        .args([
+            "run",
+            "-c",
+            path.to_str().unwrap(),
+            "--http-listen",
+            "0.0.0.0:0",
+        ])
+        .args(["--spool-dir", dir.path().join("spool").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+}

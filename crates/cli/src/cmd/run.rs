@@ -92,6 +92,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(h) = args.http_listen {
         match &mut config.sources.http {
+            // The flag must not bypass the rule the config enforces.
+            Some(http) if !h.ip().is_loopback() && http.tokens.is_empty() => {
+                return Err(usage(format!(
+                    "--http-listen {h}: not a loopback address; set sources.http.tokens to accept events from the network"
+                )));
+            }
             Some(http) => http.listen = h,
             None => {
                 return Err(usage(
