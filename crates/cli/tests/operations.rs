@@ -96,6 +96,13 @@ fn readyz_follows_the_broker() {
     assert!(wait_until(Instant::now() + T, || ready(&d).0 == 200));
     let m = metrics(&d);
     assert!(sample(&m, "mqlink_broker_reconnects_total") >= 1.0, "{m}");
+    assert!(
+        sample(
+            &m,
+            r#"mqlink_broker_link_failures_total{cause="connection_lost"}"#
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 #[test]
@@ -175,6 +182,16 @@ fn secrets_never_appear_in_logs_errors_metrics_status_or_check() {
         "{}",
         d2.log()
     );
+    // The refusal is counted by cause in the metrics.
+    let m2 = metrics(&d2);
+    assert!(
+        sample(
+            &m2,
+            r#"mqlink_broker_link_failures_total{cause="not_authorized"}"#
+        ) >= 1.0,
+        "{m2}"
+    );
+    outputs.push(m2);
     let path = d.dir.path().join("mqlink.yaml");
     let check = mqlink()
         .args(["check", "-c", path.to_str().unwrap()])

@@ -266,6 +266,7 @@ pub struct Observer {
     connectors: RwLock<Vec<ConnectorView>>,
     polls: RwLock<Vec<Arc<PollStats>>>,
     connects: AtomicU64,
+    connect_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// Per-topic view for the dashboard.
     pub topics: Arc<TopicTracker>,
 }
@@ -290,6 +291,7 @@ impl Observer {
             connectors: RwLock::default(),
             polls: RwLock::default(),
             connects: AtomicU64::new(0),
+            connect_failures: Mutex::default(),
             topics,
         }
     }
@@ -309,6 +311,16 @@ impl Observer {
     /// Count a successful connection (the binary watches the link state).
     pub fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a failed connection attempt or a lost connection, by cause.
+    pub fn link_down(&self, cause: &'static str) {
+        *self
+            .connect_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(cause)
+            .or_default() += 1;
     }
 
     /// The link state watch.
@@ -336,7 +348,7 @@ impl Observer {
                 ("connected", format!("connected (MQTT {})", protocol.name()))
             }
             LinkState::Connecting => ("connecting", "connecting".to_string()),
-            LinkState::Down { reason } => ("down", reason.clone()),
+            LinkState::Down { reason, .. } => ("down", reason.clone()),
             LinkState::Stopped => ("stopped", "stopped".to_string()),
         };
         let sp = self.spool.stats();
@@ -524,6 +536,19 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             g(&o.connects).saturating_sub(1),
         )?;
 
+        let failures: Vec<_> = o
+            .connect_failures
+            .lock()
+            .unwrap_or_else(|x| x.into_inner())
+            .iter()
+            .map(|(cause, n)| (vec![("cause", cause.to_string())], *n))
+            .collect();
+        counter_family(
+            &mut e,
+            "mqlink_broker_link_failures",
+            "Failed connection attempts and lost connections, by cause.",
+            &failures,
+        )?;
         let connectors = o
             .connectors
             .read()

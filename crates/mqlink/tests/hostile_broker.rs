@@ -205,7 +205,7 @@ async fn hostile_broker_is_survived_and_the_publish_lands_once_it_behaves() {
     let r = reasons.clone();
     tokio::spawn(async move {
         while link.changed().await.is_ok() {
-            if let LinkState::Down { reason } = link.borrow_and_update().clone() {
+            if let LinkState::Down { reason, .. } = link.borrow_and_update().clone() {
                 r.lock().unwrap().push(reason);
             }
         }
@@ -313,7 +313,7 @@ async fn connack_refusals_are_named_and_retried_with_backoff() {
         let reason = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 link.changed().await.unwrap();
-                if let LinkState::Down { reason } = link.borrow_and_update().clone() {
+                if let LinkState::Down { reason, .. } = link.borrow_and_update().clone() {
                     return reason;
                 }
             }

@@ -187,7 +187,7 @@ pub async fn wait_connected(client: &Client, retry: bool) -> anyhow::Result<()> 
     loop {
         match &*link.borrow_and_update() {
             LinkState::Connected { .. } => return Ok(()),
-            LinkState::Down { reason } if !retry => return Err(anyhow!("{reason}")),
+            LinkState::Down { reason, .. } if !retry => return Err(anyhow!("{reason}")),
             LinkState::Stopped => return Err(anyhow!("client stopped")),
             _ => {}
         }

@@ -154,8 +154,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let mut watch = link.client().link();
         tokio::spawn(async move {
             loop {
-                if matches!(&*watch.borrow_and_update(), LinkState::Connected { .. }) {
-                    observer.connected();
+                match &*watch.borrow_and_update() {
+                    LinkState::Connected { .. } => observer.connected(),
+                    LinkState::Down { cause, .. } => observer.link_down(cause),
+                    _ => {}
                 }
                 if watch.changed().await.is_err() {
                     return;

@@ -152,6 +152,10 @@ pub enum LinkState {
     Down {
         /// Why, in one line.
         reason: String,
+        /// The cause as a fixed label (for metrics): `bad_credentials`, `not_authorized`,
+        /// `client_id_rejected`, `refused`, `tls`, `unreachable`, `timeout`, `websocket`,
+        /// `handshake` or `connection_lost`.
+        cause: &'static str,
     },
     /// The loop ended.
     Stopped,
@@ -389,14 +393,20 @@ impl EventLoop {
                             self.session.disconnected();
                             self.note_early_close(started.elapsed());
                             tracing::warn!(broker = %self.opts.url, %reason, queued = self.session.queued_len(), inflight = self.session.inflight_len(), "connection lost; reconnecting");
-                            let _ = self.link_tx.send(LinkState::Down { reason });
+                            let _ = self.link_tx.send(LinkState::Down {
+                                reason,
+                                cause: "connection_lost",
+                            });
                         }
                     }
                 }
                 Err(e) => {
                     let reason = e.to_string();
                     tracing::warn!(broker = %self.opts.url, client_id = %self.opts.client_id, %reason, "cannot connect");
-                    let _ = self.link_tx.send(LinkState::Down { reason });
+                    let _ = self.link_tx.send(LinkState::Down {
+                        reason,
+                        cause: e.cause(),
+                    });
                 }
             }
             let delay = backoff(attempt, self.opts.reconnect_min, self.opts.reconnect_max);
@@ -759,6 +769,25 @@ pub enum ConnectError {
     /// The broker closed or broke the handshake.
     #[error("handshake failed: {0}")]
     Handshake(String),
+}
+
+impl ConnectError {
+    /// A fixed label for the failure, for metrics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            ConnectError::Refused { code: 4 | 0x86, .. } => "bad_credentials",
+            ConnectError::Refused { code: 5 | 0x87, .. } => "not_authorized",
+            ConnectError::Refused { code: 2 | 0x85, .. } => "client_id_rejected",
+            ConnectError::Refused { .. } => "refused",
+            ConnectError::Transport(TransportError::Tls { .. } | TransportError::TlsConfig(_)) => {
+                "tls"
+            }
+            ConnectError::Transport(TransportError::Tcp { .. }) => "unreachable",
+            ConnectError::Transport(TransportError::Timeout(..)) => "timeout",
+            ConnectError::Transport(TransportError::WebSocket { .. }) => "websocket",
+            ConnectError::Handshake(_) => "handshake",
+        }
+    }
 }
 
 async fn establish(

@@ -698,7 +698,7 @@ async fn readyz(State(app): State<App>) -> Response {
             (true, format!("connected (MQTT {})", protocol.name()))
         }
         LinkState::Connecting => (false, "connecting".to_string()),
-        LinkState::Down { reason } => (false, format!("down: {reason}")),
+        LinkState::Down { reason, .. } => (false, format!("down: {reason}")),
         LinkState::Stopped => (false, "stopped".to_string()),
     };
     let accepting = app.ingest.is_accepting();
