@@ -327,7 +327,13 @@ async fn connack_refusals_are_named_and_retried_with_backoff() {
             "{reason}"
         );
         // Retried, but not in a tight loop.
+        // The attempt count lives in the fake broker; poll it, but never past a deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while attempts.lock().unwrap().len() < 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no fourth connection attempt"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         shutdown.cancel();

@@ -296,7 +296,18 @@ impl Sink {
     }
 }
 
-/// Fields a connector's subject/topic templates are rendered against: `{topic}`.
-pub(crate) fn template_fields(topic: &str) -> Value {
-    serde_json::json!({ "topic": topic })
+/// Run `f` with the context a connector's subject/topic templates are rendered against:
+/// `{topic}` is the incoming topic (built-ins like `{hostname}` were resolved at load).
+pub(crate) fn with_topic_context<T>(
+    topic: &str,
+    f: impl FnOnce(&crate::topic::RenderContext<'_>) -> T,
+) -> T {
+    let fields: Value = serde_json::json!({ "topic": topic });
+    f(&crate::topic::RenderContext {
+        event: "",
+        fields: &fields,
+        hostname: "",
+        prefix: "",
+        slash: crate::topic::SlashPolicy::Keep,
+    })
 }

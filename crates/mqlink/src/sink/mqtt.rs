@@ -9,14 +9,14 @@
 
 use std::sync::Arc;
 
-use super::{Driver, OpenError, Record, SinkError, template_fields};
+use super::{Driver, OpenError, Record, SinkError, with_topic_context};
 use crate::build;
 use crate::config::QoS;
 use crate::mqtt::client::{self, Client, MqttOptions};
 use crate::mqtt::codec::{Publish, PublishProps};
 use crate::mqtt::state::Verdict;
 use crate::mqtt::url::BrokerUrl;
-use crate::topic::{RenderContext, SlashPolicy, Template};
+use crate::topic::Template;
 
 /// Publishes records to another MQTT broker.
 pub struct MqttSink {
@@ -77,16 +77,7 @@ impl MqttSink {
     }
 
     fn render(&self, topic: &str) -> Result<String, String> {
-        let fields = template_fields(topic);
-        let ctx = RenderContext {
-            event: "",
-            fields: &fields,
-            hostname: "",
-            prefix: "",
-            slash: SlashPolicy::Keep,
-        };
-        self.topic
-            .render(&ctx)
+        with_topic_context(topic, |ctx| self.topic.render(ctx))
             .map_err(|e| format!("topic '{}': {e}", self.topic.as_str()))
     }
 

@@ -20,8 +20,8 @@ use async_nats::HeaderMap;
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 
-use super::{OpenError, Record, SinkError, template_fields};
-use crate::topic::{RenderContext, SlashPolicy, Template};
+use super::{OpenError, Record, SinkError, with_topic_context};
+use crate::topic::Template;
 
 /// How long a core-NATS flush may take before the batch is retried.
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -120,17 +120,7 @@ impl NatsSink {
                 }
             })
             .collect();
-        let fields = template_fields(&clean);
-        let ctx = RenderContext {
-            event: "",
-            fields: &fields,
-            hostname: "",
-            prefix: "",
-            slash: SlashPolicy::Keep,
-        };
-        let s = self
-            .subject
-            .render_text(&ctx)
+        let s = with_topic_context(&clean, |ctx| self.subject.render_text(ctx))
             .map_err(|e| format!("subject '{}': {e}", self.subject.as_str()))?;
         if s.is_empty() || s.split('.').any(str::is_empty) {
             return Err(format!("subject '{s}' has an empty token"));
