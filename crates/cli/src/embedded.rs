@@ -4,14 +4,20 @@
 //! listener per protocol), speaks WebSocket, and has a shutdown handle, so it stops with
 //! our shutdown tree instead of living in a thread nobody can stop. It runs in memory
 //! (no persistence): it is for bare machines and tests, not a production broker.
+//!
+//! Beside the plain listener (which `mqlink run` itself connects to on loopback) it can
+//! serve TLS, with or without client certificates, and require a user name and password.
 
 use std::net::SocketAddr;
 
 use anyhow::{Context, anyhow};
+use mqlink::config::EmbeddedTls;
 use mqtt5::broker::auth::PasswordAuthProvider;
-use mqtt5::broker::config::{AuthConfig, BrokerConfig, StorageConfig, WebSocketConfig};
+use mqtt5::broker::config::{AuthConfig, BrokerConfig, StorageConfig, TlsConfig, WebSocketConfig};
 use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
 use tokio::task::JoinHandle;
+
+use crate::exit::usage;
 
 /// Where the embedded broker listens.
 #[derive(Debug, Clone)]
@@ -22,6 +28,8 @@ pub struct EmbeddedOptions {
     /// User name and password every client must present; `None` allows anonymous clients
     /// (the default listener is loopback only).
     pub credentials: Option<(String, String)>,
+    /// Optional TLS listener.
+    pub tls: Option<EmbeddedTls>,
 }
 
 pub struct EmbeddedBroker {
@@ -31,6 +39,8 @@ pub struct EmbeddedBroker {
     pub addr: SocketAddr,
     #[allow(dead_code)]
     pub ws_addr: Option<SocketAddr>,
+    #[allow(dead_code)]
+    pub tls_addr: Option<SocketAddr>,
 }
 
 fn check_free(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
@@ -55,6 +65,16 @@ impl EmbeddedBroker {
         if let Some(ws) = opts.ws_listen {
             check_free(ws, "WebSocket")?;
         }
+        if let Some(tls) = &opts.tls {
+            check_free(tls.listen, "TLS")?;
+            // mqtt5 names no file when one is bad; check them here so the error does.
+            mqlink::mqtt::tls::check_server_files(
+                &tls.cert_file,
+                &tls.key_file,
+                tls.client_ca_file.as_deref(),
+            )
+            .map_err(|e| usage(format!("embedded broker TLS listener: {e}")))?;
+        }
         // In memory; slow subscribers with persistent sessions must not lose messages to a
         // small queue cap.
         let storage = StorageConfig {
@@ -71,6 +91,15 @@ impl EmbeddedBroker {
         if let Some(ws) = opts.ws_listen {
             config =
                 config.with_websocket(WebSocketConfig::default().with_bind_addresses(vec![ws]));
+        }
+        if let Some(tls) = &opts.tls {
+            let mut t = TlsConfig::new(tls.cert_file.clone(), tls.key_file.clone())
+                .with_bind_address(tls.listen)
+                .with_require_client_cert(tls.require_client_cert);
+            if let Some(ca) = &tls.client_ca_file {
+                t = t.with_ca_file(ca.clone());
+            }
+            config = config.with_tls(t);
         }
         // mqtt5 reads users from a password file (`user:argon2-hash` lines): write one,
         // private to us, for the moment the broker loads it.
@@ -94,18 +123,35 @@ impl EmbeddedBroker {
             started.with_context(|| format!("embedded broker cannot start on {}", opts.listen))?;
         let addr = broker.local_addr().unwrap_or(opts.listen);
         let ws_addr = broker.ws_local_addr();
+        let tls_addr = broker.tls_local_addr();
+        // mqtt5 only warns when a TLS listener cannot bind and goes on without it; a broker
+        // asked for TLS must not quietly serve plain TCP alone.
+        if let (Some(tls), None) = (&opts.tls, tls_addr) {
+            return Err(anyhow!(
+                "embedded broker cannot listen for TLS on {}",
+                tls.listen
+            ));
+        }
         let handle = broker.shutdown_handle();
         let task = tokio::spawn(async move {
             if let Err(e) = broker.run().await {
                 tracing::error!(error = %e, "embedded broker stopped with an error");
             }
         });
-        tracing::info!(%addr, ws = ?ws_addr, auth = opts.credentials.is_some(), "embedded broker listening (MQTT 3.1.1 and 5)");
+        tracing::info!(
+            %addr,
+            ws = ?ws_addr,
+            tls = ?tls_addr,
+            client_certs = opts.tls.as_ref().is_some_and(|t| t.require_client_cert),
+            auth = opts.credentials.is_some(),
+            "embedded broker listening (MQTT 3.1.1 and 5)"
+        );
         Ok(EmbeddedBroker {
             handle,
             task,
             addr,
             ws_addr,
+            tls_addr,
         })
     }
 

@@ -24,8 +24,7 @@ pub fn code(result: anyhow::Result<()>) -> ExitCode {
                 return ExitCode::from(q.0);
             }
             eprintln!("mqlink: {e:#}");
-            if e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<UsageError>().is_some()
-            {
+            if e.chain().any(|c| c.is::<UsageError>()) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

@@ -189,3 +189,57 @@ fn ten_thousand_slow_connections_do_not_lock_out_a_good_request() {
     drop(slow);
     still_serves(&d);
 }
+
+#[test]
+fn the_connection_cap_and_header_timeout_are_configurable() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let d = Daemon::start(&config(
+        &broker,
+        "    request_timeout: 30s\n    max_connections: 8\n    header_timeout: 500ms\n",
+    ));
+    still_serves(&d);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], d.http_port));
+    let before = open_fds(d.pid());
+
+    // One client that never finishes its headers is cut off after header_timeout, long
+    // before request_timeout.
+    let mut lone = TcpStream::connect(addr).unwrap();
+    lone.write_all(b"POST /v1/events/Ping HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    lone.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let closed = lone.read_to_end(&mut buf);
+    let waited = t.elapsed();
+    // Closed (EOF, or a reset): anything but our own read timeout.
+    let timed_out = closed.as_ref().is_err_and(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    });
+    assert!(!timed_out, "not closed by the server: {closed:?}");
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+
+    // 100 slow clients hold at most 8 connections' worth of descriptors, and a good
+    // request still gets through (the oldest idle connection makes room).
+    let slow: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.write_all(b"POST /v1/events/Ping HTTP/1.1\r\n");
+            s
+        })
+        .collect();
+    still_serves(&d);
+    let fds = open_fds(d.pid());
+    assert!(
+        fds <= before + 8 + 4,
+        "daemon holds {fds} descriptors ({before} before the slow clients)"
+    );
+    drop(slow);
+    still_serves(&d);
+}

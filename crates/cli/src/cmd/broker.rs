@@ -1,8 +1,13 @@
 //! `mqlink broker`: the embedded broker alone, until ctrl-c or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use mqlink::config::EmbeddedTls;
 
 use crate::embedded::{EmbeddedBroker, EmbeddedOptions};
+use crate::exit::usage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,14 +20,64 @@ pub struct Args {
     /// Largest packet accepted, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_packet_size: usize,
+    /// Require this user name from every client (with --password-file).
+    #[arg(long, requires = "password_file")]
+    username: Option<String>,
+    /// File holding the password for --username (its first line; kept off the command
+    /// line so it does not show in `ps`).
+    #[arg(long, requires = "username")]
+    password_file: Option<PathBuf>,
+    /// MQTT over TLS listen address (with --cert and --key), e.g. 127.0.0.1:8883.
+    #[arg(long, requires_all = ["cert", "key"])]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain the TLS listener presents.
+    #[arg(long, requires = "tls_listen")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, requires = "tls_listen")]
+    key: Option<PathBuf>,
+    /// PEM CA bundle to verify client certificates against; clients must present one
+    /// unless --client-cert-optional.
+    #[arg(long, requires = "tls_listen")]
+    client_ca: Option<PathBuf>,
+    /// With --client-ca: accept clients without a certificate too.
+    #[arg(long, requires = "client_ca")]
+    client_cert_optional: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let credentials = match (args.username, &args.password_file) {
+        (Some(user), Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--password-file {}", file.display()))
+                .map_err(|e| usage(format!("{e:#}")))?;
+            let password = text.lines().next().unwrap_or_default().to_string();
+            if password.is_empty() {
+                return Err(usage(format!(
+                    "--password-file {}: the first line (the password) is empty",
+                    file.display()
+                )));
+            }
+            Some((user, password))
+        }
+        _ => None,
+    };
+    let tls = match (args.tls_listen, args.cert, args.key) {
+        (Some(listen), Some(cert_file), Some(key_file)) => Some(EmbeddedTls {
+            listen,
+            cert_file,
+            key_file,
+            require_client_cert: args.client_ca.is_some() && !args.client_cert_optional,
+            client_ca_file: args.client_ca,
+        }),
+        _ => None,
+    };
     let mut broker = EmbeddedBroker::start(&EmbeddedOptions {
         listen: args.listen,
         ws_listen: args.ws,
         max_packet_size: args.max_packet_size,
-        credentials: None,
+        credentials,
+        tls,
     })
     .await?;
     tokio::select! {

@@ -38,11 +38,28 @@ pub fn plan(c: &Config) -> String {
         BrokerTarget::Embedded(e) => {
             let _ = writeln!(
                 s,
-                "broker: embedded, listening on {}{}",
+                "broker: embedded, listening on {}{}{}{}",
                 e.listen,
                 e.ws_listen
                     .map(|w| format!(" and ws://{w}/mqtt"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                e.tls
+                    .as_ref()
+                    .map(|t| format!(
+                        " and mqtts://{}{}",
+                        t.listen,
+                        if t.require_client_cert {
+                            " (client certificates required)"
+                        } else {
+                            ""
+                        }
+                    ))
+                    .unwrap_or_default(),
+                if e.username.is_some() {
+                    ", password required"
+                } else {
+                    ""
+                }
             );
         }
         BrokerTarget::Remote(url) => {
@@ -109,11 +126,13 @@ pub fn plan(c: &Config) -> String {
         Some(h) => {
             let _ = writeln!(
                 s,
-                "  http: {} ({} token(s), max body {}, timeout {:?})",
+                "  http: {} ({} token(s), max body {}, timeout {:?}, headers within {:?}, {} connections)",
                 h.listen,
                 h.tokens.len(),
                 bytes(h.max_body),
-                h.request_timeout
+                h.request_timeout,
+                h.header_timeout,
+                h.max_connections
             );
         }
         None => {

@@ -135,6 +135,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .username
                     .clone()
                     .zip(e.password.as_ref().map(|p| p.expose().to_string())),
+                tls: e.tls.clone(),
             })
             .await?,
         ),
@@ -189,8 +190,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             listener,
             router,
             stop_http.clone(),
-            http::MAX_CONNECTIONS,
-            h.request_timeout.min(http::MAX_HEADER_READ),
+            h.max_connections,
+            h.header_timeout,
         )));
     }
     let mut stdin_task = config.sources.stdin.then(|| {

@@ -129,9 +129,15 @@ pub struct EmbeddedBroker {
 
 impl EmbeddedBroker {
     pub fn start() -> EmbeddedBroker {
+        Self::start_with(&[], &[])
+    }
+
+    /// Like [`Self::start`] with more `mqlink broker` arguments; also waits until the
+    /// `extra_ports` (e.g. a TLS listener's) accept connections.
+    pub fn start_with(extra_args: &[String], extra_ports: &[u16]) -> EmbeddedBroker {
         let port = free_port();
         let ws_port = free_port();
-        let child = mqlink()
+        let mut child = mqlink()
             .args([
                 "broker",
                 "--listen",
@@ -139,12 +145,19 @@ impl EmbeddedBroker {
                 "--ws",
                 &format!("127.0.0.1:{ws_port}"),
             ])
+            .args(extra_args)
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn mqlink broker");
         let up = wait_until(Instant::now() + T, || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && TcpStream::connect(("127.0.0.1", ws_port)).is_ok()
+            assert!(
+                child.try_wait().ok().flatten().is_none(),
+                "mqlink broker {extra_args:?} exited"
+            );
+            [port, ws_port]
+                .iter()
+                .chain(extra_ports)
+                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
         });
         assert!(up, "embedded broker did not start listening");
         EmbeddedBroker {

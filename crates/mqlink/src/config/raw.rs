@@ -111,6 +111,17 @@ pub(crate) struct RawEmbedded {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub password_file: Option<String>,
+    pub tls: Option<RawEmbeddedTls>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEmbeddedTls {
+    pub listen: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub client_ca_file: Option<String>,
+    pub require_client_cert: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -155,6 +166,8 @@ pub(crate) struct RawHttpSource {
     pub tokens: Option<Vec<Secret>>,
     pub max_body: Option<String>,
     pub request_timeout: Option<String>,
+    pub max_connections: Option<u32>,
+    pub header_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

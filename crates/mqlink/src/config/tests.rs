@@ -221,6 +221,8 @@ fn an_empty_file_gets_every_default() {
     let http = c.sources.http.unwrap();
     assert_eq!(http.max_body, 1 << 20);
     assert_eq!(http.request_timeout, Duration::from_secs(30));
+    assert_eq!(http.max_connections, 1024);
+    assert_eq!(http.header_timeout, Duration::from_secs(10));
     assert!(!c.sources.stdin);
     assert!(c.routes.is_empty());
 }
@@ -332,6 +334,37 @@ fn http_source_refuses_the_network_without_tokens() {
     assert_eq!(e.path, "sources.http.tokens[0]");
     let c = yaml("sources: {http: {enabled: false}, stdin: {enabled: true}}").unwrap();
     assert!(c.sources.http.is_none() && c.sources.stdin);
+}
+
+#[test]
+fn http_connection_limits_are_configurable_and_checked() {
+    let c = yaml("sources: {http: {max_connections: 64, header_timeout: 2s}}").unwrap();
+    let h = c.sources.http.unwrap();
+    assert_eq!(
+        (h.max_connections, h.header_timeout),
+        (64, Duration::from_secs(2))
+    );
+    // Headers never get longer than the whole request.
+    let c = yaml("sources: {http: {request_timeout: 1s, header_timeout: 5s}}").unwrap();
+    assert_eq!(
+        c.sources.http.unwrap().header_timeout,
+        Duration::from_secs(1)
+    );
+    let e = yaml("sources: {http: {max_connections: 0}}").unwrap_err();
+    assert_eq!(e.path, "sources.http.max_connections");
+    let e = yaml("sources: {http: {header_timeout: 0s}}").unwrap_err();
+    assert_eq!(e.path, "sources.http.header_timeout");
+}
+
+#[test]
+fn embedded_tls_needs_a_certificate_and_key() {
+    let e = yaml("broker: {embedded: {tls: {key_file: k.pem}}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.tls");
+    assert!(e.message.contains("cert_file is required"), "{e}");
+    let e = yaml("broker: {embedded: {tls: {cert_file: c.pem, key_file: k.pem}}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.tls.cert_file");
+    let e = yaml("broker: {embedded: {tls: {listen: 'nope'}}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.tls.listen", "{e}");
 }
 
 #[test]

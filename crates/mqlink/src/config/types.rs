@@ -88,6 +88,9 @@ pub struct Embedded {
     pub username: Option<String>,
     /// Required password for clients.
     pub password: Option<Secret>,
+    /// Optional TLS listener (`broker.embedded.tls`), beside the plain one that mqlink
+    /// itself uses on loopback.
+    pub tls: Option<EmbeddedTls>,
 }
 
 impl Default for Embedded {
@@ -97,8 +100,32 @@ impl Default for Embedded {
             ws_listen: None,
             username: None,
             password: None,
+            tls: None,
         }
     }
+}
+
+/// The embedded broker's TLS listener (`broker.embedded.tls`). Relative paths are resolved
+/// against the config file's directory; the files exist at load.
+#[derive(Debug, Clone)]
+pub struct EmbeddedTls {
+    /// TLS listener; default `127.0.0.1:8883`.
+    pub listen: SocketAddr,
+    /// PEM server certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key of the certificate.
+    pub key_file: PathBuf,
+    /// PEM CA bundle that client certificates are verified against.
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by `client_ca_file` (mutual TLS).
+    /// Default: true when `client_ca_file` is given.
+    pub require_client_cert: bool,
+}
+
+impl EmbeddedTls {
+    /// The default TLS listener address.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8883);
 }
 
 /// Exponential backoff bounds.
@@ -229,6 +256,12 @@ pub struct HttpSource {
     pub max_body: u64,
     /// Whole-request deadline; default 30s.
     pub request_timeout: Duration,
+    /// Connections served at once; default 1024. When all are taken the oldest idle one
+    /// is dropped for a new one.
+    pub max_connections: usize,
+    /// Longest time a client may take to send its request headers; default 10s (never
+    /// longer than `request_timeout`).
+    pub header_timeout: Duration,
 }
 
 /// A polled HTTP endpoint.

@@ -403,11 +403,16 @@ fn broker(raw: RawBroker, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str) -> R<Brok
                 "the embedded broker is reached over plain TCP on loopback; tls needs a remote url",
             ));
         }
+        let tls = match e.tls {
+            Some(t) => Some(embedded_tls(t, ctx, &ep.key("tls"))?),
+            None => None,
+        };
         BrokerTarget::Embedded(Embedded {
             listen,
             ws_listen,
             username: e.username,
             password,
+            tls,
         })
     } else {
         let u = raw.url.as_deref().unwrap_or_default();
@@ -566,6 +571,60 @@ fn tls(
     }))
 }
 
+/// `broker.embedded.tls`: a server certificate and key are required; a client CA turns on
+/// client-certificate checks, required unless `require_client_cert: false`.
+fn embedded_tls(raw: RawEmbeddedTls, ctx: &Ctx<'_>, path: &KeyPath) -> R<EmbeddedTls> {
+    let listen = match raw.listen.as_deref() {
+        Some(s) => ctx.socket_addr(s, &path.key("listen"))?,
+        None => EmbeddedTls::DEFAULT_LISTEN,
+    };
+    let required = |v: Option<&str>, key: &str| -> R<PathBuf> {
+        match v {
+            Some(f) => ctx.input_file(f, &path.key(key)),
+            None => Err(ctx.err(
+                path,
+                format!("{key} is required: the PEM file the TLS listener presents"),
+            )),
+        }
+    };
+    let cert_file = required(raw.cert_file.as_deref(), "cert_file")?;
+    let key_file = required(raw.key_file.as_deref(), "key_file")?;
+    let client_ca_file = match raw.client_ca_file.as_deref() {
+        Some(f) => Some(ctx.input_file(f, &path.key("client_ca_file"))?),
+        None => None,
+    };
+    let require_client_cert = match (raw.require_client_cert, &client_ca_file) {
+        (Some(true), None) => {
+            return Err(ctx.err(
+                &path.key("require_client_cert"),
+                "needs client_ca_file: the CA that client certificates are checked against",
+            ));
+        }
+        (Some(v), _) => v,
+        (None, ca) => ca.is_some(),
+    };
+    // Parse them now, so `mqlink check` catches a key that does not fit its certificate.
+    crate::mqtt::tls::check_server_files(&cert_file, &key_file, client_ca_file.as_deref())
+        .map_err(|e| {
+            // Point at the file that is wrong.
+            let at = match &e {
+                crate::mqtt::tls::TlsError::File { what, .. } => what
+                    .rsplit(' ')
+                    .next()
+                    .map_or_else(|| path.clone(), |k| path.key(k)),
+                _ => path.clone(),
+            };
+            ctx.err(&at, e.to_string())
+        })?;
+    Ok(EmbeddedTls {
+        listen,
+        cert_file,
+        key_file,
+        client_ca_file,
+        require_client_cert,
+    })
+}
+
 fn lifecycle(raw: RawLifecycle, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str) -> R<Lifecycle> {
     let tp = path.key("topic");
     let t = ctx.template(
@@ -639,11 +698,25 @@ fn sources(raw: RawSources, ctx: &Ctx<'_>, path: &KeyPath) -> R<Sources> {
             &hp.key("request_timeout"),
             Duration::from_secs(30),
         )?;
+        let max_connections = match h.max_connections {
+            None => crate::source::http::MAX_CONNECTIONS,
+            Some(0) => {
+                return Err(ctx.err(&hp.key("max_connections"), "must be at least 1"));
+            }
+            Some(n) => n as usize,
+        };
+        let header_timeout = ctx.positive_duration(
+            h.header_timeout.as_deref(),
+            &hp.key("header_timeout"),
+            crate::source::http::MAX_HEADER_READ,
+        )?;
         Some(HttpSource {
             listen,
             tokens,
             max_body,
             request_timeout,
+            max_connections,
+            header_timeout: header_timeout.min(request_timeout),
         })
     } else {
         None

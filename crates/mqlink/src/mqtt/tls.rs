@@ -1,4 +1,5 @@
-//! TLS client configuration (rustls with the ring provider).
+//! TLS client configuration (rustls with the ring provider), and the file checks of a TLS
+//! listener (the embedded broker's).
 //!
 //! Certificates are read once, when the client is built, so a missing or unreadable file
 //! is reported with its path before any connection is tried.
@@ -143,6 +144,50 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
     };
     config.alpn_protocols = opts.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// Check a TLS listener's files before a server is started with them: the certificate
+/// chain and key parse, the key belongs to the certificate, and the client CA (if any)
+/// holds usable certificates. Errors name the file, so a broker that would otherwise fail
+/// at its first handshake (or with a message naming no file) is refused at start.
+///
+/// # Errors
+/// An unreadable or empty file, a key that does not match the certificate.
+pub fn check_server_files(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+) -> Result<(), TlsError> {
+    let chain = read_certs("tls cert_file", cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::File {
+        what: "tls key_file",
+        path: key_file.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if let Some(ca) = client_ca_file {
+        let mut roots = RootCertStore::empty();
+        for cert in read_certs("tls client_ca_file", ca)? {
+            roots.add(cert).map_err(|e| TlsError::File {
+                what: "tls client_ca_file",
+                path: ca.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::File {
+            what: "tls key_file",
+            path: key_file.to_path_buf(),
+            reason: format!(
+                "does not fit the certificate in {}: {e}",
+                cert_file.display()
+            ),
+        })?;
+    Ok(())
 }
 
 /// The name to verify and to send as SNI.

@@ -14,9 +14,9 @@
 //! field / invalid topic, 503 spool full (with `Retry-After`) or shutting down.
 //! 202 is sent only after the spool has the events.
 //!
-//! Bounds: [`MAX_CONNECTIONS`] connections (the oldest idle one is dropped to admit a new
-//! one, so silent clients cannot lock out good ones), request headers within
-//! [`MAX_HEADER_READ`], the body within `max_body`, the whole request within the request
+//! Bounds (configurable; defaults below): [`MAX_CONNECTIONS`] connections (the oldest idle
+//! one is dropped to admit a new one, so silent clients cannot lock out good ones), request
+//! headers within [`MAX_HEADER_READ`], the body within `max_body`, the whole request within the request
 //! timeout. Body parsing ([`parse_batch`]) is pure and fuzzed (`fuzz/`).
 
 use std::sync::Arc;
@@ -184,13 +184,15 @@ pub fn router(ingest: Ingest, observer: Arc<Observer>, opts: HttpOptions) -> Rou
         .with_state(app)
 }
 
-/// Most connections served at once (STYLE rule 10). When all are taken, the oldest *idle*
+/// Default for the most connections served at once (`sources.http.max_connections`,
+/// STYLE rule 10). When all are taken, the oldest *idle*
 /// connection (no request in progress: still sending headers, or keep-alive) is dropped
 /// to make room, so a flood of slow or silent clients cannot lock out a good one; when
 /// every connection is busy with a request, accepting waits.
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// Longest time a client may take to send its request headers.
+/// Default for the longest time a client may take to send its request headers
+/// (`sources.http.header_timeout`).
 pub const MAX_HEADER_READ: Duration = Duration::from_secs(10);
 
 /// One accepted connection, as the accept loop sees it.
