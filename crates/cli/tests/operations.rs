@@ -20,20 +20,6 @@ fn cfg(broker: &Mosquitto, routes: &str) -> String {
 const ROUTES: &str = "  - {match: [job], topic: 'jobs/{id}'}\n";
 
 /// The value of a sample line `name{labels} value` in Prometheus text.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
-}
-
-fn metrics(d: &Daemon) -> String {
-    let (s, text) = http(d.http_port, "GET", "/metrics", &[], b"");
-    assert_eq!(s, 200);
-    text
-}
-
 fn spool_records(d: &Daemon) -> u64 {
     let (_, text) = http(d.http_port, "GET", "/readyz", &[], b"");
     json_body(&text)["spool"]["records"].as_u64().unwrap()

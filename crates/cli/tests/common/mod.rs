@@ -400,3 +400,19 @@ impl Daemon {
         d
     }
 }
+
+/// The value of one series (name with labels, exactly as exposed) in a metrics text.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+/// `GET /metrics` of a daemon.
+pub fn metrics(d: &Daemon) -> String {
+    let (s, text) = http(d.http_port, "GET", "/metrics", &[], b"");
+    assert_eq!(s, 200);
+    text
+}
