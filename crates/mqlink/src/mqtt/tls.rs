@@ -76,6 +76,27 @@ fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
+fn read_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
+        what,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// A CA bundle as a root store: every certificate in the file must be usable.
+fn read_roots(what: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(what, path)? {
+        roots.add(cert).map_err(|e| TlsError::File {
+            what,
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
 /// Build the rustls client configuration.
 ///
 /// # Errors
@@ -91,15 +112,7 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
     } else {
         let mut roots = RootCertStore::empty();
         match &opts.ca_file {
-            Some(path) => {
-                for cert in read_certs("tls.ca_file", path)? {
-                    roots.add(cert).map_err(|e| TlsError::File {
-                        what: "tls.ca_file",
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                }
-            }
+            Some(path) => roots = read_roots("tls.ca_file", path)?,
             None => {
                 let found = rustls_native_certs::load_native_certs();
                 for cert in found.certs {
@@ -121,11 +134,7 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
     let mut config = match (&opts.cert_file, &opts.key_file) {
         (Some(cert), Some(key)) => {
             let chain = read_certs("tls.cert_file", cert)?;
-            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
-                what: "tls.key_file",
-                path: key.clone(),
-                reason: e.to_string(),
-            })?;
+            let key_der = read_key("tls.key_file", key)?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| TlsError::Rustls(e.to_string()))?
@@ -159,20 +168,9 @@ pub fn check_server_files(
     client_ca_file: Option<&Path>,
 ) -> Result<(), TlsError> {
     let chain = read_certs("tls cert_file", cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::File {
-        what: "tls key_file",
-        path: key_file.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let key = read_key("tls key_file", key_file)?;
     if let Some(ca) = client_ca_file {
-        let mut roots = RootCertStore::empty();
-        for cert in read_certs("tls client_ca_file", ca)? {
-            roots.add(cert).map_err(|e| TlsError::File {
-                what: "tls client_ca_file",
-                path: ca.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        }
+        read_roots("tls client_ca_file", ca)?;
     }
     rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
