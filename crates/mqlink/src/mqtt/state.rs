@@ -3,7 +3,8 @@
 //! The connection task feeds it what happened (a message to publish, a packet from the
 //! broker, a connect or a disconnect, an application ack) and drains [`Output`]s: packets to
 //! write, verdicts to hand back, messages to deliver. Keeping it free of sockets lets every
-//! rule below be tested packet by packet.
+//! rule below be tested packet by packet, and all of them at once by a model-based property
+//! test against a broker that sends stray, duplicate and wrong acks (`state/model.rs`).
 //!
 //! Rules it enforces:
 //! - A publish gets exactly one [`Verdict`]: acknowledged (PUBACK, or PUBREC then PUBCOMP,
@@ -611,6 +612,9 @@ fn verdict(a: Ack) -> Verdict {
         }
     }
 }
+
+#[cfg(test)]
+mod model;
 
 #[cfg(test)]
 mod tests {
