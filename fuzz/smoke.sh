@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 secs="${FUZZ_SECONDS:-20}"
 target_dir="${CARGO_TARGET_DIR:-$HOME/.cache/mqlink-target}/fuzz"
 export RUSTC_BOOTSTRAP=1
-targets=(mqtt_decode topic_template config_parse http_batch jq_compile)
+targets=(mqtt_decode mqtt_session topic_template config_parse http_batch jq_compile)
 cargo fuzz build --target-dir "$target_dir"
 for t in "${targets[@]}"; do
     echo "== fuzz $t for ${secs}s"
