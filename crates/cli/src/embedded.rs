@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, anyhow};
-use mqlink::config::EmbeddedTls;
+use mqlink::config::Embedded;
 use mqtt5::broker::auth::PasswordAuthProvider;
 use mqtt5::broker::config::{AuthConfig, BrokerConfig, StorageConfig, TlsConfig, WebSocketConfig};
 use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
@@ -22,14 +22,9 @@ use crate::exit::usage;
 /// Where the embedded broker listens.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
-    pub listen: SocketAddr,
-    pub ws_listen: Option<SocketAddr>,
+    /// Listeners, credentials, TLS: `broker.embedded`, or the `mqlink broker` flags.
+    pub embedded: Embedded,
     pub max_packet_size: usize,
-    /// User name and password every client must present; `None` allows anonymous clients
-    /// (the default listener is loopback only).
-    pub credentials: Option<(String, String)>,
-    /// Optional TLS listener.
-    pub tls: Option<EmbeddedTls>,
 }
 
 pub struct EmbeddedBroker {
@@ -61,11 +56,15 @@ fn check_free(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
 
 impl EmbeddedBroker {
     pub async fn start(opts: &EmbeddedOptions) -> anyhow::Result<EmbeddedBroker> {
-        check_free(opts.listen, "MQTT")?;
-        if let Some(ws) = opts.ws_listen {
+        let e = &opts.embedded;
+        if let Some((_, addr)) = e.unauthenticated_exposure() {
+            return Err(usage(Embedded::exposure_message(addr)));
+        }
+        check_free(e.listen, "MQTT")?;
+        if let Some(ws) = e.ws_listen {
             check_free(ws, "WebSocket")?;
         }
-        if let Some(tls) = &opts.tls {
+        if let Some(tls) = &e.tls {
             check_free(tls.listen, "TLS")?;
             // mqtt5 names no file when one is bad; check them here so the error does.
             mqlink::mqtt::tls::check_server_files(
@@ -84,15 +83,15 @@ impl EmbeddedBroker {
             ..StorageConfig::default()
         };
         let mut config = BrokerConfig::default()
-            .with_bind_address(opts.listen)
+            .with_bind_address(e.listen)
             .with_max_packet_size(opts.max_packet_size)
             .with_storage(storage)
             .with_sys_topics_enabled(false);
-        if let Some(ws) = opts.ws_listen {
+        if let Some(ws) = e.ws_listen {
             config =
                 config.with_websocket(WebSocketConfig::default().with_bind_addresses(vec![ws]));
         }
-        if let Some(tls) = &opts.tls {
+        if let Some(tls) = &e.tls {
             let mut t = TlsConfig::new(tls.cert_file.clone(), tls.key_file.clone())
                 .with_bind_address(tls.listen)
                 .with_require_client_cert(tls.require_client_cert);
@@ -103,9 +102,9 @@ impl EmbeddedBroker {
         }
         // mqtt5 reads users from a password file (`user:argon2-hash` lines): write one,
         // private to us, for the moment the broker loads it.
-        let password_file = match &opts.credentials {
-            Some((user, password)) => {
-                let path = write_password_file(user, password)?;
+        let password_file = match (&e.username, &e.password) {
+            (Some(user), Some(password)) => {
+                let path = write_password_file(user, password.expose())?;
                 config = config.with_auth(
                     AuthConfig::new()
                         .with_password_file(path.clone())
@@ -113,20 +112,20 @@ impl EmbeddedBroker {
                 );
                 Some(path)
             }
-            None => None,
+            _ => None,
         };
         let started = MqttBroker::with_config(config).await;
         if let Some(path) = &password_file {
             let _ = std::fs::remove_file(path);
         }
         let mut broker =
-            started.with_context(|| format!("embedded broker cannot start on {}", opts.listen))?;
-        let addr = broker.local_addr().unwrap_or(opts.listen);
+            started.with_context(|| format!("embedded broker cannot start on {}", e.listen))?;
+        let addr = broker.local_addr().unwrap_or(e.listen);
         let ws_addr = broker.ws_local_addr();
         let tls_addr = broker.tls_local_addr();
         // mqtt5 only warns when a TLS listener cannot bind and goes on without it; a broker
         // asked for TLS must not quietly serve plain TCP alone.
-        if let (Some(tls), None) = (&opts.tls, tls_addr) {
+        if let (Some(tls), None) = (&e.tls, tls_addr) {
             return Err(anyhow!(
                 "embedded broker cannot listen for TLS on {}",
                 tls.listen
@@ -142,8 +141,8 @@ impl EmbeddedBroker {
             %addr,
             ws = ?ws_addr,
             tls = ?tls_addr,
-            client_certs = opts.tls.as_ref().is_some_and(|t| t.require_client_cert),
-            auth = opts.credentials.is_some(),
+            client_certs = e.tls.as_ref().is_some_and(|t| t.require_client_cert),
+            auth = e.username.is_some(),
             "embedded broker listening (MQTT 3.1.1 and 5)"
         );
         Ok(EmbeddedBroker {

@@ -207,3 +207,36 @@ fn a_key_that_does_not_fit_the_certificate_is_refused_with_its_path() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not fit the certificate"), "{err}");
 }
+
+#[test]
+fn a_network_listener_without_authentication_is_refused() {
+    // Refused before anything binds (tests only ever listen on loopback).
+    let out = mqlink()
+        .args(["broker", "--listen", "0.0.0.0:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0.0.0.0:1 is reachable from other machines"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-anonymous"), "{err}");
+
+    // The same through `mqlink run --embedded-listen`, which overrides the config.
+    let dir = tempfile::tempdir().unwrap();
+    let out = mqlink()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--embedded-listen",
+            "0.0.0.0:1",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("would admit anyone"), "{err}");
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use mqlink::config::EmbeddedTls;
+use mqlink::config::{Embedded, EmbeddedTls, Secret};
 
 use crate::embedded::{EmbeddedBroker, EmbeddedOptions};
 use crate::exit::usage;
@@ -43,10 +43,14 @@ pub struct Args {
     /// With --client-ca: accept clients without a certificate too.
     #[arg(long, requires = "client_ca")]
     client_cert_optional: bool,
+    /// Admit unauthenticated clients on a listener other machines can reach (refused
+    /// without this flag, as Mosquitto 2 does).
+    #[arg(long)]
+    allow_anonymous: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let credentials = match (args.username, &args.password_file) {
+    let (username, password) = match (args.username, &args.password_file) {
         (Some(user), Some(file)) => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("--password-file {}", file.display()))
@@ -58,9 +62,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     file.display()
                 )));
             }
-            Some((user, password))
+            (Some(user), Some(Secret::new(password)))
         }
-        _ => None,
+        _ => (None, None),
     };
     let tls = match (args.tls_listen, args.cert, args.key) {
         (Some(listen), Some(cert_file), Some(key_file)) => Some(EmbeddedTls {
@@ -73,11 +77,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let mut broker = EmbeddedBroker::start(&EmbeddedOptions {
-        listen: args.listen,
-        ws_listen: args.ws,
+        embedded: Embedded {
+            listen: args.listen,
+            ws_listen: args.ws,
+            username,
+            password,
+            tls,
+            allow_anonymous: args.allow_anonymous,
+        },
         max_packet_size: args.max_packet_size,
-        credentials,
-        tls,
     })
     .await?;
     tokio::select! {

@@ -128,14 +128,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let embedded = match &config.broker.target {
         BrokerTarget::Embedded(e) => Some(
             EmbeddedBroker::start(&EmbeddedOptions {
-                listen: e.listen,
-                ws_listen: e.ws_listen,
+                embedded: e.clone(),
                 max_packet_size: config.broker.max_packet_size as usize,
-                credentials: e
-                    .username
-                    .clone()
-                    .zip(e.password.as_ref().map(|p| p.expose().to_string())),
-                tls: e.tls.clone(),
             })
             .await?,
         ),

@@ -112,6 +112,7 @@ pub(crate) struct RawEmbedded {
     pub password: Option<Secret>,
     pub password_file: Option<String>,
     pub tls: Option<RawEmbeddedTls>,
+    pub allow_anonymous: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -368,6 +368,49 @@ fn embedded_tls_needs_a_certificate_and_key() {
 }
 
 #[test]
+fn an_embedded_listener_open_to_the_network_needs_authentication() {
+    let e = yaml("broker:\n  embedded:\n    listen: 0.0.0.0:1883\n").unwrap_err();
+    assert_eq!(
+        (e.path.as_str(), e.line),
+        ("broker.embedded.listen", 3),
+        "{e}"
+    );
+    assert!(e.message.contains("would admit anyone"), "{e}");
+    let e = yaml("broker: {embedded: {ws_listen: '[::]:8081'}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.ws_listen", "{e}");
+    // A password, or an explicit opt-in, makes it acceptable.
+    yaml("broker: {embedded: {listen: 0.0.0.0:1883, username: u, password: p}}").unwrap();
+    let c = yaml("broker: {embedded: {listen: 0.0.0.0:1883, allow_anonymous: true}}").unwrap();
+    let BrokerTarget::Embedded(e) = c.broker.target else {
+        panic!("embedded")
+    };
+    assert!(e.allow_anonymous && e.unauthenticated_exposure().is_none());
+    // Loopback is never exposed.
+    yaml("broker: {embedded: {listen: '[::1]:1883', ws_listen: 127.0.0.2:8081}}").unwrap();
+}
+
+#[test]
+fn embedded_tls_exposure_is_judged_by_client_certificates() {
+    let tls = |require_client_cert: bool| EmbeddedTls {
+        listen: "0.0.0.0:8883".parse().unwrap(),
+        cert_file: "c.pem".into(),
+        key_file: "k.pem".into(),
+        client_ca_file: require_client_cert.then(|| "ca.pem".into()),
+        require_client_cert,
+    };
+    let mut e = Embedded {
+        tls: Some(tls(true)),
+        ..Embedded::default()
+    };
+    assert_eq!(e.unauthenticated_exposure(), None);
+    e.tls = Some(tls(false));
+    assert_eq!(
+        e.unauthenticated_exposure(),
+        Some(("tls.listen", "0.0.0.0:8883".parse().unwrap()))
+    );
+}
+
+#[test]
 fn tls_and_secret_files_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), "x").unwrap();

@@ -91,6 +91,9 @@ pub struct Embedded {
     /// Optional TLS listener (`broker.embedded.tls`), beside the plain one that mqlink
     /// itself uses on loopback.
     pub tls: Option<EmbeddedTls>,
+    /// Let a listener reachable from other machines admit clients that nobody
+    /// authenticated (see [`Embedded::unauthenticated_exposure`]). Default false.
+    pub allow_anonymous: bool,
 }
 
 impl Default for Embedded {
@@ -101,7 +104,45 @@ impl Default for Embedded {
             username: None,
             password: None,
             tls: None,
+            allow_anonymous: false,
         }
+    }
+}
+
+impl Embedded {
+    /// The first listener that other machines can reach and that admits clients nobody
+    /// authenticated: a non-loopback TCP or WebSocket listener without a password, or a
+    /// non-loopback TLS listener with neither a password nor required client certificates.
+    /// Returns its config key and address; `None` when there is none or `allow_anonymous`
+    /// is set. Like Mosquitto 2, which refuses anonymous clients unless configured to,
+    /// an open broker must be asked for.
+    pub fn unauthenticated_exposure(&self) -> Option<(&'static str, SocketAddr)> {
+        if self.allow_anonymous || self.username.is_some() {
+            return None;
+        }
+        let exposed = |a: &SocketAddr| !a.ip().is_loopback();
+        if exposed(&self.listen) {
+            return Some(("listen", self.listen));
+        }
+        if let Some(ws) = self.ws_listen.filter(exposed) {
+            return Some(("ws_listen", ws));
+        }
+        match &self.tls {
+            Some(t) if exposed(&t.listen) && !t.require_client_cert => {
+                Some(("tls.listen", t.listen))
+            }
+            _ => None,
+        }
+    }
+
+    /// Why [`Embedded::unauthenticated_exposure`] is refused, and the ways out.
+    pub fn exposure_message(addr: SocketAddr) -> String {
+        format!(
+            "{addr} is reachable from other machines and the embedded broker would admit \
+             anyone: require a user name and password, or client certificates on the TLS \
+             listener, or listen on a loopback address, or allow anonymous clients explicitly \
+             (broker.embedded.allow_anonymous: true, mqlink broker --allow-anonymous)"
+        )
     }
 }
 

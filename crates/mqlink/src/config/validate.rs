@@ -407,13 +407,19 @@ fn broker(raw: RawBroker, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str) -> R<Brok
             Some(t) => Some(embedded_tls(t, ctx, &ep.key("tls"))?),
             None => None,
         };
-        BrokerTarget::Embedded(Embedded {
+        let embedded = Embedded {
             listen,
             ws_listen,
             username: e.username,
             password,
             tls,
-        })
+            allow_anonymous: e.allow_anonymous.unwrap_or(false),
+        };
+        if let Some((key, addr)) = embedded.unauthenticated_exposure() {
+            let at = key.split('.').fold(ep.clone(), |p, k| p.key(k));
+            return Err(ctx.err(&at, Embedded::exposure_message(addr)));
+        }
+        BrokerTarget::Embedded(embedded)
     } else {
         let u = raw.url.as_deref().unwrap_or_default();
         BrokerTarget::Remote(
