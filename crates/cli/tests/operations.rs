@@ -169,13 +169,10 @@ fn secrets_never_appear_in_logs_errors_metrics_status_or_check() {
         d2.log()
     );
     // The refusal is counted by cause in the metrics.
-    let m2 = metrics(&d2);
-    assert!(
-        sample(
-            &m2,
-            r#"mqlink_broker_link_failures_total{cause="not_authorized"}"#
-        ) >= 1.0,
-        "{m2}"
+    let m2 = wait_for_sample(
+        &d2,
+        r#"mqlink_broker_link_failures_total{cause="not_authorized"}"#,
+        1.0,
     );
     outputs.push(m2);
     let path = d.dir.path().join("mqlink.yaml");

@@ -416,3 +416,20 @@ pub fn metrics(d: &Daemon) -> String {
     assert_eq!(s, 200);
     text
 }
+
+/// Poll `/metrics` until `series` is at least `min` (the log line or `/readyz` can show an
+/// event a moment before the counter does); return that metrics text.
+pub fn wait_for_sample(d: &Daemon, series: &str, min: f64) -> String {
+    let mut last = String::new();
+    let ok = wait_until(Instant::now() + T, || {
+        last = metrics(d);
+        last.lines().any(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v >= min)
+        })
+    });
+    assert!(ok, "{series} never reached {min}:\n{last}");
+    last
+}

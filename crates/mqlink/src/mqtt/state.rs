@@ -15,7 +15,10 @@
 //!   the broker's Receive Maximum. A packet id is reused only after its flow completed.
 //! - After a reconnect, unacknowledged messages are sent again in their original order: with
 //!   DUP (or as PUBREL when PUBREC was already seen) when the broker resumed the session,
-//!   as fresh publishes when it did not.
+//!   as fresh publishes when it did not. On a resumed session they keep their packet ids
+//!   even when the new window is smaller than their number: the broker may hold state for
+//!   those ids (a QoS 2 message it stored), so the ones beyond the window wait, ids reserved,
+//!   and go out as the window frees; a new id would make a QoS 2 message a second message.
 //! - Incoming QoS 1/2 messages are acknowledged only when the application says so, and in
 //!   the order they arrived (MQTT-4.6.0-2). An application ack that belongs to an earlier
 //!   connection is ignored: the broker will send that message again.
@@ -146,6 +149,9 @@ pub struct Session {
     next_seq: u64,
     queued: VecDeque<Queued>,
     inflight: HashMap<u16, Inflight>,
+    /// Packet ids in `inflight` still to be sent again on this (resumed) connection, in
+    /// order; they wait for the window like new messages but keep their ids.
+    resend: VecDeque<u16>,
     incoming: VecDeque<IncomingSlot>,
     awaiting_pubrel: HashSet<u16>,
     subscriptions: Vec<(String, QoS)>,
@@ -167,6 +173,7 @@ impl Session {
             next_seq: 0,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
+            resend: VecDeque::new(),
             incoming: VecDeque::new(),
             awaiting_pubrel: HashSet::new(),
             subscriptions: Vec::new(),
@@ -186,9 +193,16 @@ impl Session {
         self.queued.len()
     }
 
-    /// QoS 1/2 messages sent and not yet acknowledged.
+    /// QoS 1/2 messages sent and not yet acknowledged (including those waiting to be sent
+    /// again after a reconnect).
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// QoS 1/2 messages sent on this connection and not yet acknowledged: what the window
+    /// bounds.
+    fn on_wire(&self) -> usize {
+        self.inflight.len() - self.resend.len()
     }
 
     /// Current window (our cap, limited by the broker's Receive Maximum).
@@ -244,7 +258,13 @@ impl Session {
         // Replay in original order.
         let mut replay: Vec<Inflight> = self.inflight.drain().map(|(_, v)| v).collect();
         replay.sort_by_key(|m| m.seq);
-        let keep = usize::from(self.window).min(replay.len());
+        self.resend.clear();
+        // A resumed session keeps every id: the window only paces the resending (`pump`).
+        let keep = if connack.session_present {
+            replay.len()
+        } else {
+            usize::from(self.window).min(replay.len())
+        };
         let overflow = replay.split_off(keep);
         // Messages beyond a shrunken window go back to the head of the queue, in order.
         for m in overflow.into_iter().rev() {
@@ -259,12 +279,8 @@ impl Session {
         for mut m in replay {
             let pid = m.publish.pid.unwrap_or_default();
             if connack.session_present {
-                if m.stage == Stage::Comp {
-                    self.out.push_back(send(Packet::PubRel(Ack::ok(pid))));
-                } else {
-                    m.publish.dup = true;
-                    self.out.push_back(send(Packet::Publish(m.publish.clone())));
-                }
+                // Sent by `pump`, as the window allows.
+                self.resend.push_back(pid);
             } else {
                 m.stage = initial_stage(m.publish.qos);
                 m.publish.dup = false;
@@ -320,6 +336,7 @@ impl Session {
 
     /// Give up on everything not yet decided (the owner is stopping).
     pub fn give_up(&mut self) {
+        self.resend.clear();
         let mut all: Vec<(u64, Token)> = self
             .inflight
             .drain()
@@ -418,10 +435,7 @@ impl Session {
     fn on_puback(&mut self, a: Ack) {
         match self.inflight.get(&a.pid) {
             Some(m) if m.stage == Stage::Ack => {
-                let m = self
-                    .inflight
-                    .remove(&a.pid)
-                    .expect("present: checked above");
+                let m = self.finish(a.pid);
                 self.out.push_back(Output::Verdict(m.token, verdict(a)));
             }
             _ => self.out.push_back(Output::Anomaly(format!(
@@ -435,17 +449,18 @@ impl Session {
         let stage = self.inflight.get(&a.pid).map(|m| m.stage);
         match stage {
             Some(Stage::Rec) if a.reason >= 0x80 => {
-                let m = self
-                    .inflight
-                    .remove(&a.pid)
-                    .expect("present: checked above");
+                let m = self.finish(a.pid);
                 self.out.push_back(Output::Verdict(m.token, verdict(a)));
             }
             Some(Stage::Rec) | Some(Stage::Comp) => {
                 if let Some(m) = self.inflight.get_mut(&a.pid) {
                     m.stage = Stage::Comp;
                 }
-                self.out.push_back(send(Packet::PubRel(Ack::ok(a.pid))));
+                // An id still waiting to be sent again gets its PUBREL when the window
+                // lets it (`pump`), not beyond the window now.
+                if !self.resend.contains(&a.pid) {
+                    self.out.push_back(send(Packet::PubRel(Ack::ok(a.pid))));
+                }
             }
             _ => self.out.push_back(Output::Anomaly(format!(
                 "PUBREC for packet id {} that is not awaiting one",
@@ -457,10 +472,7 @@ impl Session {
     fn on_pubcomp(&mut self, a: Ack) {
         match self.inflight.get(&a.pid) {
             Some(m) if m.stage == Stage::Comp => {
-                let m = self
-                    .inflight
-                    .remove(&a.pid)
-                    .expect("present: checked above");
+                let m = self.finish(a.pid);
                 // 0x92 (packet id not found) after a resumed session means the broker had
                 // already completed the flow: the message was received (PUBREC came first).
                 let v = if a.reason == 0x92 {
@@ -545,6 +557,20 @@ impl Session {
             self.requests_sent.insert(pid, (Some(token), req));
             self.out.push_back(send(packet));
         }
+        // Messages of a resumed session first, with their ids, as the window allows.
+        while self.on_wire() < usize::from(self.window) {
+            let Some(pid) = self.resend.pop_front() else {
+                break;
+            };
+            if let Some(m) = self.inflight.get_mut(&pid) {
+                if m.stage == Stage::Comp {
+                    self.out.push_back(send(Packet::PubRel(Ack::ok(pid))));
+                } else {
+                    m.publish.dup = true;
+                    self.out.push_back(send(Packet::Publish(m.publish.clone())));
+                }
+            }
+        }
         while let Some(front) = self.queued.front() {
             if front.publish.qos == QoS::AtMostOnce {
                 let q = self.queued.pop_front().expect("front exists");
@@ -573,6 +599,15 @@ impl Session {
                 },
             );
         }
+    }
+
+    /// Take a message whose flow ended out of flight. Only called for ids in `inflight`.
+    fn finish(&mut self, pid: u16) -> Inflight {
+        // Usually empty; an id still waiting to be resent was answered early.
+        self.resend.retain(|p| *p != pid);
+        self.inflight
+            .remove(&pid)
+            .expect("present: checked by the caller")
     }
 
     fn alloc_pid(&mut self) -> u16 {
@@ -885,19 +920,55 @@ mod tests {
         }
         drain(&mut s);
         s.disconnected();
-        s.connected(&connack(true, Some(2)));
-        let topics: Vec<String> = sent_publishes(&drain(&mut s))
-            .into_iter()
-            .map(|p| p.1)
-            .collect();
-        assert_eq!(topics, vec!["m1", "m2"]);
-        assert_eq!(s.queued_len(), 3);
+        // A new session: the broker knows none of the ids, so those beyond the window
+        // go back to the queue and get fresh ids later.
+        s.connected(&connack(false, Some(2)));
+        assert_eq!(
+            sent_publishes(&drain(&mut s)),
+            vec![(1, "m1".into(), false), (2, "m2".into(), false)]
+        );
+        assert_eq!((s.queued_len(), s.inflight_len()), (3, 2));
         s.handle(Packet::PubAck(Ack::ok(1))).unwrap();
-        let topics: Vec<String> = sent_publishes(&drain(&mut s))
-            .into_iter()
-            .map(|p| p.1)
-            .collect();
-        assert_eq!(topics, vec!["m3"]);
+        assert_eq!(
+            sent_publishes(&drain(&mut s)),
+            vec![(6, "m3".into(), false)]
+        );
+    }
+
+    #[test]
+    fn a_resumed_session_keeps_every_id_and_paces_the_resend_by_the_window() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        for t in 1..=4 {
+            s.publish(t, msg(&format!("m{t}"), QoS::ExactlyOnce));
+        }
+        drain(&mut s);
+        // The broker stored m1 and m3 (PUBREC) before the connection dropped.
+        s.handle(Packet::PubRec(Ack::ok(1))).unwrap();
+        s.handle(Packet::PubRec(Ack::ok(3))).unwrap();
+        drain(&mut s);
+        s.disconnected();
+        s.connected(&connack(true, Some(2)));
+        let out = drain(&mut s);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0], send(Packet::PubRel(Ack::ok(1))));
+        assert_eq!(sent_publishes(&out[1..]), vec![(2, "m2".into(), true)]);
+        assert_eq!((s.queued_len(), s.inflight_len()), (0, 4));
+        // As the window frees, the rest go out with their own ids: m3 as PUBREL (a new id
+        // would make it a second message), then m4 as a DUP.
+        s.handle(Packet::PubComp(Ack::ok(1))).unwrap();
+        let out = drain(&mut s);
+        assert_eq!(
+            out,
+            vec![
+                Output::Verdict(1, Verdict::Acknowledged),
+                send(Packet::PubRel(Ack::ok(3)))
+            ]
+        );
+        s.handle(Packet::PubRec(Ack::ok(2))).unwrap();
+        s.handle(Packet::PubComp(Ack::ok(2))).unwrap();
+        let out = drain(&mut s);
+        assert_eq!(sent_publishes(&out), vec![(4, "m4".into(), true)]);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! - nothing panics;
 //! - a publish gets at most one verdict, and a broker verdict only from an ack that carries
 //!   the packet id the message has on the wire at that moment;
-//! - no more messages in flight than the window, and no packet id shared by two messages
-//!   in flight;
+//! - no more messages in flight than the window, no packet id shared by two messages in
+//!   flight, and a message sent again on a resumed session keeps its id;
 //! - once a well-behaved broker has answered everything, every publish has exactly one
 //!   verdict and none was given up: nothing is lost.
 
@@ -149,9 +149,9 @@ impl Harness {
         let s = self.session();
         if s.is_connected() {
             assert!(
-                s.inflight_len() <= usize::from(s.window()),
+                s.on_wire() <= usize::from(s.window()),
                 "{} in flight, window {}",
-                s.inflight_len(),
+                s.on_wire(),
                 s.window()
             );
         }
@@ -175,6 +175,10 @@ impl Harness {
                         self.verdict(token, Verdict::Acknowledged);
                     }
                     Some(pid) => {
+                        if p.dup {
+                            // Sent again on a resumed session: with the id it had.
+                            assert_eq!(self.pid_of.get(&token), Some(&pid), "DUP of {token}");
+                        }
                         let holder = self.pid_of.iter().find(|(t, p)| {
                             **p == pid && **t != token && !self.verdicts.contains_key(*t)
                         });
@@ -229,6 +233,12 @@ impl Harness {
     fn connect(&mut self, resumed: bool, receive_max: Option<u16>) {
         if !self.connected {
             self.connected = true;
+            if !resumed {
+                // A new session: the broker knows no ids; messages get theirs again as
+                // they are sent.
+                let decided = &self.verdicts;
+                self.pid_of.retain(|t, _| decided.contains_key(t));
+            }
             self.session().connected(&ConnAck {
                 session_present: resumed,
                 receive_max,
