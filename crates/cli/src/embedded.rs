@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, anyhow};
-use mqlink::config::Embedded;
+use mqlink::config::{BrokerTarget, Config, Embedded, Secret};
 use mqtt5::broker::auth::PasswordAuthProvider;
 use mqtt5::broker::config::{AuthConfig, BrokerConfig, StorageConfig, TlsConfig, WebSocketConfig};
 use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
@@ -25,6 +25,52 @@ pub struct EmbeddedOptions {
     /// Listeners, credentials, TLS: `broker.embedded`, or the `mqlink broker` flags.
     pub embedded: Embedded,
     pub max_packet_size: usize,
+    /// mqlink's own login, accepted beside `embedded.username` (see [`OwnLogin`]).
+    pub own_login: Option<OwnLogin>,
+}
+
+/// mqlink's own login to its embedded broker when clients must log in: a user name and
+/// password drawn at random for this process, known to nobody else.
+///
+/// The broker locks a user name out for 5 minutes after 5 failed logins (mqtt5's brute-force
+/// protection). Were mqlink to log in as the configured user, anyone guessing that user's
+/// password could keep mqlink's own connections from reconnecting; nobody can guess at a
+/// name they do not know.
+#[derive(Debug, Clone)]
+pub struct OwnLogin {
+    user: String,
+    password: Secret,
+}
+
+impl OwnLogin {
+    /// A fresh login when `config` runs the embedded broker with a password.
+    pub fn for_config(config: &Config) -> anyhow::Result<Option<OwnLogin>> {
+        match &config.broker.target {
+            BrokerTarget::Embedded(e) if e.username.is_some() => {
+                let mut bytes = [0u8; 24];
+                rustls::crypto::ring::default_provider()
+                    .secure_random
+                    .fill(&mut bytes)
+                    .map_err(|_| {
+                        anyhow!("no secure random numbers for the embedded broker login")
+                    })?;
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                Ok(Some(OwnLogin {
+                    user: format!("mqlink-self-{}", &hex[..16]),
+                    password: Secret::new(&hex[16..]),
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Make the daemon's own connections (publisher, connectors) log in as this user.
+    pub fn apply(&self, config: &mut Config) {
+        if let BrokerTarget::Embedded(e) = &mut config.broker.target {
+            e.username = Some(self.user.clone());
+            e.password = Some(self.password.clone());
+        }
+    }
 }
 
 pub struct EmbeddedBroker {
@@ -104,7 +150,11 @@ impl EmbeddedBroker {
         // private to us, for the moment the broker loads it.
         let password_file = match (&e.username, &e.password) {
             (Some(user), Some(password)) => {
-                let path = write_password_file(user, password.expose())?;
+                let mut users = vec![(user.as_str(), password.expose())];
+                if let Some(own) = &opts.own_login {
+                    users.push((own.user.as_str(), own.password.expose()));
+                }
+                let path = write_password_file(&users)?;
                 config = config.with_auth(
                     AuthConfig::new()
                         .with_password_file(path.clone())
@@ -166,17 +216,21 @@ impl EmbeddedBroker {
     }
 }
 
-/// A fresh 0600 file in the temp directory holding `user:argon2(password)`.
-fn write_password_file(user: &str, password: &str) -> anyhow::Result<std::path::PathBuf> {
+/// A fresh 0600 file in the temp directory holding `user:argon2(password)` lines.
+fn write_password_file(users: &[(&str, &str)]) -> anyhow::Result<std::path::PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if user.is_empty() || user.contains([':', '\n', '\r']) {
-        return Err(anyhow!(
-            "broker.embedded.username must be non-empty without ':' or line breaks"
-        ));
+    let mut lines = String::new();
+    for (user, password) in users {
+        if user.is_empty() || user.contains([':', '\n', '\r']) {
+            return Err(anyhow!(
+                "broker.embedded.username must be non-empty without ':' or line breaks"
+            ));
+        }
+        let hash = PasswordAuthProvider::hash_password(password)
+            .map_err(|e| anyhow!("cannot hash the embedded broker password: {e}"))?;
+        lines.push_str(&format!("{user}:{hash}\n"));
     }
-    let hash = PasswordAuthProvider::hash_password(password)
-        .map_err(|e| anyhow!("cannot hash the embedded broker password: {e}"))?;
     let path = std::env::temp_dir().join(format!(
         "mqlink-embedded-{}-{:016x}.passwd",
         std::process::id(),
@@ -188,7 +242,8 @@ fn write_password_file(user: &str, password: &str) -> anyhow::Result<std::path::
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(f, "{user}:{hash}").with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(lines.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 

@@ -240,3 +240,61 @@ fn a_network_listener_without_authentication_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("would admit anyone"), "{err}");
 }
+
+#[test]
+fn guessing_the_configured_password_does_not_lock_mqlink_out_of_its_own_broker() {
+    let port = free_port();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("seen.jsonl");
+    let base = format!(
+        "broker:\n  url: embedded\n  embedded: {{listen: '127.0.0.1:{port}', username: app, password: app-pw}}\n\
+         routes:\n  - {{match: [Ping], topic: 'ping/{{event}}'}}\n"
+    );
+    let mut d = Daemon::start(&base);
+    let ready = wait_until(Instant::now() + T, || {
+        http(d.http_port, "GET", "/readyz", &[], b"").0 == 200
+    });
+    assert!(ready, "{}", d.log());
+
+    // Someone on another address guesses app's password until the broker locks the name
+    // (mqtt5: 5 failures within 60 s lock a user name and an address for 5 minutes).
+    let login = |from: &str, password: &str| {
+        let port = port.to_string();
+        let args = [
+            "-A",
+            from,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "app",
+            "-P",
+            password,
+        ];
+        mosquitto_pub(&[&args[..], &["-t", "x", "-m", "y", "-q", "1"]].concat())
+            .status
+            .success()
+    };
+    for _ in 0..6 {
+        assert!(!login("127.0.0.2", "wrong"));
+    }
+    assert!(
+        !login("127.0.0.3", "app-pw"),
+        "the broker did not lock the user name; this test proves nothing then"
+    );
+
+    // A connector added now opens new connections, and they get in: mqlink logs in to its
+    // own broker as a private user, not as `app`.
+    d.write_config(&format!(
+        "{base}connectors:\n  - name: seen\n    subscribe: ['ping/#']\n    sink: {{file: {{path: '{}'}}}}\n",
+        file.display()
+    ));
+    d.hangup();
+    let delivered = wait_until(Instant::now() + T, || {
+        assert_eq!(d.post("/v1/events/Ping", "{}").0, 202);
+        std::fs::read_to_string(&file).is_ok_and(|s| s.contains("ping/Ping"))
+    });
+    assert!(delivered, "the connector never delivered:\n{}", d.log());
+    assert!(!d.log().contains("app-pw"));
+}

@@ -86,6 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             allow_anonymous: args.allow_anonymous,
         },
         max_packet_size: args.max_packet_size,
+        own_login: None,
     })
     .await?;
     tokio::select! {

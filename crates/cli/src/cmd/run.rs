@@ -30,7 +30,7 @@ use tokio::io::BufReader;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::embedded::{EmbeddedBroker, EmbeddedOptions};
+use crate::embedded::{EmbeddedBroker, EmbeddedOptions, OwnLogin};
 use crate::exit::usage;
 
 #[derive(clap::Args, Debug)]
@@ -117,6 +117,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         config.spool.dir = d;
     }
+    // With a password on the embedded broker, the daemon's own connections log in as a
+    // private user (see `OwnLogin`); the broker accepts it beside the configured one.
+    let embedded_settings = match &config.broker.target {
+        BrokerTarget::Embedded(e) => Some(e.clone()),
+        BrokerTarget::Remote(_) => None,
+    };
+    let own_login = OwnLogin::for_config(&config)?;
+    if let Some(own) = &own_login {
+        own.apply(&mut config);
+    }
     // Build every connector before starting anything, so a bad one stops the start.
     let connectors = config
         .connectors
@@ -125,15 +135,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| usage(e.to_string()))?;
 
-    let embedded = match &config.broker.target {
-        BrokerTarget::Embedded(e) => Some(
+    let embedded = match embedded_settings {
+        Some(e) => Some(
             EmbeddedBroker::start(&EmbeddedOptions {
-                embedded: e.clone(),
+                embedded: e,
                 max_packet_size: config.broker.max_packet_size as usize,
+                own_login: own_login.clone(),
             })
             .await?,
         ),
-        BrokerTarget::Remote(_) => None,
+        None => None,
     };
 
     let (link, tasks) = Link::open(&config)?;
@@ -204,7 +215,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             _ = crate::cmd::terminated() => { tracing::info!("stop requested; draining"); break; }
             _ = hangups.recv() => {
-                reload(args.config.as_ref(), &mut config, &mut parts, &link, &observer);
+                reload(args.config.as_ref(), own_login.as_ref(), &mut config, &mut parts, &link, &observer);
                 continue;
             }
             r = async { stdin_task.as_mut().expect("guarded").await }, if only_stdin => {
@@ -475,6 +486,7 @@ async fn supervise(
 /// connectors change in place; spooled and in-flight messages are untouched.
 fn reload(
     path: Option<&PathBuf>,
+    own_login: Option<&OwnLogin>,
     current: &mut Config,
     parts: &mut Parts,
     link: &Link,
@@ -491,6 +503,9 @@ fn reload(
             return;
         }
     };
+    if let Some(own) = own_login {
+        own.apply(&mut next);
+    }
     // Keep what a reload cannot change, and say so.
     if format!("{:?}", next.broker) != format!("{:?}", current.broker)
         || next.spool.dir != current.spool.dir
