@@ -660,7 +660,8 @@ mod tests {
     use super::*;
     use crate::mqtt::codec::PublishProps;
 
-    fn msg(topic: &str, qos: QoS) -> Publish {
+    /// A one-byte message to `topic` (also used by the model test).
+    pub(super) fn msg(topic: &str, qos: QoS) -> Publish {
         Publish {
             topic: Arc::from(topic),
             payload: Bytes::from_static(b"x"),

@@ -16,13 +16,10 @@
 //!   verdict and none was given up: nothing is lost.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
-use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::mqtt::codec::PublishProps;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -79,16 +76,8 @@ fn qos(n: u8) -> QoS {
 }
 
 fn message(token: Token, qos: QoS) -> Publish {
-    Publish {
-        // The topic names the token, so the harness can tell which message a packet is.
-        topic: Arc::from(token.to_string()),
-        payload: Bytes::from_static(b"x"),
-        qos,
-        retain: false,
-        dup: false,
-        pid: None,
-        props: PublishProps::default(),
-    }
+    // The topic names the token, so the harness can tell which message a packet is.
+    super::tests::msg(&token.to_string(), qos)
 }
 
 #[derive(Default)]
