@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::exit::usage;
 
-/// Where the embedded broker listens.
+/// How the embedded broker is set up: listeners, logins, TLS, packet size.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
     /// Listeners, credentials, TLS: `broker.embedded`, or the `mqlink broker` flags.
