@@ -175,8 +175,31 @@ pub(crate) mod faulty {
         pub fail_sync_countdown: AtomicU64,
         /// Segment writes started (segment headers included).
         pub writes_started: AtomicU64,
-        /// While set, segment writes wait (lets a test queue appends behind one).
-        pub hold_writes: AtomicBool,
+        /// While closed, segment writes wait (lets a test queue appends behind one).
+        pub hold_writes: Gate,
+    }
+
+    /// A gate writer threads wait at while a test holds it closed.
+    #[derive(Debug, Default)]
+    pub(crate) struct Gate {
+        closed: std::sync::Mutex<bool>,
+        opened: std::sync::Condvar,
+    }
+
+    impl Gate {
+        pub fn close(&self) {
+            *self.closed.lock().unwrap() = true;
+        }
+
+        pub fn open(&self) {
+            *self.closed.lock().unwrap() = false;
+            self.opened.notify_all();
+        }
+
+        fn pass(&self) {
+            let closed = self.closed.lock().unwrap();
+            drop(self.opened.wait_while(closed, |c| *c).unwrap());
+        }
     }
 
     #[derive(Debug, Clone, Default)]
@@ -197,9 +220,7 @@ pub(crate) mod faulty {
     impl SegmentFile for FaultyFile {
         fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
             self.faults.writes_started.fetch_add(1, Ordering::SeqCst);
-            while self.faults.hold_writes.load(Ordering::SeqCst) {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            self.faults.hold_writes.pass();
             if self.faults.enospc_next_write.swap(false, Ordering::SeqCst) {
                 return Err(enospc());
             }

@@ -666,6 +666,8 @@ async fn stream(State(app): State<App>) -> Response {
     };
     let s = futures_util::stream::unfold((st, app), |(mut st, app)| async move {
         if st.tick > 0 {
+            // The stream is a fixed-rate sample for the dashboard (status every second,
+            // changed topics every 500 ms), not a feed of events: a timer is its clock.
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let mut events = Vec::with_capacity(2);

@@ -503,7 +503,7 @@ async fn appends_queued_behind_a_write_share_one_group_and_all_fail_with_its_fsy
     append(&spool, payload(0, 10)).await;
 
     // Hold the writer inside the write of record 1's group...
-    f.faults.hold_writes.store(true, Ordering::SeqCst);
+    f.faults.hold_writes.close();
     let before = f.faults.writes_started.load(Ordering::SeqCst);
     let s = spool.clone();
     let first = tokio::spawn(async move { s.append(payload(1, 10)).await });
@@ -521,7 +521,7 @@ async fn appends_queued_behind_a_write_share_one_group_and_all_fail_with_its_fsy
     }
     // Record 1's fsync succeeds; the next one, shared by the ten, fails.
     f.faults.fail_sync_countdown.store(2, Ordering::SeqCst);
-    f.faults.hold_writes.store(false, Ordering::SeqCst);
+    f.faults.hold_writes.open();
 
     assert!(matches!(
         first.await.unwrap(),

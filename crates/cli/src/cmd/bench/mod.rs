@@ -396,6 +396,8 @@ async fn wait_for(
         {
             return;
         }
+        // Idleness is a span of time with no new message, so it can only be seen by a
+        // clock; rates use the receipt timestamps, so the 5 ms poll only delays the return.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
