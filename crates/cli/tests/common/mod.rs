@@ -267,19 +267,28 @@ pub struct Daemon {
 impl Daemon {
     /// `config` is YAML without `sources.http.listen` and `spool.dir` (filled in here).
     pub fn start(config: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let http_port = free_port();
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables for the `mqlink run`
+    /// process (e.g. the `${MQTT_URL}` an example config reads). The variables apply to
+    /// this first start only: [`Daemon::crash_and_restart`] restarts without them.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let mut d = Daemon {
             child: None,
-            dir,
-            http_port,
+            dir: tempfile::tempdir().unwrap(),
+            http_port: free_port(),
             config: config.to_string(),
         };
-        d.spawn();
+        d.spawn_with(env);
         d
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    fn spawn_with(&mut self, env: &[(&str, &str)]) {
         let path = self.dir.path().join("mqlink.yaml");
         std::fs::write(&path, &self.config).unwrap();
         let child = mqlink()
@@ -294,6 +303,7 @@ impl Daemon {
                 "--spool-dir",
                 self.dir.path().join("spool").to_str().unwrap(),
             ])
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("mqlink.log")).unwrap())
@@ -360,44 +370,6 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-impl Daemon {
-    /// Like [`Daemon::start`], with extra environment variables for the `mqlink run`
-    /// process (e.g. the `${MQTT_URL}` an example config reads). The variables apply to
-    /// this first start only: [`Daemon::crash_and_restart`] restarts without them.
-    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let http_port = free_port();
-        let path = dir.path().join("mqlink.yaml");
-        std::fs::write(&path, config).unwrap();
-        let child = mqlink()
-            .args([
-                "run",
-                "-c",
-                path.to_str().unwrap(),
-                "--http-listen",
-                &format!("127.0.0.1:{http_port}"),
-            ])
-            .args(["--spool-dir", dir.path().join("spool").to_str().unwrap()])
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("mqlink.log")).unwrap())
-            .spawn()
-            .expect("spawn mqlink run");
-        let d = Daemon {
-            child: Some(child),
-            dir,
-            http_port,
-            config: config.to_string(),
-        };
-        let up = wait_until(Instant::now() + T, || {
-            TcpStream::connect(("127.0.0.1", http_port)).is_ok()
-        });
-        assert!(up, "mqlink run did not start: {}", d.log());
-        d
     }
 }
 
