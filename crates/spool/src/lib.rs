@@ -119,7 +119,11 @@
 //! write `ack.checkpoint.tmp` and rename it over `ack.checkpoint`. Only when
 //! segments are about to be deleted is the checkpoint made durable first (fsync
 //! the file before the rename, fsync the directory after): deletion must never
-//! get ahead of a checkpoint that a power loss could take back. Otherwise the
+//! get ahead of a checkpoint that a power loss could take back. It is also
+//! made durable at open when recovery settled ids it could not find (lost with
+//! a torn tail): records appended after that gap must never be on disk without
+//! the checkpoint that explains it, or the next recovery would take the gap for
+//! damage. Otherwise the
 //! rename alone survives a crash of the process (the page cache outlives it),
 //! and a checkpoint lost to a power cut only causes redelivery; skipping those
 //! two fsyncs keeps a frequent checkpoint from competing with the group-commit

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::reader::Reader;
 use crate::record::record_len;
 use crate::recovery::{self, RecoveryReport};
@@ -218,8 +219,19 @@ impl Spool {
         report.records = state.unacked_records();
         report.bytes = state.retained_bytes;
         report.first_unacked_id = state.next_unsettled(state.ack_point);
-        // Write a checkpoint soon if there is none, or if recovery settled lost ids.
-        let checkpointed_gen = if report.checkpoint_found && rec.lost == 0 {
+        // Ids recovery settled (lost with a torn tail, or skipped damage) leave a gap in
+        // the ids on disk. Record them before anything is appended after the gap: were the
+        // next crash to come before a checkpoint, recovery could not tell that gap from
+        // damage and would refuse the spool.
+        if rec.lost > 0 {
+            let settled = Checkpoint {
+                ack_point: state.ack_point,
+                acked: state.acked_above.iter().copied().collect(),
+            };
+            checkpoint::store(&*storage, &dir, &settled, true)?;
+        }
+        // Write a checkpoint soon if there is none.
+        let checkpointed_gen = if report.checkpoint_found || rec.lost > 0 {
             0
         } else {
             u64::MAX
