@@ -296,6 +296,23 @@ impl Observer {
         }
     }
 
+    /// The publisher's health for readiness: `Err` with the reason while it is failed or
+    /// stalled.
+    ///
+    /// # Errors
+    /// The reason the publisher is not making progress.
+    pub fn publisher_health(&self) -> Result<(), &'static str> {
+        if self.publish.failed.load(Ordering::Relaxed) {
+            Err("failed (see the log); nothing is published")
+        } else if self.publish.stalled.load(Ordering::Relaxed) {
+            Err(
+                "stalled: connected, messages waiting, and no verdict from the broker within spool.stall_timeout",
+            )
+        } else {
+            Ok(())
+        }
+    }
+
     /// Replace facts, connectors and pollers (after a reload).
     pub fn set_parts(
         &self,
@@ -512,6 +529,30 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             "mqlink_dead_lettered",
             "Messages moved to the dead-letter file.",
             g(&p.rejected) + g(&p.undecodable),
+        )?;
+        counter(
+            &mut e,
+            "mqlink_publish_retried",
+            "Transient broker refusals (quota, busy, receive maximum, rate); each message is published again after a backoff.",
+            g(&p.retried),
+        )?;
+        gauge(
+            &mut e,
+            "mqlink_publish_inflight",
+            "Messages handed to the broker connection and not yet decided.",
+            g(&p.inflight) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "mqlink_publish_inflight_bytes",
+            "Payload bytes read from the spool ahead of the broker's verdicts.",
+            g(&p.inflight_bytes) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "mqlink_publisher_healthy",
+            "1 while the publisher makes progress; 0 when it failed or is stalled.",
+            i64::from(o.publisher_health().is_ok()),
         )?;
         let (sum, count, buckets) = p.latency.snapshot();
         let mut m = e.encode_descriptor(

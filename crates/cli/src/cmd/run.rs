@@ -230,8 +230,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 failure = Some(anyhow!("HTTP API stopped: {r:?}"));
                 break;
             }
-            _ = &mut link_task => {
-                failure = Some(anyhow!("the MQTT connection task stopped unexpectedly"));
+            r = &mut link_task => {
+                failure = Some(match r {
+                    Ok(Err(e)) => anyhow!("{e}; exiting so that a restart recovers the spool"),
+                    _ => anyhow!("the MQTT connection task stopped unexpectedly"),
+                });
                 break;
             }
         }

@@ -133,6 +133,7 @@ pub(crate) struct RawSpool {
     pub on_full: Option<RawOnFull>,
     pub fsync: Option<RawFsync>,
     pub fsync_interval: Option<String>,
+    pub stall_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]

@@ -284,6 +284,10 @@ pub struct Spool {
     pub on_full: OnFull,
     /// Default [`Fsync::Always`].
     pub fsync: Fsync,
+    /// How long messages may wait for the broker's verdict on a live connection, with no
+    /// verdict at all coming back, before `/readyz` reports the publisher stalled; default
+    /// 60s.
+    pub stall_timeout: Duration,
 }
 
 /// The HTTP ingest source.

@@ -675,6 +675,11 @@ fn spool(raw: RawSpool, ctx: &Ctx<'_>, path: &KeyPath) -> R<Spool> {
             Some(RawOnFull::DropOldest) => OnFull::DropOldest,
         },
         fsync: ctx.fsync(raw.fsync, raw.fsync_interval.as_deref(), path)?,
+        stall_timeout: ctx.duration(
+            raw.stall_timeout.as_deref(),
+            &path.key("stall_timeout"),
+            Duration::from_secs(60),
+        )?,
     })
 }
 
