@@ -148,23 +148,46 @@
 //! oldest record, WARN) and scans every segment in id order, checking the
 //! header, each record's checksum and that ids are contiguous.
 //!
-//! - **Torn tail** — the first bad record of the *last* segment and
-//!   everything after it are truncated and reported in
-//!   [`RecoveryReport::torn_tail`] (file, offset, bytes, records). After a
-//!   crash this is the normal result of a group whose fsync did not finish,
-//!   so under `Always` only records whose append never returned `Ok` are cut.
-//!   Page write-back order is not the file order, so a crash can also leave a
-//!   torn record *followed by* intact ones; recovery still truncates there
-//!   (those records were not acknowledged either, under `Always`) but counts
-//!   them in `records_discarded` and logs at ERROR, since the same pattern
-//!   could also be media damage.
-//! - **Damage elsewhere** (a bad record or header in a non-last segment, a
-//!   missing or overlapping id range) is never skipped silently. With
-//!   [`OnCorruption::Fail`] (default) `open` returns [`SpoolError::Corrupt`]
-//!   with the file and byte range, for an operator to inspect. With
-//!   [`OnCorruption::Discard`] the rest of that segment is skipped, reported
-//!   in [`RecoveryReport::corrupt`], logged at ERROR, and the lost ids counted
-//!   as dropped.
+//! A bad record (checksum mismatch, impossible length, wrong id) is followed
+//! either by nothing intact or by intact records. To tell which, recovery
+//! looks for the next intact record: scanning forward byte by byte (the
+//! damaged length field cannot be trusted) for a position where a record
+//! decodes with a valid CRC32 and an id at or after the expected one, and
+//! no further ahead than the bytes in between can hold (each record takes at
+//! least 16 bytes). The id filter makes the scan cost about one comparison
+//! per byte, and with the CRC over length, id and payload a false match needs
+//! a one-in-2^32 accident. Intact records are never truncated.
+//!
+//! - **Torn tail** — a bad record of the *last* segment with nothing intact
+//!   after it: it and the rest of the file are truncated and reported in
+//!   [`RecoveryReport::torn_tail`] (file, offset, bytes). After a crash this
+//!   is the normal result of a group whose write or fsync did not finish, so
+//!   under `Always` only records whose append never returned `Ok` are cut.
+//! - **Torn write before intact records, in data that may be unsynced** (the
+//!   last segment; every segment under `Never`, which does not sync retired
+//!   segments). Page write-back order is not file order, so a power loss can
+//!   leave a torn record *followed by* intact ones. Under `Always` only the
+//!   group in flight at the crash was unsynced and none of its appends
+//!   returned `Ok`; its unwritten pages read as zeros, so a damaged range
+//!   overlapping a 512-byte-aligned block of zeros is taken for that: the
+//!   damaged bytes are skipped, the records after them kept, WARN. Under
+//!   `Interval` and `Never` acknowledged records may be unsynced, so any
+//!   damage there is treated as torn: skipped, records after it kept, logged
+//!   at ERROR (acknowledged records may be among the lost, as those policies
+//!   allow). Either way the range is listed in [`RecoveryReport::corrupt`] and
+//!   its ids counted as dropped, whatever `on_corruption` says.
+//! - **Damage** — anything else: a bad record with intact records after it in
+//!   synced data (under `Always`: not zeros, e.g. flipped bits), a bad record
+//!   or header in a non-last segment, a missing or overlapping id range. It is
+//!   never skipped silently. With [`OnCorruption::Fail`] (default) `open`
+//!   returns [`SpoolError::Corrupt`] naming the file and the damaged byte
+//!   range, and changes nothing on disk, for an operator to inspect. With
+//!   [`OnCorruption::Discard`] only the damaged bytes are skipped (the reader
+//!   steps over them; a bad record with nothing intact after it in a non-last
+//!   segment loses the rest of that segment), reported in
+//!   [`RecoveryReport::corrupt`], logged at ERROR, and the lost ids counted as
+//!   dropped. Damage that holds only ids the checkpoint settled (e.g. skipped
+//!   by an earlier `Discard` open) costs nothing and only logs a WARN.
 //!
 //! After recovery, every record not acknowledged (per the checkpoint) is
 //! delivered again, in order, starting at the ack point.

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::SpoolError;
 use crate::record::{self, Decoded, SEGMENT_HEADER_LEN};
 use crate::spool::Shared;
+use crate::state::Hole;
 use crate::storage::Storage;
 
 /// Bytes read from a segment file per blocking read.
@@ -47,7 +48,12 @@ pub struct Reader {
 
 enum Step {
     Ready(Record),
-    File { path: PathBuf, base: u64, len: u64 },
+    File {
+        path: PathBuf,
+        base: u64,
+        len: u64,
+        holes: Vec<Hole>,
+    },
     Wait,
     Closed,
 }
@@ -92,6 +98,7 @@ impl Reader {
                             path: seg.path.clone(),
                             base: seg.base,
                             len: seg.len,
+                            holes: seg.holes.clone(),
                         }
                     } else {
                         return Err(SpoolError::Corrupt {
@@ -112,7 +119,12 @@ impl Reader {
                     self.next_id = rec.id + 1;
                     return Ok(rec);
                 }
-                Step::File { path, base, len } => self.fill(path, base, len).await?,
+                Step::File {
+                    path,
+                    base,
+                    len,
+                    holes,
+                } => self.fill(path, base, len, holes).await?,
                 Step::Wait => notified.await,
                 Step::Closed => return Err(self.shared.closed()),
             }
@@ -120,7 +132,13 @@ impl Reader {
     }
 
     /// Reads the next chunk of records at or after `self.next_id` from a segment.
-    async fn fill(&mut self, path: PathBuf, base: u64, len: u64) -> Result<(), SpoolError> {
+    async fn fill(
+        &mut self,
+        path: PathBuf,
+        base: u64,
+        len: u64,
+        holes: Vec<Hole>,
+    ) -> Result<(), SpoolError> {
         let want = self.next_id;
         let start = match self.cursor {
             Some(c) if c.base == base && c.id <= want => c,
@@ -132,9 +150,11 @@ impl Reader {
         };
         let storage = self.shared.storage.clone();
         let p = path.clone();
-        let res = tokio::task::spawn_blocking(move || read_chunk(&*storage, &p, start, len, want))
-            .await
-            .map_err(|e| SpoolError::io("read segment", &path, std::io::Error::other(e)))?;
+        let res = tokio::task::spawn_blocking(move || {
+            read_chunk(&*storage, &p, start, len, &holes, want)
+        })
+        .await
+        .map_err(|e| SpoolError::io("read segment", &path, std::io::Error::other(e)))?;
         match res {
             Ok((records, cursor)) => {
                 self.cursor = Some(cursor);
@@ -159,11 +179,18 @@ fn read_chunk(
     path: &Path,
     mut at: Cursor,
     seg_len: u64,
+    holes: &[Hole],
     want: u64,
 ) -> Result<(Vec<Record>, Cursor), SpoolError> {
     let mut out = Vec::new();
     let mut size = READ_CHUNK as u64;
     while at.offset < seg_len && out.is_empty() {
+        if let Some(h) = holes.iter().find(|h| h.start == at.offset) {
+            // Damaged bytes recovery skipped; their ids are settled.
+            at.offset = h.end;
+            at.id = h.next_id;
+            continue;
+        }
         let remaining = seg_len - at.offset;
         let n = usize::try_from(remaining.min(size)).unwrap_or(usize::MAX);
         let data = Bytes::from(
@@ -182,6 +209,10 @@ fn read_chunk(
         let mut pos = 0usize;
         while pos < data.len() {
             let here = at.offset + pos as u64;
+            if here != at.offset && holes.iter().any(|h| h.start == here) {
+                // Let the outer loop step over it.
+                break;
+            }
             match record::decode(&data[pos..]) {
                 Decoded::Record { id, payload, len } if id == at.id => {
                     if id >= want {

@@ -205,7 +205,7 @@ impl Spool {
         storage
             .create_dir_all(&dir)
             .map_err(|e| SpoolError::io("create spool directory", &dir, e))?;
-        let rec = recovery::recover(&*storage, &dir, opts.on_corruption)?;
+        let rec = recovery::recover(&*storage, &dir, opts.on_corruption, opts.fsync)?;
         let mut state = State::new(
             rec.ack_point,
             rec.next_id,

@@ -21,6 +21,20 @@ pub(crate) struct SegMeta {
     /// Bytes of valid, visible data (header included).
     pub len: u64,
     pub path: PathBuf,
+    /// Damaged byte ranges recovery skipped inside `..len`, in file order;
+    /// the reader steps over them. Empty for every segment written since open.
+    pub holes: Vec<Hole>,
+}
+
+/// Damaged bytes inside a segment that recovery kept the records around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hole {
+    /// First damaged byte.
+    pub start: u64,
+    /// Where the next intact record starts.
+    pub end: u64,
+    /// Id of that record.
+    pub next_id: u64,
 }
 
 /// An append waiting for the writer.

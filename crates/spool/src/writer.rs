@@ -244,6 +244,7 @@ impl Writer {
                     end: id,
                     len,
                     path,
+                    holes: Vec::new(),
                 }),
             }
         }
