@@ -72,6 +72,9 @@
 //!   that group with [`SpoolError::Io`] naming the file and operation; the
 //!   writer cuts the segment back to its length before the group, so earlier
 //!   records are untouched and later appends may succeed once space returns.
+//!   A full disk fails every append of a burst: the WARN is logged for the
+//!   first, then at most once every 10 s with the count of failures
+//!   suppressed in between (each append still gets its own error).
 //!   If the cut fails too, the spool is poisoned (below).
 //! - A failed `fsync` poisons the spool: Linux may have dropped the dirty pages
 //!   and a later fsync would report success without them (the 2018 PostgreSQL
@@ -200,6 +203,7 @@
 
 mod checkpoint;
 mod error;
+mod log_limit;
 mod options;
 mod reader;
 mod record;

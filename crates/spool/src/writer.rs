@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::log_limit::LogLimiter;
 use crate::record::{self, SEGMENT_HEADER_LEN};
 use crate::recovery::segment_path;
 use crate::spool::Shared;
@@ -32,6 +33,8 @@ pub(crate) struct Writer {
     last_sync: Instant,
     checkpointed_gen: u64,
     last_checkpoint: Instant,
+    /// A full disk fails every append of a burst; one WARN line per interval.
+    write_fail_log: LogLimiter,
 }
 
 impl Writer {
@@ -45,6 +48,7 @@ impl Writer {
             last_sync: Instant::now(),
             checkpointed_gen,
             last_checkpoint: Instant::now(),
+            write_fail_log: LogLimiter::default(),
         }
     }
 
@@ -296,8 +300,9 @@ impl Writer {
             if let Err(te) = a.file.truncate(a.len) {
                 let terr = SpoolError::io("truncate segment after failed write", &a.path, te);
                 self.poison(&terr);
-            } else {
-                tracing::warn!(error = %err, "spool: append failed; segment cut back, earlier records intact");
+            } else if let Some(suppressed) = self.write_fail_log.allow() {
+                tracing::warn!(error = %err, suppressed,
+                    "spool: append failed; segment cut back, earlier records intact");
             }
             return Err(err);
         }

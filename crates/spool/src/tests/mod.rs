@@ -1,6 +1,7 @@
 //! Behaviour tests of the whole spool against real files in temp dirs, with
 //! [`FaultyStorage`] for injected I/O failures, and the model-based property test.
 
+mod logs;
 mod model;
 
 use std::path::{Path, PathBuf};
@@ -773,4 +774,21 @@ async fn damage_before_intact_records_under_never_is_skipped_at_error() {
     assert_eq!((&c.path, c.start, c.lost_ids), (&seg, 16 + 10 * 116, 1));
     let want: Vec<u64> = (0..20).filter(|&i| i != 10).collect();
     assert_eq!(read_n(&mut spool.reader(), 19).await, want);
+}
+
+#[tokio::test]
+async fn a_burst_of_enospc_failures_logs_one_warning() {
+    logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let (f, storage) = faulty();
+    let (spool, _) = Spool::open_with_storage(dir.path(), opts(), storage).unwrap();
+    append(&spool, payload(0, 10)).await;
+    for i in 1..=50 {
+        f.faults.enospc_next_write.store(true, Ordering::SeqCst);
+        assert!(spool.append(payload(i, 10)).await.is_err());
+    }
+    let d = dir.path().display().to_string();
+    assert_eq!(logs::count(&["WARN", "append failed", &d]), 1);
+    // Every append of the burst still failed on its own; space is back now.
+    assert_eq!(append(&spool, payload(1, 10)).await, 1);
 }
