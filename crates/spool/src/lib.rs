@@ -99,11 +99,20 @@
 //! `max_bytes` fails with [`SpoolError::TooLarge`]. When an append does not
 //! fit, [`OnFull`] decides: `Reject` returns [`AppendOutcome::Full`]
 //! (counted, WARN logged at most every 10 s); `Block` waits until acks free
-//! space (counted, WARN); `DropOldest` settles the oldest unacknowledged
-//! records as if acknowledged, logs the dropped id range at ERROR and counts
-//! each one; the reader skips them and they are not delivered after a restart
-//! once the checkpoint passes them. If what is in flight alone fills the
-//! spool, `DropOldest` waits like `Block`.
+//! space (counted, WARN); `DropOldest` drops the oldest records *no reader
+//! has handed out yet*, logs the dropped id range at ERROR and counts each
+//! one. A record handed out and not yet acknowledged is leased: the consumer
+//! holds it (read ahead, or in flight to the broker) and is about to deliver
+//! it, so it is never dropped, and a counted drop is always a drop made: the
+//! reader checks and leases a record under the same lock the drop takes, so
+//! a dropped record, even one already in the reader's buffer, is never handed
+//! out, and is not delivered after a restart once the checkpoint passes it.
+//! A record dropped above leased ones frees its bytes in the bound at once,
+//! though its segment stays on disk until the leased records before it are
+//! acknowledged (so disk use may exceed `max_bytes` by the consumer's
+//! read-ahead). If only leased records (and appends in flight) fill the
+//! spool, `DropOldest` waits like `Block` until acks free space.
+//! [`SpoolStats::oldest_unacked_id`] names the record delivery waits on.
 //!
 //! # Reading
 //!

@@ -77,9 +77,14 @@ impl Reader {
     pub async fn next(&mut self) -> Result<Record, SpoolError> {
         loop {
             while let Some(rec) = self.buf.pop_front() {
-                if self.shared.lock().is_settled(rec.id) {
+                // Settled-check and lease under one lock: a drop either happened
+                // before (skip it) or will leave this record alone.
+                let mut st = self.shared.lock();
+                if st.is_settled(rec.id) {
                     continue;
                 }
+                st.hand_out(rec.id);
+                drop(st);
                 self.next_id = rec.id + 1;
                 return Ok(rec);
             }
@@ -87,11 +92,12 @@ impl Reader {
             let mut notified = pin!(shared.readers.notified());
             notified.as_mut().enable();
             let step = {
-                let st = shared.lock();
+                let mut st = shared.lock();
                 let id = st.next_unsettled(self.next_id);
                 self.next_id = id;
                 if id < st.next_visible {
                     if let Some(payload) = st.cached(id) {
+                        st.hand_out(id);
                         Step::Ready(Record { id, payload })
                     } else if let Some(seg) = st.segment_for(id) {
                         Step::File {

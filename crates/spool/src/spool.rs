@@ -56,6 +56,10 @@ pub struct SpoolStats {
     pub next_id: u64,
     /// Live segment files.
     pub segments: u64,
+    /// Id of the oldest record neither acknowledged nor dropped (`None` when
+    /// there is none): if it stays the same while records wait, delivery is
+    /// stuck on it.
+    pub oldest_unacked_id: Option<u64>,
 }
 
 /// State shared by every handle, the reader and the writer thread.
@@ -338,7 +342,7 @@ impl Spool {
                         OnFull::DropOldest => {
                             if let Some((first, last, count)) = st.drop_oldest(size, max) {
                                 tracing::error!(dir = %shared.dir.display(), first_id = first, last_id = last,
-                                    count, "spool full: dropped oldest unacknowledged records");
+                                    count, "spool full: dropped oldest records not yet handed to the consumer");
                             }
                         }
                         OnFull::Block => {}
@@ -408,6 +412,7 @@ impl Spool {
             blocked: st.counters.blocked,
             next_id: st.next_visible,
             segments: st.segments.len() as u64,
+            oldest_unacked_id: st.oldest_unacked(),
         }
     }
 

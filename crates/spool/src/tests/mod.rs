@@ -452,12 +452,13 @@ async fn drop_oldest_never_hands_dropped_record_to_reader() {
             count: 2
         }
     );
+    // Record 1 is handed out (leased), so 2 and 3 go instead.
     assert_eq!(spool.stats().dropped, 3);
-    assert_eq!(read_n(&mut r, 3).await, vec![3, 4, 5]);
+    assert_eq!(read_n(&mut r, 2).await, vec![4, 5]);
     spool.close().await.unwrap();
     let (spool, report) = Spool::open(dir.path(), full_opts(OnFull::DropOldest)).unwrap();
-    assert_eq!(report.first_unacked_id, 3);
-    assert_eq!(read_n(&mut spool.reader(), 3).await, vec![3, 4, 5]);
+    assert_eq!(report.first_unacked_id, 1);
+    assert_eq!(read_n(&mut spool.reader(), 3).await, vec![1, 4, 5]);
 }
 
 fn faulty() -> (FaultyStorage, Arc<dyn Storage>) {
@@ -791,4 +792,64 @@ async fn a_burst_of_enospc_failures_logs_one_warning() {
     assert_eq!(logs::count(&["WARN", "append failed", &d]), 1);
     // Every append of the burst still failed on its own; space is back now.
     assert_eq!(append(&spool, payload(1, 10)).await, 1);
+}
+
+#[tokio::test]
+async fn drop_oldest_drops_only_records_not_yet_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), full_opts(OnFull::DropOldest)).unwrap();
+    let mut r = spool.reader();
+    for i in 0..3 {
+        append(&spool, payload(i, 300)).await;
+    }
+    // The consumer holds 0 and 1 (in flight to the broker, not acknowledged).
+    assert_eq!(read_n(&mut r, 2).await, vec![0, 1]);
+    assert_eq!(append(&spool, payload(3, 300)).await, 3);
+    assert_eq!(append(&spool, payload(4, 300)).await, 4);
+    // 2 and 3 were never handed out: those are the drops, and counted.
+    assert_eq!(spool.stats().dropped, 2);
+    let rec = r.next().await.unwrap();
+    assert_eq!((rec.id, rec.payload.to_vec()), (4, payload(4, 300)));
+    // Everything handed out is delivered and its ack counts.
+    for id in [0, 1, 4] {
+        spool.ack(id);
+    }
+    let st = spool.stats();
+    assert_eq!((st.acked, st.dropped, st.records), (3, 2, 0));
+    spool.close().await.unwrap();
+    let (_spool, report) = Spool::open(dir.path(), full_opts(OnFull::DropOldest)).unwrap();
+    assert_eq!(report.records, 0);
+}
+
+#[tokio::test]
+async fn drop_oldest_waits_when_every_record_is_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), full_opts(OnFull::DropOldest)).unwrap();
+    let mut r = spool.reader();
+    for i in 0..3 {
+        append(&spool, payload(i, 300)).await;
+    }
+    assert_eq!(read_n(&mut r, 3).await, vec![0, 1, 2]);
+    let s2 = spool.clone();
+    let waiting = tokio::spawn(async move { s2.append(payload(3, 300)).await });
+    // Bounded, so dropping instead of waiting fails the test rather than hanging it.
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while spool.stats().blocked == 0 && !waiting.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    });
+    waited.await.unwrap();
+    assert!(!waiting.is_finished(), "append dropped a handed-out record");
+    assert_eq!(spool.stats().dropped, 0);
+    spool.ack(0);
+    let out = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        out,
+        AppendOutcome::Appended {
+            first_id: 3,
+            count: 1
+        }
+    );
+    assert_eq!(spool.stats().dropped, 0);
+    assert_eq!(r.next().await.unwrap().id, 3);
 }
