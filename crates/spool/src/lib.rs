@@ -59,8 +59,10 @@
 //!   nothing (the data is in the page cache); a power loss or kernel crash can
 //!   lose up to `d` of acknowledged appends.
 //! - `Never`: data is fsynced only at close (not per group, not at segment
-//!   roll-over); the OS writes back when it likes. Fastest; survives a process
-//!   crash, not a power loss.
+//!   roll-over; close syncs every segment this process wrote to); the OS
+//!   writes back when it likes. Fastest; survives a process crash, not a
+//!   power loss. Data written by a process that crashed is synced by nobody:
+//!   a later power loss can still take what the OS had not written back.
 //!
 //! A new segment's directory entry is made durable (directory fsync) before
 //! any record in it is acknowledged. When a segment is retired the writer
@@ -175,6 +177,9 @@
 //!   [`RecoveryReport::torn_tail`] (file, offset, bytes). After a crash this
 //!   is the normal result of a group whose write or fsync did not finish, so
 //!   under `Always` only records whose append never returned `Ok` are cut.
+//!   Under `Never`, retired segments are not synced either, so a torn end of
+//!   one of them is cut off the same way (reported in
+//!   [`RecoveryReport::corrupt`], ERROR: acknowledged records may be lost).
 //! - **Torn write before intact records, in data that may be unsynced** (the
 //!   last segment; every segment under `Never`, which does not sync retired
 //!   segments). Page write-back order is not file order, so a power loss can

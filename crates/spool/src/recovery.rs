@@ -230,6 +230,41 @@ impl Scanner<'_> {
         )
     }
 
+    /// A bad header, or a bad record with nothing intact after it, in a
+    /// segment that is not the last: the rest of it is lost. Damage, unless
+    /// the policy is `Never`, which does not sync retired segments, so a
+    /// power loss may have torn it.
+    /// Under `Never` the torn end is cut off (the file removed if its header
+    /// is torn), like the last segment's torn tail, so a later open does not
+    /// meet it again; returns whether the file was removed.
+    fn lost_rest(
+        &mut self,
+        path: &Path,
+        start: u64,
+        end: u64,
+        why: &str,
+        lost: u64,
+    ) -> Result<bool, SpoolError> {
+        if !self.may_be_unsynced(false) {
+            self.corrupt(path, start, end, why.to_string(), lost)?;
+            return Ok(false);
+        }
+        tracing::error!(path = %path.display(), start, end, lost_ids = lost,
+            "spool: cutting off torn unsynced data in a retired segment (fsync policy never); acknowledged records may be lost");
+        let reason = format!("unsynced data torn or damaged ({why})");
+        self.skipped(path, start, end, reason, lost)?;
+        if start == 0 {
+            self.storage
+                .remove(path)
+                .map_err(|e| SpoolError::io("remove torn segment", path, e))?;
+            return Ok(true);
+        }
+        self.storage
+            .truncate(path, start)
+            .map_err(|e| SpoolError::io("truncate torn segment", path, e))?;
+        Ok(false)
+    }
+
     fn skipped(
         &mut self,
         path: &Path,
@@ -282,9 +317,12 @@ impl Scanner<'_> {
             }
             let end = next_base.unwrap_or(base);
             let lost = self.unsettled(base, end);
-            self.corrupt(path, 0, len, "bad segment header".into(), lost)?;
+            let removed = self.lost_rest(path, 0, len, "bad segment header", lost)?;
             // The gap up to the next segment is reported here, not again there.
             self.expected = Some(end.max(self.expected.unwrap_or(0)));
+            if removed {
+                return Ok(());
+            }
             // Keep it listed (holding no readable record) so it is deleted
             // once the ack point passes its settled ids.
             self.segments.push(SegMeta {
@@ -355,7 +393,7 @@ impl Scanner<'_> {
             }
             let end = next_base.unwrap_or(id).max(id);
             let lost = self.unsettled(id, end);
-            self.corrupt(path, pos, len, why.to_string(), lost)?;
+            self.lost_rest(path, pos, len, why, lost)?;
             self.expected = Some(end);
         }
         if last && id == base {

@@ -27,6 +27,9 @@ struct Active {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     active: Option<Active>,
+    /// Under `Never`, segments retired without a sync: close syncs them too.
+    /// Dropped when the segment is deleted, so at most the live segments.
+    retired: Vec<Active>,
     next_id: u64,
     buf: Vec<u8>,
     unsynced: bool,
@@ -42,6 +45,7 @@ impl Writer {
         Writer {
             shared,
             active: None,
+            retired: Vec::new(),
             next_id,
             buf: Vec::new(),
             unsynced: false,
@@ -123,17 +127,19 @@ impl Writer {
             self.shared.wake_all();
             return;
         }
-        if self.unsynced
-            && self.shared.lock().poisoned.is_none()
-            && let Some(a) = self.active.as_mut()
-            && let Err(e) = a.file.sync()
-        {
-            err = Some(SpoolError::io("fsync segment", &a.path, e));
+        if self.shared.lock().poisoned.is_none() {
+            let active = self.active.as_mut().filter(|_| self.unsynced);
+            for a in self.retired.iter_mut().chain(active) {
+                if let Err(e) = a.file.sync() {
+                    err.get_or_insert(SpoolError::io("fsync segment", &a.path, e));
+                }
+            }
         }
         if let Err(e) = self.checkpoint() {
             err.get_or_insert(e);
         }
         self.active = None;
+        self.retired.clear();
         let mut st = self.shared.lock();
         st.stopped = true;
         st.close_error = err;
@@ -289,7 +295,10 @@ impl Writer {
                     });
                 }
             }
-            self.active = None;
+            let old = self.active.take();
+            if self.shared.opts.fsync == FsyncPolicy::Never {
+                self.retired.extend(old);
+            }
         }
         if self.active.is_none() {
             self.active = Some(self.create_segment(first)?);
@@ -375,6 +384,8 @@ impl Writer {
             st.segments = keep;
             doomed
         };
+        self.retired
+            .retain(|a| !doomed.iter().any(|d| d.base == a.base));
         for seg in doomed {
             match self.shared.storage.remove(&seg.path) {
                 Ok(()) => {

@@ -3,6 +3,7 @@
 
 mod logs;
 mod model;
+mod power;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
