@@ -206,6 +206,11 @@
 //!   dropped. Damage that holds only ids the checkpoint settled (e.g. skipped
 //!   by an earlier `Discard` open) costs nothing and only logs a WARN.
 //!
+//! Recovery then fsyncs every segment it keeps: a crashed process may have
+//! left records in the page cache only, and once new segments follow them, a
+//! power loss tearing them would look like damage. So after `open`, every
+//! record it reports is durable, whatever the fsync policy.
+//!
 //! After recovery, every record not acknowledged (per the checkpoint) is
 //! delivered again, in order, starting at the ack point.
 //!

@@ -547,6 +547,13 @@ pub(crate) fn recover(
                 .remove(&seg.path)
                 .map_err(|e| SpoolError::io("remove acknowledged segment", &seg.path, e))?;
         } else {
+            // What a crashed process wrote may still be only in the page cache.
+            // Make what recovery accepted durable before anything is appended
+            // after it: torn by a later power loss, a segment that is no longer
+            // the last would look like damage.
+            storage
+                .sync_file(&seg.path)
+                .map_err(|e| SpoolError::io("fsync recovered segment", &seg.path, e))?;
             segments.push(seg);
         }
     }

@@ -183,6 +183,14 @@ impl Storage for PowerLossStorage {
             Ok(())
         })
     }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        self.on(|disk| {
+            if let Some(f) = disk.files.get_mut(path) {
+                f.1 = f.0;
+            }
+            Ok(())
+        })
+    }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.on(|_| StdStorage.rename(from, to))
     }
