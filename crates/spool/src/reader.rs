@@ -191,7 +191,12 @@ fn read_chunk(
     let mut out = Vec::new();
     let mut size = READ_CHUNK as u64;
     while at.offset < seg_len && out.is_empty() {
-        if let Some(h) = holes.iter().find(|h| h.start == at.offset) {
+        // (A hole may be empty: ids missing with no bytes damaged; the id test
+        // makes each hole stepped over once.)
+        if let Some(h) = holes
+            .iter()
+            .find(|h| h.start == at.offset && at.id < h.next_id)
+        {
             // Damaged bytes recovery skipped; their ids are settled.
             at.offset = h.end;
             at.id = h.next_id;

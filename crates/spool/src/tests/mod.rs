@@ -854,3 +854,27 @@ async fn drop_oldest_waits_when_every_record_is_handed_out() {
     assert_eq!(spool.stats().dropped, 0);
     assert_eq!(r.next().await.unwrap().id, 3);
 }
+
+#[tokio::test]
+async fn ids_missing_inside_a_segment_are_damage_and_the_reader_steps_over_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join(format!("{:020}.seg", 0));
+    let mut data = crate::record::segment_header(0).to_vec();
+    for id in [0, 1, 3, 4] {
+        crate::record::encode(&mut data, id, &payload(id, 20));
+    }
+    std::fs::write(&seg, &data).unwrap();
+    match Spool::open(dir.path(), opts()) {
+        Err(SpoolError::Corrupt { start, end, .. }) => assert_eq!((start, end), (88, 88)),
+        other => panic!("expected corruption error, got {other:?}"),
+    }
+    let o = SpoolOptions {
+        on_corruption: OnCorruption::Discard,
+        ..opts()
+    };
+    let (spool, report) = Spool::open(dir.path(), o).unwrap();
+    assert_eq!(report.corrupt[0].lost_ids, 1);
+    let mut r = spool.reader();
+    let read = tokio::time::timeout(Duration::from_secs(10), read_n(&mut r, 4));
+    assert_eq!(read.await.unwrap(), vec![0, 1, 3, 4]);
+}
