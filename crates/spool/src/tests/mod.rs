@@ -878,3 +878,26 @@ async fn ids_missing_inside_a_segment_are_damage_and_the_reader_steps_over_them(
     let read = tokio::time::timeout(Duration::from_secs(10), read_n(&mut r, 4));
     assert_eq!(read.await.unwrap(), vec![0, 1, 3, 4]);
 }
+
+#[tokio::test]
+async fn record_dropped_while_in_the_readers_buffer_is_not_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = SpoolOptions {
+        memory_bytes: 0,
+        ..full_opts(OnFull::DropOldest)
+    };
+    let (spool, _) = Spool::open(dir.path(), o).unwrap();
+    for i in 0..3 {
+        append(&spool, payload(i, 300)).await;
+    }
+    let mut r = spool.reader();
+    // Reads the file: 0 is handed out, 1 and 2 wait in the reader's buffer.
+    assert_eq!(r.next().await.unwrap().id, 0);
+    assert_eq!(append(&spool, payload(3, 300)).await, 3);
+    assert_eq!(spool.stats().dropped, 1);
+    let rec = r.next().await.unwrap();
+    assert_eq!((rec.id, rec.payload.to_vec()), (2, payload(2, 300)));
+    assert_eq!(append(&spool, payload(4, 300)).await, 4);
+    assert_eq!(r.next().await.unwrap().id, 4);
+    assert_eq!(spool.stats().dropped, 2);
+}
