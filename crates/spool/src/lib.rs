@@ -221,7 +221,8 @@
 //!
 //! Memory: 4 bytes per record between the ack point and the newest record
 //! (record sizes, for the size bound), plus the acknowledged-above set and the
-//! cache. A payload must be smaller than 4 GiB.
+//! cache. A payload must be smaller than 4 GiB. Under `Never` the writer
+//! keeps one open file per live segment (to sync them at close).
 
 mod checkpoint;
 mod error;
