@@ -121,3 +121,68 @@ fn readyz_reports_a_publisher_that_gets_no_verdicts() {
     assert_eq!(body["broker"], "connected (MQTT 5)");
     assert!(metrics(&d).contains("mqlink_publisher_healthy 0"));
 }
+
+#[test]
+fn damaged_spool_records_stop_the_start_or_are_skipped_alone() {
+    // Regression: recovery took a checksum error in the middle of the last segment for a
+    // torn tail and truncated every record after it, although they were fsynced and
+    // acknowledged to the clients.
+    let nobody = free_port();
+    let cfg = |policy: &str| {
+        format!(
+            "broker: {{url: 'mqtt://127.0.0.1:{nobody}', reconnect: {{min: 1s, max: 1s}}}}\n\
+             spool: {{on_corruption: {policy}}}\n\
+             routes:\n  - {{match: ['*'], topic: 'm/{{event}}', qos: 1}}\n"
+        )
+    };
+    let mut d = Daemon::start(&cfg("fail"));
+    for i in 0..100 {
+        let (s, v) = d.post("/v1/events/e", &format!("{{\"i\":{i}}}"));
+        assert_eq!(s, 202, "{v}");
+    }
+    d.kill();
+    let spool = d.dir.path().join("spool");
+    let seg = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 8] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+
+    // on_corruption: fail → the daemon refuses to start and names the file and the bytes.
+    let out = mqlink()
+        .args(["run", "-c"])
+        .arg(d.dir.path().join("mqlink.yaml"))
+        .args(["--spool-dir", spool.to_str().unwrap()])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(seg.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "nothing on disk changed"
+    );
+
+    // on_corruption: discard → it starts; only the damaged record is lost.
+    d.write_config(&cfg("discard"));
+    d.crash_and_restart();
+    let m = metrics(&d);
+    let records = sample(&m, "mqlink_spool_records");
+    assert!(
+        (98.0..=99.0).contains(&records),
+        "{records} records kept of 100\n{}",
+        d.log()
+    );
+}

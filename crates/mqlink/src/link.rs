@@ -79,6 +79,7 @@ pub fn spool_options(s: &config::Spool) -> SpoolOptions {
         max_bytes: s.max_bytes,
         on_full: s.on_full,
         fsync: s.fsync,
+        on_corruption: s.on_corruption,
         // Acks are checkpointed within 25 ms (only when they moved), so a crash re-sends
         // little more than what was in flight; the spool's 1 s default would re-send up to
         // a second of acknowledged traffic.

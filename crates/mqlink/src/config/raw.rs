@@ -134,6 +134,14 @@ pub(crate) struct RawSpool {
     pub fsync: Option<RawFsync>,
     pub fsync_interval: Option<String>,
     pub stall_timeout: Option<String>,
+    pub on_corruption: Option<RawOnCorruption>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawOnCorruption {
+    Fail,
+    Discard,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]

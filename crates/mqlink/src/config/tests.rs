@@ -256,6 +256,21 @@ fn type_errors_are_located_at_the_value() {
 }
 
 #[test]
+fn spool_recovery_and_stall_settings_have_defaults_and_are_checked() {
+    let c = yaml("{}").unwrap();
+    assert_eq!(c.spool.on_corruption, OnCorruption::Fail);
+    assert_eq!(c.spool.stall_timeout, Duration::from_secs(60));
+    let c = yaml("spool: {on_corruption: discard, stall_timeout: 5s}").unwrap();
+    assert_eq!(c.spool.on_corruption, OnCorruption::Discard);
+    assert_eq!(c.spool.stall_timeout, Duration::from_secs(5));
+    let e = yaml("spool: {on_corruption: ignore}").unwrap_err();
+    assert_eq!(e.path, "spool.on_corruption");
+    assert!(e.message.contains("discard"), "{e}");
+    let e = yaml("spool: {stall_timeout: soon}").unwrap_err();
+    assert_eq!(e.path, "spool.stall_timeout");
+}
+
+#[test]
 fn template_errors_name_file_line_column_and_path() {
     let text = "topic_prefix: p\nbroker:\n  lifecycle:\n    topic: \"{prefix}/{jobid}\"\n";
     assert_eq!(

@@ -271,7 +271,7 @@ pub enum QoS {
 /// and when data reaches the disk (`always`: fsync before accepting, group-committed;
 /// `interval`: at most every `fsync_interval`; `never`: the OS decides). The spool's own
 /// types, so the config and the spool cannot drift apart.
-pub use mqlink_spool::{FsyncPolicy as Fsync, OnFull};
+pub use mqlink_spool::{FsyncPolicy as Fsync, OnCorruption, OnFull};
 
 /// The spool section.
 #[derive(Debug, Clone)]
@@ -284,6 +284,10 @@ pub struct Spool {
     pub on_full: OnFull,
     /// Default [`Fsync::Always`].
     pub fsync: Fsync,
+    /// What recovery does with damaged records followed by intact ones: refuse to start
+    /// naming the file and byte range ([`OnCorruption::Fail`], default), or skip only the
+    /// damaged records, report and count them ([`OnCorruption::Discard`]).
+    pub on_corruption: OnCorruption,
     /// How long messages may wait for the broker's verdict on a live connection, with no
     /// verdict at all coming back, before `/readyz` reports the publisher stalled; default
     /// 60s.

@@ -675,6 +675,10 @@ fn spool(raw: RawSpool, ctx: &Ctx<'_>, path: &KeyPath) -> R<Spool> {
             Some(RawOnFull::DropOldest) => OnFull::DropOldest,
         },
         fsync: ctx.fsync(raw.fsync, raw.fsync_interval.as_deref(), path)?,
+        on_corruption: match raw.on_corruption {
+            None | Some(RawOnCorruption::Fail) => OnCorruption::Fail,
+            Some(RawOnCorruption::Discard) => OnCorruption::Discard,
+        },
         stall_timeout: ctx.duration(
             raw.stall_timeout.as_deref(),
             &path.key("stall_timeout"),
