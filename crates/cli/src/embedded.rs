@@ -13,7 +13,10 @@ use std::net::SocketAddr;
 use anyhow::{Context, anyhow};
 use mqlink::config::{BrokerTarget, Config, Embedded, Secret};
 use mqtt5::broker::auth::PasswordAuthProvider;
-use mqtt5::broker::config::{AuthConfig, BrokerConfig, StorageConfig, TlsConfig, WebSocketConfig};
+use mqtt5::broker::config::{
+    AuthConfig, BrokerConfig, StorageBackend as StorageBackendType, StorageConfig, TlsConfig,
+    WebSocketConfig,
+};
 use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
 use tokio::task::JoinHandle;
 
@@ -120,10 +123,12 @@ impl EmbeddedBroker {
             )
             .map_err(|e| usage(format!("embedded broker TLS listener: {e}")))?;
         }
-        // In memory; slow subscribers with persistent sessions must not lose messages to a
-        // small queue cap.
+        // mqtt5's `enable_persistence` is not "write to disk": with it off the broker has no
+        // session store at all, so it grants no session expiry, answers session present = 0
+        // and queues nothing for offline clients. Keep the store on, in memory.
         let storage = StorageConfig {
-            enable_persistence: false,
+            enable_persistence: true,
+            backend: StorageBackendType::Memory,
             max_queued_messages_per_client: 1_000_000,
             max_queued_bytes_per_client: 1 << 30,
             ..StorageConfig::default()

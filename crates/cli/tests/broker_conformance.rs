@@ -1,0 +1,163 @@
+//! The embedded broker side by side with Mosquitto 2: the same MQTT scenario runs against a
+//! private Mosquitto and against `mqlink broker`, and both must give the expected outcome.
+//!
+//! The scenarios live in `conformance/scenarios.py`, a raw-socket MQTT client (no client
+//! library, so a scenario decides exactly what is acknowledged and when). Each prints one
+//! JSON outcome. Asserting Mosquitto's outcome too keeps the expectation honest: if the
+//! reference broker disagrees with it, the scenario is wrong, not the embedded broker.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::EmbeddedBroker;
+use mqlink_testkit::{Mosquitto, MosquittoOptions, require_binary};
+use serde_json::{Value, json};
+
+/// Run `scenario` against the broker on `port`; its JSON outcome.
+fn run(port: u16, scenario: &str) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/scenarios.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(scenario)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "scenario {scenario} on port {port} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "scenario {scenario}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Both brokers give `expected` for `scenario` (run at the same time: some scenarios wait
+/// out an expiry).
+fn same_outcome(scenario: &str, expected: Value) {
+    require_binary("python3", "python3");
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let embedded = EmbeddedBroker::start();
+    let (reference, ours) = std::thread::scope(|s| {
+        let reference = s.spawn(|| run(mosquitto.port(), scenario));
+        let ours = s.spawn(|| run(embedded.port, scenario));
+        (reference.join().unwrap(), ours.join().unwrap())
+    });
+    assert_eq!(
+        reference, expected,
+        "Mosquitto, the reference, gave another outcome for {scenario}: the scenario is wrong"
+    );
+    assert_eq!(
+        ours, expected,
+        "the embedded broker differs from Mosquitto on {scenario}"
+    );
+}
+
+fn queued_while_away() -> Value {
+    // QoS 0 (m3) is not queued for an offline client; QoS 1 and 2 are, in order.
+    json!({
+        "suback": [2],
+        "session_present": true,
+        "messages": [
+            {"topic": "/0", "payload": "m0 q1", "qos": 1},
+            {"topic": "/1", "payload": "m1 q1", "qos": 1},
+            {"topic": "/2", "payload": "m2 q2", "qos": 2},
+            {"topic": "/4", "payload": "m4 q1", "qos": 1},
+        ]
+    })
+}
+
+#[test]
+fn persistent_session_queues_while_away_v311() {
+    same_outcome("offline_queue_v311", queued_while_away());
+}
+
+#[test]
+fn persistent_session_queues_while_away_v5() {
+    same_outcome("offline_queue_v5", queued_while_away());
+}
+
+fn redelivered(qos: u8) -> Value {
+    let first = json!({"dup": false, "payload": "once", "qos": qos});
+    let again = json!({"dup": true, "payload": "once", "qos": qos});
+    let mut steps = vec![first, again];
+    if qos == 2 {
+        // PUBREC sent, PUBCOMP not: the PUBREL is owed again after reconnect.
+        steps.push(json!({"packet": 6, "pid": 1}));
+        steps.push(json!({"packet": 6, "pid": 1}));
+    }
+    steps.push(json!({"after_ack": []}));
+    json!({"session_present": true, "steps": steps})
+}
+
+/// Topics are per run; keep what the brokers must agree on.
+fn without_topics(mut v: Value) -> Value {
+    if let Some(steps) = v["steps"].as_array_mut() {
+        for s in steps {
+            if let Some(o) = s.as_object_mut() {
+                o.remove("topic");
+            }
+        }
+    }
+    v
+}
+
+fn same_redelivery(scenario: &str, qos: u8) {
+    require_binary("python3", "python3");
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let embedded = EmbeddedBroker::start();
+    let reference = without_topics(run(mosquitto.port(), scenario));
+    let ours = without_topics(run(embedded.port, scenario));
+    assert_eq!(reference, redelivered(qos), "Mosquitto on {scenario}");
+    assert_eq!(ours, redelivered(qos), "embedded broker on {scenario}");
+}
+
+#[test]
+fn unacknowledged_qos1_is_redelivered_with_dup_v311() {
+    same_redelivery("redelivery_qos1_v311", 1);
+}
+
+#[test]
+fn unacknowledged_qos1_is_redelivered_with_dup_v5() {
+    same_redelivery("redelivery_qos1_v5", 1);
+}
+
+#[test]
+fn unacknowledged_qos2_and_an_owed_pubrel_are_redelivered_v311() {
+    same_redelivery("redelivery_qos2_v311", 2);
+}
+
+#[test]
+fn unacknowledged_qos2_and_an_owed_pubrel_are_redelivered_v5() {
+    same_redelivery("redelivery_qos2_v5", 2);
+}
+
+#[test]
+fn session_expiry_ends_the_session_and_only_then() {
+    same_outcome(
+        "session_expiry",
+        json!({
+            "1": {"session_present": false, "payloads": []},
+            "300": {"session_present": true, "payloads": ["while away 300"]},
+        }),
+    );
+}
+
+#[test]
+fn queued_messages_expire_and_the_rest_carry_their_remaining_expiry() {
+    same_outcome(
+        "message_expiry",
+        json!({
+            "session_present": true,
+            "messages": [
+                {"payload": "long", "expiry": true},
+                {"payload": "forever", "expiry": null},
+            ]
+        }),
+    );
+}
