@@ -76,6 +76,9 @@ impl OwnLogin {
     }
 }
 
+/// Topic aliases a client may set per connection (announced in CONNACK).
+const TOPIC_ALIAS_MAXIMUM: u16 = 10;
+
 pub struct EmbeddedBroker {
     handle: BrokerShutdownHandle,
     task: JoinHandle<()>,
@@ -137,7 +140,14 @@ impl EmbeddedBroker {
             .with_bind_address(e.listen)
             .with_max_packet_size(opts.max_packet_size)
             .with_storage(storage)
-            .with_sys_topics_enabled(false);
+            .with_sys_topics_enabled(false)
+            // Forward messages as published: mqtt5 would add the publisher's client id and
+            // user name as user properties (vendor/mqtt5/PATCHES.md), altering every MQTT 5
+            // message and telling every subscriber who published it.
+            .with_inject_sender_properties(false);
+        // Each alias holds a topic for the connection's life: bound them as Mosquitto does
+        // (its `max_topic_alias` default).
+        config.topic_alias_maximum = TOPIC_ALIAS_MAXIMUM;
         if let Some(ws) = e.ws_listen {
             config =
                 config.with_websocket(WebSocketConfig::default().with_bind_addresses(vec![ws]));

@@ -161,3 +161,44 @@ fn queued_messages_expire_and_the_rest_carry_their_remaining_expiry() {
         }),
     );
 }
+
+#[test]
+fn messages_and_retained_messages_keep_exactly_the_properties_they_were_published_with() {
+    // Including a publisher's own `x-mqtt-client-id`, which mqtt5 used to overwrite.
+    same_outcome(
+        "user_properties",
+        json!({"live": true, "retained": true, "retain_flag": true}),
+    );
+}
+
+#[test]
+fn a_will_keeps_exactly_its_properties() {
+    same_outcome(
+        "will_properties",
+        json!({
+            "payload": "gone",
+            "props": [["content_type", "text/plain"], ["user", ["k", "v"]]],
+            "expiry_kept": true,
+        }),
+    );
+}
+
+#[test]
+fn what_fits_the_client_maximum_packet_size_arrives_and_only_the_rest_is_dropped() {
+    same_outcome("max_packet_size", json!({"sizes": [200, 250]}));
+}
+
+#[test]
+fn a_topic_alias_beyond_the_announced_maximum_is_a_protocol_error() {
+    // DISCONNECT 0x94 (Topic Alias invalid), the connection closed, the message not routed.
+    same_outcome(
+        "topic_alias",
+        json!({
+            "announced": true,
+            "delivered": ["aliased", "by alias"],
+            "beyond": 0x94,
+            "closed": true,
+            "beyond_delivered": [],
+        }),
+    );
+}

@@ -80,8 +80,10 @@ impl ClientHandler {
         publish.retain = will.retain;
         will.properties
             .apply_to_publish_properties(&mut publish.properties);
-        publish.properties.inject_sender(self.user_id.as_deref());
-        publish.properties.inject_client_id(Some(client_id));
+        if self.config.inject_sender_properties {
+            publish.properties.inject_sender(self.user_id.as_deref());
+            publish.properties.inject_client_id(Some(client_id));
+        }
 
         if delay == 0 {
             debug!(client_id, "Publishing will immediately");

@@ -56,6 +56,11 @@ impl ClientHandler {
         let client_id = self.client_id.clone().unwrap();
 
         self.check_receive_maximum(&client_id, &publish).await?;
+        if self.protocol_version == 5 && self.topic_alias_out_of_range(&publish) {
+            // [MQTT-3.3.2-8/9]: a Protocol Error answered with DISCONNECT 0x94.
+            let disconnect = DisconnectPacket::new(ReasonCode::TopicAliasInvalid);
+            let _ = self.write_to_client(Packet::Disconnect(disconnect)).await;
+        }
         self.resolve_topic_alias(&mut publish)?;
         Self::validate_publish_properties(&publish)?;
 
@@ -89,8 +94,10 @@ impl ClientHandler {
             }
         }
 
-        publish.properties.inject_sender(self.user_id.as_deref());
-        publish.properties.inject_client_id(Some(&client_id));
+        if self.config.inject_sender_properties {
+            publish.properties.inject_sender(self.user_id.as_deref());
+            publish.properties.inject_client_id(Some(&client_id));
+        }
 
         if !self
             .resource_monitor
@@ -131,6 +138,13 @@ impl ClientHandler {
             ));
         }
         Ok(())
+    }
+
+    fn topic_alias_out_of_range(&self, publish: &PublishPacket) -> bool {
+        publish
+            .properties
+            .get_topic_alias()
+            .is_some_and(|alias| alias == 0 || alias > self.config.topic_alias_maximum)
     }
 
     fn resolve_topic_alias(&mut self, publish: &mut PublishPacket) -> Result<()> {

@@ -116,6 +116,11 @@ pub struct BrokerConfig {
     #[serde(default)]
     pub echo_suppression_config: EchoSuppressionConfig,
     pub sys_topics_enabled: bool,
+    /// Add `x-mqtt-sender` / `x-mqtt-client-id` user properties to every forwarded
+    /// publish and will (replacing any the publisher set). Default true (upstream
+    /// behaviour); off, messages are forwarded with the properties they were published with.
+    #[serde(default = "default_inject_sender_properties")]
+    pub inject_sender_properties: bool,
     #[cfg_attr(not(target_arch = "wasm32"), serde(with = "humantime_serde"))]
     pub sys_topics_interval: Duration,
     #[serde(default)]
@@ -185,6 +190,7 @@ impl std::fmt::Debug for BrokerConfig {
             )
             .field("echo_suppression_config", &self.echo_suppression_config)
             .field("sys_topics_enabled", &self.sys_topics_enabled)
+            .field("inject_sender_properties", &self.inject_sender_properties)
             .field("sys_topics_interval", &self.sys_topics_interval)
             .field(
                 "max_outbound_rate_per_client",
@@ -204,6 +210,10 @@ impl std::fmt::Debug for BrokerConfig {
         d.field("event_handler", &self.event_handler.as_ref().map(|_| "..."))
             .finish()
     }
+}
+
+fn default_inject_sender_properties() -> bool {
+    true
 }
 
 impl Default for BrokerConfig {
@@ -241,6 +251,7 @@ impl Default for BrokerConfig {
             change_only_delivery_config: ChangeOnlyDeliveryConfig::default(),
             echo_suppression_config: EchoSuppressionConfig::default(),
             sys_topics_enabled: true,
+            inject_sender_properties: default_inject_sender_properties(),
             sys_topics_interval: Duration::from_secs(10),
             max_outbound_rate_per_client: 0,
             max_message_rate_per_client: 0,
@@ -403,6 +414,12 @@ impl BrokerConfig {
     #[must_use]
     pub fn with_sys_topics_enabled(mut self, enabled: bool) -> Self {
         self.sys_topics_enabled = enabled;
+        self
+    }
+
+    #[must_use]
+    pub fn with_inject_sender_properties(mut self, enabled: bool) -> Self {
+        self.inject_sender_properties = enabled;
         self
     }
 
