@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 /// Run `scenario` against the broker on `port`; its JSON outcome.
 fn run(port: u16, scenario: &str) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/scenarios.py");
-    let out = Command::new("python3")
+    let out = Command::new(require_binary("python3", "python3"))
         .arg(script)
         .arg(port.to_string())
         .arg(scenario)
@@ -40,7 +40,6 @@ fn run(port: u16, scenario: &str) -> Value {
 /// Both brokers give `expected` for `scenario` (run at the same time: some scenarios wait
 /// out an expiry).
 fn same_outcome(scenario: &str, expected: Value) {
-    require_binary("python3", "python3");
     let mosquitto = Mosquitto::start(MosquittoOptions::default());
     let embedded = EmbeddedBroker::start();
     let (reference, ours) = std::thread::scope(|s| {
@@ -108,7 +107,6 @@ fn without_topics(mut v: Value) -> Value {
 }
 
 fn same_redelivery(scenario: &str, qos: u8) {
-    require_binary("python3", "python3");
     let mosquitto = Mosquitto::start(MosquittoOptions::default());
     let embedded = EmbeddedBroker::start();
     let reference = without_topics(run(mosquitto.port(), scenario));
