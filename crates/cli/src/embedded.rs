@@ -128,12 +128,29 @@ impl EmbeddedBroker {
         }
         // mqtt5's `enable_persistence` is not "write to disk": with it off the broker has no
         // session store at all, so it grants no session expiry, answers session present = 0
-        // and queues nothing for offline clients. Keep the store on, in memory.
+        // and queues nothing for offline clients. The store stays on: in memory, or in
+        // files under `persistence`.
+        let (backend, base_dir) = match &e.persistence {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!(
+                        "broker.embedded.persistence: cannot create {}",
+                        dir.display()
+                    )
+                })?;
+                (StorageBackendType::File, dir.clone())
+            }
+            None => (
+                StorageBackendType::Memory,
+                StorageConfig::default().base_dir,
+            ),
+        };
         let storage = StorageConfig {
             enable_persistence: true,
-            backend: StorageBackendType::Memory,
-            max_queued_messages_per_client: 1_000_000,
-            max_queued_bytes_per_client: 1 << 30,
+            backend,
+            base_dir,
+            max_queued_messages_per_client: e.max_queued_messages,
+            max_queued_bytes_per_client: e.max_queued_bytes,
             ..StorageConfig::default()
         };
         let mut config = BrokerConfig::default()

@@ -200,3 +200,61 @@ fn a_topic_alias_beyond_the_announced_maximum_is_a_protocol_error() {
         }),
     );
 }
+
+#[test]
+fn with_persistence_retained_and_queued_messages_survive_a_restart() {
+    let expected = json!({
+        "retained": [{
+            "topic": "persist/retained", "payload": "kept", "retain": true,
+            "props": [["user", ["k", "v"]]],
+        }],
+        "session_present": true,
+        "queued": [
+            {"topic": "persist/topic/1", "payload": "queued q1", "qos": 1},
+            {"topic": "persist/topic/2", "payload": "queued q2", "qos": 2},
+        ],
+    });
+
+    let mut mosquitto = Mosquitto::start(MosquittoOptions {
+        persistence: true,
+        ..MosquittoOptions::default()
+    });
+    run(mosquitto.port(), "persist_before");
+    mosquitto.restart();
+    assert_eq!(
+        run(mosquitto.port(), "persist_after"),
+        expected,
+        "Mosquitto"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--persistence".to_string(),
+        dir.path().display().to_string(),
+    ];
+    let mut embedded = EmbeddedBroker::start_with(&args, &[]);
+    run(embedded.port, "persist_before");
+    assert!(
+        embedded.terminate().success(),
+        "mqlink broker did not stop cleanly"
+    );
+    let embedded = EmbeddedBroker::start_with(&args, &[]);
+    assert_eq!(
+        run(embedded.port, "persist_after"),
+        expected,
+        "embedded broker"
+    );
+}
+
+#[test]
+fn without_persistence_a_restart_forgets_sessions_and_retained_messages() {
+    // The documented default (in memory); the test above shows the scenario can pass.
+    let mut embedded = EmbeddedBroker::start();
+    run(embedded.port, "persist_before");
+    assert!(embedded.terminate().success());
+    let embedded = EmbeddedBroker::start();
+    assert_eq!(
+        run(embedded.port, "persist_after"),
+        json!({"retained": [], "session_present": false, "queued": []})
+    );
+}

@@ -39,7 +39,9 @@ pub struct Args {
     /// HTTP API on 127.0.0.1:8080, spool in ./mqlink-data, one route `events/{event}`.
     #[arg(short = 'c', long)]
     pub config: Option<PathBuf>,
-    /// Listen address of the embedded broker (overrides broker.embedded.listen).
+    /// Listen address of the embedded broker (overrides broker.embedded.listen). The
+    /// embedded broker keeps sessions, queued and retained messages in memory, so a restart
+    /// forgets them, unless broker.embedded.persistence names a directory.
     #[arg(long)]
     pub embedded_listen: Option<SocketAddr>,
     /// Listen address of the HTTP API (overrides sources.http.listen).

@@ -186,6 +186,16 @@ impl EmbeddedBroker {
     }
 }
 
+impl EmbeddedBroker {
+    /// SIGTERM (a graceful stop) and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for mqlink broker")
+    }
+}
+
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();

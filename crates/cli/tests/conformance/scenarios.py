@@ -531,7 +531,40 @@ def refused_subscription(port, version):
     return {"codes": sub.subscribe("$share/nofilter", 1), "then": sub.subscribe("ok/x", 1, pid=2)}
 
 
+# Restart scenarios: `persist_before` runs, the broker restarts (same persistence), then
+# `persist_after` runs. Fixed ids and topics tie the two halves together.
+PERSIST_ID, PERSIST_TOPIC = "persist-sub", "persist/topic"
+
+
+def persist_before(port):
+    # MQTT 3.1.1 for the session: with an MQTT 5 session (expiry 3600 s) Mosquitto 2.0.11
+    # answered session present 0 after its restart here, so it cannot be the reference.
+    Client(port, PERSIST_ID, 4, clean=True).disconnect()
+    sub = Client(port, PERSIST_ID, 4, clean=False)
+    sub.subscribe(PERSIST_TOPIC + "/#", 2)
+    sub.disconnect()
+    pub = Client(port, fresh("pub"), 5)
+    pub.publish("persist/retained", "kept", qos=1, retain=True, props=[("user", ("k", "v"))])
+    pub.publish(PERSIST_TOPIC + "/1", "queued q1", qos=1, pid=1)
+    pub.publish(PERSIST_TOPIC + "/2", "queued q2", qos=2, pid=2)
+    pub.disconnect()
+    return {"done": True}
+
+
+def persist_after(port):
+    late = Client(port, fresh("late"), 5)
+    late.subscribe("persist/retained", 1)
+    retained = brief(late.drain(), ("topic", "payload", "retain", "props"))
+    late.disconnect()
+    back = Client(port, PERSIST_ID, 4, clean=False)
+    queued = brief(back.drain(), ("topic", "payload", "qos"))
+    back.disconnect()
+    return {"retained": retained, "session_present": back.session_present, "queued": queued}
+
+
 SCENARIOS = {
+    "persist_before": persist_before,
+    "persist_after": persist_after,
     "offline_queue_v311": lambda p: offline_queue(p, 4),
     "offline_queue_v5": lambda p: offline_queue(p, 5),
     "redelivery_qos1_v311": lambda p: redelivery(p, 4, 1),
