@@ -9,6 +9,8 @@
 //! serve TLS, with or without client certificates, and require a user name and password.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, anyhow};
 use mqlink::config::{BrokerTarget, Config, Embedded, Secret};
@@ -82,6 +84,7 @@ const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 pub struct EmbeddedBroker {
     handle: BrokerShutdownHandle,
     task: JoinHandle<()>,
+    queue_dropped: Option<Arc<AtomicU64>>,
     #[allow(dead_code)]
     pub addr: SocketAddr,
     #[allow(dead_code)]
@@ -214,6 +217,7 @@ impl EmbeddedBroker {
             ));
         }
         let handle = broker.shutdown_handle();
+        let queue_dropped = broker.storage().map(|s| s.queue_dropped_counter());
         let task = tokio::spawn(async move {
             if let Err(e) = broker.run().await {
                 tracing::error!(error = %e, "embedded broker stopped with an error");
@@ -230,10 +234,16 @@ impl EmbeddedBroker {
         Ok(EmbeddedBroker {
             handle,
             task,
+            queue_dropped,
             addr,
             ws_addr,
             tls_addr,
         })
+    }
+
+    /// Count of messages dropped from full client queues (the oldest go first), for metrics.
+    pub fn queue_dropped(&self) -> Option<Arc<AtomicU64>> {
+        self.queue_dropped.clone()
     }
 
     /// Ask the broker to stop and wait until it has.

@@ -11,8 +11,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::EmbeddedBroker;
-use mqlink_testkit::{Mosquitto, MosquittoOptions, require_binary};
+use common::{Daemon, EmbeddedBroker, metrics, sample};
+use mqlink_testkit::{Mosquitto, MosquittoOptions, free_port, require_binary};
 use serde_json::{Value, json};
 
 /// Run `scenario` against the broker on `port`; its JSON outcome.
@@ -256,5 +256,33 @@ fn without_persistence_a_restart_forgets_sessions_and_retained_messages() {
     assert_eq!(
         run(embedded.port, "persist_after"),
         json!({"retained": [], "session_present": false, "queued": []})
+    );
+}
+
+#[test]
+fn a_full_client_queue_drops_the_oldest_and_counts_it() {
+    // Embedded only: the policies differ. mqtt5 drops the oldest queued message to make
+    // room (the newest is what a consumer that catches up wants); Mosquitto drops the
+    // newest (with max_queued_messages 3 it keeps m0 m1 m2). Documented in
+    // docs/operations.md.
+    let port = free_port();
+    let d = Daemon::start_with_args(
+        "broker: {embedded: {max_queued_messages: 3}}\n",
+        &["--embedded-listen", &format!("127.0.0.1:{port}")],
+    );
+    let out = run(port, "offline_queue_v311");
+    // Four QoS 1/2 messages for a queue of three: m0 goes.
+    assert_eq!(
+        out["messages"],
+        json!([
+            {"topic": "/1", "payload": "m1 q1", "qos": 1},
+            {"topic": "/2", "payload": "m2 q2", "qos": 2},
+            {"topic": "/4", "payload": "m4 q1", "qos": 1},
+        ]),
+        "{out}"
+    );
+    assert_eq!(
+        sample(&metrics(&d), "mqlink_embedded_queue_dropped_total"),
+        1.0
     );
 }

@@ -154,6 +154,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut link_task = tokio::spawn(tasks.run(stop_link.clone()));
 
     let observer = Arc::new(link.observer(Facts::of(&config)));
+    if let Some(counter) = embedded.as_ref().and_then(EmbeddedBroker::queue_dropped) {
+        observer.set_embedded_queue_dropped(counter);
+    }
     let mut parts = Parts::default();
     parts.apply(&config, connectors, &link, &observer)?;
     // Count connections for the reconnects metric.

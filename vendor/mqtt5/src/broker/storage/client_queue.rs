@@ -77,6 +77,8 @@ pub struct ClientQueue {
     seq: Arc<AtomicU64>,
     limits: QueueLimits,
     writer: Option<QueueWriter>,
+    /// Messages dropped by `limits`, shared by every queue of a registry.
+    dropped: Arc<AtomicU64>,
 }
 
 /// What `push` did with the message.
@@ -106,6 +108,7 @@ impl ClientQueue {
             seq,
             limits,
             writer,
+            dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -522,6 +525,8 @@ impl ClientQueue {
             inner.bytes -= dropped.bytes;
             evicted.push(dropped);
         }
+        self.dropped
+            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
         evicted
     }
 
@@ -580,6 +585,7 @@ pub struct QueueRegistry {
     seq: Arc<AtomicU64>,
     limits: QueueLimits,
     writer: Option<QueueWriter>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl QueueRegistry {
@@ -589,7 +595,14 @@ impl QueueRegistry {
             seq: Arc::new(AtomicU64::new(SEQ_FLOOR)),
             limits,
             writer,
+            dropped: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Counter of messages dropped from any of these queues by the queue limits.
+    #[must_use]
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
     }
 
     /// Returns the client's queue, creating it on first touch. Entries are never unlinked
@@ -600,12 +613,14 @@ impl QueueRegistry {
         }
         let mut queues = self.queues.write();
         Arc::clone(queues.entry(client_id.to_string()).or_insert_with(|| {
-            Arc::new(ClientQueue::new(
+            let mut queue = ClientQueue::new(
                 client_id.to_string(),
                 Arc::clone(&self.seq),
                 self.limits,
                 self.writer.clone(),
-            ))
+            );
+            queue.dropped = Arc::clone(&self.dropped);
+            Arc::new(queue)
         }))
     }
 

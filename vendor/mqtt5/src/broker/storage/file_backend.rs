@@ -60,7 +60,7 @@ pub struct FileBackend {
     queues_dir: PathBuf,
     inflight_dir: PathBuf,
     sessions: SessionLog,
-    queues: QueueRegistry,
+    pub(super) queues: QueueRegistry,
     write_behind: Arc<WriteBehind>,
     queue_flush: mpsc::Sender<oneshot::Sender<()>>,
 }

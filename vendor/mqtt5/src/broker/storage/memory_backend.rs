@@ -19,7 +19,7 @@ type InflightMap = HashMap<String, HashMap<(u16, InflightDirection), InflightMes
 pub struct MemoryBackend {
     retained: Arc<Mutex<HashMap<String, RetainedMessage>>>,
     sessions: Arc<Mutex<HashMap<String, ClientSession>>>,
-    queues: QueueRegistry,
+    pub(super) queues: QueueRegistry,
     inflight: Arc<Mutex<InflightMap>>,
 }
 

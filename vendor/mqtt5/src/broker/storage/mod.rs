@@ -1445,6 +1445,17 @@ impl StorageBackend for DynamicStorage {
 }
 
 impl DynamicStorage {
+    /// Counter of queued messages dropped by the per-client queue limits (the oldest go
+    /// first), for the embedding application's metrics.
+    #[must_use]
+    pub fn queue_dropped_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::File(backend) => backend.queues.dropped_counter(),
+            Self::Memory(backend) => backend.queues.dropped_counter(),
+        }
+    }
+
     /// # Errors
     /// Returns an error if flushing sessions fails.
     #[cfg_attr(
