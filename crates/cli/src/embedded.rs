@@ -2,11 +2,18 @@
 //!
 //! Chosen over rumqttd because it serves MQTT 3.1.1 and 5 on one listener (rumqttd needs a
 //! listener per protocol), speaks WebSocket, and has a shutdown handle, so it stops with
-//! our shutdown tree instead of living in a thread nobody can stop. It runs in memory
-//! (no persistence): it is for bare machines and tests, not a production broker.
+//! our shutdown tree instead of living in a thread nobody can stop. Kept after issue 17
+//! (sessions lost, messages altered) because the causes were mqlink's configuration (the
+//! session store switched off) and three small defects fixed in a vendored copy
+//! (`vendor/mqtt5/PATCHES.md`: injected sender properties, no DISCONNECT for a bad topic
+//! alias, uncounted queue drops) plus MQTT 3.1 support, rather than its design: it bounds
+//! each session's queue by messages and bytes, and the side-by-side tests against Mosquitto
+//! (`tests/broker_conformance.rs`) pass.
 //!
-//! Beside the plain listener (which `mqlink run` itself connects to on loopback) it can
-//! serve TLS, with or without client certificates, and require a user name and password.
+//! Sessions, queued and retained messages live in memory, or with
+//! `broker.embedded.persistence` in files that survive a restart. Beside the plain
+//! listener (which `mqlink run` itself connects to on loopback) it can serve TLS, with or
+//! without client certificates, and require a user name and password.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -229,7 +236,7 @@ impl EmbeddedBroker {
             tls = ?tls_addr,
             client_certs = e.tls.as_ref().is_some_and(|t| t.require_client_cert),
             auth = e.username.is_some(),
-            "embedded broker listening (MQTT 3.1.1 and 5)"
+            "embedded broker listening (MQTT 3.1, 3.1.1 and 5)"
         );
         Ok(EmbeddedBroker {
             handle,

@@ -160,7 +160,8 @@ class Client:
             if version == 5:
                 payload += enc_props(will_props)
             payload += utf8(topic) + utf8(message)
-        body = utf8("MQTT") + bytes([version, flags]) + struct.pack("!H", 60)
+        name = "MQIsdp" if version == 3 else "MQTT"
+        body = utf8(name) + bytes([version, flags]) + struct.pack("!H", 60)
         if version == 5:
             body += enc_props(list(props))
         self.send(CONNECT, 0, body + payload)
@@ -317,7 +318,7 @@ def offline_queue(port, version):
     cid, topic = fresh("oq"), fresh("oq")
     props = [("session_expiry", 300)] if version == 5 else []
     sub = Client(port, cid, version, clean=version != 5, props=props)
-    if version == 4:
+    if version in (3, 4):
         sub.disconnect()
         sub = Client(port, cid, version, clean=False)
     codes = sub.subscribe(topic + "/#", 2)
@@ -342,7 +343,7 @@ def redelivery(port, version, qos):
     """A message delivered but not acknowledged comes again, with DUP, after reconnect."""
     cid, topic = fresh("rd"), fresh("rd")
     props = [("session_expiry", 300)] if version == 5 else []
-    if version == 4:
+    if version in (3, 4):
         Client(port, cid, version, clean=True).disconnect()
     sub = Client(port, cid, version, clean=False, props=props)
     sub.subscribe(topic, qos)
@@ -567,6 +568,9 @@ SCENARIOS = {
     "persist_after": persist_after,
     "offline_queue_v311": lambda p: offline_queue(p, 4),
     "offline_queue_v5": lambda p: offline_queue(p, 5),
+    "offline_queue_v31": lambda p: offline_queue(p, 3),
+    "redelivery_qos1_v31": lambda p: redelivery(p, 3, 1),
+    "redelivery_qos2_v31": lambda p: redelivery(p, 3, 2),
     "redelivery_qos1_v311": lambda p: redelivery(p, 4, 1),
     "redelivery_qos1_v5": lambda p: redelivery(p, 5, 1),
     "redelivery_qos2_v311": lambda p: redelivery(p, 4, 2),

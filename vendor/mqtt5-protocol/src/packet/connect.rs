@@ -9,6 +9,8 @@ use crate::QoS;
 use bytes::{Buf, BufMut, Bytes};
 
 const PROTOCOL_NAME: &str = "MQTT";
+const PROTOCOL_NAME_V31: &str = "MQIsdp";
+const PROTOCOL_VERSION_V31: u8 = 3;
 const PROTOCOL_VERSION_V5: u8 = 5;
 const PROTOCOL_VERSION_V311: u8 = 4;
 
@@ -330,7 +332,9 @@ impl ConnectPacket {
     fn decode_protocol_header<B: Buf>(buf: &mut B) -> Result<u8> {
         // Protocol name
         let protocol_name = decode_string(buf)?;
-        if protocol_name != PROTOCOL_NAME {
+        // MQTT 3.1 names itself "MQIsdp" (protocol level 3); 3.1.1 and 5 say "MQTT".
+        let mqtt31 = protocol_name == PROTOCOL_NAME_V31;
+        if protocol_name != PROTOCOL_NAME && !mqtt31 {
             return Err(MqttError::ProtocolError(format!(
                 "Invalid protocol name: {protocol_name}"
             )));
@@ -343,6 +347,11 @@ impl ConnectPacket {
             ));
         }
         let protocol_version = buf.get_u8();
+        if mqtt31 != (protocol_version == PROTOCOL_VERSION_V31) {
+            return Err(MqttError::ProtocolError(format!(
+                "Protocol name {protocol_name} with protocol level {protocol_version}"
+            )));
+        }
 
         Ok(protocol_version)
     }

@@ -35,7 +35,11 @@ fn clamp_keep_alive_to_u16(keep_alive: Duration) -> u16 {
 impl ClientHandler {
     pub(super) async fn validate_protocol_version(&mut self, protocol_version: u8) -> Result<()> {
         match protocol_version {
-            4 | 5 => {
+            3..=5 => {
+                // MQTT 3.1 is served as 3.1.1: the packets are the same but for CONNACK's
+                // session-present flag, which 3.1 does not have (see `new_connack`).
+                self.mqtt31 = protocol_version == 3;
+                let protocol_version = protocol_version.max(4);
                 self.protocol_version = protocol_version;
                 #[cfg(all(not(target_arch = "wasm32"), feature = "transport-quic"))]
                 if let Some(tx) = &self.quic_protocol_version_tx {
@@ -370,7 +374,7 @@ impl ClientHandler {
         reason_code: ReasonCode,
     ) -> ConnAckPacket {
         if self.protocol_version == 4 {
-            ConnAckPacket::new_v311(session_present, reason_code)
+            ConnAckPacket::new_v311(session_present && !self.mqtt31, reason_code)
         } else {
             ConnAckPacket::new(session_present, reason_code)
         }

@@ -167,6 +167,8 @@ pub struct ClientHandler {
     pub(super) client_max_packet_size: Option<u32>,
     pub(super) outbound_inflight: HashMap<u16, PublishPacket>,
     pub(super) protocol_version: u8,
+    /// The client spoke MQTT 3.1 (`MQIsdp`); served as 3.1.1 (`protocol_version` 4).
+    pub(super) mqtt31: bool,
     pub(super) write_buffer: BytesMut,
     pub(super) read_buffer: BytesMut,
     pub(super) read_share: Option<ReadShare>,
@@ -287,6 +289,7 @@ impl ClientHandler {
             client_max_packet_size: None,
             outbound_inflight: HashMap::new(),
             protocol_version: 5,
+            mqtt31: false,
             write_buffer: BytesMut::with_capacity(4096),
             read_buffer: BytesMut::with_capacity(4096),
             read_share: None,
