@@ -309,3 +309,23 @@ fn a_full_client_queue_drops_the_oldest_and_counts_it() {
         1.0
     );
 }
+
+#[test]
+fn an_invalid_subscription_is_refused_with_a_failure_code() {
+    // Both brokers refuse; Mosquitto by closing the connection, the embedded broker with
+    // the SUBACK failure code (0x80 in 3.1.1, 0x8F Topic Filter invalid in 5), keeping the
+    // connection for the client's other subscriptions.
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let embedded = EmbeddedBroker::start();
+    for (scenario, code) in [
+        ("refused_subscription_v311", 0x80),
+        ("refused_subscription_v5", 0x8F),
+    ] {
+        assert_eq!(run(mosquitto.port(), scenario), json!({"closed": true}));
+        assert_eq!(
+            run(embedded.port, scenario),
+            json!({"codes": [code], "then": [1]}),
+            "{scenario}"
+        );
+    }
+}
