@@ -55,7 +55,8 @@ pub struct Args {
     /// QoS 1/2 messages queued per client session; past it the oldest are dropped.
     #[arg(long, default_value_t = Embedded::DEFAULT_MAX_QUEUED_MESSAGES, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     max_queued_messages: usize,
-    /// Payload bytes queued per client session; past it the oldest messages are dropped.
+    /// Bytes queued per client session (each message's memory footprint: payload, topic,
+    /// properties); past it the oldest messages are dropped.
     #[arg(long, default_value_t = Embedded::DEFAULT_MAX_QUEUED_BYTES, value_parser = RangedU64ValueParser::<usize>::new().range(1024..))]
     max_queued_bytes: usize,
 }

@@ -97,7 +97,8 @@ pub struct Embedded {
     /// QoS 1/2 messages kept per client session beyond its in-flight window (while it is
     /// away or slow); past this the oldest are dropped. Default 1,000,000.
     pub max_queued_messages: usize,
-    /// The same bound in payload bytes per client. Default 1 GiB.
+    /// The same bound in bytes per client: each message's memory footprint (payload,
+    /// topic, properties and bookkeeping). Default 1 GiB.
     pub max_queued_bytes: usize,
     /// Directory keeping sessions, queued messages and retained messages across restarts;
     /// default none (in memory: a restart of the broker forgets them).
