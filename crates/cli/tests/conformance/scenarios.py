@@ -568,9 +568,28 @@ def persist_after(port):
     return {"retained": retained, "session_present": back.session_present, "queued": queued}
 
 
+def persist5_before(port):
+    sub = Client(port, PERSIST_ID + "-5", 5, props=[("session_expiry", 3600)])
+    sub.subscribe(PERSIST_TOPIC + "5/#", 1)
+    sub.disconnect()
+    pub = Client(port, fresh("pub"), 5)
+    pub.publish(PERSIST_TOPIC + "5/1", "queued v5", qos=1, props=[("user", ("k", "v"))])
+    pub.disconnect()
+    return {"done": True}
+
+
+def persist5_after(port):
+    back = Client(port, PERSIST_ID + "-5", 5, clean=False, props=[("session_expiry", 3600)])
+    queued = brief(back.drain(), ("topic", "payload", "props"))
+    back.disconnect()
+    return {"session_present": back.session_present, "queued": queued}
+
+
 SCENARIOS = {
     "persist_before": persist_before,
     "persist_after": persist_after,
+    "persist5_before": persist5_before,
+    "persist5_after": persist5_after,
     "offline_queue_v311": lambda p: offline_queue(p, 4),
     "offline_queue_v5": lambda p: offline_queue(p, 5),
     "offline_queue_v31": lambda p: offline_queue(p, 3),
