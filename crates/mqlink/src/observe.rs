@@ -267,6 +267,8 @@ pub struct Observer {
     polls: RwLock<Vec<Arc<PollStats>>>,
     connects: AtomicU64,
     connect_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Messages the embedded broker dropped from full client queues, when it runs.
+    embedded_queue_dropped: RwLock<Option<Arc<AtomicU64>>>,
     /// Per-topic view for the dashboard.
     pub topics: Arc<TopicTracker>,
 }
@@ -292,6 +294,7 @@ impl Observer {
             polls: RwLock::default(),
             connects: AtomicU64::new(0),
             connect_failures: Mutex::default(),
+            embedded_queue_dropped: RwLock::default(),
             topics,
         }
     }
@@ -323,6 +326,15 @@ impl Observer {
         *self.facts.write().unwrap_or_else(|p| p.into_inner()) = facts;
         *self.connectors.write().unwrap_or_else(|p| p.into_inner()) = connectors;
         *self.polls.write().unwrap_or_else(|p| p.into_inner()) = polls;
+    }
+
+    /// Report the embedded broker's count of messages dropped from full client queues
+    /// (`broker.embedded.max_queued_messages` / `max_queued_bytes`).
+    pub fn set_embedded_queue_dropped(&self, counter: Arc<AtomicU64>) {
+        *self
+            .embedded_queue_dropped
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(counter);
     }
 
     /// Count a successful connection (the binary watches the link state).
@@ -660,6 +672,20 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             "Failed polls.",
             &pv(|s| &s.failures),
         )?;
+        let embedded_dropped = o
+            .embedded_queue_dropped
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.load(Ordering::Relaxed));
+        if let Some(dropped) = embedded_dropped {
+            counter(
+                &mut e,
+                "mqlink_embedded_queue_dropped",
+                "Messages the embedded broker dropped from full client queues (oldest first).",
+                dropped,
+            )?;
+        }
         gauge(
             &mut e,
             "mqlink_uptime_seconds",

@@ -113,6 +113,9 @@ pub(crate) struct RawEmbedded {
     pub password_file: Option<String>,
     pub tls: Option<RawEmbeddedTls>,
     pub allow_anonymous: Option<bool>,
+    pub max_queued_messages: Option<u64>,
+    pub max_queued_bytes: Option<String>,
+    pub persistence: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

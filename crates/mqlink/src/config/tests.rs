@@ -372,6 +372,34 @@ fn http_connection_limits_are_configurable_and_checked() {
 }
 
 #[test]
+fn embedded_queue_bounds_and_persistence() {
+    let BrokerTarget::Embedded(e) = yaml("broker: {embedded: {}}").unwrap().broker.target else {
+        panic!("embedded")
+    };
+    assert_eq!(
+        (e.max_queued_messages, e.max_queued_bytes, e.persistence),
+        (1_000_000, 1 << 30, None),
+        "in memory by default"
+    );
+    let c = yaml(
+        "broker: {embedded: {max_queued_messages: 500, max_queued_bytes: 2MiB, persistence: state}}",
+    )
+    .unwrap();
+    let BrokerTarget::Embedded(e) = c.broker.target else {
+        panic!("embedded")
+    };
+    assert_eq!((e.max_queued_messages, e.max_queued_bytes), (500, 2 << 20));
+    let dir = e.persistence.unwrap();
+    assert!(dir.ends_with("state"), "{}", dir.display());
+    let e = yaml("broker: {embedded: {max_queued_messages: 0}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.max_queued_messages", "{e}");
+    let e = yaml("broker: {embedded: {max_queued_bytes: 10}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.max_queued_bytes", "{e}");
+    let e = yaml("broker: {embedded: {persistence: ''}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.persistence", "{e}");
+}
+
+#[test]
 fn embedded_tls_needs_a_certificate_and_key() {
     let e = yaml("broker: {embedded: {tls: {key_file: k.pem}}}").unwrap_err();
     assert_eq!(e.path, "broker.embedded.tls");

@@ -94,6 +94,15 @@ pub struct Embedded {
     /// Let a listener reachable from other machines admit clients that nobody
     /// authenticated (see [`Embedded::unauthenticated_exposure`]). Default false.
     pub allow_anonymous: bool,
+    /// QoS 1/2 messages kept per client session beyond its in-flight window (while it is
+    /// away or slow); past this the oldest are dropped. Default 1,000,000.
+    pub max_queued_messages: usize,
+    /// The same bound in bytes per client: each message's memory footprint (payload,
+    /// topic, properties and bookkeeping). Default 1 GiB.
+    pub max_queued_bytes: usize,
+    /// Directory keeping sessions, queued messages and retained messages across restarts;
+    /// default none (in memory: a restart of the broker forgets them).
+    pub persistence: Option<PathBuf>,
 }
 
 impl Default for Embedded {
@@ -105,11 +114,19 @@ impl Default for Embedded {
             password: None,
             tls: None,
             allow_anonymous: false,
+            max_queued_messages: Embedded::DEFAULT_MAX_QUEUED_MESSAGES,
+            max_queued_bytes: Embedded::DEFAULT_MAX_QUEUED_BYTES,
+            persistence: None,
         }
     }
 }
 
 impl Embedded {
+    /// Default [`Embedded::max_queued_messages`].
+    pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1_000_000;
+    /// Default [`Embedded::max_queued_bytes`].
+    pub const DEFAULT_MAX_QUEUED_BYTES: usize = 1 << 30;
+
     /// The first listener that other machines can reach and that admits clients nobody
     /// authenticated: a non-loopback TCP or WebSocket listener without a password, or a
     /// non-loopback TLS listener with neither a password nor required client certificates.
