@@ -427,7 +427,11 @@ impl EventLoop {
                             } else {
                                 Loss::Other
                             };
-                            self.session.disconnected(loss);
+                            if self.session.disconnected(loss) {
+                                // The message the broker kept closing on is gone: the next
+                                // connection is expected to live.
+                                attempt = 0;
+                            }
                             self.note_early_close(lived);
                             tracing::warn!(broker = %self.opts.url, %reason, queued = self.session.queued_len(), inflight = self.session.inflight_len(), "connection lost; reconnecting");
                             let _ = self.link_tx.send(LinkState::Down {

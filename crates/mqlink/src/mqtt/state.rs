@@ -31,10 +31,17 @@
 //!   lowered to it (each with an [`Output::Anomaly`], so the connection task logs a WARN).
 //!   A message larger than the broker's Maximum Packet Size is refused by the connection
 //!   task, which measures the encoded packet, through [`Session::refuse`].
-//! - A message after which the broker closes the connection, [`POISON_STRIKES`] connections
-//!   in a row with nothing acknowledged in between, is rejected ([`POISON_CODE`]): MQTT 3.1.1
-//!   brokers announce no limits and refuse a message only by closing the connection, and
-//!   one such message must not block everything behind it forever.
+//! - MQTT 3.1.1 brokers announce no limits and refuse a message only by closing the
+//!   connection (Mosquitto does so for a QoS above its `max_qos`, a retained message
+//!   without retain, a packet over its size limit); one such message must not block
+//!   everything behind it forever. Each time the broker closes the connection soon after it
+//!   was made, every message on the wire and unacknowledged gets a strike; the oldest
+//!   message with [`POISON_STRIKES`] strikes is rejected ([`POISON_CODE`]) and the strikes of
+//!   the others are forgiven (they were behind it). A refused message is unacknowledged at
+//!   every close; the ones before it are acknowledged and leave, so it is the oldest to
+//!   reach the count (even when the broker drops some acks it had not flushed when it
+//!   closed). Losses that are not the broker closing (keepalive timeouts, write errors)
+//!   strike nobody.
 //! - The first CONNECT of a process starts a new session when asked to
 //!   ([`Session::clean_start`]): a new process knows nothing of the packet ids an earlier
 //!   one left in the broker's session, and reusing one that holds a stored QoS 2 message
@@ -134,6 +141,8 @@ struct Inflight {
     token: Token,
     publish: Publish,
     stage: Stage,
+    /// Connections the broker closed while this message was on the wire, unacknowledged.
+    strikes: u8,
 }
 
 /// Reason code of a message rejected because the broker closed the connection after it
@@ -196,10 +205,6 @@ pub struct Session {
     /// The broker's limits from the last CONNACK.
     retain_available: bool,
     max_qos: QoS,
-    /// Some broker answer arrived on this connection.
-    progress: bool,
-    /// The message the broker closed the connection after, and how many times in a row.
-    suspect: Option<(Token, u8)>,
     ever_connected: bool,
 }
 
@@ -226,8 +231,6 @@ impl Session {
             unwritten: VecDeque::new(),
             retain_available: true,
             max_qos: QoS::ExactlyOnce,
-            progress: false,
-            suspect: None,
             ever_connected: false,
         }
     }
@@ -307,7 +310,6 @@ impl Session {
     pub fn connected(&mut self, connack: &ConnAck) {
         self.connected = true;
         self.ever_connected = true;
-        self.progress = false;
         self.epoch += 1;
         self.incoming.clear();
         self.retain_available = connack.retain_available.unwrap_or(true);
@@ -410,9 +412,12 @@ impl Session {
     /// head of the queue, application acks of this connection become void. The one
     /// exception: the oldest message on the wire when the broker closed the connection
     /// [`POISON_STRIKES`] times in a row, with no answer in between, is rejected.
-    pub fn disconnected(&mut self, loss: Loss) {
+    ///
+    /// Returns true when a message was rejected for this loss: the cause of the broker's
+    /// closes is gone, and the owner may reconnect without waiting out a long backoff.
+    pub fn disconnected(&mut self, loss: Loss) -> bool {
         if !self.connected {
-            return;
+            return false;
         }
         self.connected = false;
         self.incoming.clear();
@@ -421,44 +426,46 @@ impl Session {
         while let Some(q) = self.unwritten.pop_back() {
             self.queued.push_front(q);
         }
-        self.strike(loss);
+        self.strike(loss)
     }
 
-    /// Blame the oldest message on the wire for a connection the broker closed without
-    /// answering anything.
-    fn strike(&mut self, loss: Loss) {
-        if self.progress || loss != Loss::ClosedByBroker {
-            if self.progress {
-                self.suspect = None;
-            }
-            return;
+    /// Strike every unacknowledged message on the wire for a connection the broker closed;
+    /// reject the oldest that has had enough.
+    fn strike(&mut self, loss: Loss) -> bool {
+        if loss != Loss::ClosedByBroker {
+            return false;
         }
-        let oldest = self
+        let resend = &self.resend;
+        for (_, m) in self
+            .inflight
+            .iter_mut()
+            .filter(|(pid, _)| !resend.contains(pid))
+        {
+            m.strikes = m.strikes.saturating_add(1);
+        }
+        let Some(pid) = self
             .inflight
             .iter()
-            .filter(|(pid, _)| !self.resend.contains(pid))
+            .filter(|(_, m)| m.strikes >= POISON_STRIKES)
             .min_by_key(|(_, m)| m.seq)
-            .map(|(pid, m)| (*pid, m.token));
-        let Some((pid, token)) = oldest else { return };
-        let strikes = match self.suspect {
-            Some((t, n)) if t == token => n + 1,
-            _ => 1,
+            .map(|(pid, _)| *pid)
+        else {
+            return false;
         };
-        if strikes < POISON_STRIKES {
-            self.suspect = Some((token, strikes));
-            return;
-        }
-        self.suspect = None;
         let m = self.finish(pid);
+        for other in self.inflight.values_mut() {
+            other.strikes = 0;
+        }
         self.out.push_back(Output::Verdict(
             m.token,
             Verdict::Rejected {
                 code: POISON_CODE,
                 reason: Some(format!(
-                    "the broker closed the connection right after this message {POISON_STRIKES} times in a row without answering (too large, not allowed, or otherwise refused)"
+                    "the broker closed the connection while this message was unacknowledged {POISON_STRIKES} times in a row (too large, not allowed, or otherwise refused)"
                 )),
             },
         ));
+        true
     }
 
     /// A QoS 0 message ([`Output::Send`] with `written`) is now in the socket: that is its
@@ -568,13 +575,6 @@ impl Session {
     /// # Errors
     /// [`SessionError`] when the connection must be dropped.
     pub fn handle(&mut self, packet: Packet) -> Result<(), SessionError> {
-        if matches!(
-            packet,
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
-        ) {
-            self.progress = true;
-            self.suspect = None;
-        }
         match packet {
             Packet::PubAck(a) => self.on_puback(a),
             Packet::PubRec(a) => self.on_pubrec(a),
@@ -795,6 +795,7 @@ impl Session {
                     token: q.token,
                     stage: initial_stage(publish.qos),
                     publish,
+                    strikes: 0,
                 },
             );
         }
@@ -1309,27 +1310,81 @@ mod tests {
     }
 
     #[test]
-    fn closes_with_answers_in_between_or_timeouts_blame_no_message() {
+    fn timeouts_blame_no_message() {
         let mut s = Session::new(10);
         s.publish(1, msg("a", QoS::AtLeastOnce));
-        for i in 0..10 {
+        for _ in 0..10 {
             s.connected(&connack(false, None));
             drain(&mut s);
-            // A hang (timeout) is not the message's fault; neither is a close after the
-            // broker answered something on that connection.
-            if i % 2 == 0 {
-                s.disconnected(Loss::Other);
-            } else {
-                s.publish(100 + i, msg("b", QoS::AtLeastOnce));
-                let out = drain(&mut s);
-                let pid = sent_publishes(&out)[0].0;
-                s.handle(Packet::PubAck(Ack::ok(pid))).unwrap();
-                drain(&mut s);
-                s.disconnected(Loss::ClosedByBroker);
-            }
+            s.disconnected(Loss::Other);
             assert!(drain(&mut s).is_empty());
         }
         assert_eq!(s.inflight_len(), 1);
+    }
+
+    #[test]
+    fn a_suspect_acknowledged_in_between_starts_over() {
+        let mut s = Session::new(1);
+        s.publish(1, msg("a", QoS::AtLeastOnce));
+        s.publish(2, msg("b", QoS::AtLeastOnce));
+        for _ in 0..POISON_STRIKES - 1 {
+            s.connected(&connack(false, None));
+            drain(&mut s);
+            s.disconnected(Loss::ClosedByBroker);
+        }
+        // The suspect goes through after all; the next one is judged afresh.
+        s.connected(&connack(false, None));
+        let pid = sent_publishes(&drain(&mut s))[0].0;
+        s.handle(Packet::PubAck(Ack::ok(pid))).unwrap();
+        drain(&mut s);
+        for _ in 0..POISON_STRIKES - 1 {
+            s.disconnected(Loss::ClosedByBroker);
+            s.connected(&connack(false, None));
+            drain(&mut s);
+        }
+        s.disconnected(Loss::Other);
+        assert!(
+            drain(&mut s).is_empty(),
+            "2 has only {} strikes",
+            POISON_STRIKES - 1
+        );
+        assert_eq!(s.inflight_len(), 1);
+    }
+
+    #[test]
+    fn acks_of_earlier_messages_do_not_clear_the_suspect() {
+        // A broker reads and acknowledges what came before the message it refuses, then
+        // closes the connection: Mosquitto on 3.1.1 with `max_qos 1` and a QoS 2 message.
+        let mut s = Session::new(10);
+        for _ in 0..POISON_STRIKES {
+            s.publish(10, msg("fine", QoS::AtLeastOnce));
+            s.connected(&connack(false, None));
+            let sent = sent_publishes(&drain(&mut s));
+            s.handle(Packet::PubAck(Ack::ok(
+                sent.iter().find(|p| p.1 == "fine").unwrap().0,
+            )))
+            .unwrap();
+            drain(&mut s);
+            if s.inflight_len() == 0 {
+                s.publish(1, msg("poison", QoS::ExactlyOnce));
+                drain(&mut s);
+            }
+            s.disconnected(Loss::ClosedByBroker);
+        }
+        let out = drain(&mut s);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Output::Verdict(
+                    1,
+                    Verdict::Rejected {
+                        code: POISON_CODE,
+                        ..
+                    }
+                )]
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]

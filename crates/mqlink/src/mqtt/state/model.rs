@@ -299,7 +299,7 @@ impl Harness {
             } else {
                 Loss::Other
             };
-            self.session().disconnected(loss);
+            let _ = self.session().disconnected(loss);
             self.connected = false;
             // Whatever the broker still owed, and whatever was not written yet, went down
             // with the connection.
