@@ -155,6 +155,10 @@
 //! whose last id is below the persisted ack point, except the active one, so
 //! a segment is deleted only when every record in it is acknowledged (or
 //! dropped) and the checkpoint says so. Recovery deletes such segments too.
+//! After a write failed (a full disk), the active segment is deleted as well
+//! once all of it is acknowledged, and the next append starts a new one: a
+//! segment larger than the free space would otherwise never fill up and roll
+//! over, and the space of its acknowledged records would never come back.
 //!
 //! # Recovery
 //!

@@ -38,6 +38,9 @@ pub(crate) struct Writer {
     last_checkpoint: Instant,
     /// A full disk fails every append of a burst; one WARN line per interval.
     write_fail_log: LogLimiter,
+    /// A write failed (e.g. the disk is full): once every record of the active segment is
+    /// acknowledged, retire and delete it instead of waiting for it to fill up and roll.
+    reclaim_active: bool,
 }
 
 impl Writer {
@@ -53,6 +56,7 @@ impl Writer {
             checkpointed_gen,
             last_checkpoint: Instant::now(),
             write_fail_log: LogLimiter::default(),
+            reclaim_active: false,
         }
     }
 
@@ -305,6 +309,7 @@ impl Writer {
         }
         let a = self.active.as_mut().ok_or_else(|| self.shared.closed())?;
         if let Err(e) = a.file.write_all(&self.buf) {
+            self.reclaim_active = true;
             let err = SpoolError::io("write segment", &a.path, e);
             if let Err(te) = a.file.truncate(a.len) {
                 let terr = SpoolError::io("truncate segment after failed write", &a.path, te);
@@ -349,7 +354,7 @@ impl Writer {
         self.last_checkpoint = Instant::now();
         let (generation, ckpt) = {
             let st = self.shared.lock();
-            if st.ack_gen == self.checkpointed_gen {
+            if st.ack_gen == self.checkpointed_gen && !self.reclaim_active {
                 return Ok(());
             }
             let acked = st.acked_above.iter().copied().collect();
@@ -362,7 +367,21 @@ impl Writer {
             )
         };
         let ack_point = ckpt.ack_point;
-        let active_base = self.active.as_ref().map(|a| a.base);
+        let mut active_base = self.active.as_ref().map(|a| a.base);
+        // After a failed write (a full disk), the active segment is deleted as soon as all
+        // of it is acknowledged: with segments larger than the free space it would never
+        // fill up and roll over, and the space its acknowledged records hold would never
+        // come back. The next append starts a new segment.
+        let reclaim = self.reclaim_active
+            && self
+                .shared
+                .lock()
+                .segments
+                .iter()
+                .any(|s| Some(s.base) == active_base && s.end <= ack_point);
+        if reclaim {
+            active_base = None;
+        }
         // Durable only when it licenses deleting segments (see the crate docs).
         let deleting = self
             .shared
@@ -384,6 +403,11 @@ impl Writer {
             st.segments = keep;
             doomed
         };
+        if reclaim {
+            // Closed before its file goes; the next append creates a new segment.
+            self.active = None;
+            self.reclaim_active = false;
+        }
         self.retired
             .retain(|a| !doomed.iter().any(|d| d.base == a.base));
         for seg in doomed {

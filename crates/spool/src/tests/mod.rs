@@ -582,6 +582,45 @@ async fn enospc_fails_append_and_keeps_earlier_records() {
 }
 
 #[tokio::test]
+async fn after_a_failed_write_the_acknowledged_active_segment_gives_its_space_back() {
+    // Regression (fault campaign, spool on a 4 MiB filesystem): segments larger than the
+    // free space never filled up and rolled over, so the space of acknowledged records was
+    // never freed and every append failed long after the publisher had caught up.
+    let dir = tempfile::tempdir().unwrap();
+    let (f, storage) = faulty();
+    let (spool, _) = Spool::open_with_storage(dir.path(), opts(), storage).unwrap();
+    append(&spool, payload(0, 10)).await;
+    append(&spool, payload(1, 10)).await;
+    f.faults.enospc_next_write.store(true, Ordering::SeqCst);
+    assert!(spool.append(payload(2, 10)).await.is_err());
+    let segments = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count()
+    };
+    assert_eq!(segments(), 1);
+    assert_eq!(read_n(&mut spool.reader(), 2).await, vec![0, 1]);
+    spool.ack(0);
+    spool.ack(1);
+    spool.checkpoint().await.unwrap();
+    assert_eq!(segments(), 0, "the acknowledged segment is deleted");
+    assert_eq!(append(&spool, payload(2, 10)).await, 2);
+    assert_eq!(segments(), 1);
+    spool.close().await.unwrap();
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!(report.records, 1);
+    let r = spool.reader().next().await.unwrap();
+    assert_eq!((r.id, r.payload.to_vec()), (2, payload(2, 10)));
+}
+
+#[tokio::test]
 async fn short_write_is_cut_back_so_the_segment_stays_clean() {
     let dir = tempfile::tempdir().unwrap();
     let (f, storage) = faulty();
