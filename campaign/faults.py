@@ -139,7 +139,7 @@ def plan(rng, faults, matrix, short):
     steps = []
     if pick_env == "outage_rss":
         steps.append((t, "outage", {}))
-        steps.append((t, "until_accepted_mib", {"mib": 128 if short else 200}))
+        steps.append((t, "until_accepted_mib", {"mib": 200}))
         steps.append((t, "heal", {}))
         t += 1
     elif pick_env == "disk_full":

@@ -130,6 +130,13 @@ class Proxy:
     def _run(self):
         asyncio.set_event_loop(self._loop)
 
+        def quiet(loop, context):
+            # Pumps still pending when the episode ends are abandoned on purpose.
+            if "Task was destroyed" not in context.get("message", ""):
+                loop.default_exception_handler(context)
+
+        self._loop.set_exception_handler(quiet)
+
         async def start():
             self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
             self._ready.set()

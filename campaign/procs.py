@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 
 MOSQUITTO = "/usr/sbin/mosquitto"
+LISTENER_OPTIONS = ("max_qos",)
 
 
 def free_port():
@@ -68,9 +69,12 @@ class Mosquitto:
             "log_type information",
             "connection_messages true",
             "log_timestamp_format %s",
-            *self.limits,
+            *[x for x in self.limits if not x.startswith(LISTENER_OPTIONS)],
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
+            # Listener options: written before any listener they would open a default one
+            # on 1883.
+            *[x for x in self.limits if x.startswith(LISTENER_OPTIONS)],
         ]
         with open(os.path.join(self.dir, "mosquitto.conf"), "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -279,6 +279,7 @@ class Episode:
         accepted = self.answers.accepted()
         deadline = load_end + (120 if ep["env"] == "outage_rss" else 45)
         final_metrics = {}
+        last_progress, last_move = None, time.monotonic()
         while time.monotonic() < deadline:
             if self.refused_start or not self.daemon.alive():
                 break
@@ -289,6 +290,12 @@ class Episode:
             waiting = [i for i, e in accepted.items()
                        if e["kind"] != "xfilt" and i not in seen and i not in dl]
             if final_metrics.get("mqlink_spool_records") == 0 and not waiting:
+                break
+            # No movement for a stall bound: the verdict will not change by waiting longer.
+            progress = (len(seen), final_metrics.get("mqlink_spool_records"))
+            if progress != last_progress:
+                last_progress, last_move = progress, time.monotonic()
+            elif time.monotonic() - last_move > STALL_BOUND + 4:
                 break
             if (final_metrics.get("mqlink_spool_records") == 0 and ep["cell"]["qos"] == 0
                     and time.monotonic() - load_end > 5):
