@@ -14,10 +14,12 @@ at most once by contract: it leaves the spool once written to the socket).
 """
 
 import bisect
+import json
 
 from faults import TRANSIENT_CODES
 
 RSS_BOUND_KIB = 96 * 1024
+MAX_CONNS_AFTER_HEAL = 3
 
 
 def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
@@ -44,18 +46,22 @@ def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
     duplicates = sum(c - 1 for c in count.values() if c > 1)
 
     dl_ids = {}
+    transient = {}
+    no_reason = 0
     for d in dead:
-        payload = d.get("payload")
-        eid = payload.get("id") if isinstance(payload, dict) else None
+        eid = dead_letter_id(d)
         if eid is not None:
             dl_ids[eid] = d
-        reason = d.get("reason") or d.get("error")
-        if not reason:
-            v.append(f"honesty: dead-letter entry without a reason: {str(d)[:200]}")
+        if not (d.get("reason") or d.get("error")):
+            no_reason += 1
         code = d.get("code")
         if code in TRANSIENT_CODES:
-            v.append(f"safety: transient refusal 0x{code:02x} ({TRANSIENT_CODES[code]}) "
-                     f"dead-lettered instead of retried (id {eid})")
+            transient.setdefault(code, []).append(eid)
+    if no_reason:
+        v.append(f"honesty: {no_reason} dead-letter entries without a reason")
+    for code, ids in sorted(transient.items()):
+        v.append(f"safety: {len(ids)} messages dead-lettered on transient refusal 0x{code:02x} "
+                 f"({TRANSIENT_CODES[code]}) instead of retried (e.g. {ids[:3]})")
 
     delivered = {i for i in accepted if i in first}
     dead_lettered = {i for i in accepted if i in dl_ids and i not in first}
@@ -123,7 +129,10 @@ def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
 
     # Liveness: stall after each heal, while something accepted waited.
     arrival_times = sorted(first.values())
-    pending_answered = sorted(accepted[i]["t"] for i in delivered)
+    # Events mqlink owes the subscriber: delivered ones (until they arrived) and the ones
+    # it lost or left stuck (forever). Not the broker's or QoS 0's losses.
+    owed = list(delivered) + lost + stuck
+    pending_answered = sorted(accepted[i]["t"] for i in owed)
     max_stall = 0.0
     for h in ctx["heals"]:
         waiting = any(accepted[i]["t"] <= h < first[i] for i in delivered)
@@ -138,10 +147,17 @@ def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
         v.append(f"liveness: delivery resumed {max_stall:.1f}s after a heal "
                  f"(bound {ctx['stall_bound']:.0f}s)")
 
+    # Liveness: after the final heal one connection should do (two when a black-holed one
+    # had to time out first). More is a reconnect loop, e.g. on a message the broker
+    # cannot take.
+    if ctx["conns_after_heal"] > MAX_CONNS_AFTER_HEAL and not ctx["refused_start"]:
+        v.append(f"liveness: {ctx['conns_after_heal']} connections after the final heal "
+                 f"(reconnect loop; at most {MAX_CONNS_AFTER_HEAL} expected)")
+
     # Honesty: ready while nothing moves although delivered-later events wait.
     lie = 0.0
     run_start = None
-    firsts_sorted = sorted(first[i] for i in delivered)
+    firsts_sorted = sorted(first.get(i, float("inf")) for i in owed)
     for t, ready, _rss, _arr, alive in samples:
         n_answered = bisect.bisect_right(pending_answered, t)
         n_arrived = bisect.bisect_right(firsts_sorted, t)
@@ -205,6 +221,17 @@ def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
         "violations": len(v),
     }
     return row, v
+
+
+def dead_letter_id(d):
+    """The event id in a dead-letter entry's payload (JSON, or a JSON text)."""
+    payload = d.get("payload")
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return None
+    return payload.get("id") if isinstance(payload, dict) else None
 
 
 def _no_arrival_near(sorted_times, t, window):

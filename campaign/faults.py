@@ -48,7 +48,8 @@ ENV_FAULTS = {
 
 SCHEDULE_FAULTS = [
     "none", "cut", "cut_connack", "blackhole", "delay", "reset", "halfopen",
-    "broker_pause", "broker_kill", "broker_restart", "mqlink_kill", "hang_kill", "disk_flip",
+    "broker_pause", "broker_kill", "broker_restart", "mqlink_kill", "hang_kill", "hang_reset",
+    "hang_broker_kill", "disk_flip",
 ]
 
 ALL_FAULTS = list(ENV_FAULTS) + SCHEDULE_FAULTS
@@ -112,6 +113,23 @@ def primitive(rng, name, t):
             s.append((t, "mqlink_kill", {}))
         t += rng.uniform(1, 2)
         s.append((t, "broker_resume", {}))
+    elif name == "hang_reset":
+        # The link hangs (the proxy stops reading mqlink, so its writes block mid-packet),
+        # then the connection is reset; two or three cycles.
+        for _ in range(rng.randint(2, 3)):
+            s.append((t, "halfopen", {"dir": "c2s"}))
+            t += rng.uniform(1, 3)
+            s.append((t, "reset", {}))
+            s.append((t, "heal", {}))
+            t += rng.uniform(0.5, 2)
+    elif name == "hang_broker_kill":
+        # The broker hangs (SIGSTOP) with mqlink's writes in flight, then is SIGKILLed and
+        # restarted; two cycles.
+        for _ in range(2):
+            s.append((t, "broker_pause", {}))
+            t += rng.uniform(1, 3)
+            s.append((t, "broker_kill", {"down": round(rng.uniform(0, 1), 2)}))
+            t += 3
     elif name == "disk_flip":
         # A backlog builds behind a blackhole, mqlink dies, a byte of a stored record flips.
         s.append((t, "blackhole", {}))

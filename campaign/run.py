@@ -91,6 +91,7 @@ class Episode:
         self.outage_mib = 0.0
         self.outage_on = False
         self.tmpfs = None
+        self.conns_at_heal = 0
 
     # --- actions -----------------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class Episode:
             if self.outage_on:
                 self.outage_on = False
             self.heals.append(time.monotonic())
+            self.conns_at_heal = p.connections_total
         elif action == "broker_pause":
             b.pause()
         elif action == "broker_resume":
@@ -285,8 +287,7 @@ class Episode:
                 break
             final_metrics = self.daemon.metrics()
             seen = {a[2] for a in self.sub.snapshot()}
-            dl = {(d.get("payload") or {}).get("id") for d in self.daemon.dead_letters()
-                  if isinstance(d.get("payload"), dict)}
+            dl = {checker.dead_letter_id(d) for d in self.daemon.dead_letters()}
             waiting = [i for i, e in accepted.items()
                        if e["kind"] != "xfilt" and i not in seen and i not in dl]
             if final_metrics.get("mqlink_spool_records") == 0 and not waiting:
@@ -321,6 +322,7 @@ class Episode:
             "unexpected_exits": [rc] if rc is not None else [],
             "extra_violations": self.extra,
             "refused_start": self.refused_start,
+            "conns_after_heal": self.proxy.connections_total - self.conns_at_heal,
         }
         answers = dict(self.answers.events)
         if self.refused_start:
