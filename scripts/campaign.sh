@@ -26,6 +26,7 @@ if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
 fi
 command -v mosquitto >/dev/null || { echo "error: mosquitto is not installed" >&2; exit 1; }
 
+python3 -m unittest campaign/test_checker.py
 cargo build -p mqlink-cli
 if [[ $# -eq 0 ]]; then
     set -- --minutes "${CAMPAIGN_MINUTES:-3.5}"
