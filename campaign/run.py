@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -341,6 +342,7 @@ class Episode:
                                         self.daemon.dead_letters(), final_metrics,
                                         sampler.samples, ctx)
         row["proxy_conns"] = self.proxy.connections_total
+        row["answers"] = dict(sorted(self.answers.statuses.items(), key=str))
         return row, violations
 
     def cleanup(self):
@@ -404,6 +406,8 @@ def main():
     ap.add_argument("--table", default=None, help="write the markdown table to this file")
     ap.add_argument("--keep", action="store_true", help="keep episode directories")
     args = ap.parse_args()
+    # SIGTERM unwinds like ^C, so the running episode's processes and mounts are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.short = not args.long
     args.mqlink_given = args.mqlink is not None
     if args.mqlink is None:
@@ -459,11 +463,12 @@ def main():
                 f"{row['dead_lettered']} dup {row['duplicates']} lost {row['lost']} stuck "
                 f"{row['stuck']} broker-lost {row['broker_lost']} qos0-lost {row['qos0_lost']} "
                 f"stall {row['max_stall']:.1f}s ready-lie {row['ready_lie']:.1f}s "
-                f"RSS {row['peak_rss_mib']:.0f}MiB conns {row['proxy_conns']}")
+                f"RSS {row['peak_rss_mib']:.0f}MiB conns {row['proxy_conns']} "
+                f"answers {row['answers']}")
         if violations:
             failures.append((eseed, ep, violations))
-            print(f"VIOLATION in episode {index} (run seed {seed}, episode seed {eseed}):",
-                  flush=True)
+            origin = f"run seed {seed}, " if args.episode_seed is None else ""
+            print(f"VIOLATION in episode {index} ({origin}episode seed {eseed}):", flush=True)
             for v in violations:
                 print(f"  - {v}", flush=True)
             print("  schedule: " + json.dumps(ep["steps"]), flush=True)
