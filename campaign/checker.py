@@ -20,6 +20,7 @@ from faults import TRANSIENT_CODES
 
 RSS_BOUND_KIB = 96 * 1024
 MAX_CONNS_AFTER_HEAL = 3
+CONNS_PER_DEAD_LETTER = 4
 
 
 def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
@@ -150,9 +151,12 @@ def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
     # Liveness: after the final heal one connection should do (two when a black-holed one
     # had to time out first). More is a reconnect loop, e.g. on a message the broker
     # cannot take.
-    if ctx["conns_after_heal"] > MAX_CONNS_AFTER_HEAL and not ctx["refused_start"]:
+    # A broker that closes on a message it cannot take (MQTT 3.1.1 has no other way to
+    # refuse) may cost a few connections per message before it is dead-lettered.
+    allowed = MAX_CONNS_AFTER_HEAL + CONNS_PER_DEAD_LETTER * len(dead)
+    if ctx["conns_after_heal"] > allowed and not ctx["refused_start"]:
         v.append(f"liveness: {ctx['conns_after_heal']} connections after the final heal "
-                 f"(reconnect loop; at most {MAX_CONNS_AFTER_HEAL} expected)")
+                 f"(reconnect loop; at most {allowed} expected with {len(dead)} dead-letters)")
 
     # Honesty: ready while nothing moves although delivered-later events wait.
     lie = 0.0
