@@ -149,6 +149,16 @@ def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
         v.append(f"liveness: delivery resumed {max_stall:.1f}s after a heal "
                  f"(bound {ctx['stall_bound']:.0f}s)")
 
+    # Liveness of ingest: once the world is healed, events are accepted again (a full disk
+    # frees up as the spool drains). Answers in the last 2 s of load must include a 202.
+    if ctx["heals"] and not ctx["refused_start"] and ctx.get("load_end"):
+        tail_from = max(ctx["heals"][-1], ctx["load_end"] - 2.0)
+        tail = [e for e in answers.values() if e["t"] > tail_from]
+        if tail and not any(e["status"] == 202 for e in tail):
+            statuses = sorted({str(e["status"]) for e in tail})
+            v.append(f"liveness: no event accepted in the last {ctx['load_end'] - tail_from:.0f}s "
+                     f"of load after the final heal ({len(tail)} answered {', '.join(statuses)})")
+
     # Liveness: after the final heal one connection should do (two when a black-holed one
     # had to time out first). More is a reconnect loop, e.g. on a message the broker
     # cannot take.

@@ -42,7 +42,7 @@ ENV_FAULTS = {
         "broker": [],
         "specials": [("xfilt", 0.1, {"skip": True}, 0)],
     },
-    "disk_full": {"broker": [], "specials": [], "tmpfs": "4m", "pad": 1500},
+    "disk_full": {"broker": [], "specials": [], "tmpfs": "4m", "pad": 1500, "after_heal": 12.0},
     "outage_rss": {"broker": [], "specials": [], "pad": 64 * 1024, "rate": 0},
 }
 

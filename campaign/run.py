@@ -274,7 +274,8 @@ class Episode:
             if action == "until_accepted_mib":
                 self.outage_peak = max(self.outage_peak, sampler.peak_rss)
         # Fresh load after the final heal shows delivery resumed, then quiesce.
-        stop.wait(2.0 if not env.get("rate") == 0 else 0)
+        # After a full disk, the spool must drain before space returns: give it longer.
+        stop.wait(env.get("after_heal", 2.0) if env.get("rate") != 0 else 0)
         stop.set()
         for c in clients:
             c.join(20)
@@ -324,6 +325,7 @@ class Episode:
             "extra_violations": self.extra,
             "refused_start": self.refused_start,
             "conns_after_heal": self.proxy.connections_total - self.conns_at_heal,
+            "load_end": load_end,
         }
         answers = dict(self.answers.events)
         if self.refused_start:

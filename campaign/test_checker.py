@@ -118,6 +118,16 @@ class CheckerTest(unittest.TestCase):
         self.assertTrue(any("mqlink_events_accepted=3" in x for x in v), v)
         self.assertTrue(any("mqlink_dead_lettered=1" in x for x in v), v)
 
+    def test_ingest_that_never_recovers_after_heal_is_a_liveness_violation(self):
+        a = answers(10)
+        a.update(answers(5, client=1, status=503, t0=10.0))
+        _, v = self.run_check(a, arrivals(list(answers(10))), heals=[9.0], load_end=10.1)
+        self.assertTrue(any("no event accepted" in x for x in v), v)
+        a.update(answers(1, client=2, t0=10.05))
+        _, v = self.run_check(a, arrivals(list(answers(10)) + ["2-1"]), heals=[9.0],
+                              load_end=10.1)
+        self.assertFalse(any("no event accepted" in x for x in v), v)
+
     def test_reconnect_loop_and_rss_bound(self):
         a = answers(2)
         ep = dict(EP, env="outage_rss")
