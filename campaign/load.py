@@ -124,8 +124,12 @@ class Subscriber:
         self.arrivals = []  # (monotonic t, topic, id or None, retain)
         self.subscribed = threading.Event()
         self.filters = filters
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                        clean_session=False, protocol=paho.MQTTv311)
+        # paho-mqtt 2 (pip) wants a callback API version; Debian's 1.6 has none. The
+        # callbacks below accept both signatures.
+        api = ((paho.CallbackAPIVersion.VERSION2,) if hasattr(paho, "CallbackAPIVersion")
+               else ())
+        c = paho.Client(*api, client_id=client_id, clean_session=False,
+                        protocol=paho.MQTTv311)
         c.max_inflight_messages_set(100)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(0.05, 0.2)
