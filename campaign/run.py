@@ -488,7 +488,9 @@ def main():
                         f.write(f"- episode seed {eseed} ({ep['faults']}, QoS "
                                 f"{ep['cell']['qos']} {ep['cell']['session']} MQTT "
                                 f"{ep['cell']['protocol']}): {v}\n")
-    print(f"\ncampaign seed {seed}: {len(rows)} episodes, {len(failures)} with violations")
+    what = (f"campaign seed {seed}" if args.episode_seed is None
+            else f"replay of episode seed {args.episode_seed}")
+    print(f"\n{what}: {len(rows)} episodes, {len(failures)} with violations")
     sys.exit(1 if failures else 0)
 
 
