@@ -2,18 +2,30 @@
 //!
 //! Chosen over rumqttd because it serves MQTT 3.1.1 and 5 on one listener (rumqttd needs a
 //! listener per protocol), speaks WebSocket, and has a shutdown handle, so it stops with
-//! our shutdown tree instead of living in a thread nobody can stop. It runs in memory
-//! (no persistence): it is for bare machines and tests, not a production broker.
+//! our shutdown tree instead of living in a thread nobody can stop. Kept after issue 17
+//! (sessions lost, messages altered) because the causes were mqlink's configuration (the
+//! session store switched off) and three small defects fixed in a vendored copy
+//! (`vendor/mqtt5/PATCHES.md`: injected sender properties, no DISCONNECT for a bad topic
+//! alias, uncounted queue drops) plus MQTT 3.1 support, rather than its design: it bounds
+//! each session's queue by messages and bytes, and the side-by-side tests against Mosquitto
+//! (`tests/broker_conformance.rs`) pass.
 //!
-//! Beside the plain listener (which `mqlink run` itself connects to on loopback) it can
-//! serve TLS, with or without client certificates, and require a user name and password.
+//! Sessions, queued and retained messages live in memory, or with
+//! `broker.embedded.persistence` in files that survive a restart. Beside the plain
+//! listener (which `mqlink run` itself connects to on loopback) it can serve TLS, with or
+//! without client certificates, and require a user name and password.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, anyhow};
 use mqlink::config::{BrokerTarget, Config, Embedded, Secret};
 use mqtt5::broker::auth::PasswordAuthProvider;
-use mqtt5::broker::config::{AuthConfig, BrokerConfig, StorageConfig, TlsConfig, WebSocketConfig};
+use mqtt5::broker::config::{
+    AuthConfig, BrokerConfig, StorageBackend as StorageBackendType, StorageConfig, TlsConfig,
+    WebSocketConfig,
+};
 use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
 use tokio::task::JoinHandle;
 
@@ -73,9 +85,13 @@ impl OwnLogin {
     }
 }
 
+/// Topic aliases a client may set per connection (announced in CONNACK).
+const TOPIC_ALIAS_MAXIMUM: u16 = 10;
+
 pub struct EmbeddedBroker {
     handle: BrokerShutdownHandle,
     task: JoinHandle<()>,
+    queue_dropped: Option<Arc<AtomicU64>>,
     #[allow(dead_code)]
     pub addr: SocketAddr,
     #[allow(dead_code)]
@@ -120,19 +136,45 @@ impl EmbeddedBroker {
             )
             .map_err(|e| usage(format!("embedded broker TLS listener: {e}")))?;
         }
-        // In memory; slow subscribers with persistent sessions must not lose messages to a
-        // small queue cap.
+        // mqtt5's `enable_persistence` is not "write to disk": with it off the broker has no
+        // session store at all, so it grants no session expiry, answers session present = 0
+        // and queues nothing for offline clients. The store stays on: in memory, or in
+        // files under `persistence`.
+        let (backend, base_dir) = match &e.persistence {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!(
+                        "broker.embedded.persistence: cannot create {}",
+                        dir.display()
+                    )
+                })?;
+                (StorageBackendType::File, dir.clone())
+            }
+            None => (
+                StorageBackendType::Memory,
+                StorageConfig::default().base_dir,
+            ),
+        };
         let storage = StorageConfig {
-            enable_persistence: false,
-            max_queued_messages_per_client: 1_000_000,
-            max_queued_bytes_per_client: 1 << 30,
+            enable_persistence: true,
+            backend,
+            base_dir,
+            max_queued_messages_per_client: e.max_queued_messages,
+            max_queued_bytes_per_client: e.max_queued_bytes,
             ..StorageConfig::default()
         };
         let mut config = BrokerConfig::default()
             .with_bind_address(e.listen)
             .with_max_packet_size(opts.max_packet_size)
             .with_storage(storage)
-            .with_sys_topics_enabled(false);
+            .with_sys_topics_enabled(false)
+            // Forward messages as published: mqtt5 would add the publisher's client id and
+            // user name as user properties (vendor/mqtt5/PATCHES.md), altering every MQTT 5
+            // message and telling every subscriber who published it.
+            .with_inject_sender_properties(false);
+        // Each alias holds a topic for the connection's life: bound them as Mosquitto does
+        // (its `max_topic_alias` default).
+        config.topic_alias_maximum = TOPIC_ALIAS_MAXIMUM;
         if let Some(ws) = e.ws_listen {
             config =
                 config.with_websocket(WebSocketConfig::default().with_bind_addresses(vec![ws]));
@@ -182,6 +224,7 @@ impl EmbeddedBroker {
             ));
         }
         let handle = broker.shutdown_handle();
+        let queue_dropped = broker.storage().map(|s| s.queue_dropped_counter());
         let task = tokio::spawn(async move {
             if let Err(e) = broker.run().await {
                 tracing::error!(error = %e, "embedded broker stopped with an error");
@@ -193,15 +236,21 @@ impl EmbeddedBroker {
             tls = ?tls_addr,
             client_certs = e.tls.as_ref().is_some_and(|t| t.require_client_cert),
             auth = e.username.is_some(),
-            "embedded broker listening (MQTT 3.1.1 and 5)"
+            "embedded broker listening (MQTT 3.1, 3.1.1 and 5)"
         );
         Ok(EmbeddedBroker {
             handle,
             task,
+            queue_dropped,
             addr,
             ws_addr,
             tls_addr,
         })
+    }
+
+    /// Count of messages dropped from full client queues (the oldest go first), for metrics.
+    pub fn queue_dropped(&self) -> Option<Arc<AtomicU64>> {
+        self.queue_dropped.clone()
     }
 
     /// Ask the broker to stop and wait until it has.

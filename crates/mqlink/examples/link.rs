@@ -44,6 +44,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
     }
     stop.cancel();
-    running.await?;
+    running.await??;
     Ok(())
 }

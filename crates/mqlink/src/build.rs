@@ -76,6 +76,10 @@ pub fn mqtt_options(broker: &config::Broker) -> MqttOptions {
     };
     o.keep_alive = broker.keepalive;
     o.clean_start = broker.session == Session::Clean;
+    // This connection publishes QoS 1/2 from the spool: a new process must not resume the
+    // session of an earlier one, whose packet ids it does not know (the spool sends again
+    // whatever was not acknowledged).
+    o.resume_at_start = false;
     o.session_expiry = broker.session_expiry;
     if let Some(t) = &broker.tls {
         o.tls = TlsOptions {
@@ -131,6 +135,9 @@ pub fn connector_options(c: &config::Connector, broker: &config::Broker) -> Mqtt
     }
     o.client_id = c.client_id.clone();
     o.clean_start = c.session == Session::Clean;
+    // A connector only subscribes: what the broker queued while it was away is the point
+    // of its persistent session, so a new process resumes it.
+    o.resume_at_start = true;
     o.session_expiry = match c.session {
         Session::Persistent => Some(
             broker
@@ -172,6 +179,18 @@ mod tests {
     }
 
     #[test]
+    fn the_publishing_connection_never_resumes_an_earlier_process_session() {
+        let c = crate::config::from_str(
+            "broker: {url: 'mqtt://h', session: persistent}\n",
+            crate::config::Format::Yaml,
+            "t",
+        )
+        .unwrap();
+        let o = mqtt_options(&c.broker);
+        assert!(!o.clean_start && !o.resume_at_start);
+    }
+
+    #[test]
     fn persistent_connector_gets_its_own_id_and_session_expiry() {
         let cfg = config::from_str(
             "broker: {url: 'mqtt://b:1883'}\nconnectors:\n  - name: c1\n    subscribe: [a/#]\n    sink: {stdout: {}}\n",
@@ -182,6 +201,10 @@ mod tests {
         let o = connector_options(&cfg.connectors[0], &cfg.broker);
         assert!(o.client_id.ends_with("-c1"), "{}", o.client_id);
         assert!(!o.clean_start);
+        assert!(
+            o.resume_at_start,
+            "a subscriber resumes its session in a new process"
+        );
         assert!(o.session_expiry.is_some());
     }
 }

@@ -68,6 +68,9 @@ pub enum LinkError {
     /// The link has stopped.
     #[error("the link has stopped")]
     Closed,
+    /// The publisher failed; nothing more is published.
+    #[error("publisher failed: {0}")]
+    Publisher(#[from] crate::publish::publisher::PublisherError),
 }
 
 /// Spool options from the config section.
@@ -76,6 +79,7 @@ pub fn spool_options(s: &config::Spool) -> SpoolOptions {
         max_bytes: s.max_bytes,
         on_full: s.on_full,
         fsync: s.fsync,
+        on_corruption: s.on_corruption,
         // Acks are checkpointed within 25 ms (only when they moved), so a crash re-sends
         // little more than what was in flight; the spool's 1 s default would re-send up to
         // a second of acknowledged traffic.
@@ -105,6 +109,7 @@ pub struct LinkTasks {
     deliveries: Deliveries,
     client: Client,
     handlers: Handlers,
+    ingest: Ingest,
 }
 
 /// In-flight window between spool and verdicts: enough to keep the engine's own window
@@ -127,6 +132,7 @@ impl Link {
         tracing::info!(dir = %dir.display(), ?report, "spool opened");
         let (client, deliveries, event_loop) = client::new(build::mqtt_options(&config.broker))?;
         let ingest = Ingest::new(router, spool.clone());
+        let ingest_for_tasks = ingest.clone();
         let stats = Arc::new(PublishStats::default());
         let dead_letter = Arc::new(DeadLetter::new(dir.join("dead-letter.jsonl")));
         let topics = Arc::new(TopicTracker::default());
@@ -137,6 +143,7 @@ impl Link {
             stats.clone(),
             PUBLISH_WINDOW,
         )
+        .with_stall_timeout(config.spool.stall_timeout)
         .with_tracker(topics.clone());
         let handlers: Handlers = Arc::default();
         Ok((
@@ -154,6 +161,7 @@ impl Link {
                 deliveries,
                 client,
                 handlers,
+                ingest: ingest_for_tasks,
             },
         ))
     }
@@ -258,13 +266,20 @@ impl LinkTasks {
     /// Run the connection, the publisher and the dispatcher until `stop` is cancelled.
     /// On stop the connection sends DISCONNECT (no will); unacknowledged records stay in
     /// the spool.
-    pub async fn run(self, stop: CancellationToken) {
+    ///
+    /// # Errors
+    /// [`LinkError::Publisher`] when the publisher fails (a spool read error): the link
+    /// stops accepting events at once (they would never be published), the connection is
+    /// closed, and the error is returned for the owner to act on (the daemon exits
+    /// non-zero; a restart recovers the spool).
+    pub async fn run(self, stop: CancellationToken) -> Result<(), LinkError> {
         let LinkTasks {
             event_loop,
             publisher,
             mut deliveries,
             client,
             handlers,
+            ingest,
         } = self;
         let dispatch = async move {
             while let Some(d) = deliveries.recv().await {
@@ -283,15 +298,29 @@ impl LinkTasks {
                 }
             }
         };
+        // The connection outlives a failed publisher only long enough to close cleanly.
+        let conn_stop = stop.child_token();
         let publisher_stop = stop.clone();
-        let publish = async move {
-            if let Err(e) = publisher.run(publisher_stop).await {
-                tracing::error!(error = %e, "publisher stopped");
+        let publish = async {
+            let r = publisher.run(publisher_stop).await;
+            if let Err(e) = &r {
+                ingest.stop_accepting();
+                tracing::error!(error = %e, "publisher failed; no longer accepting events");
+                conn_stop.cancel();
             }
+            r
         };
+        let mut failure = None;
         tokio::select! {
-            _ = async { tokio::join!(event_loop.run(stop.clone()), publish) } => {}
+            biased;
+            (_, r) = async { tokio::join!(event_loop.run(conn_stop.clone()), publish) } => {
+                failure = r.err();
+            }
             _ = dispatch => {}
+        }
+        match failure {
+            Some(e) => Err(LinkError::Publisher(e)),
+            None => Ok(()),
         }
     }
 }

@@ -267,6 +267,8 @@ pub struct Observer {
     polls: RwLock<Vec<Arc<PollStats>>>,
     connects: AtomicU64,
     connect_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Messages the embedded broker dropped from full client queues, when it runs.
+    embedded_queue_dropped: RwLock<Option<Arc<AtomicU64>>>,
     /// Per-topic view for the dashboard.
     pub topics: Arc<TopicTracker>,
 }
@@ -292,7 +294,25 @@ impl Observer {
             polls: RwLock::default(),
             connects: AtomicU64::new(0),
             connect_failures: Mutex::default(),
+            embedded_queue_dropped: RwLock::default(),
             topics,
+        }
+    }
+
+    /// The publisher's health for readiness: `Err` with the reason while it is failed or
+    /// stalled.
+    ///
+    /// # Errors
+    /// The reason the publisher is not making progress.
+    pub fn publisher_health(&self) -> Result<(), &'static str> {
+        if self.publish.failed.load(Ordering::Relaxed) {
+            Err("failed (see the log); nothing is published")
+        } else if self.publish.stalled.load(Ordering::Relaxed) {
+            Err(
+                "stalled: connected, messages waiting, and no verdict from the broker within spool.stall_timeout",
+            )
+        } else {
+            Ok(())
         }
     }
 
@@ -306,6 +326,15 @@ impl Observer {
         *self.facts.write().unwrap_or_else(|p| p.into_inner()) = facts;
         *self.connectors.write().unwrap_or_else(|p| p.into_inner()) = connectors;
         *self.polls.write().unwrap_or_else(|p| p.into_inner()) = polls;
+    }
+
+    /// Report the embedded broker's count of messages dropped from full client queues
+    /// (`broker.embedded.max_queued_messages` / `max_queued_bytes`).
+    pub fn set_embedded_queue_dropped(&self, counter: Arc<AtomicU64>) {
+        *self
+            .embedded_queue_dropped
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(counter);
     }
 
     /// Count a successful connection (the binary watches the link state).
@@ -513,6 +542,30 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             "Messages moved to the dead-letter file.",
             g(&p.rejected) + g(&p.undecodable),
         )?;
+        counter(
+            &mut e,
+            "mqlink_publish_retried",
+            "Transient broker refusals (quota, busy, receive maximum, rate); each message is published again after a backoff.",
+            g(&p.retried),
+        )?;
+        gauge(
+            &mut e,
+            "mqlink_publish_inflight",
+            "Messages handed to the broker connection and not yet decided.",
+            g(&p.inflight) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "mqlink_publish_inflight_bytes",
+            "Payload bytes read from the spool ahead of the broker's verdicts.",
+            g(&p.inflight_bytes) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "mqlink_publisher_healthy",
+            "1 while the publisher makes progress; 0 when it failed or is stalled.",
+            i64::from(o.publisher_health().is_ok()),
+        )?;
         let (sum, count, buckets) = p.latency.snapshot();
         let mut m = e.encode_descriptor(
             "mqlink_publish_latency_seconds",
@@ -619,6 +672,20 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             "Failed polls.",
             &pv(|s| &s.failures),
         )?;
+        let embedded_dropped = o
+            .embedded_queue_dropped
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.load(Ordering::Relaxed));
+        if let Some(dropped) = embedded_dropped {
+            counter(
+                &mut e,
+                "mqlink_embedded_queue_dropped",
+                "Messages the embedded broker dropped from full client queues (oldest first).",
+                dropped,
+            )?;
+        }
         gauge(
             &mut e,
             "mqlink_uptime_seconds",

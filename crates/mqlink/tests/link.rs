@@ -70,5 +70,5 @@ async fn emit_subscribe_fan_out_and_resubscribe_after_a_broker_restart() {
     assert_eq!(&*got.topic, "lib/after");
 
     stop.cancel();
-    running.await.unwrap();
+    running.await.unwrap().unwrap();
 }

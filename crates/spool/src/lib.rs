@@ -18,7 +18,7 @@
 //! Modules: [`options`](SpoolOptions) (configuration), `record` (byte format),
 //! `storage` (the filesystem seam), `recovery` (scan at open), `checkpoint`,
 //! `state` (pure bookkeeping under one mutex), `writer` (the writer thread),
-//! `spool` (the handle), `reader`.
+//! `spool` (the handle), `reader`, `log_limit` (rate-limited warnings).
 //!
 //! # Files and record format
 //!
@@ -59,8 +59,10 @@
 //!   nothing (the data is in the page cache); a power loss or kernel crash can
 //!   lose up to `d` of acknowledged appends.
 //! - `Never`: data is fsynced only at close (not per group, not at segment
-//!   roll-over); the OS writes back when it likes. Fastest; survives a process
-//!   crash, not a power loss.
+//!   roll-over; close syncs every segment this process wrote to); the OS
+//!   writes back when it likes. Fastest; survives a process crash, not a
+//!   power loss. Data written by a process that crashed is synced by nobody:
+//!   a later power loss can still take what the OS had not written back.
 //!
 //! A new segment's directory entry is made durable (directory fsync) before
 //! any record in it is acknowledged. When a segment is retired the writer
@@ -72,6 +74,9 @@
 //!   that group with [`SpoolError::Io`] naming the file and operation; the
 //!   writer cuts the segment back to its length before the group, so earlier
 //!   records are untouched and later appends may succeed once space returns.
+//!   A full disk fails every append of a burst: the WARN is logged for the
+//!   first, then at most once every 10 s with the count of failures
+//!   suppressed in between (each append still gets its own error).
 //!   If the cut fails too, the spool is poisoned (below).
 //! - A failed `fsync` poisons the spool: Linux may have dropped the dirty pages
 //!   and a later fsync would report success without them (the 2018 PostgreSQL
@@ -96,11 +101,20 @@
 //! `max_bytes` fails with [`SpoolError::TooLarge`]. When an append does not
 //! fit, [`OnFull`] decides: `Reject` returns [`AppendOutcome::Full`]
 //! (counted, WARN logged at most every 10 s); `Block` waits until acks free
-//! space (counted, WARN); `DropOldest` settles the oldest unacknowledged
-//! records as if acknowledged, logs the dropped id range at ERROR and counts
-//! each one; the reader skips them and they are not delivered after a restart
-//! once the checkpoint passes them. If what is in flight alone fills the
-//! spool, `DropOldest` waits like `Block`.
+//! space (counted, WARN); `DropOldest` drops the oldest records *no reader
+//! has handed out yet*, logs the dropped id range at ERROR and counts each
+//! one. A record handed out and not yet acknowledged is leased: the consumer
+//! holds it (read ahead, or in flight to the broker) and is about to deliver
+//! it, so it is never dropped, and a counted drop is always a drop made: the
+//! reader checks and leases a record under the same lock the drop takes, so
+//! a dropped record, even one already in the reader's buffer, is never handed
+//! out, and is not delivered after a restart once the checkpoint passes it.
+//! A record dropped above leased ones frees its bytes in the bound at once,
+//! though its segment stays on disk until the leased records before it are
+//! acknowledged (so disk use may exceed `max_bytes` by the consumer's
+//! read-ahead). If only leased records (and appends in flight) fill the
+//! spool, `DropOldest` waits like `Block` until acks free space.
+//! [`SpoolStats::oldest_unacked_id`] names the record delivery waits on.
 //!
 //! # Reading
 //!
@@ -148,23 +162,57 @@
 //! oldest record, WARN) and scans every segment in id order, checking the
 //! header, each record's checksum and that ids are contiguous.
 //!
-//! - **Torn tail** — the first bad record of the *last* segment and
-//!   everything after it are truncated and reported in
-//!   [`RecoveryReport::torn_tail`] (file, offset, bytes, records). After a
-//!   crash this is the normal result of a group whose fsync did not finish,
-//!   so under `Always` only records whose append never returned `Ok` are cut.
-//!   Page write-back order is not the file order, so a crash can also leave a
-//!   torn record *followed by* intact ones; recovery still truncates there
-//!   (those records were not acknowledged either, under `Always`) but counts
-//!   them in `records_discarded` and logs at ERROR, since the same pattern
-//!   could also be media damage.
-//! - **Damage elsewhere** (a bad record or header in a non-last segment, a
-//!   missing or overlapping id range) is never skipped silently. With
-//!   [`OnCorruption::Fail`] (default) `open` returns [`SpoolError::Corrupt`]
-//!   with the file and byte range, for an operator to inspect. With
-//!   [`OnCorruption::Discard`] the rest of that segment is skipped, reported
-//!   in [`RecoveryReport::corrupt`], logged at ERROR, and the lost ids counted
-//!   as dropped.
+//! A bad record (checksum mismatch, impossible length, wrong id) is followed
+//! either by nothing intact or by intact records. To tell which, recovery
+//! looks for the next intact record: scanning forward byte by byte (the
+//! damaged length field cannot be trusted) for a position where a record
+//! decodes with a valid CRC32 and an id at or after the expected one, and
+//! no further ahead than the bytes in between can hold (each record takes at
+//! least 16 bytes). The id filter makes the scan cost about one comparison
+//! per byte, and with the CRC over length, id and payload a false match needs
+//! a one-in-2^32 accident. Intact records are never truncated.
+//!
+//! - **Torn tail** — a bad record of the *last* segment with nothing intact
+//!   after it: it and the rest of the file are truncated and reported in
+//!   [`RecoveryReport::torn_tail`] (file, offset, bytes). After a crash this
+//!   is the normal result of a group whose write or fsync did not finish, so
+//!   under `Always` only records whose append never returned `Ok` are cut.
+//!   Under `Never`, retired segments are not synced either, so a torn end of
+//!   one of them is cut off the same way (reported in
+//!   [`RecoveryReport::corrupt`], ERROR: acknowledged records may be lost).
+//! - **Torn write before intact records, in data that may be unsynced** (the
+//!   last segment; every segment under `Never`, which does not sync retired
+//!   segments). Page write-back order is not file order, so a power loss can
+//!   leave a torn record *followed by* intact ones. Under `Always` only the
+//!   group in flight at the crash was unsynced and none of its appends
+//!   returned `Ok`; its unwritten pages read as zeros, so a damaged range
+//!   overlapping a 512-byte-aligned block of zeros is taken for that: the
+//!   damaged bytes are skipped, the records after them kept, WARN. (Payloads
+//!   holding 512 zero bytes in a row weaken this test: media damage to such
+//!   a record is skipped as torn instead of refused.) Under `Interval` and
+//!   `Never` acknowledged records may be unsynced, so any
+//!   damage there is treated as torn: skipped, records after it kept, logged
+//!   at ERROR (acknowledged records may be among the lost, as those policies
+//!   allow). Either way the range is listed in [`RecoveryReport::corrupt`] and
+//!   its ids counted as dropped, whatever `on_corruption` says.
+//! - **Damage** — anything else: a bad record with intact records after it in
+//!   synced data (under `Always`: not zeros, e.g. flipped bits), a bad record
+//!   or header in a non-last segment (except under `Never`), a missing or
+//!   overlapping id range. It is
+//!   never skipped silently. With [`OnCorruption::Fail`] (default) `open`
+//!   returns [`SpoolError::Corrupt`] naming the file and the damaged byte
+//!   range, and changes nothing on disk, for an operator to inspect. With
+//!   [`OnCorruption::Discard`] only the damaged bytes are skipped (the reader
+//!   steps over them; a bad record with nothing intact after it in a non-last
+//!   segment loses the rest of that segment), reported in
+//!   [`RecoveryReport::corrupt`], logged at ERROR, and the lost ids counted as
+//!   dropped. Damage that holds only ids the checkpoint settled (e.g. skipped
+//!   by an earlier `Discard` open) costs nothing and only logs a WARN.
+//!
+//! Recovery then fsyncs every segment it keeps: a crashed process may have
+//! left records in the page cache only, and once new segments follow them, a
+//! power loss tearing them would look like damage. So after `open`, every
+//! record it reports is durable, whatever the fsync policy.
 //!
 //! After recovery, every record not acknowledged (per the checkpoint) is
 //! delivered again, in order, starting at the ack point.
@@ -173,10 +221,12 @@
 //!
 //! Memory: 4 bytes per record between the ack point and the newest record
 //! (record sizes, for the size bound), plus the acknowledged-above set and the
-//! cache. A payload must be smaller than 4 GiB.
+//! cache. A payload must be smaller than 4 GiB. Under `Never` the writer
+//! keeps one open file per live segment (to sync them at close).
 
 mod checkpoint;
 mod error;
+mod log_limit;
 mod options;
 mod reader;
 mod record;

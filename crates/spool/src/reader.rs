@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::SpoolError;
 use crate::record::{self, Decoded, SEGMENT_HEADER_LEN};
 use crate::spool::Shared;
+use crate::state::Hole;
 use crate::storage::Storage;
 
 /// Bytes read from a segment file per blocking read.
@@ -47,7 +48,12 @@ pub struct Reader {
 
 enum Step {
     Ready(Record),
-    File { path: PathBuf, base: u64, len: u64 },
+    File {
+        path: PathBuf,
+        base: u64,
+        len: u64,
+        holes: Vec<Hole>,
+    },
     Wait,
     Closed,
 }
@@ -71,9 +77,14 @@ impl Reader {
     pub async fn next(&mut self) -> Result<Record, SpoolError> {
         loop {
             while let Some(rec) = self.buf.pop_front() {
-                if self.shared.lock().is_settled(rec.id) {
+                // Settled-check and lease under one lock: a drop either happened
+                // before (skip it) or will leave this record alone.
+                let mut st = self.shared.lock();
+                if st.is_settled(rec.id) {
                     continue;
                 }
+                st.hand_out(rec.id);
+                drop(st);
                 self.next_id = rec.id + 1;
                 return Ok(rec);
             }
@@ -81,17 +92,19 @@ impl Reader {
             let mut notified = pin!(shared.readers.notified());
             notified.as_mut().enable();
             let step = {
-                let st = shared.lock();
+                let mut st = shared.lock();
                 let id = st.next_unsettled(self.next_id);
                 self.next_id = id;
                 if id < st.next_visible {
                     if let Some(payload) = st.cached(id) {
+                        st.hand_out(id);
                         Step::Ready(Record { id, payload })
                     } else if let Some(seg) = st.segment_for(id) {
                         Step::File {
                             path: seg.path.clone(),
                             base: seg.base,
                             len: seg.len,
+                            holes: seg.holes.clone(),
                         }
                     } else {
                         return Err(SpoolError::Corrupt {
@@ -112,7 +125,12 @@ impl Reader {
                     self.next_id = rec.id + 1;
                     return Ok(rec);
                 }
-                Step::File { path, base, len } => self.fill(path, base, len).await?,
+                Step::File {
+                    path,
+                    base,
+                    len,
+                    holes,
+                } => self.fill(path, base, len, holes).await?,
                 Step::Wait => notified.await,
                 Step::Closed => return Err(self.shared.closed()),
             }
@@ -120,7 +138,13 @@ impl Reader {
     }
 
     /// Reads the next chunk of records at or after `self.next_id` from a segment.
-    async fn fill(&mut self, path: PathBuf, base: u64, len: u64) -> Result<(), SpoolError> {
+    async fn fill(
+        &mut self,
+        path: PathBuf,
+        base: u64,
+        len: u64,
+        holes: Vec<Hole>,
+    ) -> Result<(), SpoolError> {
         let want = self.next_id;
         let start = match self.cursor {
             Some(c) if c.base == base && c.id <= want => c,
@@ -132,9 +156,11 @@ impl Reader {
         };
         let storage = self.shared.storage.clone();
         let p = path.clone();
-        let res = tokio::task::spawn_blocking(move || read_chunk(&*storage, &p, start, len, want))
-            .await
-            .map_err(|e| SpoolError::io("read segment", &path, std::io::Error::other(e)))?;
+        let res = tokio::task::spawn_blocking(move || {
+            read_chunk(&*storage, &p, start, len, &holes, want)
+        })
+        .await
+        .map_err(|e| SpoolError::io("read segment", &path, std::io::Error::other(e)))?;
         match res {
             Ok((records, cursor)) => {
                 self.cursor = Some(cursor);
@@ -159,11 +185,23 @@ fn read_chunk(
     path: &Path,
     mut at: Cursor,
     seg_len: u64,
+    holes: &[Hole],
     want: u64,
 ) -> Result<(Vec<Record>, Cursor), SpoolError> {
     let mut out = Vec::new();
     let mut size = READ_CHUNK as u64;
     while at.offset < seg_len && out.is_empty() {
+        // (A hole may be empty: ids missing with no bytes damaged; the id test
+        // makes each hole stepped over once.)
+        if let Some(h) = holes
+            .iter()
+            .find(|h| h.start == at.offset && at.id < h.next_id)
+        {
+            // Damaged bytes recovery skipped; their ids are settled.
+            at.offset = h.end;
+            at.id = h.next_id;
+            continue;
+        }
         let remaining = seg_len - at.offset;
         let n = usize::try_from(remaining.min(size)).unwrap_or(usize::MAX);
         let data = Bytes::from(
@@ -182,6 +220,10 @@ fn read_chunk(
         let mut pos = 0usize;
         while pos < data.len() {
             let here = at.offset + pos as u64;
+            if here != at.offset && holes.iter().any(|h| h.start == here) {
+                // Let the outer loop step over it.
+                break;
+            }
             match record::decode(&data[pos..]) {
                 Decoded::Record { id, payload, len } if id == at.id => {
                     if id >= want {

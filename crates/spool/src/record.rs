@@ -90,31 +90,34 @@ pub(crate) fn decode(buf: &[u8]) -> Decoded<'_> {
     }
 }
 
-/// Counts structurally valid records with ids above `after_id` found by
-/// scanning `buf` byte by byte. Used only in recovery, to tell whether a
-/// damaged tail hides intact records behind it.
-pub(crate) fn count_valid_records(buf: &[u8], after_id: Option<u64>) -> u64 {
-    let mut pos = 0usize;
-    let mut count = 0;
-    let mut last = after_id;
-    while pos + RECORD_HEADER_LEN as usize <= buf.len() {
+/// Finds the first intact record after a damaged one: the smallest offset
+/// `p > from` in `buf` where a record with a valid checksum and an id `k` with
+/// `expected <= k` starts. Returns `(p, k)`.
+///
+/// Used only in recovery, to resynchronise after a record whose length field
+/// may itself be damaged, so every byte offset is a candidate. Two filters keep
+/// the cost near a byte comparison per offset and make a false match (bytes
+/// inside a payload that happen to form a record) very unlikely: the id must
+/// fit, since ids `expected..k` sit in `from..p` and each record takes at
+/// least [`RECORD_HEADER_LEN`] bytes, so `k - expected <= (p - from) / 16`;
+/// then CRC32 over length, id and payload must match (one chance in 2^32).
+pub(crate) fn next_intact(buf: &[u8], from: usize, expected: u64) -> Option<(usize, u64)> {
+    let h = RECORD_HEADER_LEN as usize;
+    let mut p = from + 1;
+    while p + h <= buf.len() {
         let mut id_bytes = [0u8; 8];
-        id_bytes.copy_from_slice(&buf[pos + 8..pos + 16]);
+        id_bytes.copy_from_slice(&buf[p + 8..p + 16]);
         let id = u64::from_le_bytes(id_bytes);
-        // Cheap filter before the checksum: ids only grow, and not by much.
-        let plausible = match last {
-            Some(l) => id > l && id - l < (1 << 32),
-            None => id < (1 << 48),
-        };
-        if plausible && let Decoded::Record { len, .. } = decode(&buf[pos..]) {
-            count += 1;
-            last = Some(id);
-            pos += len as usize;
-            continue;
+        let room = ((p - from) / h) as u64;
+        if id >= expected
+            && id - expected <= room
+            && let Decoded::Record { id, .. } = decode(&buf[p..])
+        {
+            return Some((p, id));
         }
-        pos += 1;
+        p += 1;
     }
-    count
+    None
 }
 
 #[cfg(test)]
@@ -161,12 +164,18 @@ mod tests {
     }
 
     #[test]
-    fn scanner_finds_intact_records_behind_garbage() {
-        let mut buf = vec![0xAB; 7];
+    fn resync_finds_the_next_intact_record_behind_garbage() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 4, b"damaged");
+        buf[20] ^= 1;
+        buf.extend_from_slice(&[0xAB; 7]);
+        let at = buf.len();
         encode(&mut buf, 5, b"x");
         encode(&mut buf, 6, b"yy");
-        assert_eq!(count_valid_records(&buf, Some(4)), 2);
-        assert_eq!(count_valid_records(&buf, Some(5)), 1);
-        assert_eq!(count_valid_records(&[0u8; 64], Some(0)), 0);
+        assert_eq!(next_intact(&buf, 0, 4), Some((at, 5)));
+        // An id too far ahead for the bytes before it is not a match.
+        assert_eq!(next_intact(&buf, at - 1, 4), None);
+        assert_eq!(next_intact(&buf, at, 5), Some((at + 17, 6)));
+        assert_eq!(next_intact(&[0u8; 64], 0, 0), None);
     }
 }

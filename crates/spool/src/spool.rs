@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::log_limit::LogLimiter;
 use crate::reader::Reader;
 use crate::record::record_len;
 use crate::recovery::{self, RecoveryReport};
@@ -56,29 +56,10 @@ pub struct SpoolStats {
     pub next_id: u64,
     /// Live segment files.
     pub segments: u64,
-}
-
-/// Rate limit for WARN logs on the hot path: at most one per interval.
-#[derive(Debug)]
-struct LogLimiter {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    /// Returns `Some(suppressed)` if a log line may be emitted now.
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
+    /// Id of the oldest record neither acknowledged nor dropped (`None` when
+    /// there is none): if it stays the same while records wait, delivery is
+    /// stuck on it.
+    pub oldest_unacked_id: Option<u64>,
 }
 
 /// State shared by every handle, the reader and the writer thread.
@@ -205,7 +186,7 @@ impl Spool {
         storage
             .create_dir_all(&dir)
             .map_err(|e| SpoolError::io("create spool directory", &dir, e))?;
-        let rec = recovery::recover(&*storage, &dir, opts.on_corruption)?;
+        let rec = recovery::recover(&*storage, &dir, opts.on_corruption, opts.fsync)?;
         let mut state = State::new(
             rec.ack_point,
             rec.next_id,
@@ -245,10 +226,7 @@ impl Spool {
             readers: Notify::new(),
             space: Notify::new(),
             stopped: Notify::new(),
-            full_log: Mutex::new(LogLimiter {
-                last: None,
-                suppressed: 0,
-            }),
+            full_log: Mutex::new(LogLimiter::default()),
         });
         let writer = Writer::new(shared.clone(), rec.next_id, checkpointed_gen);
         let guard = StopGuard(shared.clone());
@@ -364,7 +342,7 @@ impl Spool {
                         OnFull::DropOldest => {
                             if let Some((first, last, count)) = st.drop_oldest(size, max) {
                                 tracing::error!(dir = %shared.dir.display(), first_id = first, last_id = last,
-                                    count, "spool full: dropped oldest unacknowledged records");
+                                    count, "spool full: dropped oldest records not yet handed to the consumer");
                             }
                         }
                         OnFull::Block => {}
@@ -434,6 +412,7 @@ impl Spool {
             blocked: st.counters.blocked,
             next_id: st.next_visible,
             segments: st.segments.len() as u64,
+            oldest_unacked_id: st.oldest_unacked(),
         }
     }
 

@@ -21,6 +21,20 @@ pub(crate) struct SegMeta {
     /// Bytes of valid, visible data (header included).
     pub len: u64,
     pub path: PathBuf,
+    /// Damaged byte ranges recovery skipped inside `..len`, in file order;
+    /// the reader steps over them. Empty for every segment written since open.
+    pub holes: Vec<Hole>,
+}
+
+/// Damaged bytes inside a segment that recovery kept the records around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hole {
+    /// First damaged byte.
+    pub start: u64,
+    /// Where the next intact record starts.
+    pub end: u64,
+    /// Id of that record.
+    pub next_id: u64,
 }
 
 /// An append waiting for the writer.
@@ -56,8 +70,12 @@ pub(crate) struct State {
     pub next_visible: u64,
     /// Every id below this is acknowledged (or dropped).
     pub ack_point: u64,
-    /// Acknowledged ids at or above `ack_point`.
+    /// Acknowledged (or dropped) ids at or above `ack_point`.
     pub acked_above: BTreeSet<u64>,
+    /// One past the highest id a reader handed out. Unsettled records below
+    /// it are leased: the consumer holds them and is about to deliver them,
+    /// so `DropOldest` never drops them.
+    pub handed_out: u64,
     /// On-disk size of each record in `ack_point..next_visible`.
     sizes: VecDeque<u32>,
     /// Sum of `sizes`: bytes held from the ack point on.
@@ -95,6 +113,7 @@ impl State {
             next_visible,
             ack_point,
             acked_above,
+            handed_out: ack_point,
             sizes,
             retained_bytes,
             reserved_bytes: 0,
@@ -175,24 +194,52 @@ impl State {
         self.next_visible - self.ack_point - self.acked_above.len() as u64
     }
 
-    /// Drops the oldest unacknowledged records until `need` more bytes fit under
-    /// `max` or nothing visible is left to drop. Returns the dropped id range
-    /// (inclusive) and how many unacknowledged records it held.
+    /// A reader hands `id` out: from now on it is leased (see `handed_out`).
+    pub(crate) fn hand_out(&mut self, id: u64) {
+        self.handed_out = self.handed_out.max(id + 1);
+    }
+
+    /// The oldest record neither acknowledged nor dropped, if any.
+    pub(crate) fn oldest_unacked(&self) -> Option<u64> {
+        // The ack point is never in `acked_above` (it would have moved past it).
+        (self.ack_point < self.next_visible).then_some(self.ack_point)
+    }
+
+    /// Drops the oldest unsettled records that no reader has handed out, until
+    /// `need` more bytes fit under `max` or none is left. Returns the first and
+    /// last id dropped and how many were dropped (every one a record that will
+    /// never be handed out: a counted drop is a drop made).
+    ///
+    /// A record dropped above the ack point (leased records before it) frees
+    /// its bytes in the bound at once, although its segment stays on disk
+    /// until the ack point passes it: the consumer's leases are bounded by its
+    /// read-ahead and free their space on ack.
     pub(crate) fn drop_oldest(&mut self, need: u64, max: u64) -> Option<(u64, u64, u64)> {
-        let first = self.ack_point;
+        let mut id = self.next_unsettled(self.handed_out);
+        let mut first = None;
+        let mut last = id;
         let mut count = 0;
-        while self.used_bytes() + need > max && self.ack_point < self.next_visible {
-            // The record at the ack point is never acknowledged (else the point
-            // would have moved past it), so this drops exactly one live record.
-            self.pass_ack_point();
+        while self.used_bytes() + need > max && id < self.next_visible {
+            if id == self.ack_point {
+                self.pass_ack_point();
+                self.advance();
+            } else {
+                let idx = usize::try_from(id - self.ack_point).unwrap_or(usize::MAX);
+                if let Some(size) = self.sizes.get_mut(idx) {
+                    self.retained_bytes -= u64::from(std::mem::take(size));
+                }
+                self.acked_above.insert(id);
+            }
+            first.get_or_insert(id);
+            last = id;
             count += 1;
-            self.advance();
+            id = self.next_unsettled(id + 1);
         }
         self.counters.dropped += count;
         if count > 0 {
             self.ack_gen += 1;
         }
-        (count > 0).then(|| (first, self.ack_point - 1, count))
+        first.map(|first| (first, last, count))
     }
 
     /// Makes records `first..first + payloads.len()` visible after the writer
@@ -287,13 +334,34 @@ mod tests {
         // Need room for 20 more bytes under a 60-byte cap: 80 held, 1 acked.
         // Dropping id 0 lets the ack point pass the acked id 1 too: 40 bytes left.
         let dropped = st.drop_oldest(20, 60);
-        assert_eq!(dropped, Some((0, 1, 1)));
+        assert_eq!(dropped, Some((0, 0, 1)));
         assert_eq!(st.ack_point, 2);
         assert_eq!(st.counters.dropped, 1);
         assert!(st.is_settled(1));
         assert!(!st.is_settled(2));
         assert_eq!(st.drop_oldest(40, 60), Some((2, 2, 1)));
         assert_eq!(st.used_bytes(), 20);
+    }
+
+    #[test]
+    fn drop_oldest_leaves_leased_records_and_frees_the_bytes_of_later_ones() {
+        let mut st = state_with(4);
+        st.hand_out(0);
+        st.hand_out(1);
+        assert_eq!(st.oldest_unacked(), Some(0));
+        // 80 held; room for 20 under 60 means 40 must go: ids 2 and 3.
+        assert_eq!(st.drop_oldest(20, 60), Some((2, 3, 2)));
+        assert_eq!((st.used_bytes(), st.ack_point), (40, 0));
+        assert!(st.is_settled(2) && st.is_settled(3));
+        // Only leased records are left: nothing more to drop.
+        assert_eq!(st.drop_oldest(40, 60), None);
+        st.ack(0);
+        st.ack(1);
+        assert_eq!(
+            (st.ack_point, st.used_bytes(), st.oldest_unacked()),
+            (4, 0, None)
+        );
+        assert_eq!((st.counters.dropped, st.counters.acked), (2, 2));
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// # Errors
     /// Any I/O error.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// Forces an existing file's data to stable storage (`fdatasync`).
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
     /// Renames `from` to `to`, replacing `to`.
     ///
     /// # Errors
@@ -134,6 +139,12 @@ impl Storage for StdStorage {
         let f = std::fs::OpenOptions::new().write(true).open(path)?;
         f.set_len(len)?;
         f.sync_all()
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .sync_data()
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
@@ -267,6 +278,9 @@ pub(crate) mod faulty {
         }
         fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
             StdStorage.truncate(path, len)
+        }
+        fn sync_file(&self, path: &Path) -> io::Result<()> {
+            StdStorage.sync_file(path)
         }
         fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
             StdStorage.rename(from, to)

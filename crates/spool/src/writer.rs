@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::log_limit::LogLimiter;
 use crate::record::{self, SEGMENT_HEADER_LEN};
 use crate::recovery::segment_path;
 use crate::spool::Shared;
@@ -26,12 +27,17 @@ struct Active {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     active: Option<Active>,
+    /// Under `Never`, segments retired without a sync: close syncs them too.
+    /// Dropped when the segment is deleted, so at most the live segments.
+    retired: Vec<Active>,
     next_id: u64,
     buf: Vec<u8>,
     unsynced: bool,
     last_sync: Instant,
     checkpointed_gen: u64,
     last_checkpoint: Instant,
+    /// A full disk fails every append of a burst; one WARN line per interval.
+    write_fail_log: LogLimiter,
 }
 
 impl Writer {
@@ -39,12 +45,14 @@ impl Writer {
         Writer {
             shared,
             active: None,
+            retired: Vec::new(),
             next_id,
             buf: Vec::new(),
             unsynced: false,
             last_sync: Instant::now(),
             checkpointed_gen,
             last_checkpoint: Instant::now(),
+            write_fail_log: LogLimiter::default(),
         }
     }
 
@@ -119,17 +127,19 @@ impl Writer {
             self.shared.wake_all();
             return;
         }
-        if self.unsynced
-            && self.shared.lock().poisoned.is_none()
-            && let Some(a) = self.active.as_mut()
-            && let Err(e) = a.file.sync()
-        {
-            err = Some(SpoolError::io("fsync segment", &a.path, e));
+        if self.shared.lock().poisoned.is_none() {
+            let active = self.active.as_mut().filter(|_| self.unsynced);
+            for a in self.retired.iter_mut().chain(active) {
+                if let Err(e) = a.file.sync() {
+                    err.get_or_insert(SpoolError::io("fsync segment", &a.path, e));
+                }
+            }
         }
         if let Err(e) = self.checkpoint() {
             err.get_or_insert(e);
         }
         self.active = None;
+        self.retired.clear();
         let mut st = self.shared.lock();
         st.stopped = true;
         st.close_error = err;
@@ -244,6 +254,7 @@ impl Writer {
                     end: id,
                     len,
                     path,
+                    holes: Vec::new(),
                 }),
             }
         }
@@ -284,7 +295,10 @@ impl Writer {
                     });
                 }
             }
-            self.active = None;
+            let old = self.active.take();
+            if self.shared.opts.fsync == FsyncPolicy::Never {
+                self.retired.extend(old);
+            }
         }
         if self.active.is_none() {
             self.active = Some(self.create_segment(first)?);
@@ -295,8 +309,9 @@ impl Writer {
             if let Err(te) = a.file.truncate(a.len) {
                 let terr = SpoolError::io("truncate segment after failed write", &a.path, te);
                 self.poison(&terr);
-            } else {
-                tracing::warn!(error = %err, "spool: append failed; segment cut back, earlier records intact");
+            } else if let Some(suppressed) = self.write_fail_log.allow() {
+                tracing::warn!(error = %err, suppressed,
+                    "spool: append failed; segment cut back, earlier records intact");
             }
             return Err(err);
         }
@@ -369,6 +384,8 @@ impl Writer {
             st.segments = keep;
             doomed
         };
+        self.retired
+            .retain(|a| !doomed.iter().any(|d| d.base == a.base));
         for seg in doomed {
             match self.shared.storage.remove(&seg.path) {
                 Ok(()) => {

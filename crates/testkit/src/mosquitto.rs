@@ -47,6 +47,10 @@ pub struct MosquittoOptions {
     /// Extra configuration lines, written before the listener blocks (so they are global
     /// options).
     pub extra_config: Vec<String>,
+    /// Configuration lines for the plain MQTT listener's block: listener options such as
+    /// `max_qos 1`, `max_packet_size 2000` or `retain_available false`, which before any
+    /// `listener` line would configure a default listener on port 1883 instead.
+    pub listener_config: Vec<String>,
 }
 
 impl Default for MosquittoOptions {
@@ -61,6 +65,7 @@ impl Default for MosquittoOptions {
             max_inflight_messages: None,
             persistence: false,
             extra_config: Vec::new(),
+            listener_config: Vec::new(),
         }
     }
 }
@@ -297,6 +302,21 @@ impl Mosquitto {
             .map(|mut child| child.terminate(STOP_GRACE))
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing is answered, as
+    /// when a broker hangs.
+    pub fn pause(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            c.signal(rustix::process::Signal::STOP);
+        }
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            c.signal(rustix::process::Signal::CONT);
+        }
+    }
+
     /// Kills the broker with SIGKILL (no persistence save, connections drop without a
     /// DISCONNECT). Returns the exit status; a no-op if already stopped.
     pub fn kill(&mut self) -> Option<ExitStatus> {
@@ -408,6 +428,10 @@ impl Mosquitto {
         // `listener 0` would be a Unix socket in Mosquitto 2.0, so ports are chosen by us.
         if let Some(port) = self.ports.tcp {
             c.push_str(&format!("\nlistener {port} 127.0.0.1\nprotocol mqtt\n"));
+            for line in &o.listener_config {
+                c.push_str(line);
+                c.push('\n');
+            }
         }
         if let Some(port) = self.ports.ws {
             c.push_str(&format!(

@@ -49,6 +49,14 @@ impl ChildGuard {
         self.kill()
     }
 
+    /// Sends `signal` (e.g. SIGSTOP / SIGCONT) to the running process.
+    pub(crate) fn signal(&mut self, signal: Signal) {
+        if self.try_status().is_none() {
+            // Not reaped yet, so the pid is still this process's.
+            let _ = kill_process(Pid::from_child(&self.child), signal);
+        }
+    }
+
     /// Sends SIGKILL and reaps the process.
     pub(crate) fn kill(&mut self) -> ExitStatus {
         if let Some(status) = self.try_status() {

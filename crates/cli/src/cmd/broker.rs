@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::builder::RangedU64ValueParser;
 use mqlink::config::{Embedded, EmbeddedTls, Secret};
 
 use crate::embedded::{EmbeddedBroker, EmbeddedOptions};
@@ -47,6 +48,17 @@ pub struct Args {
     /// without this flag, as Mosquitto 2 does).
     #[arg(long)]
     allow_anonymous: bool,
+    /// Keep sessions, queued messages and retained messages in this directory, across
+    /// restarts. Without it the broker keeps them in memory: a restart forgets them.
+    #[arg(long)]
+    persistence: Option<PathBuf>,
+    /// QoS 1/2 messages queued per client session; past it the oldest are dropped.
+    #[arg(long, default_value_t = Embedded::DEFAULT_MAX_QUEUED_MESSAGES, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    max_queued_messages: usize,
+    /// Bytes queued per client session (each message's memory footprint: payload, topic,
+    /// properties); past it the oldest messages are dropped.
+    #[arg(long, default_value_t = Embedded::DEFAULT_MAX_QUEUED_BYTES, value_parser = RangedU64ValueParser::<usize>::new().range(1024..))]
+    max_queued_bytes: usize,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -84,6 +96,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             password,
             tls,
             allow_anonymous: args.allow_anonymous,
+            max_queued_messages: args.max_queued_messages,
+            max_queued_bytes: args.max_queued_bytes,
+            persistence: args.persistence,
         },
         max_packet_size: args.max_packet_size,
         own_login: None,

@@ -39,7 +39,9 @@ pub struct Args {
     /// HTTP API on 127.0.0.1:8080, spool in ./mqlink-data, one route `events/{event}`.
     #[arg(short = 'c', long)]
     pub config: Option<PathBuf>,
-    /// Listen address of the embedded broker (overrides broker.embedded.listen).
+    /// Listen address of the embedded broker (overrides broker.embedded.listen). The
+    /// embedded broker keeps sessions, queued and retained messages in memory, so a restart
+    /// forgets them, unless broker.embedded.persistence names a directory.
     #[arg(long)]
     pub embedded_listen: Option<SocketAddr>,
     /// Listen address of the HTTP API (overrides sources.http.listen).
@@ -152,6 +154,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut link_task = tokio::spawn(tasks.run(stop_link.clone()));
 
     let observer = Arc::new(link.observer(Facts::of(&config)));
+    if let Some(counter) = embedded.as_ref().and_then(EmbeddedBroker::queue_dropped) {
+        observer.set_embedded_queue_dropped(counter);
+    }
     let mut parts = Parts::default();
     parts.apply(&config, connectors, &link, &observer)?;
     // Count connections for the reconnects metric.
@@ -230,8 +235,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 failure = Some(anyhow!("HTTP API stopped: {r:?}"));
                 break;
             }
-            _ = &mut link_task => {
-                failure = Some(anyhow!("the MQTT connection task stopped unexpectedly"));
+            r = &mut link_task => {
+                failure = Some(match r {
+                    Ok(Err(e)) => anyhow!("{e}; exiting so that a restart recovers the spool"),
+                    _ => anyhow!("the MQTT connection task stopped unexpectedly"),
+                });
                 break;
             }
         }

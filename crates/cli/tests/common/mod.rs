@@ -186,6 +186,16 @@ impl EmbeddedBroker {
     }
 }
 
+impl EmbeddedBroker {
+    /// SIGTERM (a graceful stop) and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for mqlink broker")
+    }
+}
+
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -262,6 +272,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     config: String,
+    /// More `mqlink run` arguments, kept across restarts.
+    args: Vec<String>,
 }
 
 impl Daemon {
@@ -274,11 +286,22 @@ impl Daemon {
     /// process (e.g. the `${MQTT_URL}` an example config reads). The variables apply to
     /// this first start only: [`Daemon::crash_and_restart`] restarts without them.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_full(config, env, &[])
+    }
+
+    /// Like [`Daemon::start`], with more `mqlink run` arguments (kept across restarts),
+    /// e.g. `--embedded-listen` for a config without `broker`.
+    pub fn start_with_args(config: &str, args: &[&str]) -> Daemon {
+        Self::start_full(config, &[], args)
+    }
+
+    fn start_full(config: &str, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut d = Daemon {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             http_port: free_port(),
             config: config.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn_with(env);
         d
@@ -303,6 +326,7 @@ impl Daemon {
                 "--spool-dir",
                 self.dir.path().join("spool").to_str().unwrap(),
             ])
+            .args(&self.args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

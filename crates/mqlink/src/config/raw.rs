@@ -113,6 +113,9 @@ pub(crate) struct RawEmbedded {
     pub password_file: Option<String>,
     pub tls: Option<RawEmbeddedTls>,
     pub allow_anonymous: Option<bool>,
+    pub max_queued_messages: Option<u64>,
+    pub max_queued_bytes: Option<String>,
+    pub persistence: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -133,6 +136,15 @@ pub(crate) struct RawSpool {
     pub on_full: Option<RawOnFull>,
     pub fsync: Option<RawFsync>,
     pub fsync_interval: Option<String>,
+    pub stall_timeout: Option<String>,
+    pub on_corruption: Option<RawOnCorruption>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawOnCorruption {
+    Fail,
+    Discard,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]

@@ -256,6 +256,21 @@ fn type_errors_are_located_at_the_value() {
 }
 
 #[test]
+fn spool_recovery_and_stall_settings_have_defaults_and_are_checked() {
+    let c = yaml("{}").unwrap();
+    assert_eq!(c.spool.on_corruption, OnCorruption::Fail);
+    assert_eq!(c.spool.stall_timeout, Duration::from_secs(60));
+    let c = yaml("spool: {on_corruption: discard, stall_timeout: 5s}").unwrap();
+    assert_eq!(c.spool.on_corruption, OnCorruption::Discard);
+    assert_eq!(c.spool.stall_timeout, Duration::from_secs(5));
+    let e = yaml("spool: {on_corruption: ignore}").unwrap_err();
+    assert_eq!(e.path, "spool.on_corruption");
+    assert!(e.message.contains("discard"), "{e}");
+    let e = yaml("spool: {stall_timeout: soon}").unwrap_err();
+    assert_eq!(e.path, "spool.stall_timeout");
+}
+
+#[test]
 fn template_errors_name_file_line_column_and_path() {
     let text = "topic_prefix: p\nbroker:\n  lifecycle:\n    topic: \"{prefix}/{jobid}\"\n";
     assert_eq!(
@@ -354,6 +369,34 @@ fn http_connection_limits_are_configurable_and_checked() {
     assert_eq!(e.path, "sources.http.max_connections");
     let e = yaml("sources: {http: {header_timeout: 0s}}").unwrap_err();
     assert_eq!(e.path, "sources.http.header_timeout");
+}
+
+#[test]
+fn embedded_queue_bounds_and_persistence() {
+    let BrokerTarget::Embedded(e) = yaml("broker: {embedded: {}}").unwrap().broker.target else {
+        panic!("embedded")
+    };
+    assert_eq!(
+        (e.max_queued_messages, e.max_queued_bytes, e.persistence),
+        (1_000_000, 1 << 30, None),
+        "in memory by default"
+    );
+    let c = yaml(
+        "broker: {embedded: {max_queued_messages: 500, max_queued_bytes: 2MiB, persistence: state}}",
+    )
+    .unwrap();
+    let BrokerTarget::Embedded(e) = c.broker.target else {
+        panic!("embedded")
+    };
+    assert_eq!((e.max_queued_messages, e.max_queued_bytes), (500, 2 << 20));
+    let dir = e.persistence.unwrap();
+    assert!(dir.ends_with("state"), "{}", dir.display());
+    let e = yaml("broker: {embedded: {max_queued_messages: 0}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.max_queued_messages", "{e}");
+    let e = yaml("broker: {embedded: {max_queued_bytes: 10}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.max_queued_bytes", "{e}");
+    let e = yaml("broker: {embedded: {persistence: ''}}").unwrap_err();
+    assert_eq!(e.path, "broker.embedded.persistence", "{e}");
 }
 
 #[test]

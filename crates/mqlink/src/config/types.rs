@@ -94,6 +94,15 @@ pub struct Embedded {
     /// Let a listener reachable from other machines admit clients that nobody
     /// authenticated (see [`Embedded::unauthenticated_exposure`]). Default false.
     pub allow_anonymous: bool,
+    /// QoS 1/2 messages kept per client session beyond its in-flight window (while it is
+    /// away or slow); past this the oldest are dropped. Default 1,000,000.
+    pub max_queued_messages: usize,
+    /// The same bound in bytes per client: each message's memory footprint (payload,
+    /// topic, properties and bookkeeping). Default 1 GiB.
+    pub max_queued_bytes: usize,
+    /// Directory keeping sessions, queued messages and retained messages across restarts;
+    /// default none (in memory: a restart of the broker forgets them).
+    pub persistence: Option<PathBuf>,
 }
 
 impl Default for Embedded {
@@ -105,11 +114,19 @@ impl Default for Embedded {
             password: None,
             tls: None,
             allow_anonymous: false,
+            max_queued_messages: Embedded::DEFAULT_MAX_QUEUED_MESSAGES,
+            max_queued_bytes: Embedded::DEFAULT_MAX_QUEUED_BYTES,
+            persistence: None,
         }
     }
 }
 
 impl Embedded {
+    /// Default [`Embedded::max_queued_messages`].
+    pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1_000_000;
+    /// Default [`Embedded::max_queued_bytes`].
+    pub const DEFAULT_MAX_QUEUED_BYTES: usize = 1 << 30;
+
     /// The first listener that other machines can reach and that admits clients nobody
     /// authenticated: a non-loopback TCP or WebSocket listener without a password, or a
     /// non-loopback TLS listener with neither a password nor required client certificates.
@@ -271,7 +288,7 @@ pub enum QoS {
 /// and when data reaches the disk (`always`: fsync before accepting, group-committed;
 /// `interval`: at most every `fsync_interval`; `never`: the OS decides). The spool's own
 /// types, so the config and the spool cannot drift apart.
-pub use mqlink_spool::{FsyncPolicy as Fsync, OnFull};
+pub use mqlink_spool::{FsyncPolicy as Fsync, OnCorruption, OnFull};
 
 /// The spool section.
 #[derive(Debug, Clone)]
@@ -284,6 +301,14 @@ pub struct Spool {
     pub on_full: OnFull,
     /// Default [`Fsync::Always`].
     pub fsync: Fsync,
+    /// What recovery does with damaged records followed by intact ones: refuse to start
+    /// naming the file and byte range ([`OnCorruption::Fail`], default), or skip only the
+    /// damaged records, report and count them ([`OnCorruption::Discard`]).
+    pub on_corruption: OnCorruption,
+    /// How long messages may wait for the broker's verdict on a live connection, with no
+    /// verdict at all coming back, before `/readyz` reports the publisher stalled; default
+    /// 60s.
+    pub stall_timeout: Duration,
 }
 
 /// The HTTP ingest source.

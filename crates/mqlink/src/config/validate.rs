@@ -407,6 +407,26 @@ fn broker(raw: RawBroker, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str) -> R<Brok
             Some(t) => Some(embedded_tls(t, ctx, &ep.key("tls"))?),
             None => None,
         };
+        let max_queued_messages = match e.max_queued_messages {
+            None => defaults.max_queued_messages,
+            Some(0) => {
+                return Err(ctx.err(&ep.key("max_queued_messages"), "must be at least 1"));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let max_queued_bytes = ctx.bytes(
+            e.max_queued_bytes.as_deref(),
+            &ep.key("max_queued_bytes"),
+            defaults.max_queued_bytes as u64,
+            1024,
+        )?;
+        let persistence = match e.persistence.as_deref() {
+            Some(d) => {
+                ctx.non_empty(d, &ep.key("persistence"))?;
+                Some(ctx.resolve(d))
+            }
+            None => None,
+        };
         let embedded = Embedded {
             listen,
             ws_listen,
@@ -414,6 +434,9 @@ fn broker(raw: RawBroker, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str) -> R<Brok
             password,
             tls,
             allow_anonymous: e.allow_anonymous.unwrap_or(false),
+            max_queued_messages,
+            max_queued_bytes: usize::try_from(max_queued_bytes).unwrap_or(usize::MAX),
+            persistence,
         };
         if let Some((key, addr)) = embedded.unauthenticated_exposure() {
             let at = key.split('.').fold(ep.clone(), |p, k| p.key(k));
@@ -675,6 +698,15 @@ fn spool(raw: RawSpool, ctx: &Ctx<'_>, path: &KeyPath) -> R<Spool> {
             Some(RawOnFull::DropOldest) => OnFull::DropOldest,
         },
         fsync: ctx.fsync(raw.fsync, raw.fsync_interval.as_deref(), path)?,
+        on_corruption: match raw.on_corruption {
+            None | Some(RawOnCorruption::Fail) => OnCorruption::Fail,
+            Some(RawOnCorruption::Discard) => OnCorruption::Discard,
+        },
+        stall_timeout: ctx.duration(
+            raw.stall_timeout.as_deref(),
+            &path.key("stall_timeout"),
+            Duration::from_secs(60),
+        )?,
     })
 }
 

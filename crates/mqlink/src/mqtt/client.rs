@@ -7,10 +7,22 @@
 //! ```
 //!
 //! The event loop owns the socket and the [`Session`]. It reconnects with exponential
-//! backoff and jitter, falls back from MQTT 5 to 3.1.1 when a broker refuses 5, and never
-//! decides a verdict because a connection was lost. It stops when the shutdown token is
-//! cancelled, or when every [`Client`] is dropped and nothing is left to deliver. The
-//! library spawns nothing: the caller runs [`EventLoop::run`] where it likes.
+//! backoff and jitter (a connection that dies within [`STABLE_AFTER`] of its CONNACK does not
+//! reset the backoff, so a broker that accepts and then drops us is not hammered), and never
+//! decides a verdict because a connection was lost. It falls back from MQTT 5 to 3.1.1 only
+//! when the broker explicitly refuses 5 (CONNACK 0x84, or a 3.x return code 1), and tries 5
+//! again on every later connect: a cut before CONNACK is a network fault, not an answer, and
+//! on 3.1.1 a broker's refusal of a message cannot be seen at all.
+//!
+//! It stops when the shutdown token is cancelled, or when every [`Client`] is dropped and
+//! nothing is left to deliver. The library spawns nothing: the caller runs
+//! [`EventLoop::run`] where it likes.
+//!
+//! Messages and filters that cannot be encoded (an invalid topic) are answered at once,
+//! without touching the connection: a refused publish gets a `Rejected` verdict (0x90), an
+//! invalid filter the code 0x8F. A message whose encoded packet is larger than the broker's
+//! Maximum Packet Size is rejected with 0x95 and never sent (the broker would disconnect us
+//! for it, again after every reconnect).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -27,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, Will};
-use super::state::{AckToken, Delivery, Output, Session, SessionError, Token, Verdict};
+use super::state::{AckToken, Delivery, Loss, Output, Session, SessionError, Token, Verdict};
 use super::tls::TlsOptions;
 use super::transport::{BoxIo, Connector, TransportError};
 use super::url::BrokerUrl;
@@ -52,6 +64,12 @@ pub struct MqttOptions {
     pub keep_alive: Duration,
     /// Start a new session (true) or resume the broker's (false).
     pub clean_start: bool,
+    /// With `clean_start` false: may this process's first connect resume a session an
+    /// earlier process left? True for subscribers (the messages queued meanwhile are the
+    /// point). False for a publisher of QoS 1/2 messages: a new process does not know
+    /// which packet ids the broker still holds (a stored QoS 2 message awaiting PUBREL), so
+    /// it starts a new session once and resumes on every reconnect after that.
+    pub resume_at_start: bool,
     /// v5 session expiry for persistent sessions.
     pub session_expiry: Option<Duration>,
     /// Last will.
@@ -105,6 +123,7 @@ impl MqttOptions {
             fallback_to_311: true,
             keep_alive: Duration::from_secs(60),
             clean_start: true,
+            resume_at_start: true,
             session_expiry: None,
             will: None,
             birth: None,
@@ -344,11 +363,13 @@ const INTERNAL: Token = 1 << 63;
 const MAX_QUEUED: usize = 4096;
 /// Stop accepting commands while this much is waiting to be written.
 const MAX_WBUF: usize = 1 << 20;
+/// A connection that lived this long after CONNACK was a real one: the backoff starts over.
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 enum ConnEnd {
     Shutdown,
     Finished,
-    Lost(String),
+    Lost(String, Loss),
 }
 
 impl EventLoop {
@@ -362,12 +383,15 @@ impl EventLoop {
                 break;
             }
             let _ = self.link_tx.send(LinkState::Connecting);
+            // Every attempt starts from the configured protocol: an earlier fallback to
+            // 3.1.1 is not kept (see the module doc).
             let connect = establish(
                 self.connector.clone(),
                 self.connect_packet(),
-                self.protocol,
+                self.opts.protocol,
                 self.opts.fallback_to_311,
                 self.opts.max_packet_size as usize,
+                self.opts.connect_timeout,
             );
             tokio::pin!(connect);
             let result = loop {
@@ -381,17 +405,30 @@ impl EventLoop {
             match result {
                 Ok((io, leftover, connack, protocol)) => {
                     if protocol != self.protocol {
-                        tracing::warn!(broker = %self.opts.url, "broker refused MQTT 5; using MQTT 3.1.1 from now on");
+                        if protocol == self.opts.protocol {
+                            tracing::info!(broker = %self.opts.url, protocol = protocol.name(), "broker accepted MQTT {} again", protocol.name());
+                        } else {
+                            tracing::warn!(broker = %self.opts.url, "broker refused MQTT 5; using MQTT 3.1.1 on this connection (broker refusals of single messages cannot be seen on 3.1.1)");
+                        }
                         self.protocol = protocol;
                     }
-                    attempt = 0;
                     let started = Instant::now();
                     match self.connected(io, leftover, connack, &shutdown).await {
                         ConnEnd::Shutdown => break,
                         ConnEnd::Finished => break,
-                        ConnEnd::Lost(reason) => {
-                            self.session.disconnected();
-                            self.note_early_close(started.elapsed());
+                        ConnEnd::Lost(reason, loss) => {
+                            let lived = started.elapsed();
+                            if lived >= STABLE_AFTER {
+                                attempt = 0;
+                            }
+                            // Only a close right after sending can be a message's fault.
+                            let loss = if lived < STABLE_AFTER {
+                                loss
+                            } else {
+                                Loss::Other
+                            };
+                            self.session.disconnected(loss);
+                            self.note_early_close(lived);
                             tracing::warn!(broker = %self.opts.url, %reason, queued = self.session.queued_len(), inflight = self.session.inflight_len(), "connection lost; reconnecting");
                             let _ = self.link_tx.send(LinkState::Down {
                                 reason,
@@ -425,7 +462,7 @@ impl EventLoop {
             }
         }
         self.session.give_up();
-        self.drain_outputs(&mut BytesMut::new(), &mut VecDeque::new(), 0);
+        self.drain_outputs(&mut BytesMut::new(), &mut VecDeque::new(), 0, None);
         let _ = self.link_tx.send(LinkState::Stopped);
     }
 
@@ -437,7 +474,7 @@ impl EventLoop {
         if lived < Duration::from_secs(5) {
             self.early_closes += 1;
             if self.early_closes >= 2 {
-                tracing::warn!(client_id = %self.opts.client_id, "the broker keeps closing the connection right after it is made: another client may be using the same client id, and each connection takes the session from the other");
+                tracing::warn!(client_id = %self.opts.client_id, "the broker keeps closing the connection right after it is made: a message it refuses (too large, not allowed) or another client using the same client id (each connection takes the session from the other) are the usual causes");
             }
         } else {
             self.early_closes = 0;
@@ -448,7 +485,9 @@ impl EventLoop {
         Packet::Connect(Box::new(Connect {
             client_id: self.opts.client_id.clone(),
             keep_alive: u16::try_from(self.opts.keep_alive.as_secs()).unwrap_or(u16::MAX),
-            clean_start: self.opts.clean_start,
+            clean_start: self
+                .session
+                .clean_start(!self.opts.clean_start, self.opts.resume_at_start),
             session_expiry: self
                 .opts
                 .session_expiry
@@ -474,12 +513,44 @@ impl EventLoop {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         match cmd {
             Command::Publish { publish, reply } => {
+                if let Err(reason) = codec::check_topic_name(&publish.topic) {
+                    // Refused here: it could never be encoded, so it must not enter the
+                    // session (it would wait there for a verdict that never comes).
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Verdict::Rejected {
+                            code: 0x90,
+                            reason: Some(reason),
+                        });
+                    }
+                    return;
+                }
                 if let Some(reply) = reply {
                     self.verdicts.insert(token, reply);
                 }
                 self.session.publish(token, publish);
             }
             Command::Subscribe { filters, reply } => {
+                let codes: Vec<u8> = filters
+                    .iter()
+                    .map(|(f, _)| {
+                        if codec::check_topic_filter(f).is_err() {
+                            0x8f
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                if filters.is_empty() || codes.contains(&0x8f) {
+                    // Nothing is sent: one invalid filter would make the broker drop the
+                    // connection. Valid filters of the request answer 0x80 (not tried).
+                    let _ = reply.send(
+                        codes
+                            .into_iter()
+                            .map(|c| if c == 0 { 0x80 } else { c })
+                            .collect(),
+                    );
+                    return;
+                }
                 self.sub_replies.insert(token, reply);
                 self.session.subscribe(token, filters);
             }
@@ -491,22 +562,42 @@ impl EventLoop {
     }
 
     /// Move session outputs to the write buffer, the verdict senders and the backlog.
-    fn drain_outputs(&mut self, wbuf: &mut BytesMut, qos0: &mut VecDeque<(u64, Token)>, base: u64) {
+    /// `limit`: the broker's Maximum Packet Size on this connection.
+    fn drain_outputs(
+        &mut self,
+        wbuf: &mut BytesMut,
+        qos0: &mut VecDeque<(u64, Token)>,
+        base: u64,
+        limit: Option<u32>,
+    ) {
         while let Some(out) = self.session.poll_output() {
             match out {
                 Output::Send { packet, written } => {
-                    if let Err(e) = codec::encode(&packet, self.protocol, wbuf) {
-                        // Only a message we were handed can fail to encode (bad topic);
-                        // refuse it instead of poisoning the connection.
-                        tracing::error!(error = %e, "cannot encode packet");
-                        if let (Some(t), Packet::Publish(_)) = (written, &packet) {
-                            self.resolve(
-                                t,
-                                Verdict::Rejected {
-                                    code: 0x90,
-                                    reason: Some(e.to_string()),
-                                },
-                            );
+                    let before = wbuf.len();
+                    let refused = match codec::encode(&packet, self.protocol, wbuf) {
+                        Err(e) => Some((0x90, e.to_string())),
+                        Ok(()) => match limit {
+                            Some(max) if (wbuf.len() - before) as u64 > u64::from(max) => Some((
+                                0x95,
+                                format!(
+                                    "the packet is {} bytes, more than the broker's maximum packet size of {max}",
+                                    wbuf.len() - before
+                                ),
+                            )),
+                            _ => None,
+                        },
+                    };
+                    if let Some((code, reason)) = refused {
+                        wbuf.truncate(before);
+                        match &packet {
+                            // A message we were handed: refuse it instead of poisoning the
+                            // connection; what waits behind it goes on.
+                            Packet::Publish(p) => {
+                                self.session.refuse(p.pid, written, code, reason);
+                            }
+                            other => {
+                                tracing::error!(packet = other.name(), %reason, "cannot send packet");
+                            }
                         }
                         continue;
                     }
@@ -570,6 +661,7 @@ impl EventLoop {
             None => self.opts.keep_alive,
         };
         let max = self.opts.max_packet_size as usize;
+        let limit = connack.max_packet_size;
         let (mut rd, mut wr) = tokio::io::split(io);
         let mut rbuf = leftover;
         rbuf.reserve(64 * 1024);
@@ -583,10 +675,10 @@ impl EventLoop {
 
         // Packets that arrived with the CONNACK.
         if let Err(e) = self.decode_all(&mut rbuf, max) {
-            return ConnEnd::Lost(e);
+            return ConnEnd::Lost(e, Loss::ClosedByBroker);
         }
         loop {
-            self.drain_outputs(&mut wbuf, &mut qos0, written);
+            self.drain_outputs(&mut wbuf, &mut qos0, written, limit);
             while let Some(d) = self.backlog.pop_front() {
                 match self.deliver_tx.try_send(d) {
                     Ok(()) => {}
@@ -626,31 +718,31 @@ impl EventLoop {
                 }
                 r = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
                     match r {
-                        Ok(0) => return ConnEnd::Lost("socket closed while writing".into()),
+                        Ok(0) => return ConnEnd::Lost("socket closed while writing".into(), Loss::ClosedByBroker),
                         Ok(n) => {
                             written += n as u64;
                             last_write = Instant::now();
                             while qos0.front().is_some_and(|(end, _)| *end <= written) {
                                 let (_, t) = qos0.pop_front().expect("front exists");
-                                self.resolve(t, Verdict::Acknowledged);
+                                self.session.written(t);
                             }
                             if wbuf.is_empty() && let Err(e) = wr.flush().await {
-                                return ConnEnd::Lost(format!("write failed: {e}"));
+                                return ConnEnd::Lost(format!("write failed: {e}"), loss_of(&e));
                             }
                         }
-                        Err(e) => return ConnEnd::Lost(format!("write failed: {e}")),
+                        Err(e) => return ConnEnd::Lost(format!("write failed: {e}"), loss_of(&e)),
                     }
                 }
                 r = rd.read_buf(&mut rbuf), if self.backlog.is_empty() => {
                     match r {
-                        Ok(0) => return ConnEnd::Lost("broker closed the connection".into()),
+                        Ok(0) => return ConnEnd::Lost("broker closed the connection".into(), Loss::ClosedByBroker),
                         Ok(_) => {
                             ping_sent = None;
                             if let Err(e) = self.decode_all(&mut rbuf, max) {
-                                return ConnEnd::Lost(e);
+                                return ConnEnd::Lost(e, Loss::ClosedByBroker);
                             }
                         }
-                        Err(e) => return ConnEnd::Lost(format!("read failed: {e}")),
+                        Err(e) => return ConnEnd::Lost(format!("read failed: {e}"), loss_of(&e)),
                     }
                 }
                 Some(t) = self.ack_rx.recv() => {
@@ -676,11 +768,15 @@ impl EventLoop {
                     }
                 }
                 _ = sleep_until_opt(ping_at) => {
-                    if ping_sent.is_some() {
-                        return ConnEnd::Lost(format!("no answer from the broker within the keepalive of {keep_alive:?}"));
+                    if ping_sent.is_some() && self.backlog.is_empty() {
+                        return ConnEnd::Lost(format!("no answer from the broker within the keepalive of {keep_alive:?}"), Loss::Other);
                     }
+                    // While the application is not taking deliveries we do not read, so
+                    // the broker's PINGRESP may be waiting unread: that is no sign of a
+                    // dead broker. Keep pinging (the broker needs to hear from us) and
+                    // judge the broker again once reading resumes.
                     if let Err(e) = codec::encode(&Packet::PingReq, protocol, &mut wbuf) {
-                        return ConnEnd::Lost(e.to_string());
+                        return ConnEnd::Lost(e.to_string(), Loss::Other);
                     }
                     ping_sent = Some(Instant::now());
                 }
@@ -790,25 +886,38 @@ impl ConnectError {
     }
 }
 
+/// The connection was lost on a read or write error: a reset is the broker's (or a
+/// middlebox's) doing, anything else is not attributed to a message.
+fn loss_of(e: &std::io::Error) -> Loss {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::UnexpectedEof => Loss::ClosedByBroker,
+        _ => Loss::Other,
+    }
+}
+
 async fn establish(
     connector: Connector,
     connect: Packet,
     protocol: Protocol,
     fallback: bool,
     max: usize,
+    timeout: Duration,
 ) -> Result<(BoxIo, BytesMut, ConnAck, Protocol), ConnectError> {
-    match handshake(&connector, &connect, protocol, max).await {
-        Err(ConnectError::Refused { code: 0x84, .. }) | Err(ConnectError::Handshake(_))
-            if protocol == Protocol::V5 && fallback =>
-        {
-            handshake(&connector, &connect, Protocol::V311, max).await
+    // Only an explicit refusal of MQTT 5 is a reason to try 3.1.1: a connection cut before
+    // CONNACK says nothing about the protocol.
+    match handshake(&connector, &connect, protocol, max, timeout).await {
+        Err(ConnectError::Refused { code: 0x84, .. }) if protocol == Protocol::V5 && fallback => {
+            handshake(&connector, &connect, Protocol::V311, max, timeout).await
         }
         Err(ConnectError::Refused {
             code: 0x01,
             protocol: p,
             ..
         }) if p == Protocol::V5.name() && fallback => {
-            handshake(&connector, &connect, Protocol::V311, max).await
+            handshake(&connector, &connect, Protocol::V311, max, timeout).await
         }
         other => other,
     }
@@ -819,12 +928,12 @@ async fn handshake(
     connect: &Packet,
     protocol: Protocol,
     max: usize,
+    timeout: Duration,
 ) -> Result<(BoxIo, BytesMut, ConnAck, Protocol), ConnectError> {
     let mut io = connector.connect().await?;
     let mut buf = BytesMut::new();
     codec::encode(connect, protocol, &mut buf)
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
-    let timeout = Duration::from_secs(10);
     let result = tokio::time::timeout(timeout, async {
         io.write_all(&buf).await?;
         io.flush().await?;

@@ -426,6 +426,22 @@ fn split_qos_pid(q: mqtt_proto::QosPid) -> (QoS, Option<u16>) {
     }
 }
 
+/// Whether `t` can be sent as a PUBLISH topic name.
+///
+/// # Errors
+/// Why not, in words that name the topic.
+pub fn check_topic_name(t: &str) -> Result<(), String> {
+    topic_name(t).map(drop)
+}
+
+/// Whether `t` can be sent as a SUBSCRIBE topic filter.
+///
+/// # Errors
+/// Why not, in words that name the filter.
+pub fn check_topic_filter(t: &str) -> Result<(), String> {
+    topic_filter(t).map(drop)
+}
+
 fn topic_name(t: &str) -> Result<mqtt_proto::TopicName, String> {
     mqtt_proto::TopicName::try_from(t).map_err(|e| format!("invalid topic '{t}': {e}"))
 }

@@ -22,6 +22,23 @@
 //! - Incoming QoS 1/2 messages are acknowledged only when the application says so, and in
 //!   the order they arrived (MQTT-4.6.0-2). An application ack that belongs to an earlier
 //!   connection is ignored: the broker will send that message again.
+//! - A QoS 0 message is decided when the connection task reports it written to the socket
+//!   ([`Session::written`]). One still unwritten when the connection drops goes back to the
+//!   head of the queue and is sent on the next connection: bytes lost in a write buffer
+//!   never leave a message without a verdict.
+//! - The broker's CONNACK limits hold for every message sent: a retained message goes out
+//!   unretained when the broker has no retain, and a QoS above the broker's Maximum QoS is
+//!   lowered to it (each with an [`Output::Anomaly`], so the connection task logs a WARN).
+//!   A message larger than the broker's Maximum Packet Size is refused by the connection
+//!   task, which measures the encoded packet, through [`Session::refuse`].
+//! - A message after which the broker closes the connection, [`POISON_STRIKES`] connections
+//!   in a row with nothing acknowledged in between, is rejected ([`POISON_CODE`]): MQTT 3.1.1
+//!   brokers announce no limits and refuse a message only by closing the connection, and
+//!   one such message must not block everything behind it forever.
+//! - The first CONNECT of a process starts a new session when asked to
+//!   ([`Session::clean_start`]): a new process knows nothing of the packet ids an earlier
+//!   one left in the broker's session, and reusing one that holds a stored QoS 2 message
+//!   makes the broker take a new message for a duplicate of the old one.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -119,6 +136,22 @@ struct Inflight {
     stage: Stage,
 }
 
+/// Reason code of a message rejected because the broker closed the connection after it
+/// [`POISON_STRIKES`] times in a row (0x80, "unspecified error": the broker said nothing).
+pub const POISON_CODE: u8 = 0x80;
+/// Connections in a row the broker may close right after a message before it is rejected.
+pub const POISON_STRIKES: u8 = 3;
+
+/// How a connection ended, as far as the session cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// The broker closed the connection (end of stream, reset or DISCONNECT) soon after the
+    /// messages in flight were sent: a message may be the cause.
+    ClosedByBroker,
+    /// Anything else: a timeout, a failed write, a network fault, our own choice.
+    Other,
+}
+
 #[derive(Debug)]
 struct Queued {
     token: Token,
@@ -158,6 +191,16 @@ pub struct Session {
     requests_waiting: VecDeque<(Token, Request)>,
     requests_sent: HashMap<u16, (Option<Token>, Request)>,
     out: VecDeque<Output>,
+    /// QoS 0 messages handed out to be written and not yet reported written, in order.
+    unwritten: VecDeque<Queued>,
+    /// The broker's limits from the last CONNACK.
+    retain_available: bool,
+    max_qos: QoS,
+    /// Some broker answer arrived on this connection.
+    progress: bool,
+    /// The message the broker closed the connection after, and how many times in a row.
+    suspect: Option<(Token, u8)>,
+    ever_connected: bool,
 }
 
 impl Session {
@@ -180,7 +223,22 @@ impl Session {
             requests_waiting: VecDeque::new(),
             requests_sent: HashMap::new(),
             out: VecDeque::new(),
+            unwritten: VecDeque::new(),
+            retain_available: true,
+            max_qos: QoS::ExactlyOnce,
+            progress: false,
+            suspect: None,
+            ever_connected: false,
         }
+    }
+
+    /// Whether the next CONNECT should ask for a new session. `persistent`: the owner
+    /// wants the broker to keep the session across connections. `resume_at_start`: a session
+    /// an earlier process left may be resumed on this process's first connect; say false
+    /// when this process publishes QoS 1/2 (its packet ids would collide with the earlier
+    /// process's) and true when it only subscribes (the queued messages are the point).
+    pub fn clean_start(&self, persistent: bool, resume_at_start: bool) -> bool {
+        !persistent || (!self.ever_connected && !resume_at_start)
     }
 
     /// Next thing to do, if any.
@@ -188,9 +246,10 @@ impl Session {
         self.out.pop_front()
     }
 
-    /// Messages not yet sent (waiting for the window or a connection).
+    /// Messages not yet sent (waiting for the window or a connection), and QoS 0 messages
+    /// not yet written.
     pub fn queued_len(&self) -> usize {
-        self.queued.len()
+        self.queued.len() + self.unwritten.len()
     }
 
     /// QoS 1/2 messages sent and not yet acknowledged (including those waiting to be sent
@@ -247,8 +306,12 @@ impl Session {
     /// The broker accepted our CONNECT.
     pub fn connected(&mut self, connack: &ConnAck) {
         self.connected = true;
+        self.ever_connected = true;
+        self.progress = false;
         self.epoch += 1;
         self.incoming.clear();
+        self.retain_available = connack.retain_available.unwrap_or(true);
+        self.max_qos = connack.max_qos.unwrap_or(QoS::ExactlyOnce);
         if !connack.session_present {
             self.awaiting_pubrel.clear();
         }
@@ -284,6 +347,24 @@ impl Session {
             } else {
                 m.stage = initial_stage(m.publish.qos);
                 m.publish.dup = false;
+                // A new session may come with new limits.
+                if let Some(note) = self.fit_limits(&mut m.publish) {
+                    self.out.push_back(Output::Anomaly(note));
+                }
+                if m.publish.qos == QoS::AtMostOnce {
+                    // Lowered to QoS 0 by the broker's Maximum QoS: no id, decided when written.
+                    m.publish.pid = None;
+                    self.out.push_back(Output::Send {
+                        packet: Packet::Publish(m.publish.clone()),
+                        written: Some(m.token),
+                    });
+                    self.unwritten.push_back(Queued {
+                        token: m.token,
+                        publish: m.publish,
+                    });
+                    continue;
+                }
+                m.stage = initial_stage(m.publish.qos);
                 self.out.push_back(send(Packet::Publish(m.publish.clone())));
             }
             self.inflight.insert(pid, m);
@@ -324,19 +405,122 @@ impl Session {
         self.pump();
     }
 
-    /// The connection is gone. Nothing is decided: unacknowledged messages wait for the
-    /// next connection; application acks of this connection become void.
-    pub fn disconnected(&mut self) {
+    /// The connection is gone. Nothing is decided by the loss itself: unacknowledged
+    /// messages wait for the next connection, QoS 0 messages not yet written go back to the
+    /// head of the queue, application acks of this connection become void. The one
+    /// exception: the oldest message on the wire when the broker closed the connection
+    /// [`POISON_STRIKES`] times in a row, with no answer in between, is rejected.
+    pub fn disconnected(&mut self, loss: Loss) {
+        if !self.connected {
+            return;
+        }
         self.connected = false;
         self.incoming.clear();
         // Anything not yet written is rebuilt from state on the next connect.
-        self.out
-            .retain(|o| !matches!(o, Output::Send { written: None, .. }));
+        self.out.retain(|o| !matches!(o, Output::Send { .. }));
+        while let Some(q) = self.unwritten.pop_back() {
+            self.queued.push_front(q);
+        }
+        self.strike(loss);
+    }
+
+    /// Blame the oldest message on the wire for a connection the broker closed without
+    /// answering anything.
+    fn strike(&mut self, loss: Loss) {
+        if self.progress || loss != Loss::ClosedByBroker {
+            if self.progress {
+                self.suspect = None;
+            }
+            return;
+        }
+        let oldest = self
+            .inflight
+            .iter()
+            .filter(|(pid, _)| !self.resend.contains(pid))
+            .min_by_key(|(_, m)| m.seq)
+            .map(|(pid, m)| (*pid, m.token));
+        let Some((pid, token)) = oldest else { return };
+        let strikes = match self.suspect {
+            Some((t, n)) if t == token => n + 1,
+            _ => 1,
+        };
+        if strikes < POISON_STRIKES {
+            self.suspect = Some((token, strikes));
+            return;
+        }
+        self.suspect = None;
+        let m = self.finish(pid);
+        self.out.push_back(Output::Verdict(
+            m.token,
+            Verdict::Rejected {
+                code: POISON_CODE,
+                reason: Some(format!(
+                    "the broker closed the connection right after this message {POISON_STRIKES} times in a row without answering (too large, not allowed, or otherwise refused)"
+                )),
+            },
+        ));
+    }
+
+    /// A QoS 0 message ([`Output::Send`] with `written`) is now in the socket: that is its
+    /// verdict.
+    pub fn written(&mut self, token: Token) {
+        if let Some(i) = self.unwritten.iter().position(|q| q.token == token) {
+            self.unwritten.remove(i);
+            self.out
+                .push_back(Output::Verdict(token, Verdict::Acknowledged));
+        }
+    }
+
+    /// The connection task cannot send the message it was handed (its encoded packet is
+    /// larger than the broker's Maximum Packet Size, or cannot be encoded at all): reject
+    /// it. `pid` names a QoS 1/2 message, `written` a QoS 0 one, as in the [`Output::Send`].
+    pub fn refuse(&mut self, pid: Option<u16>, written: Option<Token>, code: u8, reason: String) {
+        let token = match (pid, written) {
+            (_, Some(t)) => {
+                let Some(i) = self.unwritten.iter().position(|q| q.token == t) else {
+                    return;
+                };
+                self.unwritten.remove(i);
+                t
+            }
+            (Some(pid), None) if self.inflight.contains_key(&pid) => self.finish(pid).token,
+            _ => return,
+        };
+        self.out.push_back(Output::Verdict(
+            token,
+            Verdict::Rejected {
+                code,
+                reason: Some(reason),
+            },
+        ));
+        self.pump();
+    }
+
+    /// Lower a message to the broker's limits; a note for the log when something changed.
+    fn fit_limits(&self, p: &mut Publish) -> Option<String> {
+        let mut notes = Vec::new();
+        if p.retain && !self.retain_available {
+            p.retain = false;
+            notes.push(
+                "sent without retain: the broker does not support retained messages".to_string(),
+            );
+        }
+        if p.qos > self.max_qos {
+            notes.push(format!(
+                "sent at QoS {} instead of {}: the broker's Maximum QoS",
+                self.max_qos as u8, p.qos as u8
+            ));
+            p.qos = self.max_qos;
+        }
+        (!notes.is_empty()).then(|| format!("message to '{}' {}", p.topic, notes.join("; ")))
     }
 
     /// Give up on everything not yet decided (the owner is stopping).
     pub fn give_up(&mut self) {
         self.resend.clear();
+        while let Some(q) = self.unwritten.pop_back() {
+            self.queued.push_front(q);
+        }
         let mut all: Vec<(u64, Token)> = self
             .inflight
             .drain()
@@ -384,6 +568,13 @@ impl Session {
     /// # Errors
     /// [`SessionError`] when the connection must be dropped.
     pub fn handle(&mut self, packet: Packet) -> Result<(), SessionError> {
+        if matches!(
+            packet,
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
+        ) {
+            self.progress = true;
+            self.suspect = None;
+        }
         match packet {
             Packet::PubAck(a) => self.on_puback(a),
             Packet::PubRec(a) => self.on_pubrec(a),
@@ -567,23 +758,31 @@ impl Session {
                     self.out.push_back(send(Packet::PubRel(Ack::ok(pid))));
                 } else {
                     m.publish.dup = true;
+                    // Its QoS stays (the broker may hold the flow at that QoS); retain can go.
+                    if m.publish.retain && !self.retain_available {
+                        m.publish.retain = false;
+                    }
                     self.out.push_back(send(Packet::Publish(m.publish.clone())));
                 }
             }
         }
         while let Some(front) = self.queued.front() {
-            if front.publish.qos == QoS::AtMostOnce {
-                let q = self.queued.pop_front().expect("front exists");
-                self.out.push_back(Output::Send {
-                    packet: Packet::Publish(q.publish),
-                    written: Some(q.token),
-                });
-                continue;
-            }
-            if self.inflight.len() >= usize::from(self.window) {
+            let qos = front.publish.qos.min(self.max_qos);
+            if qos != QoS::AtMostOnce && self.inflight.len() >= usize::from(self.window) {
                 break;
             }
-            let q = self.queued.pop_front().expect("front exists");
+            let mut q = self.queued.pop_front().expect("front exists");
+            if let Some(note) = self.fit_limits(&mut q.publish) {
+                self.out.push_back(Output::Anomaly(note));
+            }
+            if qos == QoS::AtMostOnce {
+                self.out.push_back(Output::Send {
+                    packet: Packet::Publish(q.publish.clone()),
+                    written: Some(q.token),
+                });
+                self.unwritten.push_back(q);
+                continue;
+            }
             let pid = self.alloc_pid();
             let mut publish = q.publish;
             publish.pid = Some(pid);
@@ -866,7 +1065,7 @@ mod tests {
         drain(&mut s);
         s.handle(Packet::PubRec(Ack::ok(4))).unwrap();
         drain(&mut s);
-        s.disconnected();
+        s.disconnected(Loss::Other);
         assert!(
             drain(&mut s)
                 .iter()
@@ -899,7 +1098,7 @@ mod tests {
         drain(&mut s);
         s.handle(Packet::PubRec(Ack::ok(2))).unwrap();
         drain(&mut s);
-        s.disconnected();
+        s.disconnected(Loss::Other);
         s.connected(&connack(false, None));
         let out = drain(&mut s);
         assert_eq!(
@@ -920,7 +1119,7 @@ mod tests {
             s.publish(t, msg(&format!("m{t}"), QoS::AtLeastOnce));
         }
         drain(&mut s);
-        s.disconnected();
+        s.disconnected(Loss::Other);
         // A new session: the broker knows none of the ids, so those beyond the window
         // go back to the queue and get fresh ids later.
         s.connected(&connack(false, Some(2)));
@@ -948,7 +1147,7 @@ mod tests {
         s.handle(Packet::PubRec(Ack::ok(1))).unwrap();
         s.handle(Packet::PubRec(Ack::ok(3))).unwrap();
         drain(&mut s);
-        s.disconnected();
+        s.disconnected(Loss::Other);
         s.connected(&connack(true, Some(2)));
         let out = drain(&mut s);
         assert_eq!(out.len(), 2, "{out:?}");
@@ -985,6 +1184,185 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn qos0_unwritten_at_disconnect_is_sent_again_and_decided_once() {
+        // Regression: QoS 0 messages still in the write buffer when the connection dropped
+        // lost their verdict senders and held publisher slots forever.
+        let mut s = Session::new(1);
+        s.connected(&connack(false, None));
+        s.publish(1, msg("a", QoS::AtMostOnce));
+        s.publish(2, msg("b", QoS::AtMostOnce));
+        drain(&mut s);
+        s.written(1);
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Verdict(1, Verdict::Acknowledged)]
+        );
+        s.disconnected(Loss::Other);
+        assert_eq!(s.queued_len(), 1, "the unwritten one waits");
+        s.connected(&connack(false, None));
+        let out = drain(&mut s);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Output::Send {
+                    written: Some(2),
+                    ..
+                }]
+            ),
+            "{out:?}"
+        );
+        s.written(2);
+        s.written(2);
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Verdict(2, Verdict::Acknowledged)]
+        );
+        assert_eq!(s.queued_len(), 0);
+    }
+
+    #[test]
+    fn broker_limits_lower_qos_and_drop_retain_with_a_note() {
+        let mut s = Session::new(10);
+        s.connected(&ConnAck {
+            max_qos: Some(QoS::AtLeastOnce),
+            retain_available: Some(false),
+            ..ConnAck::default()
+        });
+        let mut m = msg("a", QoS::ExactlyOnce);
+        m.retain = true;
+        s.publish(1, m);
+        let out = drain(&mut s);
+        assert!(
+            matches!(&out[0], Output::Anomaly(n) if n.contains("QoS 1") && n.contains("retain")),
+            "{out:?}"
+        );
+        let Output::Send {
+            packet: Packet::Publish(p),
+            ..
+        } = &out[1]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!((p.qos, p.retain), (QoS::AtLeastOnce, false));
+        s.handle(Packet::PubAck(Ack::ok(p.pid.unwrap()))).unwrap();
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Verdict(1, Verdict::Acknowledged)]
+        );
+    }
+
+    #[test]
+    fn maximum_qos_zero_sends_without_id_and_decides_when_written() {
+        let mut s = Session::new(10);
+        s.connected(&ConnAck {
+            max_qos: Some(QoS::AtMostOnce),
+            ..ConnAck::default()
+        });
+        s.publish(1, msg("a", QoS::AtLeastOnce));
+        let out = drain(&mut s);
+        assert!(
+            matches!(&out[1], Output::Send { packet: Packet::Publish(p), written: Some(1) } if p.pid.is_none()),
+            "{out:?}"
+        );
+        s.written(1);
+        assert_eq!(
+            drain(&mut s),
+            vec![Output::Verdict(1, Verdict::Acknowledged)]
+        );
+    }
+
+    #[test]
+    fn a_message_the_broker_closes_the_connection_after_three_times_is_rejected() {
+        let mut s = Session::new(10);
+        s.publish(1, msg("poison", QoS::AtLeastOnce));
+        s.publish(2, msg("fine", QoS::AtLeastOnce));
+        for _ in 0..POISON_STRIKES - 1 {
+            s.connected(&connack(false, None));
+            drain(&mut s);
+            s.disconnected(Loss::ClosedByBroker);
+            assert!(drain(&mut s).is_empty(), "not yet");
+        }
+        s.connected(&connack(false, None));
+        drain(&mut s);
+        s.disconnected(Loss::ClosedByBroker);
+        let out = drain(&mut s);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Output::Verdict(
+                    1,
+                    Verdict::Rejected {
+                        code: POISON_CODE,
+                        ..
+                    }
+                )]
+            ),
+            "{out:?}"
+        );
+        // The one behind it goes out on the next connection.
+        s.connected(&connack(false, None));
+        assert_eq!(sent_publishes(&drain(&mut s)).len(), 1);
+        assert_eq!(s.inflight_len(), 1);
+    }
+
+    #[test]
+    fn closes_with_answers_in_between_or_timeouts_blame_no_message() {
+        let mut s = Session::new(10);
+        s.publish(1, msg("a", QoS::AtLeastOnce));
+        for i in 0..10 {
+            s.connected(&connack(false, None));
+            drain(&mut s);
+            // A hang (timeout) is not the message's fault; neither is a close after the
+            // broker answered something on that connection.
+            if i % 2 == 0 {
+                s.disconnected(Loss::Other);
+            } else {
+                s.publish(100 + i, msg("b", QoS::AtLeastOnce));
+                let out = drain(&mut s);
+                let pid = sent_publishes(&out)[0].0;
+                s.handle(Packet::PubAck(Ack::ok(pid))).unwrap();
+                drain(&mut s);
+                s.disconnected(Loss::ClosedByBroker);
+            }
+            assert!(drain(&mut s).is_empty());
+        }
+        assert_eq!(s.inflight_len(), 1);
+    }
+
+    #[test]
+    fn refused_messages_are_rejected_and_free_the_window() {
+        let mut s = Session::new(1);
+        s.connected(&connack(false, None));
+        s.publish(1, msg("big", QoS::AtLeastOnce));
+        s.publish(2, msg("small", QoS::AtLeastOnce));
+        let out = drain(&mut s);
+        assert_eq!(sent_publishes(&out).len(), 1);
+        s.refuse(Some(1), None, 0x95, "too large".into());
+        let out = drain(&mut s);
+        assert!(matches!(
+            &out[0],
+            Output::Verdict(1, Verdict::Rejected { code: 0x95, .. })
+        ));
+        assert_eq!(sent_publishes(&out), vec![(2, "small".into(), false)]);
+    }
+
+    #[test]
+    fn a_new_process_starts_a_new_session_only_when_it_must() {
+        let mut s = Session::new(1);
+        assert!(s.clean_start(false, false));
+        assert!(
+            s.clean_start(true, false),
+            "first connect of a publishing process"
+        );
+        assert!(
+            !s.clean_start(true, true),
+            "a subscriber resumes its session"
+        );
+        s.connected(&connack(false, None));
+        assert!(!s.clean_start(true, false), "reconnects resume");
     }
 
     #[test]
@@ -1036,7 +1414,7 @@ mod tests {
         let Some(Output::Deliver(d)) = s.poll_output() else {
             panic!("no delivery")
         };
-        s.disconnected();
+        s.disconnected(Loss::Other);
         s.connected(&connack(true, None));
         drain(&mut s);
         s.ack(d.ack.unwrap());
@@ -1128,10 +1506,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(drain(&mut s), vec![Output::Subscribed(1, vec![1])]);
-        s.disconnected();
+        s.disconnected(Loss::Other);
         s.connected(&connack(true, None));
         assert!(drain(&mut s).is_empty());
-        s.disconnected();
+        s.disconnected(Loss::Other);
         s.connected(&connack(false, None));
         let out = drain(&mut s);
         assert!(

@@ -54,7 +54,8 @@ impl IngestError {
 /// What was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
-    /// Spool id of the first message (an event's id in API answers).
+    /// Spool id of the first message (an event's id in API answers); 0 and meaningless
+    /// when `messages` is 0.
     pub first_id: u64,
     /// Messages stored (events × matching routes).
     pub messages: u64,
@@ -222,6 +223,16 @@ impl Ingest {
         messages: Vec<OutMessage>,
         events: usize,
     ) -> Result<Accepted, IngestError> {
+        if messages.is_empty() {
+            // Every message was filtered out by a route's payload transform: the event is
+            // accepted and there is nothing to publish. (Not an error: a client told
+            // "unavailable" would retry an event that will never produce a message.)
+            return Ok(Accepted {
+                first_id: 0,
+                messages: 0,
+                events,
+            });
+        }
         let records: Vec<Bytes> = messages.iter().map(OutMessage::encode).collect();
         let n = records.len() as u64;
         match self.inner.spool.append_batch(records).await? {

@@ -145,8 +145,14 @@ impl OutMessage {
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
-    // Topics are validated to ≤ 65,535 bytes; property strings are cut at that length.
-    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    // Topics are validated to ≤ 65,535 bytes; property strings are cut at that length, on
+    // a character boundary: a cut inside a UTF-8 character would make a record that never
+    // decodes again.
+    let mut end = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bytes = &s.as_bytes()[..end];
     b.put_u16_le(bytes.len() as u16);
     b.put_slice(bytes);
 }
@@ -198,6 +204,28 @@ mod tests {
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
             let _ = OutMessage::decode(Bytes::from(bytes));
         }
+    }
+
+    #[test]
+    fn a_property_cut_at_the_length_limit_keeps_whole_characters() {
+        // Regression: the cut at 65,535 bytes split a UTF-8 character and the record could
+        // not be decoded (it was dead-lettered as undecodable).
+        let long = "é".repeat(40_000); // 80,000 bytes, 2 per character
+        let m = OutMessage {
+            route: 1,
+            topic: "a".into(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            props: PublishProps {
+                user: vec![("k".into(), long)],
+                ..PublishProps::default()
+            },
+            accepted_at_ms: 0,
+        };
+        let back = OutMessage::decode(m.encode()).expect("decodes");
+        assert_eq!(back.props.user[0].1.len(), 65_534);
+        assert!(back.props.user[0].1.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! | `POST /v1/events` (JSON array or NDJSON of `{"event": ..}` objects) | 202 `{"accepted": n}`, all or nothing |
 //! | `POST /v1/publish` `{"topic","payload","qos","retain"}` | 202 `{"id": n}` |
 //! | `GET /healthz` | 200 while the process runs |
-//! | `GET /readyz` | 200 when the broker is connected and events are accepted, else 503 with the reason |
+//! | `GET /readyz` | 200 when the broker is connected, the publisher makes progress (not failed, not stalled) and events are accepted, else 503 with the reason |
 //!
 //! Every error is `{"error": {"code", "message"}}`: 400 bad JSON, 401 bad token, 404, 405,
 //! 408 request timeout, 413 body too large (refused from `Content-Length` before reading,
@@ -490,7 +490,9 @@ async fn post_event(
         .ingest
         .accept(&[Event::new(event, fields, Source::Http)])
         .await?;
-    Ok(accepted(json!({"id": a.first_id, "messages": a.messages})))
+    // No id when a transform filtered every message out: nothing was stored.
+    let id = (a.messages > 0).then_some(a.first_id);
+    Ok(accepted(json!({"id": id, "messages": a.messages})))
 }
 
 fn batch_item(v: Value, at: &str) -> Result<Event, ApiError> {
@@ -706,14 +708,17 @@ async fn readyz(State(app): State<App>) -> Response {
         LinkState::Stopped => (false, "stopped".to_string()),
     };
     let accepting = app.ingest.is_accepting();
+    let publisher = app.observer.publisher_health();
     let stats = app.ingest.spool().stats();
+    let ready = ok && accepting && publisher.is_ok();
     let body = json!({
-        "ready": ok && accepting,
+        "ready": ready,
         "broker": broker,
         "accepting": accepting,
+        "publisher": publisher.err().unwrap_or("ok"),
         "spool": {"records": stats.records, "bytes": stats.bytes},
     });
-    let status = if ok && accepting {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

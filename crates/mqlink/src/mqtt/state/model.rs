@@ -14,8 +14,18 @@
 //!   flight, and a message sent again on a resumed session keeps its id;
 //! - once a well-behaved broker has answered everything, every publish has exactly one
 //!   verdict and none was given up: nothing is lost.
+//!
+//! The world is hostile in more ways: QoS 0 messages handed to the socket may be lost
+//! unwritten when the connection drops (they must go out again, and be decided once, when
+//! written); the broker may announce a Maximum QoS and no retain (nothing sent may exceed
+//! them); it may close the connection right after a message (only a message it closed on
+//! [`POISON_STRIKES`] times in a row may be rejected for it, at that moment); and the process
+//! may restart, its messages re-read from the spool into a new session, against a broker
+//! that still holds the previous process's stored QoS 2 messages (a new PUBLISH must never
+//! reuse a packet id the broker holds one under: a strict broker would drop it as a
+//! duplicate).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
 
@@ -27,8 +37,19 @@ enum Op {
     Connect {
         resumed: bool,
         receive_max: Option<u16>,
+        /// 0 or 1: the broker's Maximum QoS; 2: none announced.
+        max_qos: u8,
+        retain_available: bool,
     },
-    Lose,
+    /// The connection drops; `by_broker`: the broker closed it.
+    Lose {
+        by_broker: bool,
+    },
+    /// The connection task writes what it was handed (QoS 0 messages are decided).
+    Flush,
+    /// The process restarts: a new session, the undecided messages read again from the
+    /// spool in order.
+    Restart,
     /// The broker answers the oldest thing it owes.
     Answer,
     /// A packet the broker should not send now: `kind` picks PUBACK, PUBREC, PUBCOMP,
@@ -54,9 +75,11 @@ fn op() -> impl Strategy<Value = Op> {
     let reason = prop::sample::select(vec![0u8, 0x10, 0x80, 0x87, 0x92, 0x97]);
     prop_oneof![
         4 => (0u8..3).prop_map(Op::Publish),
-        2 => (any::<bool>(), prop::option::of(1u16..4))
-            .prop_map(|(resumed, receive_max)| Op::Connect { resumed, receive_max }),
-        1 => Just(Op::Lose),
+        2 => (any::<bool>(), prop::option::of(1u16..4), prop_oneof![4 => Just(2u8), 1 => 0u8..2], prop::bool::weighted(0.8))
+            .prop_map(|(resumed, receive_max, max_qos, retain_available)| Op::Connect { resumed, receive_max, max_qos, retain_available }),
+        1 => any::<bool>().prop_map(|by_broker| Op::Lose { by_broker }),
+        3 => Just(Op::Flush),
+        1 => Just(Op::Restart),
         6 => Just(Op::Answer),
         2 => (0u8..6, prop_oneof![1u16..12, 65_525u16..=u16::MAX], reason)
             .prop_map(|(kind, pid, reason)| Op::Stray { kind, pid, reason }),
@@ -77,7 +100,9 @@ fn qos(n: u8) -> QoS {
 
 fn message(token: Token, qos: QoS) -> Publish {
     // The topic names the token, so the harness can tell which message a packet is.
-    super::tests::msg(&token.to_string(), qos)
+    let mut m = super::tests::msg(&token.to_string(), qos);
+    m.retain = token.is_multiple_of(3);
+    m
 }
 
 #[derive(Default)]
@@ -90,10 +115,22 @@ struct Harness {
     /// Packet id each message had when last written.
     pid_of: HashMap<Token, u16>,
     qos_of: HashMap<Token, QoS>,
+    /// QoS each message was last sent with (the broker's Maximum QoS may lower it).
+    sent_qos: HashMap<Token, QoS>,
     /// Answers the broker owes, in the order it owes them.
     owed: VecDeque<Packet>,
     deliveries: Vec<AckToken>,
     giving_up: bool,
+    /// QoS 0 messages handed to the socket and not written yet.
+    unwritten: Vec<Token>,
+    /// The broker's limits on this connection.
+    max_qos: u8,
+    retain_available: bool,
+    /// Packet ids under which the broker stores a QoS 2 message until PUBREL; kept across
+    /// connections and processes until a new session.
+    held: HashSet<u16>,
+    /// A loss just happened with the broker closing the connection.
+    closing: bool,
 }
 
 impl Harness {
@@ -114,9 +151,22 @@ impl Harness {
                 Output::Verdict(token, v) => {
                     if v == Verdict::GaveUp {
                         assert!(self.giving_up, "{token} given up before shutdown");
+                    } else if ack == Some(("WRITTEN", 0)) {
+                        assert_eq!(v, Verdict::Acknowledged);
+                    } else if self.closing {
+                        assert!(
+                            matches!(
+                                v,
+                                Verdict::Rejected {
+                                    code: POISON_CODE,
+                                    ..
+                                }
+                            ),
+                            "{token} decided {v:?} by a connection loss"
+                        );
                     } else {
                         let pid = self.pid_of.get(&token).copied();
-                        let qos = self.qos_of[&token];
+                        let qos = self.sent_qos[&token];
                         // QoS 1: PUBACK. QoS 2: PUBCOMP, or a PUBREC refusing it.
                         let kind_fits = match (qos, ack) {
                             (QoS::AtLeastOnce, Some(("PUBACK", _))) => true,
@@ -156,14 +206,30 @@ impl Harness {
         match packet {
             Packet::Publish(p) => {
                 let token: Token = p.topic.parse().expect("harness topic");
+                assert!(
+                    !p.retain || self.retain_available,
+                    "{token} retained against the broker's limits"
+                );
+                self.sent_qos.insert(token, p.qos);
                 match p.pid {
                     None => {
                         assert_eq!(p.qos, QoS::AtMostOnce, "QoS 1/2 PUBLISH without id");
                         assert_eq!(written, Some(token));
-                        // Written to the socket: that is a QoS 0 verdict.
-                        self.verdict(token, Verdict::Acknowledged);
+                        // Decided once the connection task reports it written.
+                        self.unwritten.push(token);
                     }
                     Some(pid) => {
+                        // A resumed session finishes a flow the broker may already hold at its QoS.
+                        assert!(
+                            p.dup || p.qos as u8 <= self.max_qos,
+                            "{token} sent above the Maximum QoS"
+                        );
+                        if p.qos == QoS::ExactlyOnce && !p.dup {
+                            assert!(
+                                self.held.insert(pid),
+                                "{token} reuses packet id {pid}, under which the broker holds a stored QoS 2 message"
+                            );
+                        }
                         // Once written, a message keeps its id until a new session (the
                         // broker may hold state for it, e.g. a stored QoS 2 message).
                         if let Some(old) = self.pid_of.get(&token) {
@@ -186,7 +252,10 @@ impl Harness {
                     }
                 }
             }
-            Packet::PubRel(a) => self.owed.push_back(Packet::PubComp(Ack::ok(a.pid))),
+            Packet::PubRel(a) => {
+                self.held.remove(&a.pid);
+                self.owed.push_back(Packet::PubComp(Ack::ok(a.pid)));
+            }
             Packet::PubRec(a) => self.owed.push_back(Packet::PubRel(Ack::ok(a.pid))),
             Packet::Subscribe { pid, filters } => self.owed.push_back(Packet::SubAck {
                 pid,
@@ -199,6 +268,17 @@ impl Harness {
     }
 
     fn handle(&mut self, packet: Packet) {
+        match &packet {
+            // A broker that refuses with PUBREC, or completes with PUBCOMP, holds nothing
+            // under that id any more (whether the packet was owed or stray).
+            Packet::PubRec(a) if a.reason >= 0x80 => {
+                self.held.remove(&a.pid);
+            }
+            Packet::PubComp(a) => {
+                self.held.remove(&a.pid);
+            }
+            _ => {}
+        }
         let ack = match &packet {
             Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubComp(a) => {
                 Some((packet.name(), a.pid))
@@ -208,36 +288,79 @@ impl Harness {
         let result = self.session().handle(packet);
         self.drain(ack);
         if result.is_err() {
-            self.lose();
+            self.lose(false);
         }
     }
 
-    fn lose(&mut self) {
+    fn lose(&mut self, by_broker: bool) {
         if self.connected {
-            self.session().disconnected();
+            let loss = if by_broker {
+                Loss::ClosedByBroker
+            } else {
+                Loss::Other
+            };
+            self.session().disconnected(loss);
             self.connected = false;
-            // Whatever the broker still owed went down with the connection.
+            // Whatever the broker still owed, and whatever was not written yet, went down
+            // with the connection.
             self.owed.clear();
+            self.unwritten.clear();
+            self.closing = by_broker;
             self.drain(None);
+            self.closing = false;
         }
     }
 
-    fn connect(&mut self, resumed: bool, receive_max: Option<u16>) {
+    fn flush(&mut self) {
+        for token in std::mem::take(&mut self.unwritten) {
+            self.session().written(token);
+            self.drain(Some(("WRITTEN", 0)));
+        }
+    }
+
+    fn connect(&mut self, resumed: bool, receive_max: Option<u16>, max_qos: u8, retain: bool) {
         if !self.connected {
             self.connected = true;
+            // What the client asks for, as the connection task asks it: a publishing
+            // process with a persistent session.
+            let resumed = resumed && !self.session().clean_start(true, false);
             if !resumed {
                 // A new session: the broker knows no ids; messages get theirs again as
                 // they are sent.
                 let decided = &self.verdicts;
                 self.pid_of.retain(|t, _| decided.contains_key(t));
+                self.held.clear();
             }
+            self.max_qos = max_qos;
+            self.retain_available = retain;
             self.session().connected(&ConnAck {
                 session_present: resumed,
                 receive_max,
+                max_qos: (max_qos < 2).then(|| qos(max_qos)),
+                retain_available: (!retain).then_some(false),
                 ..ConnAck::default()
             });
             self.drain(None);
         }
+    }
+
+    /// The process dies and starts again: its session is gone; the spool hands the
+    /// undecided messages, in order, to a new one. The broker keeps what it holds.
+    fn restart(&mut self, max_inflight: u16) {
+        self.connected = false;
+        self.owed.clear();
+        self.unwritten.clear();
+        self.deliveries.clear();
+        // The new process knows no ids; what the broker holds is checked through `held`.
+        let decided = &self.verdicts;
+        self.pid_of.retain(|t, _| decided.contains_key(t));
+        let mut s = Session::new(max_inflight);
+        for &token in &self.published {
+            if !self.verdicts.contains_key(&token) {
+                s.publish(token, message(token, self.qos_of[&token]));
+            }
+        }
+        self.s = Some(s);
     }
 
     fn apply(&mut self, op: Op) {
@@ -253,8 +376,15 @@ impl Harness {
             Op::Connect {
                 resumed,
                 receive_max,
-            } => self.connect(resumed, receive_max),
-            Op::Lose => self.lose(),
+                max_qos,
+                retain_available,
+            } => self.connect(resumed, receive_max, max_qos, retain_available),
+            Op::Lose { by_broker } => self.lose(by_broker),
+            Op::Flush => self.flush(),
+            Op::Restart => {
+                let max = self.session().max_inflight;
+                self.restart(max);
+            }
             Op::Answer => {
                 if let Some(p) = self.owed.pop_front() {
                     self.handle(p);
@@ -303,10 +433,12 @@ impl Harness {
     /// A well-behaved broker from now on: connect (resuming the session) and answer
     /// everything until nothing is owed.
     fn settle(&mut self) {
-        self.connect(true, None);
+        self.connect(true, None, 2, true);
         let mut steps = 0;
+        self.flush();
         while let Some(p) = self.owed.pop_front() {
             self.handle(p);
+            self.flush();
             steps += 1;
             assert!(steps < 100_000, "the exchange never settles");
         }
@@ -325,6 +457,8 @@ proptest! {
     ) {
         let mut h = Harness {
             s: Some(Session::new(max_inflight)),
+            max_qos: 2,
+            retain_available: true,
             ..Harness::default()
         };
         for op in ops {

@@ -1,0 +1,160 @@
+//! The MQTT engine's own edges, each a regression: requests it can never send are
+//! answered at once, the CONNACK wait honours `connect_timeout`, a broker that drops every
+//! connection right after CONNACK is not hammered, and an application that stops taking
+//! deliveries does not make the engine declare the broker dead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mqlink::mqtt::client::{self, LinkState, MqttOptions};
+use mqlink::mqtt::codec::{Publish, PublishProps, QoS};
+use mqlink::mqtt::state::Verdict;
+use mqlink::mqtt::url::BrokerUrl;
+use mqlink_testkit::{Mosquitto, MosquittoOptions, mosquitto_pub_with_stdin};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn options(url: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(BrokerUrl::parse(url).unwrap());
+    o.client_id = format!("client-faults-{}", std::process::id());
+    o
+}
+
+#[tokio::test]
+async fn requests_that_can_never_be_sent_are_answered_at_once_even_offline() {
+    // Regression: `mqlink sub -t 'a/#/b'` waited forever: the SUBSCRIBE failed to encode
+    // and its caller never got an answer; the same for a publish to an invalid topic.
+    let mut o = options("mqtt://127.0.0.1:1");
+    o.reconnect_min = Duration::from_secs(30);
+    let (client, _deliveries, event_loop) = client::new(o).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(event_loop.run(stop.clone()));
+    let t = Duration::from_secs(5);
+    let codes = tokio::time::timeout(
+        t,
+        client.subscribe(vec![
+            ("a/#/b".into(), QoS::AtLeastOnce),
+            ("ok/#".into(), QoS::AtLeastOnce),
+        ]),
+    )
+    .await
+    .expect("answered")
+    .unwrap();
+    assert_eq!(codes, vec![0x8f, 0x80]);
+    let handle = client
+        .publish(Publish {
+            topic: Arc::from("bad/+/topic"),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            dup: false,
+            pid: None,
+            props: PublishProps::default(),
+        })
+        .await
+        .unwrap();
+    let verdict = tokio::time::timeout(t, handle).await.expect("decided");
+    assert!(
+        matches!(verdict, Verdict::Rejected { code: 0x90, .. }),
+        "{verdict:?}"
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_connack_wait_honours_connect_timeout() {
+    // Regression: the CONNACK wait was a fixed 10 s whatever `connect_timeout` said.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s); // accept, read nothing, answer nothing
+        }
+    });
+    let mut o = options(&format!("mqtt://127.0.0.1:{port}"));
+    o.connect_timeout = Duration::from_millis(300);
+    o.reconnect_min = Duration::from_secs(30);
+    let (client, _d, event_loop) = client::new(o).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(event_loop.run(stop.clone()));
+    let started = Instant::now();
+    let mut w = client.link();
+    let state = tokio::time::timeout(
+        Duration::from_secs(5),
+        w.wait_for(|s| matches!(s, LinkState::Down { .. })),
+    )
+    .await
+    .expect("gave up on the CONNACK in time")
+    .unwrap()
+    .clone();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(format!("{state:?}").contains("300ms"), "{state:?}");
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broker_that_drops_every_connection_after_connack_is_not_hammered() {
+    // Regression: each CONNACK reset the backoff, so a broker that accepted and then
+    // dropped us saw a reconnect every ~40 ms (here: about 70 in 3 s).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connects = Arc::new(AtomicUsize::new(0));
+    let n = connects.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            n.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(&[0x20, 0x03, 0x00, 0x00, 0x00]).await;
+            drop(s);
+        }
+    });
+    let mut o = options(&format!("mqtt://127.0.0.1:{port}"));
+    o.reconnect_min = Duration::from_millis(50);
+    o.reconnect_max = Duration::from_secs(2);
+    let (_client, _d, event_loop) = client::new(o).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(event_loop.run(stop.clone()));
+    // Counting attempts over a span of time is the point; nothing to await instead.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    task.await.unwrap();
+    let n = connects.load(Ordering::SeqCst);
+    assert!((3..=15).contains(&n), "{n} connections in 3 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_stops_taking_deliveries_does_not_fail_the_keepalive() {
+    // Regression: with deliveries backed up the engine stopped reading, could not see the
+    // PINGRESP, and dropped the connection as if the broker were dead (connectors with a
+    // stalled sink reconnected every keepalive).
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let mut o = options(&broker.url());
+    o.keep_alive = Duration::from_secs(1);
+    o.delivery_capacity = 1;
+    let (client, _deliveries_never_read, event_loop) = client::new(o).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(event_loop.run(stop.clone()));
+    let codes = client
+        .subscribe(vec![("ka/#".into(), QoS::AtLeastOnce)])
+        .await
+        .unwrap();
+    assert_eq!(codes, vec![1]);
+    let mut args = broker.client_args();
+    args.extend(["-t", "ka/1", "-q", "1", "-l"].map(String::from));
+    let out = mosquitto_pub_with_stdin(&args, "m\n".repeat(50).as_bytes());
+    assert!(out.status.success());
+    let mut w = client.link();
+    w.borrow_and_update();
+    // Four keepalive periods with nobody reading: the connection must simply stay.
+    let changed = tokio::time::timeout(Duration::from_secs(4), w.changed()).await;
+    assert!(changed.is_err(), "link state changed: {:?}", *w.borrow());
+    stop.cancel();
+    task.await.unwrap();
+}
