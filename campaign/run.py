@@ -55,6 +55,12 @@ def mqlink_config(ep, proxy_port, client_id):
     c = ep["cell"]
     q = c["qos"]
     persistent = c["session"] == "persistent"
+    # Only episodes that damage the spool set spool.on_corruption; which policy follows from
+    # the load seed so older episode seeds replay unchanged.
+    corruption = ""
+    if any(a == "flip_restart" for _, a, _ in ep["steps"]):
+        policy = "discard" if ep["load_seed"] % 2 else "fail"
+        corruption = f"  on_corruption: {policy}\n"
     return f"""broker:
   url: mqtt://127.0.0.1:{proxy_port}
   client_id: {client_id}
@@ -67,7 +73,7 @@ def mqlink_config(ep, proxy_port, client_id):
 spool:
   max_bytes: 1GiB
   on_full: reject
-routes:
+{corruption}routes:
   - {{match: ['c*'], topic: 'cp/{{event}}', qos: {q}}}
   - {{match: [xbig], topic: 'cp/xbig', qos: {q}}}
   - {{match: [xret], topic: 'cp/xret', qos: {q}, retain: true}}
