@@ -41,6 +41,9 @@ pub(crate) struct Writer {
     /// A write failed (e.g. the disk is full): once every record of the active segment is
     /// acknowledged, retire and delete it instead of waiting for it to fill up and roll.
     reclaim_active: bool,
+    /// Segments were deleted ahead of a checkpoint the full disk refused: no new segment
+    /// until it is written.
+    checkpoint_owed: bool,
 }
 
 impl Writer {
@@ -57,6 +60,7 @@ impl Writer {
             last_checkpoint: Instant::now(),
             write_fail_log: LogLimiter::default(),
             reclaim_active: false,
+            checkpoint_owed: false,
         }
     }
 
@@ -207,6 +211,11 @@ impl Writer {
             };
             return self.fail(jobs, &err);
         }
+        if self.checkpoint_owed
+            && let Err(err) = self.checkpoint()
+        {
+            return self.fail(jobs, &err);
+        }
         let first = self.next_id;
         self.buf.clear();
         let mut id = first;
@@ -354,7 +363,8 @@ impl Writer {
         self.last_checkpoint = Instant::now();
         let (generation, ckpt) = {
             let st = self.shared.lock();
-            if st.ack_gen == self.checkpointed_gen && !self.reclaim_active {
+            if st.ack_gen == self.checkpointed_gen && !self.reclaim_active && !self.checkpoint_owed
+            {
                 return Ok(());
             }
             let acked = st.acked_above.iter().copied().collect();
@@ -389,12 +399,13 @@ impl Writer {
             .segments
             .iter()
             .any(|s| s.end <= ack_point && Some(s.base) != active_base);
-        if let Err(e) = checkpoint::store(&*self.shared.storage, &self.shared.dir, &ckpt, deleting)
+        let stored = checkpoint::store(&*self.shared.storage, &self.shared.dir, &ckpt, deleting);
+        if let Err(e) = &stored
+            && !reclaim
         {
             tracing::warn!(error = %e, "spool: cannot write ack checkpoint; will retry (a crash now only causes redelivery)");
-            return Err(e);
+            return stored;
         }
-        self.checkpointed_gen = generation;
         let doomed: Vec<SegMeta> = {
             let mut st = self.shared.lock();
             let (doomed, keep) = std::mem::take(&mut st.segments)
@@ -420,6 +431,21 @@ impl Writer {
                 }
             }
         }
+        if stored.is_err() {
+            // The disk was too full to write even the checkpoint. Every segment was
+            // acknowledged, so they went first (a crash now leaves no segment and an older
+            // checkpoint: nothing is redelivered, ids may start lower). Write it now that
+            // there is room; until it is written no new segment may be created, or a
+            // crash would leave a gap between the old ack point and the new segment that
+            // recovery takes for damage.
+            if let Err(e) = checkpoint::store(&*self.shared.storage, &self.shared.dir, &ckpt, true) {
+                self.checkpoint_owed = true;
+                tracing::warn!(error = %e, "spool: cannot write ack checkpoint after freeing space; appends wait for it");
+                return Err(e);
+            }
+        }
+        self.checkpoint_owed = false;
+        self.checkpointed_gen = generation;
         Ok(())
     }
 }
