@@ -435,7 +435,10 @@ async fn a_message_a_311_broker_keeps_closing_on_is_dead_lettered_and_the_rest_f
     let published = seen.lock().unwrap().publishes.clone();
     assert!(published.iter().any(|(t, _)| t == "p/fine"));
     let tries = published.iter().filter(|(t, _)| t == "p/poison").count();
-    assert_eq!(tries, 3, "{published:?}");
+    // Alone on the wire once per strike, plus once with the one behind it if that was
+    // already sent when the broker closed (timing).
+    let strikes = usize::from(mqlink::mqtt::state::POISON_STRIKES);
+    assert!((strikes..=strikes + 1).contains(&tries), "{published:?}");
     r.stop().await.unwrap();
 }
 

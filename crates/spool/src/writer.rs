@@ -438,7 +438,8 @@ impl Writer {
             // there is room; until it is written no new segment may be created, or a
             // crash would leave a gap between the old ack point and the new segment that
             // recovery takes for damage.
-            if let Err(e) = checkpoint::store(&*self.shared.storage, &self.shared.dir, &ckpt, true) {
+            if let Err(e) = checkpoint::store(&*self.shared.storage, &self.shared.dir, &ckpt, true)
+            {
                 self.checkpoint_owed = true;
                 tracing::warn!(error = %e, "spool: cannot write ack checkpoint after freeing space; appends wait for it");
                 return Err(e);

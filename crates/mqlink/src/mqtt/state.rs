@@ -34,14 +34,18 @@
 //! - MQTT 3.1.1 brokers announce no limits and refuse a message only by closing the
 //!   connection (Mosquitto does so for a QoS above its `max_qos`, a retained message
 //!   without retain, a packet over its size limit); one such message must not block
-//!   everything behind it forever. Each time the broker closes the connection soon after it
-//!   was made, every message on the wire and unacknowledged gets a strike; the oldest
-//!   message with [`POISON_STRIKES`] strikes is rejected ([`POISON_CODE`]) and the strikes of
-//!   the others are forgiven (they were behind it). A refused message is unacknowledged at
-//!   every close; the ones before it are acknowledged and leave, so it is the oldest to
-//!   reach the count (even when the broker drops some acks it had not flushed when it
-//!   closed). Losses that are not the broker closing (keepalive timeouts, write errors)
-//!   strike nobody.
+//!   everything behind it forever. When the broker closes the connection soon after it was
+//!   made with several messages unanswered, the session *probes*: it sends one message at a
+//!   time (window 1) until every message that was unanswered at that close has been
+//!   answered. A message the broker closes the connection on while it is alone on the wire
+//!   gets a strike; at [`POISON_STRIKES`] strikes it is rejected ([`POISON_CODE`]). Alone,
+//!   because a broker that refuses a message may drop the acks of the messages before it
+//!   that it had not flushed yet: blaming everything unanswered would reject good messages.
+//!   A QoS 2 message the broker answered with PUBREC is never blamed (the broker took it).
+//!   After such a rejection the next connection starts a new session: the rejected
+//!   message's packet id is free again, and the broker must not hold anything under it.
+//!   Losses that are not the broker closing (keepalive timeouts, write errors) blame
+//!   nobody.
 //! - The first CONNECT of a process starts a new session when asked to
 //!   ([`Session::clean_start`]): a new process knows nothing of the packet ids an earlier
 //!   one left in the broker's session, and reusing one that holds a stored QoS 2 message
@@ -141,7 +145,7 @@ struct Inflight {
     token: Token,
     publish: Publish,
     stage: Stage,
-    /// Connections the broker closed while this message was on the wire, unacknowledged.
+    /// Connections the broker closed while this message was alone on the wire, unanswered.
     strikes: u8,
 }
 
@@ -202,6 +206,12 @@ pub struct Session {
     out: VecDeque<Output>,
     /// QoS 0 messages handed out to be written and not yet reported written, in order.
     unwritten: VecDeque<Queued>,
+    /// Messages still to be answered one at a time (window 1) after a close with several
+    /// unanswered; 0: not probing.
+    probe_left: usize,
+    /// A message was rejected for the broker's closes: the next CONNECT starts a new
+    /// session.
+    force_new_session: bool,
     /// The broker's limits from the last CONNACK.
     retain_available: bool,
     max_qos: QoS,
@@ -229,6 +239,8 @@ impl Session {
             requests_sent: HashMap::new(),
             out: VecDeque::new(),
             unwritten: VecDeque::new(),
+            probe_left: 0,
+            force_new_session: false,
             retain_available: true,
             max_qos: QoS::ExactlyOnce,
             ever_connected: false,
@@ -241,7 +253,16 @@ impl Session {
     /// when this process publishes QoS 1/2 (its packet ids would collide with the earlier
     /// process's) and true when it only subscribes (the queued messages are the point).
     pub fn clean_start(&self, persistent: bool, resume_at_start: bool) -> bool {
-        !persistent || (!self.ever_connected && !resume_at_start)
+        !persistent || (!self.ever_connected && !resume_at_start) || self.force_new_session
+    }
+
+    /// The window in force: 1 while probing for a message the broker closes on.
+    fn effective_window(&self) -> usize {
+        if self.probe_left > 0 {
+            1
+        } else {
+            usize::from(self.window)
+        }
     }
 
     /// Next thing to do, if any.
@@ -310,6 +331,7 @@ impl Session {
     pub fn connected(&mut self, connack: &ConnAck) {
         self.connected = true;
         self.ever_connected = true;
+        self.force_new_session = false;
         self.epoch += 1;
         self.incoming.clear();
         self.retain_available = connack.retain_available.unwrap_or(true);
@@ -328,7 +350,7 @@ impl Session {
         let keep = if connack.session_present {
             replay.len()
         } else {
-            usize::from(self.window).min(replay.len())
+            self.effective_window().min(replay.len())
         };
         let overflow = replay.split_off(keep);
         // Messages beyond a shrunken window go back to the head of the queue, in order.
@@ -429,43 +451,49 @@ impl Session {
         self.strike(loss)
     }
 
-    /// Strike every unacknowledged message on the wire for a connection the broker closed;
-    /// reject the oldest that has had enough.
+    /// The broker closed the connection: probe, or strike the message that was alone on
+    /// the wire; reject it at the last strike. True when a message was rejected.
     fn strike(&mut self, loss: Loss) -> bool {
         if loss != Loss::ClosedByBroker {
             return false;
         }
         let resend = &self.resend;
-        for (_, m) in self
-            .inflight
-            .iter_mut()
-            .filter(|(pid, _)| !resend.contains(pid))
-        {
-            m.strikes = m.strikes.saturating_add(1);
-        }
-        let Some(pid) = self
+        let unanswered: Vec<u16> = self
             .inflight
             .iter()
-            .filter(|(_, m)| m.strikes >= POISON_STRIKES)
-            .min_by_key(|(_, m)| m.seq)
+            .filter(|(pid, m)| !resend.contains(pid) && m.stage != Stage::Comp)
             .map(|(pid, _)| *pid)
-        else {
-            return false;
-        };
-        let m = self.finish(pid);
-        for other in self.inflight.values_mut() {
-            other.strikes = 0;
+            .collect();
+        match unanswered.as_slice() {
+            [] => false,
+            [pid] => {
+                let pid = *pid;
+                let Some(m) = self.inflight.get_mut(&pid) else {
+                    return false;
+                };
+                m.strikes = m.strikes.saturating_add(1);
+                if m.strikes < POISON_STRIKES {
+                    self.probe_left = self.probe_left.max(1);
+                    return false;
+                }
+                let m = self.finish(pid);
+                self.force_new_session = true;
+                self.out.push_back(Output::Verdict(
+                    m.token,
+                    Verdict::Rejected {
+                        code: POISON_CODE,
+                        reason: Some(format!(
+                            "the broker closed the connection while this message was alone on the wire and unanswered, {POISON_STRIKES} times (too large, not allowed, or otherwise refused)"
+                        )),
+                    },
+                ));
+                true
+            }
+            several => {
+                self.probe_left = self.probe_left.max(several.len());
+                false
+            }
         }
-        self.out.push_back(Output::Verdict(
-            m.token,
-            Verdict::Rejected {
-                code: POISON_CODE,
-                reason: Some(format!(
-                    "the broker closed the connection while this message was unacknowledged {POISON_STRIKES} times in a row (too large, not allowed, or otherwise refused)"
-                )),
-            },
-        ));
-        true
     }
 
     /// A QoS 0 message ([`Output::Send`] with `written`) is now in the socket: that is its
@@ -749,7 +777,7 @@ impl Session {
             self.out.push_back(send(packet));
         }
         // Messages of a resumed session first, with their ids, as the window allows.
-        while self.on_wire() < usize::from(self.window) {
+        while self.on_wire() < self.effective_window() {
             let Some(pid) = self.resend.pop_front() else {
                 break;
             };
@@ -768,7 +796,7 @@ impl Session {
         }
         while let Some(front) = self.queued.front() {
             let qos = front.publish.qos.min(self.max_qos);
-            if qos != QoS::AtMostOnce && self.inflight.len() >= usize::from(self.window) {
+            if qos != QoS::AtMostOnce && self.inflight.len() >= self.effective_window() {
                 break;
             }
             let mut q = self.queued.pop_front().expect("front exists");
@@ -805,6 +833,7 @@ impl Session {
     fn finish(&mut self, pid: u16) -> Inflight {
         // Usually empty; an id still waiting to be resent was answered early.
         self.resend.retain(|p| *p != pid);
+        self.probe_left = self.probe_left.saturating_sub(1);
         self.inflight
             .remove(&pid)
             .expect("present: checked by the caller")
@@ -1275,37 +1304,119 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_message_the_broker_closes_the_connection_after_three_times_is_rejected() {
-        let mut s = Session::new(10);
-        s.publish(1, msg("poison", QoS::AtLeastOnce));
-        s.publish(2, msg("fine", QoS::AtLeastOnce));
-        for _ in 0..POISON_STRIKES - 1 {
-            s.connected(&connack(false, None));
-            drain(&mut s);
-            s.disconnected(Loss::ClosedByBroker);
-            assert!(drain(&mut s).is_empty(), "not yet");
+    /// One connection to a broker that acknowledges every message until it reads
+    /// `poison`, then closes the connection; with `lose_acks`, the acks of the messages
+    /// sent with the poison are lost (not flushed when it closed).
+    fn connection_closed_on(s: &mut Session, poison: &str, lose_acks: bool) -> Vec<Output> {
+        s.connected(&connack(false, None));
+        let mut out = Vec::new();
+        loop {
+            let o = drain(s);
+            let sent = sent_publishes(&o);
+            out.extend(o);
+            if sent.is_empty() {
+                return out;
+            }
+            let poisoned = sent.iter().any(|p| p.1 == poison);
+            for (pid, topic, _) in &sent {
+                if topic == poison || (poisoned && lose_acks) {
+                    break;
+                }
+                s.handle(Packet::PubAck(Ack::ok(*pid))).unwrap();
+            }
+            if poisoned {
+                out.extend(drain(s));
+                s.disconnected(Loss::ClosedByBroker);
+                out.extend(drain(s));
+                return out;
+            }
         }
-        s.connected(&connack(false, None));
-        drain(&mut s);
-        s.disconnected(Loss::ClosedByBroker);
-        let out = drain(&mut s);
-        assert!(
-            matches!(
-                out.as_slice(),
-                [Output::Verdict(
-                    1,
+    }
+
+    fn rejected(out: &[Output]) -> Vec<Token> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Verdict(
+                    t,
                     Verdict::Rejected {
-                        code: POISON_CODE,
-                        ..
-                    }
-                )]
-            ),
-            "{out:?}"
+                        code: POISON_CODE, ..
+                    },
+                ) => Some(*t),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_the_broker_keeps_closing_on_is_found_alone_and_rejected() {
+        // Regression: one such message was sent again after every reconnect, forever, and
+        // nothing behind it moved (3.1.1 brokers refuse only by closing the connection).
+        let mut s = Session::new(10);
+        s.publish(1, msg("good-before", QoS::AtLeastOnce));
+        s.publish(2, msg("poison", QoS::AtLeastOnce));
+        s.publish(3, msg("good-after", QoS::AtLeastOnce));
+        let mut closes = 0;
+        let mut out = Vec::new();
+        while rejected(&out).is_empty() {
+            // The broker drops the acks it had not flushed: nothing gets through on the
+            // first connection, so nothing can be blamed there.
+            out = connection_closed_on(&mut s, "poison", closes == 0);
+            closes += 1;
+            assert!(closes <= 10, "never rejected");
+        }
+        assert_eq!(rejected(&out), vec![2]);
+        assert_eq!(
+            closes,
+            1 + usize::from(POISON_STRIKES),
+            "one close to learn, then alone"
         );
-        // The one behind it goes out on the next connection.
+        // The next connection starts a new session (the rejected id must be free) and the
+        // one behind goes out.
+        assert!(s.clean_start(true, true));
         s.connected(&connack(false, None));
-        assert_eq!(sent_publishes(&drain(&mut s)).len(), 1);
+        let sent = sent_publishes(&drain(&mut s));
+        assert_eq!(
+            sent.iter().map(|p| p.1.as_str()).collect::<Vec<_>>(),
+            ["good-after"]
+        );
+    }
+
+    #[test]
+    fn good_messages_whose_acks_the_broker_dropped_are_never_rejected() {
+        // A broker that refuses one message drops the acks of the ones before it that it
+        // had not flushed: they are unanswered at every close too.
+        let mut s = Session::new(10);
+        for (t, topic) in [(1, "a"), (2, "b"), (3, "c"), (4, "poison"), (5, "d")] {
+            s.publish(t, msg(topic, QoS::AtLeastOnce));
+        }
+        let mut all = Vec::new();
+        for _ in 0..20 {
+            all.extend(connection_closed_on(&mut s, "poison", true));
+            if !rejected(&all).is_empty() {
+                break;
+            }
+        }
+        assert_eq!(rejected(&all), vec![4]);
+    }
+
+    #[test]
+    fn a_qos2_message_the_broker_answered_is_never_blamed() {
+        let mut s = Session::new(1);
+        s.publish(1, msg("a", QoS::ExactlyOnce));
+        s.connected(&connack(false, None));
+        let pid = sent_publishes(&drain(&mut s))[0].0;
+        s.handle(Packet::PubRec(Ack::ok(pid))).unwrap();
+        drain(&mut s);
+        for _ in 0..5 {
+            s.disconnected(Loss::ClosedByBroker);
+            assert!(
+                drain(&mut s)
+                    .iter()
+                    .all(|o| !matches!(o, Output::Verdict(..)))
+            );
+            s.connected(&connack(true, None));
+            drain(&mut s);
+        }
         assert_eq!(s.inflight_len(), 1);
     }
 
@@ -1320,71 +1431,6 @@ mod tests {
             assert!(drain(&mut s).is_empty());
         }
         assert_eq!(s.inflight_len(), 1);
-    }
-
-    #[test]
-    fn a_suspect_acknowledged_in_between_starts_over() {
-        let mut s = Session::new(1);
-        s.publish(1, msg("a", QoS::AtLeastOnce));
-        s.publish(2, msg("b", QoS::AtLeastOnce));
-        for _ in 0..POISON_STRIKES - 1 {
-            s.connected(&connack(false, None));
-            drain(&mut s);
-            s.disconnected(Loss::ClosedByBroker);
-        }
-        // The suspect goes through after all; the next one is judged afresh.
-        s.connected(&connack(false, None));
-        let pid = sent_publishes(&drain(&mut s))[0].0;
-        s.handle(Packet::PubAck(Ack::ok(pid))).unwrap();
-        drain(&mut s);
-        for _ in 0..POISON_STRIKES - 1 {
-            s.disconnected(Loss::ClosedByBroker);
-            s.connected(&connack(false, None));
-            drain(&mut s);
-        }
-        s.disconnected(Loss::Other);
-        assert!(
-            drain(&mut s).is_empty(),
-            "2 has only {} strikes",
-            POISON_STRIKES - 1
-        );
-        assert_eq!(s.inflight_len(), 1);
-    }
-
-    #[test]
-    fn acks_of_earlier_messages_do_not_clear_the_suspect() {
-        // A broker reads and acknowledges what came before the message it refuses, then
-        // closes the connection: Mosquitto on 3.1.1 with `max_qos 1` and a QoS 2 message.
-        let mut s = Session::new(10);
-        for _ in 0..POISON_STRIKES {
-            s.publish(10, msg("fine", QoS::AtLeastOnce));
-            s.connected(&connack(false, None));
-            let sent = sent_publishes(&drain(&mut s));
-            s.handle(Packet::PubAck(Ack::ok(
-                sent.iter().find(|p| p.1 == "fine").unwrap().0,
-            )))
-            .unwrap();
-            drain(&mut s);
-            if s.inflight_len() == 0 {
-                s.publish(1, msg("poison", QoS::ExactlyOnce));
-                drain(&mut s);
-            }
-            s.disconnected(Loss::ClosedByBroker);
-        }
-        let out = drain(&mut s);
-        assert!(
-            matches!(
-                out.as_slice(),
-                [Output::Verdict(
-                    1,
-                    Verdict::Rejected {
-                        code: POISON_CODE,
-                        ..
-                    }
-                )]
-            ),
-            "{out:?}"
-        );
     }
 
     #[test]
