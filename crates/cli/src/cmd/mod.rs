@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod broker;
 pub mod check;
+pub mod mosquitto_args;
 pub mod publish;
 pub mod run;
 pub mod subscribe;
