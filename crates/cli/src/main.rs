@@ -81,6 +81,8 @@ fn argv() -> Vec<std::ffi::OsString> {
         Some("mosquitto_sub") => "sub",
         _ => return args,
     };
+    // Usage lines then say `mqlink sub`, the command that runs.
+    args[0] = "mqlink".into();
     args.insert(1, sub.into());
     args
 }

@@ -43,15 +43,21 @@ pub struct MosqConnArgs {
     /// Broker port [default: 1883, 8883 with TLS].
     #[arg(short = 'p', long)]
     pub port: Option<u16>,
-    /// mqtt(s)://[user[:password]@]host[:port]/topic (ws:// and wss:// too: the path is the
-    /// topic, the WebSocket path is /mqtt).
+    /// mqtt(s)://[user[:password]@]host[:port]/topic; ws:// and wss:// (mqlink extras) keep
+    /// the path as the WebSocket path.
     #[arg(short = 'L', long, env = "MQLINK_URL")]
     pub url: Option<String>,
     /// User name.
     #[arg(short = 'u', long)]
     pub username: Option<String>,
     /// Password (MQLINK_PASSWORD keeps it off the command line).
-    #[arg(short = 'P', long, env = "MQLINK_PASSWORD", hide_env_values = true)]
+    #[arg(
+        short = 'P',
+        long,
+        alias = "password",
+        env = "MQLINK_PASSWORD",
+        hide_env_values = true
+    )]
     pub pw: Option<String>,
     /// CA certificates (PEM file): turns TLS on.
     #[arg(long)]
@@ -117,7 +123,13 @@ pub fn parse_protocol(tool: &'static str, s: &str) -> anyhow::Result<Protocol> {
         "mqttv5" | "5" => Protocol::V5,
         "mqttv311" | "311" => Protocol::V311,
         "mqttv31" | "31" => Protocol::V31,
-        _ => return Err(mosq_usage(tool, "Invalid protocol version argument given.")),
+        // mosquitto_sub/pub print one more blank line after this message than after others.
+        _ => {
+            return Err(mosq_usage(
+                tool,
+                "Invalid protocol version argument given.\n",
+            ));
+        }
     })
 }
 
@@ -282,14 +294,17 @@ fn capath_bundle(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for p in paths {
-        if let Ok(data) = std::fs::read(&p) {
-            if data
-                .windows(27)
-                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-            {
-                bundle.extend_from_slice(&data);
-                bundle.push(b'\n');
-            }
+        // Unreadable files and non-certificates (OpenSSL's directories hold both) are
+        // skipped, as OpenSSL's lookup does.
+        let Ok(data) = std::fs::read(&p) else {
+            continue;
+        };
+        if data
+            .windows(27)
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            bundle.extend_from_slice(&data);
+            bundle.push(b'\n');
         }
     }
     if bundle.is_empty() {

@@ -30,7 +30,7 @@ pub struct Args {
     /// Print the topic before the payload (text format).
     #[arg(short = 'v', long)]
     verbose: bool,
-    /// Do not print retained messages (they still count for -C, as in mosquitto).
+    /// Do not print retained messages (nor count them for -C, as mosquitto_sub).
     #[arg(short = 'R', long = "no-retained")]
     no_retained: bool,
     /// No end of line after each message.
@@ -134,8 +134,12 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
         };
         let Some(mut d) = next else { break };
         loop {
-            write_message(&mut out, format, &args, &d.publish).context("cannot write to stdout")?;
-            received += 1;
+            // mosquitto_sub -R: a retained message is neither printed nor counted for -C.
+            if !(args.no_retained && d.publish.retain) {
+                write_message(&mut out, format, &args, &d.publish)
+                    .context("cannot write to stdout")?;
+                received += 1;
+            }
             if let Some(t) = d.ack {
                 pending_acks.push(t);
             }
@@ -176,9 +180,6 @@ fn write_message(
     args: &Args,
     p: &mqlink::mqtt::codec::Publish,
 ) -> std::io::Result<()> {
-    if args.no_retained && p.retain {
-        return Ok(());
-    }
     if format != Format::Text {
         return record::write(out, format, args.verbose, p);
     }
