@@ -295,7 +295,8 @@ fn tls_wrong_ca_fails_fast_and_names_the_certificate_problem() {
         ],
         b"",
     );
-    assert_eq!(out.status.code(), Some(1));
+    // 8: mosquitto_pub's exit code for a failed TLS handshake (MOSQ_ERR_TLS).
+    assert_eq!(out.status.code(), Some(8));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("UnknownIssuer") && err.contains("--cafile"),

@@ -498,3 +498,65 @@ fn symlinks_named_mosquitto_pub_and_sub_are_pub_and_sub() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("mqlink sub"));
 }
+
+/// `--cafile` turns TLS on (port and all) as in mosquitto; a certificate from a foreign CA is
+/// refused by both, `--insecure` included (mosquitto's skips only the host name check, so it
+/// must never accept a foreign CA); the failure is one line that names the flag.
+#[test]
+fn cafile_turns_tls_on_and_insecure_never_accepts_a_foreign_ca() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        tls: Some(mqlink_testkit::TlsMaterial::generate()),
+        ..MosquittoOptions::default()
+    });
+    let tls_args = broker.tls_client_args();
+    let other_ca = broker
+        .tls()
+        .unwrap()
+        .other_ca_file()
+        .to_str()
+        .unwrap()
+        .to_string();
+    for which in [Impl::Mosquitto, Impl::Mqlink] {
+        let topic = format!("tls/{which:?}");
+        let obs = observe(&broker, &format!("tls-obs-{which:?}"), &topic, 1);
+        let row = PubRow {
+            name: "--cafile",
+            args: s(&["-t", &topic, "-m", "secret"]),
+            stdin: b"",
+            messages: 1,
+        };
+        let out = run_pub(which, &tls_args, &row);
+        assert_ok(&out, &format!("{which:?} pub with --cafile"));
+        let seen = wait_output(obs, "tls observer");
+        assert_eq!(
+            String::from_utf8_lossy(&seen.stdout),
+            format!("{topic} 0 0 6 736563726574\n")
+        );
+    }
+    let port = broker.tls_port().to_string();
+    for extra in [&[][..], &["--insecure"][..]] {
+        let mut args = s(&["-h", "localhost", "-p", &port, "--cafile", &other_ca]);
+        args.extend(s(extra));
+        args.extend(s(&["-t", "tls/foreign", "-m", "x"]));
+        let row = PubRow {
+            name: "foreign CA",
+            args,
+            stdin: b"",
+            messages: 0,
+        };
+        let want = run_pub(Impl::Mosquitto, &[], &row);
+        let got = run_pub(Impl::Mqlink, &[], &row);
+        // mosquitto exits 8 (libmosquitto's MOSQ_ERR_TLS) on the handshake failure.
+        assert_eq!(want.status.code(), Some(8), "mosquitto_pub {extra:?}");
+        let err = String::from_utf8_lossy(&got.stderr);
+        if !extra.is_empty() {
+            // mqlink cannot skip only the host name check yet and refuses --insecure (exit
+            // 1) rather than accept any certificate, as it used to.
+            assert_eq!(got.status.code(), Some(1), "mqlink pub --insecure: {err}");
+        } else {
+            assert_eq!(got.status.code(), want.status.code(), "mqlink pub: {err}");
+            assert_eq!(err.lines().count(), 1, "one error line: {err}");
+            assert!(err.contains("--cafile") && !err.contains("tls."), "{err}");
+        }
+    }
+}

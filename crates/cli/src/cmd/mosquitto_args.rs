@@ -25,6 +25,11 @@ pub struct MosqUsage {
     pub msg: String,
 }
 
+/// The first connection failed in the TLS handshake (or its configuration).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsFailed(pub String);
+
 pub fn mosq_usage(tool: &'static str, msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(MosqUsage {
         tool,
@@ -341,5 +346,12 @@ pub fn finish(result: anyhow::Result<()>) -> anyhow::Result<()> {
         Some(u) => eprintln!("{u}"),
         None => eprintln!("Error: {}", flag_names(&format!("{e:#}"))),
     }
-    Err(anyhow::Error::new(crate::exit::Quiet(1)))
+    // mosquitto_pub/sub exit with libmosquitto's error number for a failed TLS handshake
+    // (MOSQ_ERR_TLS, 8) and 1 for the other failures seen here.
+    let code = if e.chain().any(|c| c.is::<TlsFailed>()) {
+        8
+    } else {
+        1
+    };
+    Err(anyhow::Error::new(crate::exit::Quiet(code)))
 }

@@ -13,7 +13,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::mosquitto_args::{MosqConnArgs, finish, mosq_usage};
+use crate::cmd::mosquitto_args::{MosqConnArgs, TlsFailed, finish, mosq_usage};
 
 const TOOL: &str = "mosquitto_pub";
 
@@ -196,7 +196,13 @@ pub async fn wait_connected(client: &Client, retry: bool) -> anyhow::Result<()> 
     loop {
         match &*link.borrow_and_update() {
             LinkState::Connected { .. } => return Ok(()),
-            LinkState::Down { reason, .. } if !retry => return Err(anyhow!("{reason}")),
+            LinkState::Down { reason, cause } if !retry => {
+                return Err(if *cause == "tls" {
+                    anyhow::Error::new(TlsFailed(reason.clone()))
+                } else {
+                    anyhow!("{reason}")
+                });
+            }
             LinkState::Stopped => return Err(anyhow!("client stopped")),
             _ => {}
         }
