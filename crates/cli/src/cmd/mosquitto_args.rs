@@ -122,6 +122,20 @@ pub struct MosqConnArgs {
     pub retry: bool,
 }
 
+/// What `--help` says about mosquitto compatibility (the README has the same table).
+pub const COMPAT_HELP: &str = "\
+mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
+  -h -p -L -u -P -i -I -k -M -V (mqttv5|mqttv311|mqttv31, default mqttv311) --cafile --capath
+  --tls-use-os-certs --cert --key --will-topic --will-payload --will-qos --will-retain --help
+  pub: -t -m -f -l -s -n -q -r     sub: -t -v -q -C -W (exit 27) -R -N
+Different for now: sub -c/-x (expiry 86400 s by default; mosquitto: never), sub -V mqttv5
+  (subscribes with Retain-As-Published: live messages can show retain=1).
+Not supported yet: --insecure (refused: mqlink cannot yet skip only the host name check),
+  -A -d -D -e -E -F -T -U --nodelay --quiet --pretty --random-filter --remove-retained
+  --repeat --repeat-delay --retained-only --retain-as-published --ciphers --tls-alpn
+  --tls-version --tls-engine --keyform --psk --psk-identity --proxy --unix, the options file.
+Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
+
 /// `-V` as mosquitto spells it, plus the bare numbers.
 pub fn parse_protocol(tool: &'static str, s: &str) -> anyhow::Result<Protocol> {
     Ok(match s {
@@ -240,12 +254,7 @@ impl MosqConnArgs {
             insecure_skip_verify: self.tls_skip_all_verification,
             server_name: self.tls_server_name.clone(),
         };
-        if self.tls_skip_all_verification {
-            eprintln!(
-                "WARNING: --tls-skip-all-verification: the broker's certificate is not checked; \
-                 anyone between you and the broker can read and change the traffic."
-            );
-        }
+        // The transport warns loudly at every connect when verification is off.
         if let Some(topic) = &self.will_topic {
             let q = self.will_qos.unwrap_or(0);
             if !qos_check(q) {

@@ -18,7 +18,7 @@ use crate::cmd::mosquitto_args::{MosqConnArgs, TlsFailed, finish, mosq_usage};
 const TOOL: &str = "mosquitto_pub";
 
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, after_help = crate::cmd::mosquitto_args::COMPAT_HELP)]
 #[command(group(clap::ArgGroup::new("source").required(true)))]
 pub struct Args {
     #[command(flatten)]

@@ -20,7 +20,7 @@ const TOOL: &str = "mosquitto_sub";
 const TIMED_OUT: u8 = 27;
 
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, after_help = crate::cmd::mosquitto_args::COMPAT_HELP)]
 pub struct Args {
     #[command(flatten)]
     conn: MosqConnArgs,
