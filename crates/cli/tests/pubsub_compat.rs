@@ -546,15 +546,21 @@ fn cafile_turns_tls_on_and_insecure_never_accepts_a_foreign_ca() {
         };
         let want = run_pub(Impl::Mosquitto, &[], &row);
         let got = run_pub(Impl::Mqlink, &[], &row);
-        // mosquitto exits 8 (libmosquitto's MOSQ_ERR_TLS) on the handshake failure.
-        assert_eq!(want.status.code(), Some(8), "mosquitto_pub {extra:?}");
+        // mosquitto_pub exits 8 (libmosquitto's MOSQ_ERR_TLS) when the handshake fails
+        // inside mosquitto_connect and 1 when it is only noticed in the network loop: which
+        // one is a race (both seen here). mqlink always exits 8.
+        assert!(
+            matches!(want.status.code(), Some(1 | 8)),
+            "mosquitto_pub {extra:?}: {:?}",
+            want.status
+        );
         let err = String::from_utf8_lossy(&got.stderr);
         if !extra.is_empty() {
             // mqlink cannot skip only the host name check yet and refuses --insecure (exit
             // 1) rather than accept any certificate, as it used to.
             assert_eq!(got.status.code(), Some(1), "mqlink pub --insecure: {err}");
         } else {
-            assert_eq!(got.status.code(), want.status.code(), "mqlink pub: {err}");
+            assert_eq!(got.status.code(), Some(8), "mqlink pub: {err}");
             assert_eq!(err.lines().count(), 1, "one error line: {err}");
             assert!(err.contains("--cafile") && !err.contains("tls."), "{err}");
         }
