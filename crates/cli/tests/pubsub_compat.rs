@@ -254,6 +254,35 @@ fn sub_rows_match_mosquitto_sub() {
             after: vec![s(&["-t", "c/url", "-m", "via url"])],
             compare_stderr: false,
         },
+        // -F %r: a consumer can tell stored state (1) from live updates (0).
+        SubRow {
+            name: "-F retained vs live",
+            args: s(&["-t", "c/fmt/#", "-F", "%r %t %p", "-C", "2"]),
+            filter: Some("c/fmt/#".into()),
+            before: vec![s(&["-t", "c/fmt/a", "-r", "-m", "stored"])],
+            after: vec![s(&["-t", "c/fmt/b", "-r", "-m", "live"])],
+            compare_stderr: false,
+        },
+        SubRow {
+            name: "-F fields and escapes",
+            args: s(&[
+                "-t",
+                "c/fmt2",
+                "-q",
+                "1",
+                "-F",
+                "%q %l %x %X %m\\t|%%|\\\\",
+                "-C",
+                "2",
+            ]),
+            filter: Some("c/fmt2".into()),
+            before: vec![],
+            after: vec![
+                s(&["-t", "c/fmt2", "-q", "1", "-m", "Az\u{7f}"]),
+                s(&["-t", "c/fmt2", "-n"]),
+            ],
+            compare_stderr: false,
+        },
         SubRow {
             name: "invalid filter",
             args: s(&["-t", "a/#/b"]),

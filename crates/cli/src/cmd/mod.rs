@@ -6,6 +6,7 @@ pub mod check;
 pub mod mosquitto_args;
 pub mod publish;
 pub mod run;
+pub mod sub_format;
 pub mod subscribe;
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cmd::mosquitto_args::{MosqConnArgs, finish, mosq_usage};
 use crate::cmd::publish::wait_connected;
+use crate::cmd::sub_format;
 use crate::exit::Quiet;
 
 const TOOL: &str = "mosquitto_sub";
@@ -33,6 +34,11 @@ pub struct Args {
     /// Do not print retained messages (nor count them for -C, as mosquitto_sub).
     #[arg(short = 'R', long = "no-retained")]
     no_retained: bool,
+    /// Print each message by this format: %t topic, %p payload, %q QoS, %r retain, %l
+    /// length, %m message id, %x/%X hex payload, %%, and \n \t \\ \0 \a \e \r \v escapes
+    /// (other mosquitto fields are refused: not supported yet).
+    #[arg(short = 'F')]
+    format_string: Option<String>,
     /// No end of line after each message.
     #[arg(short = 'N')]
     no_eol: bool,
@@ -71,6 +77,10 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
     let qos = QoS::from_u8(args.qos)
         .ok_or_else(|| mosq_usage(TOOL, format!("Invalid QoS given: {}", args.qos)))?;
     let format: Format = args.format.parse().map_err(|e| mosq_usage(TOOL, e))?;
+    let pieces = match &args.format_string {
+        Some(f) => Some(sub_format::parse(f).map_err(|e| mosq_usage(TOOL, e))?),
+        None => None,
+    };
     let (mut opts, url_topic) = args.conn.options(TOOL, |q| q <= 2)?;
     args.topics.extend(url_topic);
     if args.topics.is_empty() {
@@ -136,7 +146,7 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
         loop {
             // mosquitto_sub -R: a retained message is neither printed nor counted for -C.
             if !(args.no_retained && d.publish.retain) {
-                write_message(&mut out, format, &args, &d.publish)
+                write_message(&mut out, format, pieces.as_deref(), &args, &d.publish)
                     .context("cannot write to stdout")?;
                 received += 1;
             }
@@ -177,13 +187,18 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
 fn write_message(
     out: &mut impl Write,
     format: Format,
+    pieces: Option<&[sub_format::Piece]>,
     args: &Args,
     p: &mqlink::mqtt::codec::Publish,
 ) -> std::io::Result<()> {
+    let eol: &[u8] = if args.no_eol { b"" } else { b"\n" };
+    if let Some(pieces) = pieces {
+        sub_format::write(out, pieces, p)?;
+        return out.write_all(eol);
+    }
     if format != Format::Text {
         return record::write(out, format, args.verbose, p);
     }
-    let eol: &[u8] = if args.no_eol { b"" } else { b"\n" };
     // mosquitto_sub 2.0: an empty payload prints `topic (null)` with -v and nothing at
     // all (not even the end of line) without.
     if args.verbose {
