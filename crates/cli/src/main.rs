@@ -67,14 +67,37 @@ fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
     }
 }
 
+/// Busybox-style: invoked as `mosquitto_pub` / `mosquitto_sub` (a symlink or a copy), the
+/// binary is `mqlink pub` / `mqlink sub`, so it can stand in for mosquitto-clients.
+fn argv() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .map(|n| n.strip_suffix(".exe").unwrap_or(n).to_string());
+    let sub = match invoked.as_deref() {
+        Some("mosquitto_pub") => "pub",
+        Some("mosquitto_sub") => "sub",
+        _ => return args,
+    };
+    // Usage lines then say `mqlink sub`, the command that runs.
+    args[0] = "mqlink".into();
+    args.insert(1, sub.into());
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(argv());
     // One crypto provider for the whole process, before anything touches TLS: crates that
     // bring their own would otherwise make the first handshake panic.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The short-lived tools stay quiet unless something is wrong; the daemon says more.
+    // pub/sub say what went wrong once, as mosquitto does, in their final error line: the
+    // engine's per-attempt connection warnings would repeat it.
     let default_level = match cli.command {
         Command::Run(_) | Command::Broker(_) => "info",
+        Command::Pub(_) | Command::Sub(_) => "warn,mqlink::mqtt::client=error",
         _ => "warn",
     };
     init_logging(cli.log_format, cli.log_level.as_deref(), default_level);

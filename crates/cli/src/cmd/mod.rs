@@ -3,8 +3,10 @@
 pub mod bench;
 pub mod broker;
 pub mod check;
+pub mod mosquitto_args;
 pub mod publish;
 pub mod run;
+pub mod sub_format;
 pub mod subscribe;
 
 /// Resolves on ctrl-c or SIGTERM.

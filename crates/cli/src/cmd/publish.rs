@@ -13,24 +13,26 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::ConnArgs;
-use crate::exit::usage;
+use crate::cmd::mosquitto_args::{MosqConnArgs, TlsFailed, finish, mosq_usage};
+
+const TOOL: &str = "mosquitto_pub";
 
 #[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true, after_help = crate::cmd::mosquitto_args::COMPAT_HELP)]
 #[command(group(clap::ArgGroup::new("source").required(true)))]
 pub struct Args {
     #[command(flatten)]
-    conn: ConnArgs,
-    /// Topic to publish to.
+    conn: MosqConnArgs,
+    /// Topic to publish to (or the path of -L).
     #[arg(short = 't', long)]
-    topic: String,
+    topic: Option<String>,
     /// The message.
     #[arg(short = 'm', long, group = "source")]
     message: Option<String>,
     /// Send a file's contents as one message.
     #[arg(short = 'f', long, group = "source")]
     file: Option<PathBuf>,
-    /// One message per line of stdin (blank lines are skipped).
+    /// One message per line of stdin (a blank line is an empty message, as in mosquitto).
     #[arg(short = 'l', long = "stdin-line", group = "source")]
     lines: bool,
     /// All of stdin as one message.
@@ -45,30 +47,40 @@ pub struct Args {
     /// Retain the message.
     #[arg(short = 'r', long)]
     retain: bool,
-    /// Keep retrying when the first connection fails (default: fail at once, like mosquitto_pub).
-    #[arg(long)]
-    retry: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    finish(publish(args).await)
+}
+
+async fn publish(args: Args) -> anyhow::Result<()> {
     let qos = QoS::from_u8(args.qos)
-        .ok_or_else(|| usage(format!("QoS must be 0, 1 or 2, not {}", args.qos)))?;
-    if args.topic.is_empty() || args.topic.contains(['+', '#']) {
-        return Err(usage(format!(
-            "'{}' is not a valid topic to publish to",
-            args.topic
-        )));
+        .ok_or_else(|| mosq_usage(TOOL, format!("Invalid QoS given: {}", args.qos)))?;
+    let (opts, url_topic) = args.conn.options(TOOL, |q| q <= 2)?;
+    let topic = match (args.topic.clone(), url_topic) {
+        (Some(_), Some(_)) => {
+            return Err(mosq_usage(TOOL, "Only one topic can be supplied."));
+        }
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => {
+            return Err(mosq_usage(TOOL, "Both topic and message must be supplied."));
+        }
+    };
+    if topic.is_empty() || topic.contains(['+', '#']) {
+        return Err(mosq_usage(
+            TOOL,
+            format!("Invalid publish topic '{topic}', does it contain '+' or '#'?"),
+        ));
     }
-    let opts = args.conn.options("pub")?;
     let broker = opts.url.to_string();
     let (client, _deliveries, event_loop) = client::new(opts)?;
     let shutdown = CancellationToken::new();
     let loop_task = tokio::spawn(event_loop.run(shutdown.clone()));
-    wait_connected(&client, args.retry)
+    wait_connected(&client, args.conn.retry)
         .await
         .with_context(|| format!("cannot publish to {broker}"))?;
 
-    let topic: Arc<str> = Arc::from(args.topic.as_str());
+    let topic: Arc<str> = Arc::from(topic.as_str());
     let make = |payload: Bytes| Publish {
         topic: topic.clone(),
         payload,
@@ -156,9 +168,6 @@ async fn publish_all(
             if line.last() == Some(&b'\n') {
                 line.pop();
             }
-            if line.is_empty() {
-                continue;
-            }
             send(one(Bytes::copy_from_slice(&line))).await?;
         }
     }
@@ -187,7 +196,13 @@ pub async fn wait_connected(client: &Client, retry: bool) -> anyhow::Result<()> 
     loop {
         match &*link.borrow_and_update() {
             LinkState::Connected { .. } => return Ok(()),
-            LinkState::Down { reason, .. } if !retry => return Err(anyhow!("{reason}")),
+            LinkState::Down { reason, cause } if !retry => {
+                return Err(if *cause == "tls" {
+                    anyhow::Error::new(TlsFailed(reason.clone()))
+                } else {
+                    anyhow!("{reason}")
+                });
+            }
             LinkState::Stopped => return Err(anyhow!("client stopped")),
             _ => {}
         }

@@ -10,27 +10,45 @@ use mqlink::mqtt::codec::QoS;
 use mqlink::record::{self, Format};
 use tokio_util::sync::CancellationToken;
 
+use crate::cmd::mosquitto_args::{MosqConnArgs, finish, mosq_usage};
 use crate::cmd::publish::wait_connected;
-use crate::conn::ConnArgs;
-use crate::exit::{Quiet, usage};
+use crate::cmd::sub_format;
+use crate::exit::Quiet;
+
+const TOOL: &str = "mosquitto_sub";
+
+/// mosquitto_sub's exit code when `-W` ran out (with or without `-C`).
+const TIMED_OUT: u8 = 27;
 
 #[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true, after_help = crate::cmd::mosquitto_args::COMPAT_HELP)]
 pub struct Args {
     #[command(flatten)]
-    conn: ConnArgs,
+    conn: MosqConnArgs,
     /// Topic filter(s) to subscribe to (repeatable; `+`, `#`, `$share/group/...`).
-    #[arg(short = 't', long = "topic", required = true)]
+    #[arg(short = 't', long = "topic")]
     topics: Vec<String>,
     /// Print the topic before the payload (text format).
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Do not print retained messages (nor count them for -C, as mosquitto_sub).
+    #[arg(short = 'R', long = "no-retained")]
+    no_retained: bool,
+    /// Print each message by this format: %t topic, %p payload, %q QoS, %r retain, %l
+    /// length, %m message id, %x/%X hex payload, %%, and \n \t \\ \0 \a \e \r \v escapes
+    /// (other mosquitto fields are refused: not supported yet).
+    #[arg(short = 'F')]
+    format_string: Option<String>,
+    /// No end of line after each message.
+    #[arg(short = 'N')]
+    no_eol: bool,
     /// QoS to subscribe with.
     #[arg(short = 'q', long, default_value_t = 0)]
     qos: u8,
     /// Exit after this many messages.
     #[arg(short = 'C', long)]
     count: Option<u64>,
-    /// Exit after this many seconds (exit code 1 when -C was given and not reached).
+    /// Exit after this many seconds with code 27 (mosquitto_sub's), -C reached or not.
     #[arg(short = 'W', long)]
     timeout: Option<u64>,
     /// Output format: text, json, fluvio, raw.
@@ -42,20 +60,48 @@ pub struct Args {
     /// Session expiry in seconds for a persistent MQTT 5 session.
     #[arg(short = 'x', long, default_value_t = 86_400)]
     session_expiry: u64,
-    /// Keep retrying when the first connection fails.
-    #[arg(long)]
-    retry: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    finish(subscribe(args).await)
+}
+
+fn invalid_filter(t: &str) -> anyhow::Error {
+    mosq_usage(
+        TOOL,
+        format!("Invalid subscription topic '{t}', are all '+' and '#' wildcards correct?"),
+    )
+}
+
+async fn subscribe(mut args: Args) -> anyhow::Result<()> {
     let qos = QoS::from_u8(args.qos)
-        .ok_or_else(|| usage(format!("QoS must be 0, 1 or 2, not {}", args.qos)))?;
-    let format: Format = args.format.parse().map_err(usage)?;
-    let mut opts = args.conn.options("sub")?;
+        .ok_or_else(|| mosq_usage(TOOL, format!("Invalid QoS given: {}", args.qos)))?;
+    let format: Format = args.format.parse().map_err(|e| mosq_usage(TOOL, e))?;
+    let pieces = match &args.format_string {
+        Some(f) => Some(sub_format::parse(f).map_err(|e| mosq_usage(TOOL, e))?),
+        None => None,
+    };
+    let (mut opts, url_topic) = args.conn.options(TOOL, |q| q <= 2)?;
+    args.topics.extend(url_topic);
+    if args.topics.is_empty() {
+        return Err(mosq_usage(
+            TOOL,
+            "You must specify a topic to subscribe to.",
+        ));
+    }
+    // mosquitto_sub checks filters before connecting.
+    if let Some(bad) = args
+        .topics
+        .iter()
+        .find(|t| mqlink::mqtt::codec::check_topic_filter(t).is_err())
+    {
+        return Err(invalid_filter(bad));
+    }
     if args.persistent {
         if args.conn.id.is_none() {
-            return Err(usage(
-                "a persistent session (-c) needs a stable client id (-i)",
+            return Err(mosq_usage(
+                TOOL,
+                "You must provide a client id if you are using the -c option.",
             ));
         }
         opts.clean_start = false;
@@ -65,12 +111,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (client, mut deliveries, event_loop) = client::new(opts)?;
     let shutdown = CancellationToken::new();
     let loop_task = tokio::spawn(event_loop.run(shutdown.clone()));
-    wait_connected(&client, args.retry)
+    wait_connected(&client, args.conn.retry)
         .await
         .with_context(|| format!("cannot subscribe at {broker}"))?;
     let filters: Vec<(String, QoS)> = args.topics.iter().map(|t| (t.clone(), qos)).collect();
     let codes = client.subscribe(filters).await?;
     for (t, c) in args.topics.iter().zip(&codes) {
+        if *c == 0x8F {
+            shutdown.cancel();
+            return Err(invalid_filter(t));
+        }
         if *c >= 0x80 {
             shutdown.cancel();
             return Err(anyhow!(
@@ -94,9 +144,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         };
         let Some(mut d) = next else { break };
         loop {
-            record::write(&mut out, format, args.verbose, &d.publish)
-                .context("cannot write to stdout")?;
-            received += 1;
+            // mosquitto_sub -R: a retained message is neither printed nor counted for -C.
+            if !(args.no_retained && d.publish.retain) {
+                write_message(&mut out, format, pieces.as_deref(), &args, &d.publish)
+                    .context("cannot write to stdout")?;
+                received += 1;
+            }
             if let Some(t) = d.ack {
                 pending_acks.push(t);
             }
@@ -123,15 +176,46 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.cancel();
     }
     drop(deliveries);
-    if timed_out && args.count.is_some_and(|c| received < c) {
-        eprintln!(
-            "mqlink: timed out after {}s with {received} of {} messages",
-            args.timeout.unwrap_or_default(),
-            args.count.unwrap_or_default()
-        );
-        return Err(anyhow::Error::new(Quiet(1)));
+    if timed_out {
+        eprintln!("Timed out");
+        return Err(anyhow::Error::new(Quiet(TIMED_OUT)));
     }
     Ok(())
+}
+
+/// One message as mosquitto_sub prints it (text), or in one of mqlink's record formats.
+fn write_message(
+    out: &mut impl Write,
+    format: Format,
+    pieces: Option<&[sub_format::Piece]>,
+    args: &Args,
+    p: &mqlink::mqtt::codec::Publish,
+) -> std::io::Result<()> {
+    let eol: &[u8] = if args.no_eol { b"" } else { b"\n" };
+    if let Some(pieces) = pieces {
+        sub_format::write(out, pieces, p)?;
+        return out.write_all(eol);
+    }
+    if format != Format::Text {
+        return record::write(out, format, args.verbose, p);
+    }
+    // mosquitto_sub 2.0: an empty payload prints `topic (null)` with -v and nothing at
+    // all (not even the end of line) without.
+    if args.verbose {
+        out.write_all(p.topic.as_bytes())?;
+        if p.payload.is_empty() {
+            out.write_all(b" (null)")?;
+        } else {
+            out.write_all(b" ")?;
+            out.write_all(&p.payload)?;
+        }
+        out.write_all(eol)
+    } else if p.payload.is_empty() {
+        Ok(())
+    } else {
+        out.write_all(&p.payload)?;
+        out.write_all(eol)
+    }
 }
 
 fn flush_and_ack(

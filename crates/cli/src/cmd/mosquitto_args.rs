@@ -1,0 +1,367 @@
+//! Connection options of `mqlink pub` / `mqlink sub`, spelled and defaulted as in
+//! mosquitto_pub(1) / mosquitto_sub(1) 2.0, so scripts written for those tools run unchanged:
+//! `-h` is the host (help is `--help` only), `-L` is a URL whose path is the topic,
+//! `-V` defaults to MQTT 3.1.1, `--cafile`/`--capath` switch to TLS on the given port.
+//!
+//! `bench` keeps its own flags (`crate::conn`); these are the mosquitto-compatible ones.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use mqlink::mqtt::client::MqttOptions;
+use mqlink::mqtt::codec::{Protocol, QoS, Will};
+use mqlink::mqtt::tls::TlsOptions;
+use mqlink::mqtt::url::{BrokerUrl, Transport};
+
+/// An argument error reported the way mosquitto_pub/sub do: `Error: ...`, a pointer to
+/// `--help`, exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("Error: {msg}\n\nUse '{tool} --help' to see usage.")]
+pub struct MosqUsage {
+    /// `mosquitto_pub` or `mosquitto_sub`: the tool whose habits are followed.
+    pub tool: &'static str,
+    /// What is wrong.
+    pub msg: String,
+}
+
+/// The first connection failed in the TLS handshake (or its configuration).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsFailed(pub String);
+
+pub fn mosq_usage(tool: &'static str, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(MosqUsage {
+        tool,
+        msg: msg.into(),
+    })
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MosqConnArgs {
+    /// Print help (`-h` is the host, as in mosquitto).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Broker host [default: localhost].
+    #[arg(short = 'h', long)]
+    pub host: Option<String>,
+    /// Broker port [default: 1883, 8883 with TLS].
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
+    /// mqtt(s)://[user[:password]@]host[:port]/topic; ws:// and wss:// (mqlink extras) keep
+    /// the path as the WebSocket path.
+    #[arg(short = 'L', long, env = "MQLINK_URL")]
+    pub url: Option<String>,
+    /// User name.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password (MQLINK_PASSWORD keeps it off the command line).
+    #[arg(
+        short = 'P',
+        long,
+        alias = "password",
+        env = "MQLINK_PASSWORD",
+        hide_env_values = true
+    )]
+    pub pw: Option<String>,
+    /// CA certificates (PEM file): turns TLS on.
+    #[arg(long)]
+    pub cafile: Option<PathBuf>,
+    /// Directory of CA certificates (PEM): turns TLS on.
+    #[arg(long)]
+    pub capath: Option<PathBuf>,
+    /// Trust the operating system's CA certificates: turns TLS on.
+    #[arg(long)]
+    pub tls_use_os_certs: bool,
+    /// Client certificate (PEM).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// mosquitto: do not check the certificate's host name. Not supported yet (see --help
+    /// of README): refused rather than silently turning off all verification.
+    #[arg(long)]
+    pub insecure: bool,
+    /// DANGEROUS (mqlink only): accept any certificate from anyone; the connection is
+    /// encrypted but not authenticated.
+    #[arg(long)]
+    pub tls_skip_all_verification: bool,
+    /// TLS server name to verify and send (SNI) instead of the host (mqlink only).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+    /// mqttv5, mqttv311 or mqttv31 (also 5, 311, 31) [default: mqttv311].
+    #[arg(short = 'V', long = "protocol-version")]
+    pub protocol: Option<String>,
+    /// Client id [default: mosquitto_pub_/mosquitto_sub_ and the process id].
+    #[arg(short = 'i', long)]
+    pub id: Option<String>,
+    /// Client id prefix; the process id is appended.
+    #[arg(short = 'I', long)]
+    pub id_prefix: Option<String>,
+    /// Keepalive in seconds.
+    #[arg(short = 'k', long, default_value_t = 60)]
+    pub keepalive: u16,
+    /// Will topic.
+    #[arg(long)]
+    pub will_topic: Option<String>,
+    /// Will payload [default: empty].
+    #[arg(long)]
+    pub will_payload: Option<String>,
+    /// Will QoS.
+    #[arg(long)]
+    pub will_qos: Option<u8>,
+    /// Retain the will.
+    #[arg(long)]
+    pub will_retain: bool,
+    /// Most QoS 1/2 messages unacknowledged at once.
+    #[arg(short = 'M', long, default_value_t = 20)]
+    pub max_inflight: u16,
+    /// Keep retrying when the first connection fails (mqlink only).
+    #[arg(long)]
+    pub retry: bool,
+}
+
+/// What `--help` says about mosquitto compatibility (the README has the same table).
+pub const COMPAT_HELP: &str = "\
+mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
+  -h -p -L -u -P -i -I -k -M -V (mqttv5|mqttv311|mqttv31, default mqttv311) --cafile --capath
+  --tls-use-os-certs --cert --key --will-topic --will-payload --will-qos --will-retain --help
+  pub: -t -m -f -l -s -n -q -r     sub: -t -v -q -C -W (exit 27) -R -N
+  sub -F with %t %p %q %r %l %m %x %X %% and \\ escapes (other fields: not yet, refused)
+Different for now: sub -c/-x (expiry 86400 s by default; mosquitto: never), sub -V mqttv5
+  (subscribes with Retain-As-Published: live messages can show retain=1).
+Not supported yet: --insecure (refused: mqlink cannot yet skip only the host name check),
+  -A -d -D -e -E -T -U --nodelay --quiet --pretty --random-filter --remove-retained
+  --repeat --repeat-delay --retained-only --retain-as-published --ciphers --tls-alpn
+  --tls-version --tls-engine --keyform --psk --psk-identity --proxy --unix, the options file.
+Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
+
+/// `-V` as mosquitto spells it, plus the bare numbers.
+pub fn parse_protocol(tool: &'static str, s: &str) -> anyhow::Result<Protocol> {
+    Ok(match s {
+        "mqttv5" | "5" => Protocol::V5,
+        "mqttv311" | "311" => Protocol::V311,
+        "mqttv31" | "31" => Protocol::V31,
+        // mosquitto_sub/pub print one more blank line after this message than after others.
+        _ => {
+            return Err(mosq_usage(
+                tool,
+                "Invalid protocol version argument given.\n",
+            ));
+        }
+    })
+}
+
+impl MosqConnArgs {
+    /// Connection options and, when `-L` carried one, the topic from the URL's path.
+    pub fn options(
+        &self,
+        tool: &'static str,
+        qos_check: impl Fn(u8) -> bool,
+    ) -> anyhow::Result<(MqttOptions, Option<String>)> {
+        let (mut url, url_topic) = match &self.url {
+            Some(u) => {
+                let parsed = BrokerUrl::parse(u).map_err(|e| mosq_usage(tool, format!("{e}")))?;
+                // mosquitto: the path of mqtt:// and mqtts:// is the topic. ws:// and wss://
+                // (an mqlink extra: mosquitto_pub/sub 2.0 have no WebSocket URLs) keep the
+                // path as the WebSocket path.
+                let mut parsed = parsed;
+                let topic = if matches!(parsed.transport, Transport::Ws | Transport::Wss) {
+                    None
+                } else {
+                    let t = url_path(u);
+                    parsed.path = "/mqtt".into();
+                    (!t.is_empty()).then(|| t.to_string())
+                };
+                (parsed, topic)
+            }
+            None => (
+                BrokerUrl::parse("mqtt://localhost").map_err(|e| anyhow!("{e}"))?,
+                None,
+            ),
+        };
+        if let Some(h) = &self.host {
+            url.host = h.clone();
+        }
+        let tls_wanted = self.cafile.is_some() || self.capath.is_some() || self.tls_use_os_certs;
+        if tls_wanted {
+            url.transport = match url.transport {
+                Transport::Ws | Transport::Wss => Transport::Wss,
+                _ => Transport::Tls,
+            };
+            // mosquitto: 8883 is the default port once TLS is on.
+            if self.url.as_deref().is_none_or(|u| !has_port(u)) {
+                url.port = if url.transport == Transport::Wss {
+                    443
+                } else {
+                    8883
+                };
+            }
+        }
+        if let Some(p) = self.port {
+            url.port = p;
+        }
+        if self.insecure {
+            return Err(mosq_usage(
+                tool,
+                "--insecure (skip only the certificate's host name check) is not supported \
+                 yet. Use --tls-server-name NAME with the name in the broker's certificate, or \
+                 --tls-skip-all-verification to accept any certificate (dangerous).",
+            ));
+        }
+        let protocol = match &self.protocol {
+            Some(p) => parse_protocol(tool, p)?,
+            None => Protocol::V311,
+        };
+        let mut o = MqttOptions::new(url);
+        o.protocol = protocol;
+        // mosquitto never falls back: what -V says is what is sent.
+        o.fallback_to_311 = false;
+        let prefix = if tool == "mosquitto_pub" {
+            "mosquitto_pub_"
+        } else {
+            "mosquitto_sub_"
+        };
+        o.client_id = match (&self.id, &self.id_prefix) {
+            (Some(_), Some(_)) => {
+                return Err(mosq_usage(
+                    tool,
+                    "-i and -I argument cannot be used together.",
+                ));
+            }
+            (Some(id), None) => id.clone(),
+            (None, Some(p)) => format!("{p}{}", std::process::id()),
+            (None, None) => format!("{prefix}{}", std::process::id()),
+        };
+        if self.username.is_some() {
+            o.username = self.username.clone();
+        }
+        if self.pw.is_some() {
+            o.password = self.pw.clone();
+        }
+        o.keep_alive = Duration::from_secs(u64::from(self.keepalive));
+        o.max_inflight = self.max_inflight.max(1);
+        let ca_file = match (&self.cafile, &self.capath) {
+            (Some(f), _) => Some(f.clone()),
+            (None, Some(dir)) => Some(capath_bundle(dir)?),
+            (None, None) => None,
+        };
+        o.tls = TlsOptions {
+            ca_file,
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            alpn: Vec::new(),
+            insecure_skip_verify: self.tls_skip_all_verification,
+            server_name: self.tls_server_name.clone(),
+        };
+        // The transport warns loudly at every connect when verification is off.
+        if let Some(topic) = &self.will_topic {
+            let q = self.will_qos.unwrap_or(0);
+            if !qos_check(q) {
+                return Err(mosq_usage(tool, format!("Invalid will QoS {q}.")));
+            }
+            o.will = Some(Will {
+                topic: topic.clone(),
+                payload: bytes::Bytes::from(self.will_payload.clone().unwrap_or_default()),
+                qos: QoS::from_u8(q).unwrap_or(QoS::AtMostOnce),
+                retain: self.will_retain,
+            });
+        } else if self.will_payload.is_some() || self.will_retain || self.will_qos.is_some() {
+            return Err(mosq_usage(
+                tool,
+                "Will payload, QoS or retain given, but no will topic given.",
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(mosq_usage(
+                tool,
+                "Both certfile and keyfile must be provided if one of them is set.",
+            ));
+        }
+        Ok((o, url_topic))
+    }
+}
+
+/// The path of a URL as typed, without its leading `/` (BrokerUrl replaces an empty path
+/// with the WebSocket default).
+fn url_path(url: &str) -> &str {
+    let rest = url.trim().split_once("://").map_or(url, |(_, r)| r);
+    rest.split_once('/').map_or("", |(_, p)| p)
+}
+
+fn has_port(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && !p.contains(']'))
+}
+
+/// rustls takes one CA bundle; `--capath` is a directory of them (OpenSSL style), so its
+/// PEM files are joined into one bundle in the temp directory, removed at exit by nobody
+/// (it holds only public certificates).
+fn capath_bundle(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let mut bundle = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| anyhow!("--capath '{}': {e}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        // Unreadable files and non-certificates (OpenSSL's directories hold both) are
+        // skipped, as OpenSSL's lookup does.
+        let Ok(data) = std::fs::read(&p) else {
+            continue;
+        };
+        if data
+            .windows(27)
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            bundle.extend_from_slice(&data);
+            bundle.push(b'\n');
+        }
+    }
+    if bundle.is_empty() {
+        return Err(anyhow!(
+            "--capath '{}': no PEM certificate found in the directory",
+            dir.display()
+        ));
+    }
+    let out = std::env::temp_dir().join(format!("mqlink-capath-{}.pem", std::process::id()));
+    std::fs::write(&out, bundle)
+        .map_err(|e| anyhow!("--capath: cannot write {}: {e}", out.display()))?;
+    Ok(out)
+}
+
+/// Engine errors name config keys (`tls.ca_file`); on the command line the flag is what the
+/// user typed.
+pub fn flag_names(msg: &str) -> String {
+    msg.replace("set tls.ca_file", "use --cafile")
+        .replace("tls.ca_file", "--cafile")
+        .replace("tls.cert_file", "--cert")
+        .replace("tls.key_file", "--key")
+        .replace("cert_file and key_file", "--cert and --key")
+}
+
+/// End a pub/sub run as mosquitto does: one line on stderr, exit 1 (argument errors
+/// included: mosquitto_pub/sub exit 1 for those too). Codes chosen by the command pass
+/// through.
+pub fn finish(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    let Err(e) = result else { return Ok(()) };
+    if e.downcast_ref::<crate::exit::Quiet>().is_some() {
+        return Err(e);
+    }
+    match e.downcast_ref::<MosqUsage>() {
+        Some(u) => eprintln!("{u}"),
+        None => eprintln!("Error: {}", flag_names(&format!("{e:#}"))),
+    }
+    // mosquitto_pub/sub exit with libmosquitto's error number for a failed TLS handshake
+    // (MOSQ_ERR_TLS, 8) and 1 for the other failures seen here.
+    let code = if e.chain().any(|c| c.is::<TlsFailed>()) {
+        8
+    } else {
+        1
+    };
+    Err(anyhow::Error::new(crate::exit::Quiet(code)))
+}
