@@ -7,8 +7,8 @@
 #    crates/cli/tests/browser; it drives /usr/bin/chromium and downloads no browser).
 # 2. Fails loudly if any of them is still missing: tests never skip for a missing peer.
 # 3. Runs all tests (cargo-nextest when installed, else cargo test), then the doctests,
-#    which nextest does not run. Both always run; the exit status is non-zero if either
-#    failed.
+#    which nextest does not run, then a short fault-injection campaign (scripts/campaign.sh,
+#    about 3 minutes). All always run; the exit status is non-zero if any failed.
 #
 # The tests start their own brokers on free ports in temporary directories, so a
 # system-wide Mosquitto on 1883 or NATS on 4222 neither helps nor disturbs them.
@@ -127,6 +127,11 @@ fi
 
 echo "==> cargo test --workspace --doc"
 cargo test --workspace --doc --no-fail-fast || status=$?
+
+# 4. A short seeded fault-injection campaign against the publish path (docs/CAMPAIGN.md):
+#    the seed is printed first; a violation prints a one-line replay command.
+echo "==> scripts/campaign.sh"
+scripts/campaign.sh || status=$?
 
 if [[ $status -ne 0 ]]; then
     echo "tests FAILED (exit status $status)" >&2

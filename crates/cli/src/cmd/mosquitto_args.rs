@@ -129,8 +129,7 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
   --tls-use-os-certs --cert --key --will-topic --will-payload --will-qos --will-retain --help
   pub: -t -m -f -l -s -n -q -r     sub: -t -v -q -C -W (exit 27) -R -N
   sub -F with %t %p %q %r %l %m %x %X %% and \\ escapes (other fields: not yet, refused)
-Different for now: sub -c/-x (expiry 86400 s by default; mosquitto: never), sub -V mqttv5
-  (subscribes with Retain-As-Published: live messages can show retain=1).
+Different for now: sub -c/-x (expiry 86400 s by default; mosquitto: never).
 Not supported yet: --insecure (refused: mqlink cannot yet skip only the host name check),
   -A -d -D -e -E -T -U --nodelay --quiet --pretty --random-filter --remove-retained
   --repeat --repeat-delay --retained-only --retain-as-published --ciphers --tls-alpn

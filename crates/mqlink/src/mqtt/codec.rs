@@ -671,7 +671,14 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             pid(*p)?,
             filters
                 .iter()
-                .map(|(f, q)| Ok((topic_filter(f)?, v5::SubscriptionOptions::new(q.to_proto()))))
+                .map(|(f, q)| {
+                    // Retain-As-Published off, as MQTT clients default to (mosquitto_sub,
+                    // paho): a live message arrives with retain 0, a stored one with 1, so
+                    // a subscriber can tell current state from live updates.
+                    let mut o = v5::SubscriptionOptions::new(q.to_proto());
+                    o.retain_as_published = false;
+                    Ok((topic_filter(f)?, o))
+                })
                 .collect::<Result<_, String>>()?,
         )),
         Packet::Unsubscribe { pid: p, filters } => v5::Packet::Unsubscribe(v5::Unsubscribe::new(
