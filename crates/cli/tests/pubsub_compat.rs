@@ -266,7 +266,9 @@ fn sub_rows_match_mosquitto_sub() {
         // The same over MQTT 5: Retain-As-Published is off, as in mosquitto_sub.
         SubRow {
             name: "-F retained vs live, MQTT 5",
-            args: s(&["-t", "c/fmt5/#", "-F", "%r %t %p", "-C", "2", "-V", "mqttv5"]),
+            args: s(&[
+                "-t", "c/fmt5/#", "-F", "%r %t %p", "-C", "2", "-V", "mqttv5",
+            ]),
             filter: Some("c/fmt5/#".into()),
             before: vec![s(&["-t", "c/fmt5/a", "-r", "-m", "stored"])],
             after: vec![s(&["-t", "c/fmt5/b", "-r", "-m", "live"])],

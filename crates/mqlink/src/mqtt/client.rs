@@ -678,8 +678,8 @@ impl EventLoop {
         let deliver_tx = self.deliver_tx.clone();
 
         // Packets that arrived with the CONNACK.
-        if let Err(e) = self.decode_all(&mut rbuf, max) {
-            return ConnEnd::Lost(e, Loss::ClosedByBroker);
+        if let Err((e, loss)) = self.decode_all(&mut rbuf, max) {
+            return ConnEnd::Lost(e, loss);
         }
         loop {
             self.drain_outputs(&mut wbuf, &mut qos0, written, limit);
@@ -742,8 +742,8 @@ impl EventLoop {
                         Ok(0) => return ConnEnd::Lost("broker closed the connection".into(), Loss::ClosedByBroker),
                         Ok(_) => {
                             ping_sent = None;
-                            if let Err(e) = self.decode_all(&mut rbuf, max) {
-                                return ConnEnd::Lost(e, Loss::ClosedByBroker);
+                            if let Err((e, loss)) = self.decode_all(&mut rbuf, max) {
+                                return ConnEnd::Lost(e, loss);
                             }
                         }
                         Err(e) => return ConnEnd::Lost(format!("read failed: {e}"), loss_of(&e)),
@@ -788,7 +788,10 @@ impl EventLoop {
         }
     }
 
-    fn decode_all(&mut self, rbuf: &mut BytesMut, max: usize) -> Result<(), String> {
+    /// Decode and handle what arrived. On an error: why the connection must go, and
+    /// whether a message of ours may be the cause (a DISCONNECT from the broker may answer
+    /// one; a broker breaking the protocol is its own fault).
+    fn decode_all(&mut self, rbuf: &mut BytesMut, max: usize) -> Result<(), (String, Loss)> {
         loop {
             match codec::decode(rbuf, self.protocol, max) {
                 Ok(Some(packet)) => {
@@ -796,9 +799,9 @@ impl EventLoop {
                         return Err(match e {
                             SessionError::Disconnected { code: 0x8e, .. } => {
                                 tracing::error!(client_id = %self.opts.client_id, "session taken over: another client connected with the same client id; give each instance its own client_id");
-                                e.to_string()
+                                (e.to_string(), Loss::Other)
                             }
-                            SessionError::Disconnected { code, ref reason } => {
+                            SessionError::Disconnected { code, ref reason } => (
                                 format!(
                                     "broker disconnected us: {} (0x{code:02x}){}",
                                     reason_name(code),
@@ -806,14 +809,15 @@ impl EventLoop {
                                         .as_deref()
                                         .map(|r| format!(": {r}"))
                                         .unwrap_or_default()
-                                )
-                            }
-                            other => other.to_string(),
+                                ),
+                                Loss::ClosedByBroker,
+                            ),
+                            other => (other.to_string(), Loss::Other),
                         });
                     }
                 }
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(format!("bad packet from broker: {e}")),
+                Err(e) => return Err((format!("bad packet from broker: {e}"), Loss::Other)),
             }
         }
     }
