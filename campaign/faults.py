@@ -153,6 +153,12 @@ def plan(rng, faults, matrix, short):
         pick_env = rng.choice(env)
     if pick_env != "outage_rss" and sched:
         picks = [rng.choice(sched) for _ in range(1 if short else rng.randint(1, 3))]
+    if pick_env == "limits_maxqos" and qos == 2 and proto == "3.1.1":
+        # Every event of this cell is above the broker's max_qos, and a 3.1.1 broker can
+        # only refuse by closing the connection: mqlink dead-letters them one by one, each
+        # after 3-4 reconnects (docs/operations.md), so nothing drains within a deadline.
+        # A documented degradation rather than a check; the draws above stay the same.
+        pick_env = None
     t = 2.0
     steps = []
     if pick_env == "outage_rss":
