@@ -64,7 +64,8 @@ impl Running {
             .collect()
     }
 
-    /// Wait until the spool is empty: every accepted message decided.
+    /// Wait until the spool is empty: every accepted message decided. Polled: the spool
+    /// publishes no "empty" event, and its counter is the truth the test is about.
     async fn drained(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -230,7 +231,8 @@ async fn qos0_messages_pending_when_a_hung_broker_dies_are_all_decided() {
             .await
             .unwrap();
     }
-    // Wait until the engine has data it cannot write (the broker does not read).
+    // Wait until the engine has data it cannot write (the broker does not read); a gauge,
+    // so polled.
     let deadline = Instant::now() + T;
     while r.link.publish_stats().inflight.load(Ordering::Relaxed) == 0 && Instant::now() < deadline
     {
@@ -368,6 +370,7 @@ async fn a_publishing_process_starts_a_new_session_then_resumes_it() {
     let r = Running::start(&format!(
         "broker: {{url: 'mqtt://127.0.0.1:{port}', session: persistent, reconnect: {{min: 20ms, max: 50ms}}}}\nspool: {{dir: '{{spool}}'}}\nroutes:\n  - {{match: ['*'], topic: 's/{{event}}', qos: 1}}\n"
     ));
+    // The fake broker's record is shared state, polled with a deadline.
     let deadline = Instant::now() + T;
     while seen.lock().unwrap().clean_starts.len() < 3 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;

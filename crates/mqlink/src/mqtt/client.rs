@@ -517,7 +517,9 @@ impl EventLoop {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         match cmd {
             Command::Publish { publish, reply } => {
-                if let Err(reason) = codec::check_topic_name(&publish.topic) {
+                // The same cheap check ingest makes (no allocation): this runs per publish.
+                if let Err(e) = crate::topic::validate_topic_name(&publish.topic) {
+                    let reason = format!("invalid topic '{}': {e}", publish.topic);
                     // Refused here: it could never be encoded, so it must not enter the
                     // session (it would wait there for a verdict that never comes).
                     if let Some(reply) = reply {

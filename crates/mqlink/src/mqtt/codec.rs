@@ -426,14 +426,6 @@ fn split_qos_pid(q: mqtt_proto::QosPid) -> (QoS, Option<u16>) {
     }
 }
 
-/// Whether `t` can be sent as a PUBLISH topic name.
-///
-/// # Errors
-/// Why not, in words that name the topic.
-pub fn check_topic_name(t: &str) -> Result<(), String> {
-    topic_name(t).map(drop)
-}
-
 /// Whether `t` can be sent as a SUBSCRIBE topic filter.
 ///
 /// # Errors
