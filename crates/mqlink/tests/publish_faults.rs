@@ -8,6 +8,9 @@
 //! test needs a broker to do one exact thing (answer 0x97, close on one topic, record the
 //! CONNECT flags).
 
+mod common;
+use common::read_packet;
+
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use mqlink::config::{self, Format};
 use mqlink::link::{Link, LinkError};
 use mqlink::mqtt::client::LinkState;
-use mqlink::mqtt::codec::{self, Protocol};
+use mqlink::mqtt::codec::Protocol;
 use mqlink::publish::ingest::IngestError;
 use mqlink_testkit::{Mosquitto, MosquittoOptions, MosquittoSub};
 use serde_json::json;
@@ -337,19 +340,6 @@ fn header_len(p: &[u8]) -> usize {
         i += 1;
     }
     i + 1
-}
-
-async fn read_packet(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    loop {
-        if let Ok(Some(n)) = codec::frame_len(buf, 1 << 24) {
-            return Some(buf.drain(..n).collect());
-        }
-        let mut chunk = [0u8; 8192];
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 fn puback(pid: Option<u16>, reason: u8) -> Vec<u8> {
