@@ -248,6 +248,12 @@ async fn qos0_messages_pending_when_a_hung_broker_dies_are_all_decided() {
         "{} records still in the spool",
         r.spool_records()
     );
+    // The publisher sets its in-flight gauge just after acknowledging the spool: polled.
+    let deadline = Instant::now() + T;
+    while r.link.publish_stats().inflight.load(Ordering::Relaxed) != 0 && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(r.link.publish_stats().inflight.load(Ordering::Relaxed), 0);
     r.stop().await.unwrap();
 }
