@@ -124,6 +124,7 @@ impl ConnArgs {
             alpn: Vec::new(),
             insecure_skip_verify: self.insecure,
             server_name: self.tls_server_name.clone(),
+            ..TlsOptions::default()
         };
         if let Some(topic) = &self.will_topic {
             let qos =

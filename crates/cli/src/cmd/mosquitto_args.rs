@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use mqlink::mqtt::client::MqttOptions;
-use mqlink::mqtt::codec::{Protocol, QoS, Will};
+use mqlink::mqtt::codec::{Protocol, PublishProps, QoS, Will};
 use mqlink::mqtt::tls::TlsOptions;
 use mqlink::mqtt::url::{BrokerUrl, Transport};
+
+use crate::cmd::properties;
 
 /// An argument error reported the way mosquitto_pub/sub do: `Error: ...`, a pointer to
 /// `--help`, exit code 1.
@@ -79,10 +81,16 @@ pub struct MosqConnArgs {
     /// Client private key (PEM).
     #[arg(long)]
     pub key: Option<PathBuf>,
-    /// mosquitto: do not check the certificate's host name. Not supported yet (see --help
-    /// of README): refused rather than silently turning off all verification.
+    /// Do not check that the certificate names the host (the chain is still verified).
     #[arg(long)]
     pub insecure: bool,
+    /// Offer this ALPN protocol in the TLS handshake.
+    #[arg(long)]
+    pub tls_alpn: Option<String>,
+    /// tlsv1.3 (1.3 only), tlsv1.2 (1.2 and 1.3, the default) or tlsv1.1 (rustls has no
+    /// TLS 1.1: as tlsv1.2).
+    #[arg(long)]
+    pub tls_version: Option<String>,
     /// DANGEROUS (mqlink only): accept any certificate from anyone; the connection is
     /// encrypted but not authenticated.
     #[arg(long)]
@@ -117,9 +125,126 @@ pub struct MosqConnArgs {
     /// Most QoS 1/2 messages unacknowledged at once.
     #[arg(short = 'M', long, default_value_t = 20)]
     pub max_inflight: u16,
+    /// Persistent session: the broker keeps the session (and QoS 1/2 messages) after we
+    /// leave; with MQTT 5 it never expires unless -x says otherwise. Needs -i.
+    #[arg(short = 'c', long = "disable-clean-session")]
+    pub persistent: bool,
+    /// MQTT 5 session expiry in seconds: 0-4294967294, or -1, 4294967295 or ∞ for never
+    /// [default: -1 with -c, 0 without].
+    #[arg(
+        short = 'x',
+        long = "session-expiry-interval",
+        allow_negative_numbers = true
+    )]
+    pub session_expiry: Option<String>,
+    /// MQTT 5 property: -D COMMAND IDENTIFIER VALUE, or -D COMMAND user-property NAME VALUE.
+    /// Implies MQTT 5 unless -V says otherwise.
+    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
+    pub property: Vec<String>,
+    /// Log the connection (mqlink's log at debug level, on stderr; not mosquitto's packet
+    /// trace).
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Print no runtime errors (argument errors still are).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Disable Nagle's algorithm: mqlink always does, so this changes nothing.
+    #[arg(long)]
+    pub nodelay: bool,
     /// Keep retrying when the first connection fails (mqlink only).
     #[arg(long)]
     pub retry: bool,
+    // mosquitto options mqlink cannot honour: accepted by the parser so the refusal names
+    // the option and says why (see `refuse_unsupported`), never silently ignored.
+    #[arg(short = 'A', hide = true)]
+    bind_address: Option<String>,
+    #[arg(long, hide = true)]
+    unix: Option<String>,
+    #[arg(long, hide = true)]
+    proxy: Option<String>,
+    #[arg(long, hide = true)]
+    psk: Option<String>,
+    #[arg(long, hide = true)]
+    psk_identity: Option<String>,
+    #[arg(long, hide = true)]
+    ciphers: Option<String>,
+    #[arg(long, hide = true)]
+    tls_engine: Option<String>,
+    #[arg(long, hide = true)]
+    keyform: Option<String>,
+    #[arg(long, hide = true)]
+    tls_engine_kpass_sha1: Option<String>,
+}
+
+/// What the connection options produced besides the [`MqttOptions`].
+pub struct Conn {
+    /// Options for the client.
+    pub opts: MqttOptions,
+    /// The topic from the path of `-L mqtt://host/topic`.
+    pub url_topic: Option<String>,
+    /// `-D PUBLISH ...` properties, for every message `pub` sends.
+    pub publish_props: PublishProps,
+}
+
+/// A mosquitto option mqlink does not implement: the refusal says which and why.
+fn refuse_unsupported(args: &MosqConnArgs, tool: &'static str) -> anyhow::Result<()> {
+    let refusals: [(bool, &str); 8] = [
+        (
+            args.bind_address.is_some(),
+            "-A (bind address) is not supported: mqlink cannot choose the local address of \
+             its connection.",
+        ),
+        (
+            args.unix.is_some(),
+            "--unix is not supported: mqlink connects over TCP, TLS or WebSocket only.",
+        ),
+        (
+            args.proxy.is_some(),
+            "--proxy is not supported: mqlink has no SOCKS5 client.",
+        ),
+        (
+            args.psk.is_some() || args.psk_identity.is_some(),
+            "--psk/--psk-identity are not supported: rustls, mqlink's TLS library, has no \
+             TLS-PSK.",
+        ),
+        (
+            args.ciphers.is_some(),
+            "--ciphers is not supported: it takes an OpenSSL cipher list; rustls offers only \
+             its own safe cipher suites.",
+        ),
+        (
+            args.tls_engine.is_some() || args.tls_engine_kpass_sha1.is_some(),
+            "--tls-engine/--tls-engine-kpass-sha1 are not supported: OpenSSL engines do not \
+             exist in rustls.",
+        ),
+        (
+            args.keyform.as_deref().is_some_and(|k| k != "pem"),
+            "--keyform engine is not supported: OpenSSL engines do not exist in rustls.",
+        ),
+        (
+            args.tls_version
+                .as_deref()
+                .is_some_and(|v| !matches!(v, "tlsv1.3" | "tlsv1.2" | "tlsv1.1")),
+            "--tls-version must be tlsv1.3, tlsv1.2 or tlsv1.1.",
+        ),
+    ];
+    match refusals.iter().find(|(given, _)| *given) {
+        Some((_, why)) => Err(mosq_usage(tool, *why)),
+        None => Ok(()),
+    }
+}
+
+/// `-x` as mosquitto reads it: seconds, with -1, 4294967295 and ∞ meaning never.
+fn parse_expiry(tool: &'static str, s: &str) -> anyhow::Result<u32> {
+    if s == "∞" {
+        return Ok(u32::MAX);
+    }
+    match s.parse::<i64>() {
+        Ok(-1) => Ok(u32::MAX),
+        Ok(n) => u32::try_from(n)
+            .map_err(|_| mosq_usage(tool, "session-expiry-interval not a number.\n")),
+        Err(_) => Err(mosq_usage(tool, "session-expiry-interval not a number.\n")),
+    }
 }
 
 /// What `--help` says about mosquitto compatibility (the README has the same table).
@@ -153,12 +278,13 @@ pub fn parse_protocol(tool: &'static str, s: &str) -> anyhow::Result<Protocol> {
 }
 
 impl MosqConnArgs {
-    /// Connection options and, when `-L` carried one, the topic from the URL's path.
+    /// Connection options, the topic from `-L`'s path and the `-D PUBLISH` properties.
     pub fn options(
         &self,
         tool: &'static str,
         qos_check: impl Fn(u8) -> bool,
-    ) -> anyhow::Result<(MqttOptions, Option<String>)> {
+    ) -> anyhow::Result<Conn> {
+        refuse_unsupported(self, tool)?;
         let (mut url, url_topic) = match &self.url {
             Some(u) => {
                 let parsed = BrokerUrl::parse(u).map_err(|e| mosq_usage(tool, format!("{e}")))?;
@@ -201,16 +327,10 @@ impl MosqConnArgs {
         if let Some(p) = self.port {
             url.port = p;
         }
-        if self.insecure {
-            return Err(mosq_usage(
-                tool,
-                "--insecure (skip only the certificate's host name check) is not supported \
-                 yet. Use --tls-server-name NAME with the name in the broker's certificate, or \
-                 --tls-skip-all-verification to accept any certificate (dangerous).",
-            ));
-        }
         let protocol = match &self.protocol {
             Some(p) => parse_protocol(tool, p)?,
+            // mosquitto: -D makes the client an MQTT 5 client.
+            None if !self.property.is_empty() => Protocol::V5,
             None => Protocol::V311,
         };
         let mut o = MqttOptions::new(url);
@@ -250,11 +370,39 @@ impl MosqConnArgs {
             ca_file,
             cert_file: self.cert.clone(),
             key_file: self.key.clone(),
-            alpn: Vec::new(),
+            alpn: self.tls_alpn.iter().cloned().collect(),
+            // The transport warns loudly at every connect when verification is off.
             insecure_skip_verify: self.tls_skip_all_verification,
             server_name: self.tls_server_name.clone(),
+            skip_hostname_check: self.insecure,
+            tls13_only: self.tls_version.as_deref() == Some("tlsv1.3"),
         };
-        // The transport warns loudly at every connect when verification is off.
+        // -c and -x as in mosquitto: -c alone means a session that never expires (MQTT 5);
+        // -x alone sets the expiry of a clean-start session; 0 sends no property.
+        let expiry = match &self.session_expiry {
+            Some(x) => parse_expiry(tool, x)?,
+            None if self.persistent => u32::MAX,
+            None => 0,
+        };
+        if self.persistent && (self.id.is_none() || self.id_prefix.is_some()) {
+            return Err(mosq_usage(
+                tool,
+                "You must provide a client id if you are using the -c option.",
+            ));
+        }
+        if protocol == Protocol::V5
+            && expiry == u32::MAX
+            && (self.id.is_none() || self.id_prefix.is_some())
+        {
+            return Err(mosq_usage(
+                tool,
+                "You must provide a client id if you are using an infinite session expiry \
+                 interval.",
+            ));
+        }
+        o.clean_start = !self.persistent;
+        o.session_expiry = (expiry > 0).then(|| Duration::from_secs(u64::from(expiry)));
+        let publish_props = properties::apply(tool, &self.property, protocol, &mut o)?;
         if let Some(topic) = &self.will_topic {
             let q = self.will_qos.unwrap_or(0);
             if !qos_check(q) {
@@ -278,7 +426,11 @@ impl MosqConnArgs {
                 "Both certfile and keyfile must be provided if one of them is set.",
             ));
         }
-        Ok((o, url_topic))
+        Ok(Conn {
+            opts: o,
+            url_topic,
+            publish_props,
+        })
     }
 }
 
@@ -346,13 +498,16 @@ pub fn flag_names(msg: &str) -> String {
 /// End a pub/sub run as mosquitto does: one line on stderr, exit 1 (argument errors
 /// included: mosquitto_pub/sub exit 1 for those too). Codes chosen by the command pass
 /// through.
-pub fn finish(result: anyhow::Result<()>) -> anyhow::Result<()> {
+///
+/// `quiet` (`--quiet`) silences runtime errors; argument errors are still printed.
+pub fn finish(result: anyhow::Result<()>, quiet: bool) -> anyhow::Result<()> {
     let Err(e) = result else { return Ok(()) };
     if e.downcast_ref::<crate::exit::Quiet>().is_some() {
         return Err(e);
     }
     match e.downcast_ref::<MosqUsage>() {
         Some(u) => eprintln!("{u}"),
+        None if quiet => {}
         None => eprintln!("Error: {}", flag_names(&format!("{e:#}"))),
     }
     // mosquitto_pub/sub exit with libmosquitto's error number for a failed TLS handshake
