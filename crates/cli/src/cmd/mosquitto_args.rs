@@ -27,6 +27,11 @@ pub struct MosqUsage {
     pub msg: String,
 }
 
+/// An argument error that mosquitto reports in its own words, without the `--help` line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MosqPlain(pub String);
+
 /// The first connection failed in the TLS handshake (or its configuration).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -507,6 +512,7 @@ pub fn finish(result: anyhow::Result<()>, quiet: bool) -> anyhow::Result<()> {
     }
     match e.downcast_ref::<MosqUsage>() {
         Some(u) => eprintln!("{u}"),
+        None if e.is::<MosqPlain>() => eprintln!("{e}"),
         None if quiet => {}
         None => eprintln!("Error: {}", flag_names(&format!("{e:#}"))),
     }

@@ -74,9 +74,11 @@ async fn publish(args: Args) -> anyhow::Result<()> {
     }
     let conn = args.conn.options(TOOL, |q| q <= 2)?;
     let (mut opts, url_topic, props) = (conn.opts, conn.url_topic, conn.publish_props);
-    // A new process does not know which packet ids a resumed session holds (a QoS 2
-    // message awaiting PUBREL would swallow ours): -c resumes from the first reconnect on.
-    opts.resume_at_start = false;
+    // -c with QoS 1/2: a new process does not know which packet ids the resumed session
+    // holds (a QoS 2 message awaiting PUBREL would swallow ours with the same id), so the
+    // first connect starts a new session; mosquitto_pub resumes it. QoS 0 uses no packet
+    // ids: resuming is safe, and done as mosquitto does.
+    opts.resume_at_start = qos == QoS::AtMostOnce;
     let topic = match (args.topic.clone(), url_topic) {
         (Some(_), Some(_)) => {
             return Err(mosq_usage(TOOL, "Only one topic can be supplied."));

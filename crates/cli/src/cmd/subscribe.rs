@@ -11,7 +11,7 @@ use mqlink::record::{self, Format};
 use mqlink::topic::TopicFilter;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::mosquitto_args::{MosqConnArgs, finish, mosq_usage};
+use crate::cmd::mosquitto_args::{MosqConnArgs, MosqPlain, finish, mosq_usage};
 use crate::cmd::publish::wait_connected;
 use crate::cmd::sub_format;
 use crate::exit::Quiet;
@@ -114,7 +114,15 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
              Retain-As-Published.",
         ));
     }
-    // mosquitto_sub: only the lower bound is checked; above 100 every message is printed.
+    if args.no_retained && args.retained_only {
+        // mosquitto_sub's own layout for this one: a blank line first, no --help line.
+        return Err(anyhow::Error::new(MosqPlain(
+            "\nError: Combining '-R' and '--retained-only' makes no sense.".into(),
+        )));
+    }
+    // mosquitto_sub: only the lower bound is checked; from 100 on every message is printed.
+    // (mosquitto_sub 2.0.11 itself prints a tenth of the chance asked for; mqlink does what
+    // its man page says.)
     if args.random_filter.is_some_and(|r| r.is_nan() || r < 0.1) {
         return Err(mosq_usage(
             TOOL,
