@@ -255,15 +255,18 @@ fn parse_expiry(tool: &'static str, s: &str) -> anyhow::Result<u32> {
 /// What `--help` says about mosquitto compatibility (the README has the same table).
 pub const COMPAT_HELP: &str = "\
 mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
-  -h -p -L -u -P -i -I -k -M -V (mqttv5|mqttv311|mqttv31, default mqttv311) --cafile --capath
-  --tls-use-os-certs --cert --key --will-topic --will-payload --will-qos --will-retain --help
-  pub: -t -m -f -l -s -n -q -r     sub: -t -v -q -C -W (exit 27) -R -N
-  sub -F with %t %p %q %r %l %m %x %X %% and \\ escapes (other fields: not yet, refused)
-Different for now: sub -c/-x (expiry 86400 s by default; mosquitto: never).
-Not supported yet: --insecure (refused: mqlink cannot yet skip only the host name check),
-  -A -d -D -e -E -T -U --nodelay --quiet --pretty --random-filter --remove-retained
-  --repeat --repeat-delay --retained-only --retain-as-published --ciphers --tls-alpn
-  --tls-version --tls-engine --keyform --psk --psk-identity --proxy --unix, the options file.
+  -h -p -L -u -P -i -I -k -M -V (mqttv5|mqttv311|mqttv31, default mqttv311) -c -x --quiet
+  --nodelay --cafile --capath --tls-use-os-certs --cert --key --insecure (host name only)
+  --tls-alpn --tls-version --will-topic --will-payload --will-qos --will-retain --help
+  pub: -t -m -f -l -s -n -q -r --repeat --repeat-delay
+  sub: -t -v -q -C -W (exit 27) -R -N -E -T -U --retained-only --remove-retained
+       --random-filter -F (%t %p %q %r %l %m %x %X %j %J %I %U %% and \\ escapes) --pretty
+  -D: PUBLISH content-type correlation-data message-expiry-interval payload-format-indicator
+      response-topic user-property; CONNECT session-expiry-interval maximum-packet-size
+  The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
+Different: -d prints mqlink's connection log, not a packet trace.
+Refused, naming why: -A --unix --proxy --psk --psk-identity --ciphers --tls-engine
+  --keyform engine, sub --retain-as-published (MQTT 5), other -D properties, other -F fields.
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
 
 /// `-V` as mosquitto spells it, plus the bare numbers.

@@ -36,9 +36,9 @@ pub struct Args {
     #[arg(short = 'R', long = "no-retained")]
     no_retained: bool,
     /// Print each message by this format: %t topic, %p payload, %q QoS, %r retain, %l
-    /// length, %m message id, %x/%X hex payload, %j/%J JSON, %I ISO 8601 time, %U Unix
-    /// time, %C %D %E %F %P %R properties, %%, and \n \t \\ \0 \a \e \r \v escapes
-    /// (other mosquitto fields are refused: not supported yet).
+    /// length, %m message id, %x/%X hex payload, %j/%J JSON (--pretty), %I ISO 8601 time,
+    /// %U Unix time, %%, and \n \t \\ \0 \a \e \r \v escapes (other mosquitto fields
+    /// are refused: not supported yet).
     #[arg(short = 'F')]
     format_string: Option<String>,
     /// No end of line after each message.
