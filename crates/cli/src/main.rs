@@ -2,7 +2,6 @@
 //! `mqlink` library and in one file per subcommand under `cmd/`.
 
 mod cmd;
-mod conn;
 mod embedded;
 mod exit;
 

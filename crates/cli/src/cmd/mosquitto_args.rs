@@ -3,7 +3,8 @@
 //! `-h` is the host (help is `--help` only), `-L` is a URL whose path is the topic,
 //! `-V` defaults to MQTT 3.1.1, `--cafile`/`--capath` switch to TLS on the given port.
 //!
-//! `bench` keeps its own flags (`crate::conn`); these are the mosquitto-compatible ones.
+//! [`ConnCore`] holds the options `bench` shares with them (one parser, one builder);
+//! [`MosqConnArgs`] adds what only pub/sub take.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,12 +45,11 @@ pub fn mosq_usage(tool: &'static str, msg: impl Into<String>) -> anyhow::Error {
     })
 }
 
+/// Connection options shared by `pub`, `sub` and `bench`, spelled as in mosquitto_pub/sub.
+/// Defaults that differ per command come from [`Defaults`].
 #[derive(clap::Args, Debug, Clone)]
-pub struct MosqConnArgs {
-    /// Print help (`-h` is the host, as in mosquitto).
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-    /// Broker host [default: localhost].
+pub struct ConnCore {
+    /// Broker host [pub/sub: localhost; bench: 127.0.0.1].
     #[arg(short = 'h', long)]
     pub host: Option<String>,
     /// Broker port [default: 1883, 8883 with TLS].
@@ -103,15 +103,13 @@ pub struct MosqConnArgs {
     /// TLS server name to verify and send (SNI) instead of the host (mqlink only).
     #[arg(long)]
     pub tls_server_name: Option<String>,
-    /// mqttv5, mqttv311 or mqttv31 (also 5, 311, 31) [default: mqttv311].
+    /// mqttv5, mqttv311 or mqttv31 (also 5, 311, 31) [pub/sub: mqttv311; bench: mqttv5,
+    /// falling back to 3.1.1 when the broker refuses 5].
     #[arg(short = 'V', long = "protocol-version")]
     pub protocol: Option<String>,
-    /// Client id [default: mosquitto_pub_/mosquitto_sub_ and the process id].
+    /// Client id [pub/sub: mosquitto_pub_/mosquitto_sub_ and the process id].
     #[arg(short = 'i', long)]
     pub id: Option<String>,
-    /// Client id prefix; the process id is appended.
-    #[arg(short = 'I', long)]
-    pub id_prefix: Option<String>,
     /// Keepalive in seconds.
     #[arg(short = 'k', long, default_value_t = 60)]
     pub keepalive: u16,
@@ -130,6 +128,20 @@ pub struct MosqConnArgs {
     /// Most QoS 1/2 messages unacknowledged at once.
     #[arg(short = 'M', long, default_value_t = 20)]
     pub max_inflight: u16,
+}
+
+/// `pub`/`sub`: the shared options plus mosquitto's session, property and client-id-prefix
+/// options, and the mosquitto options mqlink refuses.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MosqConnArgs {
+    /// Print help (`-h` is the host, as in mosquitto).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    #[command(flatten)]
+    pub core: ConnCore,
+    /// Client id prefix; the process id is appended.
+    #[arg(short = 'I', long)]
+    pub id_prefix: Option<String>,
     /// Persistent session: the broker keeps the session (and QoS 1/2 messages) after we
     /// leave; with MQTT 5 it never expires unless -x says otherwise. Needs -i.
     #[arg(short = 'c', long = "disable-clean-session")]
@@ -193,7 +205,7 @@ pub struct Conn {
 
 /// A mosquitto option mqlink does not implement: the refusal says which and why.
 fn refuse_unsupported(args: &MosqConnArgs, tool: &'static str) -> anyhow::Result<()> {
-    let refusals: [(bool, &str); 8] = [
+    let refusals: [(bool, &str); 7] = [
         (
             args.bind_address.is_some(),
             "-A (bind address) is not supported: mqlink cannot choose the local address of \
@@ -225,12 +237,6 @@ fn refuse_unsupported(args: &MosqConnArgs, tool: &'static str) -> anyhow::Result
         (
             args.keyform.as_deref().is_some_and(|k| k != "pem"),
             "--keyform engine is not supported: OpenSSL engines do not exist in rustls.",
-        ),
-        (
-            args.tls_version
-                .as_deref()
-                .is_some_and(|v| !matches!(v, "tlsv1.3" | "tlsv1.2" | "tlsv1.1")),
-            "--tls-version must be tlsv1.3, tlsv1.2 or tlsv1.1.",
         ),
     ];
     match refusals.iter().find(|(given, _)| *given) {
@@ -270,36 +276,61 @@ Refused, naming why: -A --unix --proxy --psk --psk-identity --ciphers --tls-engi
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
 
 /// `-V` as mosquitto spells it, plus the bare numbers.
-pub fn parse_protocol(tool: &'static str, s: &str) -> anyhow::Result<Protocol> {
+///
+/// # Errors
+/// [`ConnUsage`] with mosquitto's message.
+pub fn parse_protocol(s: &str) -> anyhow::Result<Protocol> {
     Ok(match s {
         "mqttv5" | "5" => Protocol::V5,
         "mqttv311" | "311" => Protocol::V311,
         "mqttv31" | "31" => Protocol::V31,
         // mosquitto_sub/pub print one more blank line after this message than after others.
-        _ => {
-            return Err(mosq_usage(
-                tool,
-                "Invalid protocol version argument given.\n",
-            ));
-        }
+        _ => return Err(conn_usage("Invalid protocol version argument given.\n")),
     })
 }
 
-impl MosqConnArgs {
-    /// Connection options, the topic from `-L`'s path and the `-D PUBLISH` properties.
-    pub fn options(
-        &self,
-        tool: &'static str,
-        qos_check: impl Fn(u8) -> bool,
-    ) -> anyhow::Result<Conn> {
-        refuse_unsupported(self, tool)?;
+/// Usage problems found by [`ConnCore::build`]; each command reports them its own way
+/// (pub/sub as mosquitto does, bench as mqlink's other commands).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnUsage(pub String);
+
+fn conn_usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ConnUsage(msg.into()))
+}
+
+/// What differs between the commands that share [`ConnCore`].
+pub struct Defaults {
+    /// Host when neither `-h` nor `-L` gives one.
+    pub host: &'static str,
+    /// Protocol when `-V` is not given.
+    pub protocol: Protocol,
+    /// Fall back to 3.1.1 when the broker refuses 5 and `-V` was not given.
+    pub fallback_to_311: bool,
+}
+
+impl ConnCore {
+    /// Connection options (client id only when `-i` gave one) and the topic from `-L`'s
+    /// path.
+    ///
+    /// # Errors
+    /// [`ConnUsage`] for a bad argument; an unreadable `--capath`.
+    pub fn build(&self, d: &Defaults) -> anyhow::Result<(MqttOptions, Option<String>)> {
+        if self
+            .tls_version
+            .as_deref()
+            .is_some_and(|v| !matches!(v, "tlsv1.3" | "tlsv1.2" | "tlsv1.1"))
+        {
+            return Err(conn_usage(
+                "--tls-version must be tlsv1.3, tlsv1.2 or tlsv1.1.",
+            ));
+        }
         let (mut url, url_topic) = match &self.url {
             Some(u) => {
-                let parsed = BrokerUrl::parse(u).map_err(|e| mosq_usage(tool, format!("{e}")))?;
+                let mut parsed = BrokerUrl::parse(u).map_err(|e| conn_usage(e.to_string()))?;
                 // mosquitto: the path of mqtt:// and mqtts:// is the topic. ws:// and wss://
                 // (an mqlink extra: mosquitto_pub/sub 2.0 have no WebSocket URLs) keep the
                 // path as the WebSocket path.
-                let mut parsed = parsed;
                 let topic = if matches!(parsed.transport, Transport::Ws | Transport::Wss) {
                     None
                 } else {
@@ -310,7 +341,7 @@ impl MosqConnArgs {
                 (parsed, topic)
             }
             None => (
-                BrokerUrl::parse("mqtt://localhost").map_err(|e| anyhow!("{e}"))?,
+                BrokerUrl::parse(&format!("mqtt://{}", d.host)).map_err(|e| anyhow!("{e}"))?,
                 None,
             ),
         };
@@ -335,32 +366,21 @@ impl MosqConnArgs {
         if let Some(p) = self.port {
             url.port = p;
         }
-        let protocol = match &self.protocol {
-            Some(p) => parse_protocol(tool, p)?,
-            // mosquitto: -D makes the client an MQTT 5 client.
-            None if !self.property.is_empty() => Protocol::V5,
-            None => Protocol::V311,
-        };
         let mut o = MqttOptions::new(url);
-        o.protocol = protocol;
-        // mosquitto never falls back: what -V says is what is sent.
-        o.fallback_to_311 = false;
-        let prefix = if tool == "mosquitto_pub" {
-            "mosquitto_pub_"
-        } else {
-            "mosquitto_sub_"
-        };
-        o.client_id = match (&self.id, &self.id_prefix) {
-            (Some(_), Some(_)) => {
-                return Err(mosq_usage(
-                    tool,
-                    "-i and -I argument cannot be used together.",
-                ));
+        match &self.protocol {
+            Some(p) => {
+                o.protocol = parse_protocol(p)?;
+                // mosquitto never falls back: what -V says is what is sent.
+                o.fallback_to_311 = false;
             }
-            (Some(id), None) => id.clone(),
-            (None, Some(p)) => format!("{p}{}", std::process::id()),
-            (None, None) => format!("{prefix}{}", std::process::id()),
-        };
+            None => {
+                o.protocol = d.protocol;
+                o.fallback_to_311 = d.fallback_to_311;
+            }
+        }
+        if let Some(id) = &self.id {
+            o.client_id = id.clone();
+        }
         if self.username.is_some() {
             o.username = self.username.clone();
         }
@@ -369,6 +389,11 @@ impl MosqConnArgs {
         }
         o.keep_alive = Duration::from_secs(u64::from(self.keepalive));
         o.max_inflight = self.max_inflight.max(1);
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(conn_usage(
+                "Both certfile and keyfile must be provided if one of them is set.",
+            ));
+        }
         let ca_file = match (&self.cafile, &self.capath) {
             (Some(f), _) => Some(f.clone()),
             (None, Some(dir)) => Some(capath_bundle(dir)?),
@@ -385,6 +410,64 @@ impl MosqConnArgs {
             skip_hostname_check: self.insecure,
             tls13_only: self.tls_version.as_deref() == Some("tlsv1.3"),
         };
+        if let Some(topic) = &self.will_topic {
+            let q = self.will_qos.unwrap_or(0);
+            let qos =
+                QoS::from_u8(q).ok_or_else(|| conn_usage(format!("Invalid will QoS {q}.")))?;
+            o.will = Some(Will {
+                topic: topic.clone(),
+                payload: bytes::Bytes::from(self.will_payload.clone().unwrap_or_default()),
+                qos,
+                retain: self.will_retain,
+            });
+        } else if self.will_payload.is_some() || self.will_retain || self.will_qos.is_some() {
+            return Err(conn_usage(
+                "Will payload, QoS or retain given, but no will topic given.",
+            ));
+        }
+        Ok((o, url_topic))
+    }
+}
+
+impl MosqConnArgs {
+    /// Connection options, the topic from `-L`'s path and the `-D PUBLISH` properties.
+    pub fn options(&self, tool: &'static str) -> anyhow::Result<Conn> {
+        refuse_unsupported(self, tool)?;
+        let defaults = Defaults {
+            host: "localhost",
+            // mosquitto: -D makes the client an MQTT 5 client.
+            protocol: if self.property.is_empty() {
+                Protocol::V311
+            } else {
+                Protocol::V5
+            },
+            fallback_to_311: false,
+        };
+        let (mut o, url_topic) =
+            self.core
+                .build(&defaults)
+                .map_err(|e| match e.downcast::<ConnUsage>() {
+                    Ok(u) => mosq_usage(tool, u.0),
+                    Err(e) => e,
+                })?;
+        let protocol = o.protocol;
+        let id = &self.core.id;
+        let prefix = if tool == "mosquitto_pub" {
+            "mosquitto_pub_"
+        } else {
+            "mosquitto_sub_"
+        };
+        o.client_id = match (id, &self.id_prefix) {
+            (Some(_), Some(_)) => {
+                return Err(mosq_usage(
+                    tool,
+                    "-i and -I argument cannot be used together.",
+                ));
+            }
+            (Some(id), None) => id.clone(),
+            (None, Some(p)) => format!("{p}{}", std::process::id()),
+            (None, None) => format!("{prefix}{}", std::process::id()),
+        };
         // -c and -x as in mosquitto: -c alone means a session that never expires (MQTT 5);
         // -x alone sets the expiry of a clean-start session; 0 sends no property.
         let expiry = match &self.session_expiry {
@@ -392,7 +475,7 @@ impl MosqConnArgs {
             None if self.persistent => u32::MAX,
             None => 0,
         };
-        if self.persistent && (self.id.is_none() || self.id_prefix.is_some()) {
+        if self.persistent && (id.is_none() || self.id_prefix.is_some()) {
             return Err(mosq_usage(
                 tool,
                 "You must provide a client id if you are using the -c option.",
@@ -400,7 +483,7 @@ impl MosqConnArgs {
         }
         if protocol == Protocol::V5
             && expiry == u32::MAX
-            && (self.id.is_none() || self.id_prefix.is_some())
+            && (id.is_none() || self.id_prefix.is_some())
         {
             return Err(mosq_usage(
                 tool,
@@ -411,29 +494,6 @@ impl MosqConnArgs {
         o.clean_start = !self.persistent;
         o.session_expiry = (expiry > 0).then(|| Duration::from_secs(u64::from(expiry)));
         let publish_props = properties::apply(tool, &self.property, protocol, &mut o)?;
-        if let Some(topic) = &self.will_topic {
-            let q = self.will_qos.unwrap_or(0);
-            if !qos_check(q) {
-                return Err(mosq_usage(tool, format!("Invalid will QoS {q}.")));
-            }
-            o.will = Some(Will {
-                topic: topic.clone(),
-                payload: bytes::Bytes::from(self.will_payload.clone().unwrap_or_default()),
-                qos: QoS::from_u8(q).unwrap_or(QoS::AtMostOnce),
-                retain: self.will_retain,
-            });
-        } else if self.will_payload.is_some() || self.will_retain || self.will_qos.is_some() {
-            return Err(mosq_usage(
-                tool,
-                "Will payload, QoS or retain given, but no will topic given.",
-            ));
-        }
-        if self.cert.is_some() != self.key.is_some() {
-            return Err(mosq_usage(
-                tool,
-                "Both certfile and keyfile must be provided if one of them is set.",
-            ));
-        }
         Ok(Conn {
             opts: o,
             url_topic,

@@ -72,7 +72,7 @@ async fn publish(args: Args) -> anyhow::Result<()> {
             "--repeat-delay argument must be a number of seconds >= 0.",
         ));
     }
-    let conn = args.conn.options(TOOL, |q| q <= 2)?;
+    let conn = args.conn.options(TOOL)?;
     let (mut opts, url_topic, props) = (conn.opts, conn.url_topic, conn.publish_props);
     // -c with QoS 1/2: a new process does not know which packet ids the resumed session
     // holds (a QoS 2 message awaiting PUBREL would swallow ours with the same id), so the

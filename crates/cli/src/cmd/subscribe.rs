@@ -104,7 +104,7 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
         Some(f) => Some(sub_format::parse(f, args.pretty).map_err(|e| mosq_usage(TOOL, e))?),
         None => None,
     };
-    let conn = args.conn.options(TOOL, |q| q <= 2)?;
+    let conn = args.conn.options(TOOL)?;
     let (opts, url_topic) = (conn.opts, conn.url_topic);
     args.topics.extend(url_topic);
     if args.retain_as_published && opts.protocol == mqlink::mqtt::codec::Protocol::V5 {
