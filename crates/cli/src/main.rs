@@ -2,7 +2,6 @@
 //! `mqlink` library and in one file per subcommand under `cmd/`.
 
 mod cmd;
-mod conn;
 mod embedded;
 mod exit;
 
@@ -68,8 +67,10 @@ fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
 }
 
 /// Busybox-style: invoked as `mosquitto_pub` / `mosquitto_sub` (a symlink or a copy), the
-/// binary is `mqlink pub` / `mqlink sub`, so it can stand in for mosquitto-clients.
-fn argv() -> Vec<std::ffi::OsString> {
+/// binary is `mqlink pub` / `mqlink sub`, so it can stand in for mosquitto-clients. For pub
+/// and sub, however invoked, the options file of mosquitto_pub/sub goes before the command
+/// line's options. Returns the arguments and, for pub/sub, the mosquitto tool followed.
+fn argv() -> (Vec<std::ffi::OsString>, Option<&'static str>) {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let invoked = args
         .first()
@@ -77,26 +78,82 @@ fn argv() -> Vec<std::ffi::OsString> {
         .and_then(|n| n.to_str())
         .map(|n| n.strip_suffix(".exe").unwrap_or(n).to_string());
     let sub = match invoked.as_deref() {
-        Some("mosquitto_pub") => "pub",
-        Some("mosquitto_sub") => "sub",
-        _ => return args,
+        Some("mosquitto_pub") => Some("pub"),
+        Some("mosquitto_sub") => Some("sub"),
+        _ => None,
     };
-    // Usage lines then say `mqlink sub`, the command that runs.
-    args[0] = "mqlink".into();
-    args.insert(1, sub.into());
-    args
+    let at = if let Some(sub) = sub {
+        // Usage lines then say `mqlink sub`, the command that runs.
+        args[0] = "mqlink".into();
+        args.insert(1, sub.into());
+        1
+    } else {
+        // Skip the global options to find the subcommand.
+        let mut i = 1;
+        while let Some(a) = args.get(i).and_then(|a| a.to_str()) {
+            match a {
+                "--log-format" | "--log-level" => i += 2,
+                a if a.starts_with("--log-") => i += 1,
+                _ => break,
+            }
+        }
+        i
+    };
+    let tool = match args.get(at).and_then(|a| a.to_str()) {
+        Some("pub") => "mosquitto_pub",
+        Some("sub") => "mosquitto_sub",
+        _ => return (args, None),
+    };
+    let defaults = cmd::options_file::args(tool);
+    let rest = args.split_off(at + 1);
+    args.extend(defaults);
+    args.extend(rest);
+    (args, Some(tool))
+}
+
+/// A command-line error. pub and sub exit 1 as mosquitto_pub/sub do (also as `mqlink
+/// pub`/`mqlink sub`: one habit for both spellings), with mosquitto's message for an
+/// unknown option; the other commands keep clap's exit code 2.
+fn usage_error(e: clap::Error, tool: Option<&'static str>) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let Some(tool) = tool.filter(|_| {
+        !matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        )
+    }) else {
+        e.exit()
+    };
+    match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(arg))) => {
+            eprintln!("Error: Unknown option '{arg}'.\n\nUse '{tool} --help' to see usage.");
+        }
+        _ => {
+            let _ = e.print();
+        }
+    }
+    ExitCode::from(1)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(argv());
+    let (args, tool) = argv();
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e, tool),
+    };
     // One crypto provider for the whole process, before anything touches TLS: crates that
     // bring their own would otherwise make the first handshake panic.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The short-lived tools stay quiet unless something is wrong; the daemon says more.
     // pub/sub say what went wrong once, as mosquitto does, in their final error line: the
     // engine's per-attempt connection warnings would repeat it.
-    let default_level = match cli.command {
+    let default_level = match &cli.command {
         Command::Run(_) | Command::Broker(_) => "info",
+        // -d: mqlink's connection log, in place of mosquitto's packet trace.
+        Command::Pub(a) if a.conn.debug => "debug",
+        Command::Sub(a) if a.conn.debug => "debug",
         Command::Pub(_) | Command::Sub(_) => "warn,mqlink::mqtt::client=error",
         _ => "warn",
     };

@@ -89,6 +89,7 @@ pub fn mqtt_options(broker: &config::Broker) -> MqttOptions {
             alpn: t.alpn.clone(),
             insecure_skip_verify: t.insecure_skip_verify,
             server_name: t.server_name.clone(),
+            ..TlsOptions::default()
         };
     }
     o.reconnect_min = broker.reconnect.min;

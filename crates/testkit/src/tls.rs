@@ -37,7 +37,17 @@ impl TlsMaterial {
     /// If key generation, signing or writing the files fails.
     #[must_use]
     pub fn generate() -> Self {
-        Self::generate_inner(false)
+        Self::generate_inner(false, &["localhost", "127.0.0.1"])
+    }
+
+    /// Like [`Self::generate`], but the server certificate names only `names` (e.g. a host
+    /// the tests do not connect to), to test host name checks.
+    ///
+    /// # Panics
+    /// If key generation, signing or writing the files fails.
+    #[must_use]
+    pub fn generate_for_server_names(names: &[&str]) -> Self {
+        Self::generate_inner(false, names)
     }
 
     /// Like [`Self::generate`], but the server certificate expired in 2001 (everything
@@ -47,10 +57,10 @@ impl TlsMaterial {
     /// If key generation, signing or writing the files fails.
     #[must_use]
     pub fn generate_expired_server() -> Self {
-        Self::generate_inner(true)
+        Self::generate_inner(true, &["localhost", "127.0.0.1"])
     }
 
-    fn generate_inner(expired_server: bool) -> Self {
+    fn generate_inner(expired_server: bool, server_names: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mqlink-tls-")
             .tempdir()
@@ -64,8 +74,8 @@ impl TlsMaterial {
         let (ca_cert, ca) = new_ca("mqlink-testkit CA");
         let (server_cert, server_key) = new_leaf(
             &ca,
-            "localhost",
-            &["localhost", "127.0.0.1"],
+            server_names.first().copied().unwrap_or("localhost"),
+            server_names,
             ExtendedKeyUsagePurpose::ServerAuth,
         );
         let server_cert = if expired_server {

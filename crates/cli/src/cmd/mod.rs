@@ -4,6 +4,8 @@ pub mod bench;
 pub mod broker;
 pub mod check;
 pub mod mosquitto_args;
+pub mod options_file;
+pub mod properties;
 pub mod publish;
 pub mod run;
 pub mod sub_format;

@@ -3,16 +3,19 @@
 //! `-h` is the host (help is `--help` only), `-L` is a URL whose path is the topic,
 //! `-V` defaults to MQTT 3.1.1, `--cafile`/`--capath` switch to TLS on the given port.
 //!
-//! `bench` keeps its own flags (`crate::conn`); these are the mosquitto-compatible ones.
+//! [`ConnCore`] holds the options `bench` shares with them (one parser, one builder);
+//! [`MosqConnArgs`] adds what only pub/sub take.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
 use mqlink::mqtt::client::MqttOptions;
-use mqlink::mqtt::codec::{Protocol, QoS, Will};
+use mqlink::mqtt::codec::{Protocol, PublishProps, QoS, Will};
 use mqlink::mqtt::tls::TlsOptions;
 use mqlink::mqtt::url::{BrokerUrl, Transport};
+
+use crate::cmd::properties;
 
 /// An argument error reported the way mosquitto_pub/sub do: `Error: ...`, a pointer to
 /// `--help`, exit code 1.
@@ -24,6 +27,11 @@ pub struct MosqUsage {
     /// What is wrong.
     pub msg: String,
 }
+
+/// An argument error that mosquitto reports in its own words, without the `--help` line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MosqPlain(pub String);
 
 /// The first connection failed in the TLS handshake (or its configuration).
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +45,11 @@ pub fn mosq_usage(tool: &'static str, msg: impl Into<String>) -> anyhow::Error {
     })
 }
 
+/// Connection options shared by `pub`, `sub` and `bench`, spelled as in mosquitto_pub/sub.
+/// Defaults that differ per command come from [`Defaults`].
 #[derive(clap::Args, Debug, Clone)]
-pub struct MosqConnArgs {
-    /// Print help (`-h` is the host, as in mosquitto).
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-    /// Broker host [default: localhost].
+pub struct ConnCore {
+    /// Broker host [pub/sub: localhost; bench: 127.0.0.1].
     #[arg(short = 'h', long)]
     pub host: Option<String>,
     /// Broker port [default: 1883, 8883 with TLS].
@@ -79,10 +86,16 @@ pub struct MosqConnArgs {
     /// Client private key (PEM).
     #[arg(long)]
     pub key: Option<PathBuf>,
-    /// mosquitto: do not check the certificate's host name. Not supported yet (see --help
-    /// of README): refused rather than silently turning off all verification.
+    /// Do not check that the certificate names the host (the chain is still verified).
     #[arg(long)]
     pub insecure: bool,
+    /// Offer this ALPN protocol in the TLS handshake.
+    #[arg(long)]
+    pub tls_alpn: Option<String>,
+    /// tlsv1.3 (1.3 only), tlsv1.2 (1.2 and 1.3, the default) or tlsv1.1 (rustls has no
+    /// TLS 1.1: as tlsv1.2).
+    #[arg(long)]
+    pub tls_version: Option<String>,
     /// DANGEROUS (mqlink only): accept any certificate from anyone; the connection is
     /// encrypted but not authenticated.
     #[arg(long)]
@@ -90,15 +103,13 @@ pub struct MosqConnArgs {
     /// TLS server name to verify and send (SNI) instead of the host (mqlink only).
     #[arg(long)]
     pub tls_server_name: Option<String>,
-    /// mqttv5, mqttv311 or mqttv31 (also 5, 311, 31) [default: mqttv311].
+    /// mqttv5, mqttv311 or mqttv31 (also 5, 311, 31) [pub/sub: mqttv311; bench: mqttv5,
+    /// falling back to 3.1.1 when the broker refuses 5].
     #[arg(short = 'V', long = "protocol-version")]
     pub protocol: Option<String>,
-    /// Client id [default: mosquitto_pub_/mosquitto_sub_ and the process id].
+    /// Client id [pub/sub: mosquitto_pub_/mosquitto_sub_ and the process id].
     #[arg(short = 'i', long)]
     pub id: Option<String>,
-    /// Client id prefix; the process id is appended.
-    #[arg(short = 'I', long)]
-    pub id_prefix: Option<String>,
     /// Keepalive in seconds.
     #[arg(short = 'k', long, default_value_t = 60)]
     pub keepalive: u16,
@@ -117,55 +128,209 @@ pub struct MosqConnArgs {
     /// Most QoS 1/2 messages unacknowledged at once.
     #[arg(short = 'M', long, default_value_t = 20)]
     pub max_inflight: u16,
+}
+
+/// `pub`/`sub`: the shared options plus mosquitto's session, property and client-id-prefix
+/// options, and the mosquitto options mqlink refuses.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MosqConnArgs {
+    /// Print help (`-h` is the host, as in mosquitto).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    #[command(flatten)]
+    pub core: ConnCore,
+    /// Client id prefix; the process id is appended.
+    #[arg(short = 'I', long)]
+    pub id_prefix: Option<String>,
+    /// Persistent session: the broker keeps the session (and QoS 1/2 messages) after we
+    /// leave; with MQTT 5 it never expires unless -x says otherwise. Needs -i.
+    #[arg(short = 'c', long = "disable-clean-session")]
+    pub persistent: bool,
+    /// MQTT 5 session expiry in seconds: 0-4294967294, or -1, 4294967295 or ∞ for never
+    /// [default: -1 with -c, 0 without].
+    #[arg(
+        short = 'x',
+        long = "session-expiry-interval",
+        allow_negative_numbers = true
+    )]
+    pub session_expiry: Option<String>,
+    /// MQTT 5 property: -D COMMAND IDENTIFIER VALUE, or -D COMMAND user-property NAME VALUE.
+    /// Implies MQTT 5 unless -V says otherwise.
+    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
+    pub property: Vec<String>,
+    /// Log the connection (mqlink's log at debug level, on stderr; not mosquitto's packet
+    /// trace).
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Print no runtime errors (argument errors still are).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Disable Nagle's algorithm: mqlink always does, so this changes nothing.
+    #[arg(long)]
+    pub nodelay: bool,
     /// Keep retrying when the first connection fails (mqlink only).
     #[arg(long)]
     pub retry: bool,
+    // mosquitto options mqlink cannot honour: accepted by the parser so the refusal names
+    // the option and says why (see `refuse_unsupported`), never silently ignored.
+    #[arg(short = 'A', hide = true)]
+    bind_address: Option<String>,
+    #[arg(long, hide = true)]
+    unix: Option<String>,
+    #[arg(long, hide = true)]
+    proxy: Option<String>,
+    #[arg(long, hide = true)]
+    psk: Option<String>,
+    #[arg(long, hide = true)]
+    psk_identity: Option<String>,
+    #[arg(long, hide = true)]
+    ciphers: Option<String>,
+    #[arg(long, hide = true)]
+    tls_engine: Option<String>,
+    #[arg(long, hide = true)]
+    keyform: Option<String>,
+    #[arg(long, hide = true)]
+    tls_engine_kpass_sha1: Option<String>,
+}
+
+/// What the connection options produced besides the [`MqttOptions`].
+pub struct Conn {
+    /// Options for the client.
+    pub opts: MqttOptions,
+    /// The topic from the path of `-L mqtt://host/topic`.
+    pub url_topic: Option<String>,
+    /// `-D PUBLISH ...` properties, for every message `pub` sends.
+    pub publish_props: PublishProps,
+}
+
+/// A mosquitto option mqlink does not implement: the refusal says which and why.
+fn refuse_unsupported(args: &MosqConnArgs, tool: &'static str) -> anyhow::Result<()> {
+    let refusals: [(bool, &str); 7] = [
+        (
+            args.bind_address.is_some(),
+            "-A (bind address) is not supported: mqlink cannot choose the local address of \
+             its connection.",
+        ),
+        (
+            args.unix.is_some(),
+            "--unix is not supported: mqlink connects over TCP, TLS or WebSocket only.",
+        ),
+        (
+            args.proxy.is_some(),
+            "--proxy is not supported: mqlink has no SOCKS5 client.",
+        ),
+        (
+            args.psk.is_some() || args.psk_identity.is_some(),
+            "--psk/--psk-identity are not supported: rustls, mqlink's TLS library, has no \
+             TLS-PSK.",
+        ),
+        (
+            args.ciphers.is_some(),
+            "--ciphers is not supported: it takes an OpenSSL cipher list; rustls offers only \
+             its own safe cipher suites.",
+        ),
+        (
+            args.tls_engine.is_some() || args.tls_engine_kpass_sha1.is_some(),
+            "--tls-engine/--tls-engine-kpass-sha1 are not supported: OpenSSL engines do not \
+             exist in rustls.",
+        ),
+        (
+            args.keyform.as_deref().is_some_and(|k| k != "pem"),
+            "--keyform engine is not supported: OpenSSL engines do not exist in rustls.",
+        ),
+    ];
+    match refusals.iter().find(|(given, _)| *given) {
+        Some((_, why)) => Err(mosq_usage(tool, *why)),
+        None => Ok(()),
+    }
+}
+
+/// `-x` as mosquitto reads it: seconds, with -1, 4294967295 and ∞ meaning never.
+fn parse_expiry(tool: &'static str, s: &str) -> anyhow::Result<u32> {
+    if s == "∞" {
+        return Ok(u32::MAX);
+    }
+    match s.parse::<i64>() {
+        Ok(-1) => Ok(u32::MAX),
+        Ok(n) => u32::try_from(n)
+            .map_err(|_| mosq_usage(tool, "session-expiry-interval not a number.\n")),
+        Err(_) => Err(mosq_usage(tool, "session-expiry-interval not a number.\n")),
+    }
 }
 
 /// What `--help` says about mosquitto compatibility (the README has the same table).
 pub const COMPAT_HELP: &str = "\
 mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
-  -h -p -L -u -P -i -I -k -M -V (mqttv5|mqttv311|mqttv31, default mqttv311) --cafile --capath
-  --tls-use-os-certs --cert --key --will-topic --will-payload --will-qos --will-retain --help
-  pub: -t -m -f -l -s -n -q -r     sub: -t -v -q -C -W (exit 27) -R -N
-  sub -F with %t %p %q %r %l %m %x %X %% and \\ escapes (other fields: not yet, refused)
-Different for now: sub -c/-x (expiry 86400 s by default; mosquitto: never).
-Not supported yet: --insecure (refused: mqlink cannot yet skip only the host name check),
-  -A -d -D -e -E -T -U --nodelay --quiet --pretty --random-filter --remove-retained
-  --repeat --repeat-delay --retained-only --retain-as-published --ciphers --tls-alpn
-  --tls-version --tls-engine --keyform --psk --psk-identity --proxy --unix, the options file.
+  -h -p -L -u -P -i -I -k -M -V (mqttv5|mqttv311|mqttv31, default mqttv311) -c -x --quiet
+  --nodelay --cafile --capath --tls-use-os-certs --cert --key --insecure (host name only)
+  --tls-alpn --tls-version --will-topic --will-payload --will-qos --will-retain --help
+  pub: -t -m -f -l -s -n -q -r --repeat --repeat-delay
+  sub: -t -v -q -C -W (exit 27) -R -N -E -T -U --retained-only --remove-retained
+       --random-filter -F (%t %p %q %r %l %m %x %X %j %J %I %U %% and \\ escapes) --pretty
+  -D: PUBLISH content-type correlation-data message-expiry-interval payload-format-indicator
+      response-topic user-property; CONNECT session-expiry-interval maximum-packet-size
+  The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
+Different: -d prints mqlink's connection log, not a packet trace.
+Refused, naming why: -A --unix --proxy --psk --psk-identity --ciphers --tls-engine
+  --keyform engine, sub --retain-as-published (MQTT 5), other -D properties, other -F fields.
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
 
 /// `-V` as mosquitto spells it, plus the bare numbers.
-pub fn parse_protocol(tool: &'static str, s: &str) -> anyhow::Result<Protocol> {
+///
+/// # Errors
+/// [`ConnUsage`] with mosquitto's message.
+pub fn parse_protocol(s: &str) -> anyhow::Result<Protocol> {
     Ok(match s {
         "mqttv5" | "5" => Protocol::V5,
         "mqttv311" | "311" => Protocol::V311,
         "mqttv31" | "31" => Protocol::V31,
         // mosquitto_sub/pub print one more blank line after this message than after others.
-        _ => {
-            return Err(mosq_usage(
-                tool,
-                "Invalid protocol version argument given.\n",
-            ));
-        }
+        _ => return Err(conn_usage("Invalid protocol version argument given.\n")),
     })
 }
 
-impl MosqConnArgs {
-    /// Connection options and, when `-L` carried one, the topic from the URL's path.
-    pub fn options(
-        &self,
-        tool: &'static str,
-        qos_check: impl Fn(u8) -> bool,
-    ) -> anyhow::Result<(MqttOptions, Option<String>)> {
+/// Usage problems found by [`ConnCore::build`]; each command reports them its own way
+/// (pub/sub as mosquitto does, bench as mqlink's other commands).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnUsage(pub String);
+
+fn conn_usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ConnUsage(msg.into()))
+}
+
+/// What differs between the commands that share [`ConnCore`].
+pub struct Defaults {
+    /// Host when neither `-h` nor `-L` gives one.
+    pub host: &'static str,
+    /// Protocol when `-V` is not given.
+    pub protocol: Protocol,
+    /// Fall back to 3.1.1 when the broker refuses 5 and `-V` was not given.
+    pub fallback_to_311: bool,
+}
+
+impl ConnCore {
+    /// Connection options (client id only when `-i` gave one) and the topic from `-L`'s
+    /// path.
+    ///
+    /// # Errors
+    /// [`ConnUsage`] for a bad argument; an unreadable `--capath`.
+    pub fn build(&self, d: &Defaults) -> anyhow::Result<(MqttOptions, Option<String>)> {
+        if self
+            .tls_version
+            .as_deref()
+            .is_some_and(|v| !matches!(v, "tlsv1.3" | "tlsv1.2" | "tlsv1.1"))
+        {
+            return Err(conn_usage(
+                "--tls-version must be tlsv1.3, tlsv1.2 or tlsv1.1.",
+            ));
+        }
         let (mut url, url_topic) = match &self.url {
             Some(u) => {
-                let parsed = BrokerUrl::parse(u).map_err(|e| mosq_usage(tool, format!("{e}")))?;
+                let mut parsed = BrokerUrl::parse(u).map_err(|e| conn_usage(e.to_string()))?;
                 // mosquitto: the path of mqtt:// and mqtts:// is the topic. ws:// and wss://
                 // (an mqlink extra: mosquitto_pub/sub 2.0 have no WebSocket URLs) keep the
                 // path as the WebSocket path.
-                let mut parsed = parsed;
                 let topic = if matches!(parsed.transport, Transport::Ws | Transport::Wss) {
                     None
                 } else {
@@ -176,7 +341,7 @@ impl MosqConnArgs {
                 (parsed, topic)
             }
             None => (
-                BrokerUrl::parse("mqtt://localhost").map_err(|e| anyhow!("{e}"))?,
+                BrokerUrl::parse(&format!("mqtt://{}", d.host)).map_err(|e| anyhow!("{e}"))?,
                 None,
             ),
         };
@@ -201,28 +366,98 @@ impl MosqConnArgs {
         if let Some(p) = self.port {
             url.port = p;
         }
-        if self.insecure {
-            return Err(mosq_usage(
-                tool,
-                "--insecure (skip only the certificate's host name check) is not supported \
-                 yet. Use --tls-server-name NAME with the name in the broker's certificate, or \
-                 --tls-skip-all-verification to accept any certificate (dangerous).",
+        let mut o = MqttOptions::new(url);
+        match &self.protocol {
+            Some(p) => {
+                o.protocol = parse_protocol(p)?;
+                // mosquitto never falls back: what -V says is what is sent.
+                o.fallback_to_311 = false;
+            }
+            None => {
+                o.protocol = d.protocol;
+                o.fallback_to_311 = d.fallback_to_311;
+            }
+        }
+        if let Some(id) = &self.id {
+            o.client_id = id.clone();
+        }
+        if self.username.is_some() {
+            o.username = self.username.clone();
+        }
+        if self.pw.is_some() {
+            o.password = self.pw.clone();
+        }
+        o.keep_alive = Duration::from_secs(u64::from(self.keepalive));
+        o.max_inflight = self.max_inflight.max(1);
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(conn_usage(
+                "Both certfile and keyfile must be provided if one of them is set.",
             ));
         }
-        let protocol = match &self.protocol {
-            Some(p) => parse_protocol(tool, p)?,
-            None => Protocol::V311,
+        let ca_file = match (&self.cafile, &self.capath) {
+            (Some(f), _) => Some(f.clone()),
+            (None, Some(dir)) => Some(capath_bundle(dir)?),
+            (None, None) => None,
         };
-        let mut o = MqttOptions::new(url);
-        o.protocol = protocol;
-        // mosquitto never falls back: what -V says is what is sent.
-        o.fallback_to_311 = false;
+        o.tls = TlsOptions {
+            ca_file,
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            alpn: self.tls_alpn.iter().cloned().collect(),
+            // The transport warns loudly at every connect when verification is off.
+            insecure_skip_verify: self.tls_skip_all_verification,
+            server_name: self.tls_server_name.clone(),
+            skip_hostname_check: self.insecure,
+            tls13_only: self.tls_version.as_deref() == Some("tlsv1.3"),
+        };
+        if let Some(topic) = &self.will_topic {
+            let q = self.will_qos.unwrap_or(0);
+            let qos =
+                QoS::from_u8(q).ok_or_else(|| conn_usage(format!("Invalid will QoS {q}.")))?;
+            o.will = Some(Will {
+                topic: topic.clone(),
+                payload: bytes::Bytes::from(self.will_payload.clone().unwrap_or_default()),
+                qos,
+                retain: self.will_retain,
+            });
+        } else if self.will_payload.is_some() || self.will_retain || self.will_qos.is_some() {
+            return Err(conn_usage(
+                "Will payload, QoS or retain given, but no will topic given.",
+            ));
+        }
+        Ok((o, url_topic))
+    }
+}
+
+impl MosqConnArgs {
+    /// Connection options, the topic from `-L`'s path and the `-D PUBLISH` properties.
+    pub fn options(&self, tool: &'static str) -> anyhow::Result<Conn> {
+        refuse_unsupported(self, tool)?;
+        let defaults = Defaults {
+            host: "localhost",
+            // mosquitto: -D makes the client an MQTT 5 client.
+            protocol: if self.property.is_empty() {
+                Protocol::V311
+            } else {
+                Protocol::V5
+            },
+            fallback_to_311: false,
+        };
+        let (mut o, url_topic) =
+            self.core
+                .build(&defaults)
+                .map_err(|e| match e.downcast::<ConnUsage>() {
+                    Ok(u) => mosq_usage(tool, u.0),
+                    Err(e) => e,
+                })?;
+        let protocol = o.protocol;
+        let id = &self.core.id;
         let prefix = if tool == "mosquitto_pub" {
             "mosquitto_pub_"
         } else {
             "mosquitto_sub_"
         };
-        o.client_id = match (&self.id, &self.id_prefix) {
+        o.client_id = match (id, &self.id_prefix) {
             (Some(_), Some(_)) => {
                 return Err(mosq_usage(
                     tool,
@@ -233,52 +468,37 @@ impl MosqConnArgs {
             (None, Some(p)) => format!("{p}{}", std::process::id()),
             (None, None) => format!("{prefix}{}", std::process::id()),
         };
-        if self.username.is_some() {
-            o.username = self.username.clone();
-        }
-        if self.pw.is_some() {
-            o.password = self.pw.clone();
-        }
-        o.keep_alive = Duration::from_secs(u64::from(self.keepalive));
-        o.max_inflight = self.max_inflight.max(1);
-        let ca_file = match (&self.cafile, &self.capath) {
-            (Some(f), _) => Some(f.clone()),
-            (None, Some(dir)) => Some(capath_bundle(dir)?),
-            (None, None) => None,
+        // -c and -x as in mosquitto: -c alone means a session that never expires (MQTT 5);
+        // -x alone sets the expiry of a clean-start session; 0 sends no property.
+        let expiry = match &self.session_expiry {
+            Some(x) => parse_expiry(tool, x)?,
+            None if self.persistent => u32::MAX,
+            None => 0,
         };
-        o.tls = TlsOptions {
-            ca_file,
-            cert_file: self.cert.clone(),
-            key_file: self.key.clone(),
-            alpn: Vec::new(),
-            insecure_skip_verify: self.tls_skip_all_verification,
-            server_name: self.tls_server_name.clone(),
-        };
-        // The transport warns loudly at every connect when verification is off.
-        if let Some(topic) = &self.will_topic {
-            let q = self.will_qos.unwrap_or(0);
-            if !qos_check(q) {
-                return Err(mosq_usage(tool, format!("Invalid will QoS {q}.")));
-            }
-            o.will = Some(Will {
-                topic: topic.clone(),
-                payload: bytes::Bytes::from(self.will_payload.clone().unwrap_or_default()),
-                qos: QoS::from_u8(q).unwrap_or(QoS::AtMostOnce),
-                retain: self.will_retain,
-            });
-        } else if self.will_payload.is_some() || self.will_retain || self.will_qos.is_some() {
+        if self.persistent && (id.is_none() || self.id_prefix.is_some()) {
             return Err(mosq_usage(
                 tool,
-                "Will payload, QoS or retain given, but no will topic given.",
+                "You must provide a client id if you are using the -c option.",
             ));
         }
-        if self.cert.is_some() != self.key.is_some() {
+        if protocol == Protocol::V5
+            && expiry == u32::MAX
+            && (id.is_none() || self.id_prefix.is_some())
+        {
             return Err(mosq_usage(
                 tool,
-                "Both certfile and keyfile must be provided if one of them is set.",
+                "You must provide a client id if you are using an infinite session expiry \
+                 interval.",
             ));
         }
-        Ok((o, url_topic))
+        o.clean_start = !self.persistent;
+        o.session_expiry = (expiry > 0).then(|| Duration::from_secs(u64::from(expiry)));
+        let publish_props = properties::apply(tool, &self.property, protocol, &mut o)?;
+        Ok(Conn {
+            opts: o,
+            url_topic,
+            publish_props,
+        })
     }
 }
 
@@ -346,13 +566,17 @@ pub fn flag_names(msg: &str) -> String {
 /// End a pub/sub run as mosquitto does: one line on stderr, exit 1 (argument errors
 /// included: mosquitto_pub/sub exit 1 for those too). Codes chosen by the command pass
 /// through.
-pub fn finish(result: anyhow::Result<()>) -> anyhow::Result<()> {
+///
+/// `quiet` (`--quiet`) silences runtime errors; argument errors are still printed.
+pub fn finish(result: anyhow::Result<()>, quiet: bool) -> anyhow::Result<()> {
     let Err(e) = result else { return Ok(()) };
     if e.downcast_ref::<crate::exit::Quiet>().is_some() {
         return Err(e);
     }
     match e.downcast_ref::<MosqUsage>() {
         Some(u) => eprintln!("{u}"),
+        None if e.is::<MosqPlain>() => eprintln!("{e}"),
+        None if quiet => {}
         None => eprintln!("Error: {}", flag_names(&format!("{e:#}"))),
     }
     // mosquitto_pub/sub exit with libmosquitto's error number for a failed TLS handshake

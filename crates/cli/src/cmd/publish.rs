@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use mqlink::mqtt::client::{self, Client, LinkState, PublishHandle};
-use mqlink::mqtt::codec::{Publish, PublishProps, QoS};
+use mqlink::mqtt::codec::{Publish, QoS};
 use mqlink::mqtt::state::Verdict;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -18,11 +18,11 @@ use crate::cmd::mosquitto_args::{MosqConnArgs, TlsFailed, finish, mosq_usage};
 const TOOL: &str = "mosquitto_pub";
 
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true, after_help = crate::cmd::mosquitto_args::COMPAT_HELP)]
+#[command(disable_help_flag = true, args_override_self = true, after_help = crate::cmd::mosquitto_args::COMPAT_HELP)]
 #[command(group(clap::ArgGroup::new("source").required(true)))]
 pub struct Args {
     #[command(flatten)]
-    conn: MosqConnArgs,
+    pub(crate) conn: MosqConnArgs,
     /// Topic to publish to (or the path of -L).
     #[arg(short = 't', long)]
     topic: Option<String>,
@@ -47,16 +47,38 @@ pub struct Args {
     /// Retain the message.
     #[arg(short = 'r', long)]
     retain: bool,
+    /// With -m, -f, -s or -n: publish the message this many times.
+    #[arg(long, default_value_t = 1)]
+    repeat: u64,
+    /// Seconds (fractions allowed) between repeated messages.
+    #[arg(long, default_value_t = 0.0)]
+    repeat_delay: f64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    finish(publish(args).await)
+    let quiet = args.conn.quiet;
+    finish(publish(args).await, quiet)
 }
 
 async fn publish(args: Args) -> anyhow::Result<()> {
     let qos = QoS::from_u8(args.qos)
         .ok_or_else(|| mosq_usage(TOOL, format!("Invalid QoS given: {}", args.qos)))?;
-    let (opts, url_topic) = args.conn.options(TOOL, |q| q <= 2)?;
+    if args.repeat == 0 {
+        return Err(mosq_usage(TOOL, "--repeat argument must be >0.\n"));
+    }
+    if !(args.repeat_delay.is_finite() && args.repeat_delay >= 0.0) {
+        return Err(mosq_usage(
+            TOOL,
+            "--repeat-delay argument must be a number of seconds >= 0.",
+        ));
+    }
+    let conn = args.conn.options(TOOL)?;
+    let (mut opts, url_topic, props) = (conn.opts, conn.url_topic, conn.publish_props);
+    // -c with QoS 1/2: a new process does not know which packet ids the resumed session
+    // holds (a QoS 2 message awaiting PUBREL would swallow ours with the same id), so the
+    // first connect starts a new session; mosquitto_pub resumes it. QoS 0 uses no packet
+    // ids: resuming is safe, and done as mosquitto does.
+    opts.resume_at_start = qos == QoS::AtMostOnce;
     let topic = match (args.topic.clone(), url_topic) {
         (Some(_), Some(_)) => {
             return Err(mosq_usage(TOOL, "Only one topic can be supplied."));
@@ -88,7 +110,7 @@ async fn publish(args: Args) -> anyhow::Result<()> {
         retain: args.retain,
         dup: false,
         pid: None,
-        props: PublishProps::default(),
+        props: props.clone(),
     };
     // Verdicts are awaited in order by a second task while publishing goes on.
     let (htx, mut hrx) = mpsc::channel::<PublishHandle>(65_536);
@@ -144,19 +166,31 @@ async fn publish_all(
             .await
             .map_err(|_| anyhow!("verdict checker stopped"))
     };
-    if let Some(m) = &args.message {
-        send(one(Bytes::from(m.clone().into_bytes()))).await?;
+    let single = if let Some(m) = &args.message {
+        Some(Bytes::from(m.clone().into_bytes()))
     } else if let Some(f) = &args.file {
         let data = tokio::fs::read(f)
             .await
             .with_context(|| format!("cannot read {}", f.display()))?;
-        send(one(Bytes::from(data))).await?;
+        Some(Bytes::from(data))
     } else if args.null {
-        send(one(Bytes::new())).await?;
+        Some(Bytes::new())
     } else if args.stdin_file {
         let mut data = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut data).await?;
-        send(one(Bytes::from(data))).await?;
+        Some(Bytes::from(data))
+    } else {
+        None
+    };
+    if let Some(payload) = single {
+        let delay = std::time::Duration::from_secs_f64(args.repeat_delay);
+        for i in 0..args.repeat {
+            if i > 0 && !delay.is_zero() {
+                // The delay is what --repeat-delay asks for, not a wait for an event.
+                tokio::time::sleep(delay).await;
+            }
+            send(one(payload.clone())).await?;
+        }
     } else if args.lines {
         let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, tokio::io::stdin());
         let mut line = Vec::with_capacity(1024);

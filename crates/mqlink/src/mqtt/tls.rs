@@ -27,6 +27,11 @@ pub struct TlsOptions {
     pub insecure_skip_verify: bool,
     /// Name to verify and send as SNI instead of the URL's host.
     pub server_name: Option<String>,
+    /// Verify the certificate chain but not that the certificate names the host
+    /// (mosquitto's `--insecure`): an untrusted or expired certificate is still refused.
+    pub skip_hostname_check: bool,
+    /// Offer TLS 1.3 only (mosquitto's `--tls-version tlsv1.3`); otherwise 1.2 and 1.3.
+    pub tls13_only: bool,
 }
 
 /// Why a TLS configuration could not be built.
@@ -102,8 +107,13 @@ fn read_roots(what: &'static str, path: &Path) -> Result<RootCertStore, TlsError
 /// # Errors
 /// Unreadable files, a certificate without key (or the reverse), no roots.
 pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
     let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let builder = if opts.insecure_skip_verify {
         builder
@@ -129,7 +139,19 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
                 }
             }
         }
-        builder.with_root_certificates(roots)
+        if opts.skip_hostname_check {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyHostName(webpki)))
+        } else {
+            builder.with_root_certificates(roots)
+        }
     };
     let mut config = match (&opts.cert_file, &opts.key_file) {
         (Some(cert), Some(key)) => {
@@ -243,6 +265,57 @@ impl ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The webpki verifier with one error forgiven: a certificate that does not name the host.
+/// webpki checks the chain (trust anchor, validity, key usage) before the name, so
+/// `NotValidForName` is only ever returned for a certificate whose chain was verified: an
+/// untrusted or expired certificate still fails.
+#[derive(Debug)]
+struct AnyHostName(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

@@ -28,16 +28,20 @@ use tokio::sync::{Barrier, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cmd::mosquitto_args::{ConnCore, ConnUsage, Defaults};
 use crate::cmd::publish::wait_connected;
-use crate::conn::ConnArgs;
 use crate::exit::{Quiet, usage};
 use payload::Stamp;
 use tally::{Percentiles, Tally};
 
 #[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
 pub struct Args {
+    /// Print help (`-h` is the host, as in pub and sub).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     #[command(flatten)]
-    conn: ConnArgs,
+    conn: ConnCore,
     /// Publishing clients, each on its own connection and subtopic PREFIX/N.
     #[arg(long, default_value_t = 1)]
     publishers: u32,
@@ -110,7 +114,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "--duration needs publishers; a counter (--publishers 0) expects --count",
         ));
     }
-    let opts = args.conn.options("bench")?;
+    let defaults = Defaults {
+        host: "127.0.0.1",
+        protocol: mqlink::mqtt::codec::Protocol::V5,
+        fallback_to_311: true,
+    };
+    let (mut opts, _) =
+        args.conn
+            .build(&defaults)
+            .map_err(|e| match e.downcast::<ConnUsage>() {
+                Ok(u) => usage(u.0),
+                Err(e) => e,
+            })?;
+    if args.conn.id.is_none() {
+        // Runs side by side must not take each other's sessions: one id per process.
+        opts.client_id = format!(
+            "{}-bench-{}",
+            mqlink::mqtt::client::default_client_id(),
+            std::process::id()
+        );
+    }
     let broker = opts.url.to_string();
 
     // Subscribers first: every message published below is expected by each of them.
