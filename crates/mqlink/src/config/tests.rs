@@ -130,11 +130,11 @@ fn the_product_example_loads_with_its_values() {
     assert_eq!(hfp.format, RecordFormat::Fluvio);
     assert_eq!(hfp.transforms.len(), 2);
     assert!(matches!(
-        hfp.sink,
-        Sink::Nats {
+        &hfp.sink,
+        Sink::Nats(crate::sink::NatsConfig {
             jetstream: true,
             ..
-        }
+        })
     ));
     // Nothing secret in Debug output.
     let debug = format!("{c:?}");
@@ -176,7 +176,7 @@ sink = { mqtt = { url = "mqtt://other:1883", topic = "bridge/{topic}" } }
     );
     let conn = &c.connectors[0];
     assert_eq!(conn.subscribe[0].share_group(), Some("g1"));
-    let Sink::Mqtt { topic, .. } = &conn.sink else {
+    let Sink::Mqtt(crate::sink::MqttConfig { topic, .. }) = &conn.sink else {
         panic!("expected an mqtt sink")
     };
     assert_eq!(
@@ -520,33 +520,33 @@ fn connectors_validate_filters_sinks_and_names() {
         format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
     };
     let c = yaml(&base("{stdout: {}}")).unwrap();
-    assert!(matches!(c.connectors[0].sink, Sink::Stdout));
+    assert!(matches!(c.connectors[0].sink, Sink::Stdout(_)));
     assert_eq!(c.connectors[0].session, Session::Persistent);
     let c = yaml(&base("{stdout: }")).unwrap();
-    assert!(matches!(c.connectors[0].sink, Sink::Stdout));
+    assert!(matches!(c.connectors[0].sink, Sink::Stdout(_)));
     let c = yaml(&base(
         "{file: {path: out.jsonl, rotate_bytes: 10MiB, fsync: never}}",
     ))
     .unwrap();
     assert!(matches!(
-        c.connectors[0].sink,
-        Sink::File {
+        &c.connectors[0].sink,
+        Sink::File(crate::sink::FileConfig {
             rotate_bytes: Some(10_485_760),
             fsync: Fsync::Never,
             ..
-        }
+        })
     ));
     let c = yaml(&base(
         "{http: {url: 'https://x/ingest', headers: {Authorization: Bearer t}, retry: {min: 100ms}}}",
     ))
     .unwrap();
-    let Sink::Http {
+    let Sink::Http(crate::sink::HttpConfig {
         method,
         batch_max,
         retry,
         headers,
         ..
-    } = &c.connectors[0].sink
+    }) = &c.connectors[0].sink
     else {
         panic!("http sink expected")
     };
