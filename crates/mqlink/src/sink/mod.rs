@@ -8,7 +8,8 @@
 //!
 //! `Ok(())` from [`Deliver::deliver`] means the sink *has* every record of the batch: the
 //! file is written (and fsynced per policy), the HTTP server answered 2xx, NATS flushed or
-//! JetStream acked each publish, the target MQTT broker acknowledged each message. Only then does the connector acknowledge the source
+//! JetStream acked each publish, the target MQTT broker acknowledged each message, Redis
+//! answered every XADD. Only then does the connector acknowledge the source
 //! messages to its broker.
 //!
 //! A failure says how far the batch got ([`SinkError`]): `Retry` for trouble that may pass
@@ -171,6 +172,8 @@ sinks! {
     nats: Nats(NatsConfig, NatsSink),
     /// Another MQTT broker.
     mqtt: Mqtt(MqttConfig, MqttSink),
+    /// Redis Streams (XADD).
+    redis: Redis(RedisConfig, RedisSink),
 }
 
 /// What a sink's validated config provides to the registry.
@@ -369,6 +372,82 @@ pub(crate) fn redacted(url: &url::Url) -> String {
         let _ = u.set_password(Some("redacted"));
     }
     u.to_string()
+}
+
+/// Placeholders the `redis`, `postgres` and `kafka` templates may use: the MQTT topic as
+/// `{topic}` or `{mqtt_topic}`, its levels as `{topic_level_1}` … `{topic_level_9}`
+/// (empty when the topic has fewer levels), and `{hostname}`.
+pub(crate) const TOPIC_LEVELS: Allowed<'static> = Allowed {
+    event: false,
+    hostname: true,
+    prefix: false,
+    fields: FieldRule::Only(&[
+        "topic",
+        "mqtt_topic",
+        "topic_level_1",
+        "topic_level_2",
+        "topic_level_3",
+        "topic_level_4",
+        "topic_level_5",
+        "topic_level_6",
+        "topic_level_7",
+        "topic_level_8",
+        "topic_level_9",
+    ]),
+};
+
+/// Renders a [`TOPIC_LEVELS`] template per record, remembering the last topic: records
+/// of one batch mostly share a few topics, and building the context is the costly part.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicRenderer {
+    template: crate::topic::Template,
+    last: Option<(Arc<str>, String)>,
+}
+
+impl TopicRenderer {
+    pub(crate) fn new(template: crate::topic::Template) -> TopicRenderer {
+        TopicRenderer {
+            template,
+            last: None,
+        }
+    }
+
+    /// The template as written.
+    pub(crate) fn as_str(&self) -> &str {
+        self.template.as_str()
+    }
+
+    /// The template rendered for `topic` (as text: values inserted verbatim).
+    pub(crate) fn render(&mut self, topic: &Arc<str>) -> Result<&str, String> {
+        let hit = matches!(&self.last, Some((t, _)) if Arc::ptr_eq(t, topic) || **t == **topic);
+        if !hit {
+            let mut fields = serde_json::Map::with_capacity(11);
+            fields.insert("topic".into(), Value::String(topic.to_string()));
+            fields.insert("mqtt_topic".into(), Value::String(topic.to_string()));
+            let mut levels = topic.split('/');
+            for i in 1..=9 {
+                let level = levels.next().unwrap_or("");
+                fields.insert(format!("topic_level_{i}"), Value::String(level.into()));
+            }
+            let fields = Value::Object(fields);
+            let text = self
+                .template
+                .render_text(&crate::topic::RenderContext {
+                    event: "",
+                    fields: &fields,
+                    hostname: "",
+                    prefix: "",
+                    slash: crate::topic::SlashPolicy::Keep,
+                })
+                .map_err(|e| format!("template '{}': {e}", self.template.as_str()))?;
+            self.last = Some((topic.clone(), text));
+        }
+        Ok(self
+            .last
+            .as_ref()
+            .map(|(_, s)| s.as_str())
+            .unwrap_or_default())
+    }
 }
 
 /// The de-duplication id of `record` for connector `connector`: `{connector}-{hex of the
