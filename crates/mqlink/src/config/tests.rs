@@ -558,11 +558,11 @@ fn connectors_validate_filters_sinks_and_names() {
     assert_eq!(e.path, "connectors[0].sink");
     assert!(
         e.message
-            .contains("exactly one of: stdout, file, http, nats, mqtt"),
+            .contains("exactly one of: stdout, file, http, nats, mqtt, redis, postgres"),
         "{e}"
     );
-    let e = yaml(&base("{kafka: {}}")).unwrap_err();
-    assert!(e.message.contains("unknown variant `kafka`"), "{e}");
+    let e = yaml(&base("{amqp: {}}")).unwrap_err();
+    assert!(e.message.contains("unknown variant `amqp`"), "{e}");
     let e = yaml(&base("{nats: {url: 'nats://x', subject: s, stream: S}}")).unwrap_err();
     assert_eq!(e.path, "connectors[0].sink.nats.stream");
     let e = yaml(&base("{mqtt: {url: 'mqtt://x', topic: 'b/{event}'}}")).unwrap_err();
@@ -587,6 +587,72 @@ fn connectors_validate_filters_sinks_and_names() {
     let e = yaml("broker: {client_id: same}\nconnectors: [{name: c, client_id: same, subscribe: [a], sink: {stdout: {}}}]")
         .unwrap_err();
     assert_eq!(e.path, "connectors[0].client_id");
+}
+
+#[test]
+fn redis_postgres_and_kafka_sinks_validate_with_defaults_and_located_errors() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let c = yaml(&base("{redis: {url: 'redis://127.0.0.1:6379/2'}}")).unwrap();
+    let Sink::Redis(r) = &c.connectors[0].sink else {
+        panic!("redis sink expected")
+    };
+    assert_eq!(r.stream.as_str(), "mqtt:{topic}");
+    assert_eq!((r.batch_max, r.maxlen), (500, None));
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "redis redis://127.0.0.1:6379/2 stream mqtt:{topic}"
+    );
+    assert_eq!(c.connectors[0].sink.kind(), "redis");
+    let c = yaml(&base(
+        "{redis: {url: 'redis://u:pw@h', stream: 'm:{topic_level_2}', maxlen: 10, linger: 5ms}}",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "redis redis://u:redacted@h stream m:{topic_level_2} maxlen ~10"
+    );
+    assert_eq!(
+        c.connectors[0].sink.batching().linger,
+        Duration::from_millis(5)
+    );
+    let e = yaml(&base("{redis: {url: 'rediss://h'}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.url");
+    let e = yaml(&base("{redis: {url: 'redis://h', stream: 'x:{event}'}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.stream");
+    let e = yaml(&base("{redis: {url: 'redis://h', maxlen: 0}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.maxlen");
+
+    let c = yaml(&base("{postgres: {url: 'postgres://u@127.0.0.1/db'}}")).unwrap();
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "postgres postgres://u@127.0.0.1/db table mqtt_messages (dedup_id, topic, payload bytea, received_at)"
+    );
+    let e = yaml(&base("{postgres: {url: 'postgres://u:pw@h/db'}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.url");
+    assert!(e.message.contains("password_file"), "{e}");
+    let e = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db', table: 'a;drop'}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.table");
+    let e = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db', columns: {payload: xml}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.columns.payload");
+    let e = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db', columns: {topic: text}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.columns");
+    assert!(e.message.contains("payload"), "{e}");
+    let e = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db', columns: {qos: int}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.columns.qos");
 }
 
 #[test]
