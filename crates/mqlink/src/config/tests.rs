@@ -655,6 +655,54 @@ fn redis_postgres_and_kafka_sinks_validate_with_defaults_and_located_errors() {
     assert_eq!(e.path, "connectors[0].sink.postgres.columns.qos");
 }
 
+#[cfg(feature = "sink-kafka")]
+#[test]
+fn kafka_sink_validates_with_defaults_and_located_errors() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let c = yaml(&base(
+        "{kafka: {brokers: ['k1:9092', 'k2:9092'], topic: 'mqtt.{topic_level_1}'}}",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "kafka k1:9092,k2:9092 topic mqtt.{topic_level_1} key {mqtt_topic} (acks=all, idempotent)"
+    );
+    let e = yaml(&base("{kafka: {brokers: [], topic: t}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.brokers");
+    let e = yaml(&base("{kafka: {brokers: ['k1'], topic: t}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.brokers[0]");
+    let e = yaml(&base(
+        "{kafka: {brokers: ['k:1'], topic: t, compression: brotli}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.compression");
+    let e = yaml(&base(
+        "{kafka: {brokers: ['k:1'], topic: t, options: {acks: '1'}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.options.acks");
+    let e = yaml(&base(
+        "{kafka: {brokers: ['k:1'], topic: t, sasl: {mechanism: gssapi, username: u, password: p}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.sasl.mechanism");
+    let c = yaml(&base(
+        "{kafka: {brokers: ['k:1'], topic: t, compression: zstd, sasl: {mechanism: SCRAM-SHA-512, username: u, password: p}}}",
+    ))
+    .unwrap();
+    assert!(
+        c.connectors[0]
+            .sink
+            .describe()
+            .ends_with("(acks=all, idempotent, zstd, SASL SCRAM-SHA-512)"),
+        "{}",
+        c.connectors[0].sink.describe()
+    );
+    assert!(!format!("{c:?}").contains("password: p"));
+}
+
 #[test]
 fn routes_apply_defaults_and_check_cross_field_rules() {
     let c = yaml(

@@ -9,7 +9,8 @@
 //! `Ok(())` from [`Deliver::deliver`] means the sink *has* every record of the batch: the
 //! file is written (and fsynced per policy), the HTTP server answered 2xx, NATS flushed or
 //! JetStream acked each publish, the target MQTT broker acknowledged each message, Redis
-//! answered every XADD, PostgreSQL committed the transaction. Only then does the connector acknowledge the source
+//! answered every XADD, PostgreSQL committed the transaction, Kafka's in-sync replicas
+//! acknowledged every record. Only then does the connector acknowledge the source
 //! messages to its broker.
 //!
 //! A failure says how far the batch got ([`SinkError`]): `Retry` for trouble that may pass
@@ -176,6 +177,9 @@ sinks! {
     redis: Redis(RedisConfig, RedisSink),
     /// PostgreSQL (one transaction per batch).
     postgres: Postgres(PostgresConfig, PostgresSink),
+    /// Kafka (acks=all, idempotent producer).
+    #[cfg(feature = "sink-kafka")]
+    kafka: Kafka(KafkaConfig, KafkaSink),
 }
 
 /// What a sink's validated config provides to the registry.
