@@ -564,3 +564,42 @@ impl Deliver for KafkaSink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(sink: &str) -> KafkaConfig {
+        let text = format!("connectors:\n  - {{name: k, subscribe: [a], sink: {{kafka: {sink}}}}}\n");
+        let cfg = crate::config::from_str(&text, crate::config::Format::Yaml, "t.yaml").unwrap();
+        match &cfg.connectors[0].sink {
+            crate::config::Sink::Kafka(k) => k.clone(),
+            other => panic!("kafka sink expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_producer_always_waits_for_all_replicas_and_is_idempotent() {
+        let c = config(
+            "{brokers: ['k:9092'], topic: t, compression: zstd, timeout: 5s, \
+             sasl: {mechanism: plain, username: u, password: p}, options: {linger.ms: '7'}}",
+        )
+        .client_config("conn");
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("compression.type"), Some("zstd"));
+        assert_eq!(c.get("message.timeout.ms"), Some("5000"));
+        assert_eq!(c.get("security.protocol"), Some("sasl_plaintext"));
+        assert_eq!(c.get("sasl.mechanisms"), Some("PLAIN"));
+        assert_eq!(c.get("linger.ms"), Some("7"));
+        assert_eq!(c.get("client.id"), Some("mqlink-conn"));
+    }
+
+    #[test]
+    fn topic_names_keep_only_what_kafka_allows() {
+        assert_eq!(kafka_topic("mqtt.a/b c").unwrap(), "mqtt.a_b_c");
+        assert!(kafka_topic("").is_err());
+        assert!(kafka_topic("..").is_err());
+        assert!(kafka_topic(&"x".repeat(250)).is_err());
+    }
+}

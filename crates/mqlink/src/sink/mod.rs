@@ -23,8 +23,8 @@
 //! is spawned that cannot be stopped.
 //!
 //! # Adding a sink
-//! One new file `sink/<key>.rs` and one line in the [`sinks!`] list below. The file
-//! defines the validated config (`<Kind>Config`, implementing [`Spec`]: its raw serde
+//! One new file `sink/<key>.rs` and one line in the `sinks!` list below. The file
+//! defines the validated config (`<Kind>Config`, implementing `Spec`: its raw serde
 //! struct, its validation with file:line:key errors, its plan line, its batching and its
 //! `open`) and the runtime sink (`<Kind>Sink`, implementing [`Deliver`]). The list
 //! generates the module, the `sink:` config enum, its validation and description
