@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test in the workspace against real peers.
 #
-# 1. Installs the peers the tests start privately (Mosquitto, its CLI clients, NATS) with
-#    apt-get when they are missing, paho-mqtt for Python-driven tests, and for the
+# 1. Installs the build dependencies (scripts/build-deps.sh) and the peers the tests start
+#    privately (Mosquitto, its CLI clients, NATS, Redis, PostgreSQL) with apt-get when
+#    they are missing, paho-mqtt for Python-driven tests, and for the
 #    dashboard's browser test Debian's chromium, Node.js/npm and playwright-core (npm ci in
 #    crates/cli/tests/browser; it drives /usr/bin/chromium and downloads no browser).
 # 2. Fails loudly if any of them is still missing: tests never skip for a missing peer.
@@ -31,6 +32,9 @@ required=(
     mosquitto_sub:mosquitto-clients
     mosquitto_pub:mosquitto-clients
     nats-server:nats-server
+    redis-server:redis-server
+    redis-cli:redis-tools
+    psql:postgresql-client
     python3:python3
     chromium:chromium
     node:nodejs
@@ -69,8 +73,18 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
 }
 
-# 1. Peers.
+# 1. Build dependencies, then peers.
+scripts/build-deps.sh
+
+# PostgreSQL's server binaries live in /usr/lib/postgresql/<version>/bin, off PATH.
+postgres_server() {
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1
+}
+
 read -r -a to_install <<<"$(missing_packages)"
+if ! postgres_server && [[ " ${to_install[*]} " != *" postgresql "* ]]; then
+    to_install+=(postgresql)
+fi
 if [[ ${#to_install[@]} -gt 0 ]]; then
     echo "installing missing peers: ${to_install[*]}"
     apt_install "${to_install[@]}"
@@ -101,6 +115,10 @@ for entry in "${required[@]}"; do
         status=1
     fi
 done
+if ! postgres_server; then
+    echo "error: PostgreSQL server binaries (initdb) not found after installation (Debian package 'postgresql')" >&2
+    status=1
+fi
 if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
     echo "error: python3 cannot import paho.mqtt (pip package 'paho-mqtt')" >&2
     status=1

@@ -167,12 +167,31 @@ fn every_example_validates_with_check() {
                 "log-events (disabled)",
             ][..],
         ),
+        (
+            "kafka.yaml",
+            &[
+                "→ kafka 127.0.0.1:9092 topic mqtt.{topic_level_1} key {mqtt_topic} (acks=all, idempotent, lz4)",
+            ][..],
+        ),
+        (
+            "postgres.yaml",
+            &[
+                "→ postgres postgres://mqlink@127.0.0.1:5432/telemetry table mqtt_messages (dedup_id, topic, payload jsonb, qos, retain, received_at)",
+            ][..],
+        ),
+        (
+            "redis.yaml",
+            &["→ redis redis://127.0.0.1:6379/0 stream mqtt:{topic_level_1} maxlen ~1000000"][..],
+        ),
     ] {
         let path = example_path(file);
         let out = mqlink()
             .args(["check", "-c", path.to_str().unwrap()])
             .env_remove("MQTT_URL")
             .env_remove("SENSE_HEALTH_URL")
+            .env_remove("KAFKA_BROKER")
+            .env_remove("PG_URL")
+            .env_remove("REDIS_URL")
             .output()
             .unwrap();
         assert_ok(&out, &format!("mqlink check {file}"));

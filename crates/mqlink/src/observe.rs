@@ -210,8 +210,10 @@ fn shown(payload: &[u8]) -> String {
 pub struct ConnectorView {
     /// Name.
     pub name: String,
-    /// Sink description.
+    /// Sink description (see [`crate::config::Sink::describe`]).
     pub sink: String,
+    /// Sink kind (`file`, `kafka`, …): the metrics' `sink` label.
+    pub sink_kind: &'static str,
     /// Counters.
     pub stats: Arc<ConnectorStats>,
 }
@@ -645,7 +647,10 @@ impl prometheus_client::collector::Collector for MetricsCollector {
                 .iter()
                 .map(|c| {
                     (
-                        vec![("connector", c.name.clone())],
+                        vec![
+                            ("connector", c.name.clone()),
+                            ("sink", c.sink_kind.to_string()),
+                        ],
                         pick(&c.stats).load(Ordering::Relaxed),
                     )
                 })

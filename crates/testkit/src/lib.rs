@@ -1,7 +1,8 @@
 //! Test support for mqlink: real peers, started privately per test.
 //!
 //! Every test that needs a broker starts its own: [`Mosquitto`] and [`Nats`] run the real
-//! `mosquitto` and `nats-server` binaries with a generated configuration in a temporary
+//! `mosquitto` and `nats-server` binaries (and [`Redis`] and [`Postgres`] the sinks'
+//! `redis-server` and PostgreSQL, with their data in temporary directories) with a generated configuration in a temporary
 //! directory, listening on ports picked by [`free_port`], so tests run in parallel and never
 //! touch a system-wide broker. [`TlsMaterial`] writes a throwaway CA, server and client
 //! certificates for the TLS listener. [`MosquittoSub`] and [`mosquitto_pub`] drive the
@@ -34,7 +35,9 @@
 mod clients;
 mod mosquitto;
 mod nats;
+mod postgres;
 mod process;
+mod redis;
 mod tls;
 
 use std::net::TcpListener;
@@ -44,6 +47,8 @@ use std::time::{Duration, Instant};
 pub use clients::{MosquittoSub, mosquitto_pub, mosquitto_pub_with_stdin};
 pub use mosquitto::{Mosquitto, MosquittoOptions};
 pub use nats::Nats;
+pub use postgres::Postgres;
+pub use redis::Redis;
 pub use tls::{CLIENT_COMMON_NAME, TlsMaterial};
 
 /// How long a peer may take to start accepting connections before the test fails.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use mqlink::build;
-use mqlink::config::{BrokerTarget, Config, Fsync, Session, Sink, Transform};
+use mqlink::config::{BrokerTarget, Config, Fsync, Session, Transform};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -178,22 +178,7 @@ pub fn plan(c: &Config) -> String {
     }
     for k in &c.connectors {
         let filters: Vec<&str> = k.subscribe.iter().map(|f| f.as_str()).collect();
-        let sink = match &k.sink {
-            Sink::Stdout => "stdout".to_string(),
-            Sink::File { path, .. } => format!("file {}", path.display()),
-            Sink::Http { url, .. } => format!("http {url}"),
-            Sink::Nats {
-                url,
-                subject,
-                jetstream,
-                ..
-            } => format!(
-                "nats {url} subject {}{}",
-                subject.as_str(),
-                if *jetstream { " (JetStream)" } else { "" }
-            ),
-            Sink::Mqtt { url, topic, .. } => format!("mqtt {url} topic {}", topic.as_str()),
-        };
+        let sink = k.sink.describe();
         let transforms: Vec<String> = k
             .transforms
             .iter()

@@ -387,7 +387,8 @@ impl Parts {
             let connector = connector.with_tracker(link.topics().clone());
             let view = ConnectorView {
                 name: cfg.name.clone(),
-                sink: sink_name(&cfg.sink),
+                sink: cfg.sink.describe(),
+                sink_kind: cfg.sink.kind(),
                 stats: connector.stats(),
             };
             let stop = CancellationToken::new();
@@ -433,19 +434,6 @@ impl Parts {
         {
             let _ = tokio::time::timeout(Duration::from_secs(5), r.task).await;
         }
-    }
-}
-
-fn sink_name(sink: &mqlink::config::Sink) -> String {
-    use mqlink::config::Sink;
-    match sink {
-        Sink::Stdout => "stdout".into(),
-        Sink::File { path, .. } => format!("file {}", path.display()),
-        Sink::Http { url, .. } => format!("http {url}"),
-        Sink::Nats { url, jetstream, .. } => {
-            format!("nats {url}{}", if *jetstream { " (JetStream)" } else { "" })
-        }
-        Sink::Mqtt { url, .. } => format!("mqtt {url}"),
     }
 }
 

@@ -18,13 +18,13 @@
 mod de;
 mod env;
 mod error;
-mod node;
-mod raw;
+pub(crate) mod node;
+pub(crate) mod raw;
 mod secret;
 mod toml_tree;
 mod types;
 mod units;
-mod validate;
+pub(crate) mod validate;
 mod yaml_tree;
 
 #[cfg(test)]

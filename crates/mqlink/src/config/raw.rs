@@ -260,7 +260,7 @@ pub(crate) struct RawConnector {
     pub format: Option<RawFormat>,
     pub transforms: Option<Vec<RawTransform>>,
     pub dead_letter: Option<String>,
-    pub sink: RawSink,
+    pub sink: crate::sink::RawSink,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,57 +283,4 @@ pub(crate) enum RawTransform {
     Filter(String),
     Map(String),
     Arraymap(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub(crate) enum RawSink {
-    Stdout(RawStdout),
-    File(RawFileSink),
-    Http(RawHttpSink),
-    Nats(RawNatsSink),
-    Mqtt(RawMqttSink),
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawStdout {}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawFileSink {
-    pub path: String,
-    pub rotate_bytes: Option<String>,
-    pub fsync: Option<RawFsync>,
-    pub fsync_interval: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawHttpSink {
-    pub url: String,
-    pub method: Option<String>,
-    pub headers: Option<Ordered<Secret>>,
-    pub batch_max: Option<u32>,
-    pub timeout: Option<String>,
-    pub retry: Option<RawBackoff>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawNatsSink {
-    pub url: String,
-    pub subject: String,
-    pub jetstream: Option<bool>,
-    pub stream: Option<String>,
-    pub credentials: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawMqttSink {
-    pub url: String,
-    pub topic: Option<String>,
-    pub qos: Option<u8>,
-    pub retain: Option<bool>,
 }

@@ -130,11 +130,11 @@ fn the_product_example_loads_with_its_values() {
     assert_eq!(hfp.format, RecordFormat::Fluvio);
     assert_eq!(hfp.transforms.len(), 2);
     assert!(matches!(
-        hfp.sink,
-        Sink::Nats {
+        &hfp.sink,
+        Sink::Nats(crate::sink::NatsConfig {
             jetstream: true,
             ..
-        }
+        })
     ));
     // Nothing secret in Debug output.
     let debug = format!("{c:?}");
@@ -176,7 +176,7 @@ sink = { mqtt = { url = "mqtt://other:1883", topic = "bridge/{topic}" } }
     );
     let conn = &c.connectors[0];
     assert_eq!(conn.subscribe[0].share_group(), Some("g1"));
-    let Sink::Mqtt { topic, .. } = &conn.sink else {
+    let Sink::Mqtt(crate::sink::MqttConfig { topic, .. }) = &conn.sink else {
         panic!("expected an mqtt sink")
     };
     assert_eq!(
@@ -520,33 +520,33 @@ fn connectors_validate_filters_sinks_and_names() {
         format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
     };
     let c = yaml(&base("{stdout: {}}")).unwrap();
-    assert!(matches!(c.connectors[0].sink, Sink::Stdout));
+    assert!(matches!(c.connectors[0].sink, Sink::Stdout(_)));
     assert_eq!(c.connectors[0].session, Session::Persistent);
     let c = yaml(&base("{stdout: }")).unwrap();
-    assert!(matches!(c.connectors[0].sink, Sink::Stdout));
+    assert!(matches!(c.connectors[0].sink, Sink::Stdout(_)));
     let c = yaml(&base(
         "{file: {path: out.jsonl, rotate_bytes: 10MiB, fsync: never}}",
     ))
     .unwrap();
     assert!(matches!(
-        c.connectors[0].sink,
-        Sink::File {
+        &c.connectors[0].sink,
+        Sink::File(crate::sink::FileConfig {
             rotate_bytes: Some(10_485_760),
             fsync: Fsync::Never,
             ..
-        }
+        })
     ));
     let c = yaml(&base(
         "{http: {url: 'https://x/ingest', headers: {Authorization: Bearer t}, retry: {min: 100ms}}}",
     ))
     .unwrap();
-    let Sink::Http {
+    let Sink::Http(crate::sink::HttpConfig {
         method,
         batch_max,
         retry,
         headers,
         ..
-    } = &c.connectors[0].sink
+    }) = &c.connectors[0].sink
     else {
         panic!("http sink expected")
     };
@@ -558,11 +558,11 @@ fn connectors_validate_filters_sinks_and_names() {
     assert_eq!(e.path, "connectors[0].sink");
     assert!(
         e.message
-            .contains("exactly one of: stdout, file, http, nats, mqtt"),
+            .contains("exactly one of: stdout, file, http, nats, mqtt, redis, postgres"),
         "{e}"
     );
-    let e = yaml(&base("{kafka: {}}")).unwrap_err();
-    assert!(e.message.contains("unknown variant `kafka`"), "{e}");
+    let e = yaml(&base("{amqp: {}}")).unwrap_err();
+    assert!(e.message.contains("unknown variant `amqp`"), "{e}");
     let e = yaml(&base("{nats: {url: 'nats://x', subject: s, stream: S}}")).unwrap_err();
     assert_eq!(e.path, "connectors[0].sink.nats.stream");
     let e = yaml(&base("{mqtt: {url: 'mqtt://x', topic: 'b/{event}'}}")).unwrap_err();
@@ -587,6 +587,120 @@ fn connectors_validate_filters_sinks_and_names() {
     let e = yaml("broker: {client_id: same}\nconnectors: [{name: c, client_id: same, subscribe: [a], sink: {stdout: {}}}]")
         .unwrap_err();
     assert_eq!(e.path, "connectors[0].client_id");
+}
+
+#[test]
+fn redis_postgres_and_kafka_sinks_validate_with_defaults_and_located_errors() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let c = yaml(&base("{redis: {url: 'redis://127.0.0.1:6379/2'}}")).unwrap();
+    let Sink::Redis(r) = &c.connectors[0].sink else {
+        panic!("redis sink expected")
+    };
+    assert_eq!(r.stream.as_str(), "mqtt:{topic}");
+    assert_eq!((r.batch_max, r.maxlen), (500, None));
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "redis redis://127.0.0.1:6379/2 stream mqtt:{topic}"
+    );
+    assert_eq!(c.connectors[0].sink.kind(), "redis");
+    let c = yaml(&base(
+        "{redis: {url: 'redis://u:pw@h', stream: 'm:{topic_level_2}', maxlen: 10, linger: 5ms}}",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "redis redis://u:redacted@h stream m:{topic_level_2} maxlen ~10"
+    );
+    assert_eq!(
+        c.connectors[0].sink.batching().linger,
+        Duration::from_millis(5)
+    );
+    let e = yaml(&base("{redis: {url: 'rediss://h'}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.url");
+    let e = yaml(&base("{redis: {url: 'redis://h', stream: 'x:{event}'}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.stream");
+    let e = yaml(&base("{redis: {url: 'redis://h', maxlen: 0}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.maxlen");
+
+    let c = yaml(&base("{postgres: {url: 'postgres://u@127.0.0.1/db'}}")).unwrap();
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "postgres postgres://u@127.0.0.1/db table mqtt_messages (dedup_id, topic, payload bytea, received_at)"
+    );
+    let e = yaml(&base("{postgres: {url: 'postgres://u:pw@h/db'}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.url");
+    assert!(e.message.contains("password_file"), "{e}");
+    let e = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db', table: 'a;drop'}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.table");
+    let e = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db', columns: {payload: xml}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.columns.payload");
+    let e = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db', columns: {topic: text}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.columns");
+    assert!(e.message.contains("payload"), "{e}");
+    let e = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db', columns: {qos: int}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.columns.qos");
+}
+
+#[cfg(feature = "sink-kafka")]
+#[test]
+fn kafka_sink_validates_with_defaults_and_located_errors() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let c = yaml(&base(
+        "{kafka: {brokers: ['k1:9092', 'k2:9092'], topic: 'mqtt.{topic_level_1}'}}",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "kafka k1:9092,k2:9092 topic mqtt.{topic_level_1} key {mqtt_topic} (acks=all, idempotent)"
+    );
+    let e = yaml(&base("{kafka: {brokers: [], topic: t}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.brokers");
+    let e = yaml(&base("{kafka: {brokers: ['k1'], topic: t}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.brokers[0]");
+    let e = yaml(&base(
+        "{kafka: {brokers: ['k:1'], topic: t, compression: brotli}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.compression");
+    let e = yaml(&base(
+        "{kafka: {brokers: ['k:1'], topic: t, options: {acks: '1'}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.options.acks");
+    let e = yaml(&base(
+        "{kafka: {brokers: ['k:1'], topic: t, sasl: {mechanism: gssapi, username: u, password: p}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.kafka.sasl.mechanism");
+    let c = yaml(&base(
+        "{kafka: {brokers: ['k:1'], topic: t, compression: zstd, sasl: {mechanism: SCRAM-SHA-512, username: u, password: p}}}",
+    ))
+    .unwrap();
+    assert!(
+        c.connectors[0]
+            .sink
+            .describe()
+            .ends_with("(acks=all, idempotent, zstd, SASL SCRAM-SHA-512)"),
+        "{}",
+        c.connectors[0].sink.describe()
+    );
+    assert!(!format!("{c:?}").contains("password: p"));
 }
 
 #[test]

@@ -440,64 +440,9 @@ pub enum Transform {
     ArrayMap(String),
 }
 
-/// Fsync policy of the file sink.
-pub type FileFsync = Fsync;
-
-/// Where a connector delivers.
-#[derive(Debug, Clone)]
-pub enum Sink {
-    /// JSON lines on stdout.
-    Stdout,
-    /// JSON lines in a file.
-    File {
-        /// Output path (as written, relative to the working directory).
-        path: PathBuf,
-        /// Rotate when the file exceeds this size; default never.
-        rotate_bytes: Option<u64>,
-        /// Default [`Fsync::Always`] (the sink confirms after fsync).
-        fsync: FileFsync,
-    },
-    /// HTTP POST (or PUT/PATCH) of batches.
-    Http {
-        /// `http://` or `https://` URL.
-        url: url::Url,
-        /// Default `POST`.
-        method: String,
-        /// Extra headers in file order.
-        headers: Vec<(String, Secret)>,
-        /// Records per request; default 100, 1..=10000.
-        batch_max: u32,
-        /// Per-request timeout; default 10s.
-        timeout: Duration,
-        /// Retry backoff; default 1s..60s.
-        retry: Backoff,
-    },
-    /// NATS / JetStream.
-    Nats {
-        /// `nats://`, `tls://` or `ws(s)://` URL.
-        url: url::Url,
-        /// Subject template; may use `{topic}` (the MQTT topic) and `{hostname}`.
-        subject: Template,
-        /// Publish through JetStream and wait for its ack; default false.
-        jetstream: bool,
-        /// Expected stream name (JetStream only).
-        stream: Option<String>,
-        /// `.creds` file (exists at load).
-        credentials: Option<PathBuf>,
-    },
-    /// Another MQTT broker (bridge).
-    Mqtt {
-        /// The target broker.
-        url: BrokerUrl,
-        /// Topic template; may use `{topic}` (the incoming topic) and `{hostname}`;
-        /// default `{topic}`.
-        topic: Template,
-        /// Default QoS 1.
-        qos: QoS,
-        /// Default false.
-        retain: bool,
-    },
-}
+/// Where a connector delivers: one variant per sink, each with its own config struct
+/// (registered in [`crate::sink`]).
+pub use crate::sink::SinkConfig as Sink;
 
 /// A connector: subscribe → transforms → sink.
 #[derive(Debug, Clone)]

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::mqtt::url::BrokerUrl;
-use crate::topic::{
-    Allowed, EventGlob, FieldRule, SlashPolicy, Template, TopicFilter, validate_topic_name,
-};
+use crate::topic::{Allowed, EventGlob, SlashPolicy, Template, TopicFilter, validate_topic_name};
 
 use super::error::ConfigError;
 use super::node::{KeyPath, Node};
@@ -35,7 +33,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 const MQTT_MAX_PACKET: u64 = 268_435_455;
 
 impl Ctx<'_> {
-    pub fn err(&self, path: &KeyPath, msg: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, path: &KeyPath, msg: impl Into<String>) -> ConfigError {
         let at = self.tree.locate(path);
         ConfigError {
             file: self.file.to_string(),
@@ -46,14 +44,24 @@ impl Ctx<'_> {
         }
     }
 
-    fn duration(&self, v: Option<&str>, path: &KeyPath, default: Duration) -> R<Duration> {
+    pub(crate) fn duration(
+        &self,
+        v: Option<&str>,
+        path: &KeyPath,
+        default: Duration,
+    ) -> R<Duration> {
         match v {
             None => Ok(default),
             Some(s) => parse_duration(s).map_err(|m| self.err(path, m)),
         }
     }
 
-    fn positive_duration(&self, v: Option<&str>, path: &KeyPath, default: Duration) -> R<Duration> {
+    pub(crate) fn positive_duration(
+        &self,
+        v: Option<&str>,
+        path: &KeyPath,
+        default: Duration,
+    ) -> R<Duration> {
         let d = self.duration(v, path, default)?;
         if d.is_zero() {
             return Err(self.err(path, "must be greater than zero"));
@@ -61,7 +69,7 @@ impl Ctx<'_> {
         Ok(d)
     }
 
-    fn whole_seconds(&self, d: Duration, path: &KeyPath, max: u64) -> R<Duration> {
+    pub(crate) fn whole_seconds(&self, d: Duration, path: &KeyPath, max: u64) -> R<Duration> {
         if d.subsec_nanos() != 0 {
             return Err(self.err(path, "must be whole seconds (MQTT counts seconds)"));
         }
@@ -71,7 +79,7 @@ impl Ctx<'_> {
         Ok(d)
     }
 
-    fn bytes(&self, v: Option<&str>, path: &KeyPath, default: u64, min: u64) -> R<u64> {
+    pub(crate) fn bytes(&self, v: Option<&str>, path: &KeyPath, default: u64, min: u64) -> R<u64> {
         let n = match v {
             None => default,
             Some(s) => parse_bytes(s).map_err(|m| self.err(path, m))?,
@@ -82,7 +90,7 @@ impl Ctx<'_> {
         Ok(n)
     }
 
-    fn qos(&self, v: Option<u8>, path: &KeyPath, default: QoS) -> R<QoS> {
+    pub(crate) fn qos(&self, v: Option<u8>, path: &KeyPath, default: QoS) -> R<QoS> {
         match v {
             None => Ok(default),
             Some(0) => Ok(QoS::AtMostOnce),
@@ -92,14 +100,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn non_empty(&self, s: &str, path: &KeyPath) -> R<()> {
+    pub(crate) fn non_empty(&self, s: &str, path: &KeyPath) -> R<()> {
         if s.trim().is_empty() {
             return Err(self.err(path, "must not be empty"));
         }
         Ok(())
     }
 
-    fn resolve(&self, p: &str) -> PathBuf {
+    pub(crate) fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
             p.to_path_buf()
@@ -109,7 +117,7 @@ impl Ctx<'_> {
     }
 
     /// An input file: resolved against the config's directory and required to exist.
-    fn input_file(&self, p: &str, path: &KeyPath) -> R<PathBuf> {
+    pub(crate) fn input_file(&self, p: &str, path: &KeyPath) -> R<PathBuf> {
         self.non_empty(p, path)?;
         let full = self.resolve(p);
         if !full.is_file() {
@@ -121,7 +129,7 @@ impl Ctx<'_> {
         Ok(full)
     }
 
-    fn secret_file(&self, p: &str, path: &KeyPath) -> R<Secret> {
+    pub(crate) fn secret_file(&self, p: &str, path: &KeyPath) -> R<Secret> {
         self.non_empty(p, path)?;
         let full = self.resolve(p);
         let text = std::fs::read_to_string(&full)
@@ -137,7 +145,7 @@ impl Ctx<'_> {
     }
 
     /// `password` xor `password_file`.
-    fn password(
+    pub(crate) fn password(
         &self,
         password: Option<Secret>,
         file: Option<&str>,
@@ -154,7 +162,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn socket_addr(&self, s: &str, path: &KeyPath) -> R<SocketAddr> {
+    pub(crate) fn socket_addr(&self, s: &str, path: &KeyPath) -> R<SocketAddr> {
         s.trim().parse().map_err(|_| {
             self.err(
                 path,
@@ -163,7 +171,13 @@ impl Ctx<'_> {
         })
     }
 
-    fn template(&self, s: &str, path: &KeyPath, topic: bool, allowed: &Allowed<'_>) -> R<Template> {
+    pub(crate) fn template(
+        &self,
+        s: &str,
+        path: &KeyPath,
+        topic: bool,
+        allowed: &Allowed<'_>,
+    ) -> R<Template> {
         let t = if topic {
             Template::parse(s)
         } else {
@@ -176,7 +190,7 @@ impl Ctx<'_> {
     }
 
     /// A template resolved completely at load (`{hostname}` and maybe `{prefix}`).
-    fn literal_template(
+    pub(crate) fn literal_template(
         &self,
         s: &str,
         path: &KeyPath,
@@ -194,7 +208,7 @@ impl Ctx<'_> {
         Ok(text)
     }
 
-    fn http_url(&self, s: &str, path: &KeyPath, schemes: &[&str]) -> R<url::Url> {
+    pub(crate) fn http_url(&self, s: &str, path: &KeyPath, schemes: &[&str]) -> R<url::Url> {
         let u = url::Url::parse(s.trim())
             .map_err(|e| self.err(path, format!("not a valid URL: {e}")))?;
         if !schemes.contains(&u.scheme()) {
@@ -214,7 +228,11 @@ impl Ctx<'_> {
         Ok(u)
     }
 
-    fn headers(&self, raw: Option<Ordered<Secret>>, path: &KeyPath) -> R<Vec<(String, Secret)>> {
+    pub(crate) fn headers(
+        &self,
+        raw: Option<Ordered<Secret>>,
+        path: &KeyPath,
+    ) -> R<Vec<(String, Secret)>> {
         let mut out = Vec::new();
         for (name, value) in raw.map(|o| o.0).unwrap_or_default() {
             let p = path.key(&name);
@@ -230,7 +248,7 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    fn backoff(&self, raw: Option<RawBackoff>, path: &KeyPath) -> R<Backoff> {
+    pub(crate) fn backoff(&self, raw: Option<RawBackoff>, path: &KeyPath) -> R<Backoff> {
         let raw = raw.unwrap_or_default();
         let min =
             self.positive_duration(raw.min.as_deref(), &path.key("min"), Duration::from_secs(1))?;
@@ -245,7 +263,12 @@ impl Ctx<'_> {
         Ok(Backoff { min, max })
     }
 
-    fn fsync(&self, mode: Option<RawFsync>, interval: Option<&str>, path: &KeyPath) -> R<Fsync> {
+    pub(crate) fn fsync(
+        &self,
+        mode: Option<RawFsync>,
+        interval: Option<&str>,
+        path: &KeyPath,
+    ) -> R<Fsync> {
         let ipath = path.key("fsync_interval");
         match mode.unwrap_or(RawFsync::Always) {
             RawFsync::Interval => Ok(Fsync::Interval(self.positive_duration(
@@ -906,13 +929,6 @@ fn route(
     })
 }
 
-const TOPIC_ONLY: Allowed<'static> = Allowed {
-    event: false,
-    hostname: true,
-    prefix: false,
-    fields: FieldRule::Only(&["topic"]),
-};
-
 fn connector(raw: RawConnector, ctx: &Ctx<'_>, path: &KeyPath) -> R<Connector> {
     let np = path.key("name");
     let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
@@ -977,93 +993,6 @@ fn connector(raw: RawConnector, ctx: &Ctx<'_>, path: &KeyPath) -> R<Connector> {
         },
         transforms,
         dead_letter,
-        sink: sink(raw.sink, ctx, &path.key("sink"))?,
-    })
-}
-
-fn sink(raw: RawSink, ctx: &Ctx<'_>, path: &KeyPath) -> R<Sink> {
-    Ok(match raw {
-        RawSink::Stdout(RawStdout {}) => Sink::Stdout,
-        RawSink::File(f) => {
-            let p = path.key("file");
-            ctx.non_empty(&f.path, &p.key("path"))?;
-            Sink::File {
-                path: PathBuf::from(f.path),
-                rotate_bytes: match f.rotate_bytes.as_deref() {
-                    Some(s) => Some(ctx.bytes(Some(s), &p.key("rotate_bytes"), 0, 1024)?),
-                    None => None,
-                },
-                fsync: ctx.fsync(f.fsync, f.fsync_interval.as_deref(), &p)?,
-            }
-        }
-        RawSink::Http(h) => {
-            let p = path.key("http");
-            let method = h
-                .method
-                .unwrap_or_else(|| "POST".into())
-                .to_ascii_uppercase();
-            if !matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
-                return Err(ctx.err(
-                    &p.key("method"),
-                    format!("method '{method}' is not POST, PUT or PATCH"),
-                ));
-            }
-            let batch_max = h.batch_max.unwrap_or(100);
-            if !(1..=10_000).contains(&batch_max) {
-                return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
-            }
-            Sink::Http {
-                url: ctx.http_url(&h.url, &p.key("url"), &["http", "https"])?,
-                method,
-                headers: ctx.headers(h.headers, &p.key("headers"))?,
-                batch_max,
-                timeout: ctx.positive_duration(
-                    h.timeout.as_deref(),
-                    &p.key("timeout"),
-                    Duration::from_secs(10),
-                )?,
-                retry: ctx.backoff(h.retry, &p.key("retry"))?,
-            }
-        }
-        RawSink::Nats(n) => {
-            let p = path.key("nats");
-            let jetstream = n.jetstream.unwrap_or(false);
-            if n.stream.is_some() && !jetstream {
-                return Err(ctx.err(&p.key("stream"), "only meaningful with jetstream: true"));
-            }
-            let subject = ctx.template(&n.subject, &p.key("subject"), false, &TOPIC_ONLY)?;
-            if subject.as_str().trim().is_empty() || subject.as_str().contains(char::is_whitespace)
-            {
-                return Err(ctx.err(
-                    &p.key("subject"),
-                    "a NATS subject must be non-empty without spaces",
-                ));
-            }
-            Sink::Nats {
-                url: ctx.http_url(&n.url, &p.key("url"), &["nats", "tls", "ws", "wss"])?,
-                subject: subject.resolve_builtins(ctx.hostname, ""),
-                jetstream,
-                stream: n.stream,
-                credentials: match n.credentials.as_deref() {
-                    Some(c) => Some(ctx.input_file(c, &p.key("credentials"))?),
-                    None => None,
-                },
-            }
-        }
-        RawSink::Mqtt(m) => {
-            let p = path.key("mqtt");
-            let topic = ctx.template(
-                m.topic.as_deref().unwrap_or("{topic}"),
-                &p.key("topic"),
-                true,
-                &TOPIC_ONLY,
-            )?;
-            Sink::Mqtt {
-                url: BrokerUrl::parse(&m.url).map_err(|e| ctx.err(&p.key("url"), e.to_string()))?,
-                topic: topic.resolve_builtins(ctx.hostname, ""),
-                qos: ctx.qos(m.qos, &p.key("qos"), QoS::AtLeastOnce)?,
-                retain: m.retain.unwrap_or(false),
-            }
-        }
+        sink: Sink::validate(raw.sink, ctx, &path.key("sink"))?,
     })
 }

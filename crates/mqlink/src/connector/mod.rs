@@ -45,7 +45,7 @@ use crate::mqtt::codec::Publish;
 use crate::mqtt::state::{AckToken, Delivery};
 use crate::observe::{Dir, TopicTracker};
 use crate::record;
-use crate::sink::{self, Body, OpenError, Record, Sink, SinkError};
+use crate::sink::{self, Body, Meta, OpenError, Record, Sink, SinkError};
 use crate::transform::{self, Chain, CompileError};
 
 /// Why a connector could not start or had to stop.
@@ -194,7 +194,7 @@ impl Connector {
                     connector: name.clone(),
                     source,
                 })?;
-        info!(connector = %name, broker = %self.opts.url, sink = %sink.describe(), "connector starting");
+        info!(connector = %name, broker = %self.opts.url, sink = %self.cfg.sink.describe(), "connector starting");
         let dead_letter = self
             .cfg
             .dead_letter
@@ -280,7 +280,8 @@ impl Worker<'_> {
         self.stats.subscribed.store(true, Ordering::Release);
         info!(connector = %name, filters = ?self.cfg.subscribe.iter().map(|f| f.as_str()).collect::<Vec<_>>(), granted = ?codes, "subscribed");
 
-        let max = self.sink.batch_max().max(1);
+        let batching = self.cfg.sink.batching();
+        let max = batching.max.max(1);
         let mut batch: Vec<Delivery> = Vec::with_capacity(max);
         loop {
             let first = tokio::select! {
@@ -301,6 +302,22 @@ impl Worker<'_> {
                 match deliveries.try_recv() {
                     Ok(d) => batch.push(d),
                     Err(_) => break,
+                }
+            }
+            // A linger trades latency for fuller batches (one transaction, one pipeline)
+            // when messages trickle in; a backlog fills the batch without waiting.
+            if batch.len() < max && !batching.linger.is_zero() {
+                let deadline = tokio::time::Instant::now() + batching.linger;
+                while batch.len() < max {
+                    tokio::select! {
+                        biased;
+                        () = self.shutdown.cancelled() => return Ok(()),
+                        d = deliveries.recv() => match d {
+                            Some(d) => batch.push(d),
+                            None => break,
+                        },
+                        () = tokio::time::sleep_until(deadline) => break,
+                    }
                 }
             }
             if self.handle(&mut batch).await.is_err() {
@@ -405,7 +422,7 @@ impl Worker<'_> {
                     if done > 0 {
                         attempt = 0;
                     }
-                    let (min, max) = self.sink.backoff();
+                    let (min, max) = self.cfg.sink.backoff();
                     let delay = client::backoff(attempt, min, max);
                     attempt = attempt.saturating_add(1);
                     warn!(
@@ -482,11 +499,17 @@ impl Worker<'_> {
             RecordFormat::Fluvio => Body::Json(record::fluvio(p)),
             RecordFormat::Raw => Body::Raw(p.payload.clone()),
         };
+        let meta = Arc::new(Meta {
+            qos: p.qos as u8,
+            retain: p.retain,
+            user_properties: p.props.user.clone(),
+        });
         let make = |part: usize, body: Body| Record {
             topic: p.topic.clone(),
             source: p.payload.clone(),
             part: part as u32,
             body,
+            meta: meta.clone(),
         };
         if self.chain.is_empty() {
             return Ok(vec![make(0, body)]);

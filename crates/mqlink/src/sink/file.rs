@@ -18,8 +18,58 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{OpenError, Record, SinkError};
-use crate::config::Fsync;
+use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec};
+use crate::config::node::KeyPath;
+use crate::config::raw::RawFsync;
+use crate::config::validate::Ctx;
+use crate::config::{ConfigError, Fsync};
+
+/// `file: {path, rotate_bytes, fsync, fsync_interval}` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Raw {
+    path: String,
+    rotate_bytes: Option<String>,
+    fsync: Option<RawFsync>,
+    fsync_interval: Option<String>,
+}
+
+/// The `file` sink's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    /// Output path (as written, relative to the working directory).
+    pub path: PathBuf,
+    /// Rotate when the file exceeds this size; default never.
+    pub rotate_bytes: Option<u64>,
+    /// Default [`Fsync::Always`] (the sink confirms after fsync).
+    pub fsync: Fsync,
+}
+
+impl Spec for FileConfig {
+    type Raw = Raw;
+    type Sink = FileSink;
+
+    fn validate(f: Raw, ctx: &Ctx<'_>, p: &KeyPath) -> Result<FileConfig, ConfigError> {
+        ctx.non_empty(&f.path, &p.key("path"))?;
+        Ok(FileConfig {
+            path: PathBuf::from(f.path),
+            rotate_bytes: match f.rotate_bytes.as_deref() {
+                Some(s) => Some(ctx.bytes(Some(s), &p.key("rotate_bytes"), 0, 1024)?),
+                None => None,
+            },
+            fsync: ctx.fsync(f.fsync, f.fsync_interval.as_deref(), p)?,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    async fn open(&self, _: OpenEnv<'_>) -> Result<(FileSink, Option<Driver>), OpenError> {
+        let sink = FileSink::open(&self.path, self.rotate_bytes, self.fsync).await?;
+        Ok((sink, None))
+    }
+}
 
 /// Appends records as lines to a file.
 #[derive(Debug)]
@@ -44,7 +94,7 @@ impl FileSink {
     /// Open (create or append to) `path`.
     ///
     /// # Errors
-    /// [`OpenError::File`] when the file cannot be opened.
+    /// [`OpenError`] when the file cannot be opened.
     pub async fn open(
         path: &Path,
         rotate_bytes: Option<u64>,
@@ -59,9 +109,10 @@ impl FileSink {
             last_sync: Instant::now(),
             lines: Vec::new(),
         };
-        inner.ensure_open().map_err(|source| OpenError::File {
-            path: path.display().to_string(),
-            source,
+        inner.ensure_open().map_err(|e| OpenError {
+            kind: "file",
+            target: path.display().to_string(),
+            reason: e.to_string(),
         })?;
         Ok(FileSink {
             path: path.to_path_buf(),
@@ -74,11 +125,14 @@ impl FileSink {
         &self.path
     }
 
+}
+
+impl Deliver for FileSink {
     /// Append the batch; confirmed per the fsync policy.
     ///
     /// # Errors
     /// [`SinkError::Retry`] on any I/O error (the batch is rolled back first).
-    pub async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+    async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         let mut inner = match self.inner.take() {
             Some(i) => i,
             None => {
@@ -240,6 +294,7 @@ mod tests {
             source: Bytes::new(),
             part: 0,
             body: Body::Json(v),
+            meta: Default::default(),
         }
     }
 

@@ -12,12 +12,104 @@ use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::{OpenError, Record, SinkError};
-use crate::config::{Backoff, Secret};
+use super::{Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec};
+use crate::config::node::KeyPath;
+use crate::config::raw::{Ordered, RawBackoff};
+use crate::config::validate::Ctx;
+use crate::config::{Backoff, ConfigError, Secret};
 use crate::mqtt::tls::{self, TlsOptions};
 
 /// Longest server answer kept for error messages.
 const ERROR_BODY_MAX: usize = 200;
+
+/// `http: {url, method, headers, batch_max, timeout, retry}` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Raw {
+    url: String,
+    method: Option<String>,
+    headers: Option<Ordered<Secret>>,
+    batch_max: Option<u32>,
+    timeout: Option<String>,
+    retry: Option<RawBackoff>,
+}
+
+/// The `http` sink's settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `http://` or `https://` URL.
+    pub url: url::Url,
+    /// Default `POST`.
+    pub method: String,
+    /// Extra headers in file order.
+    pub headers: Vec<(String, Secret)>,
+    /// Records per request; default 100, 1..=10000.
+    pub batch_max: u32,
+    /// Per-request timeout; default 10s.
+    pub timeout: Duration,
+    /// Retry backoff; default 1s..60s.
+    pub retry: Backoff,
+}
+
+impl Spec for HttpConfig {
+    type Raw = Raw;
+    type Sink = HttpSink;
+
+    fn validate(h: Raw, ctx: &Ctx<'_>, p: &KeyPath) -> Result<HttpConfig, ConfigError> {
+        let method = h
+            .method
+            .unwrap_or_else(|| "POST".into())
+            .to_ascii_uppercase();
+        if !matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
+            return Err(ctx.err(
+                &p.key("method"),
+                format!("method '{method}' is not POST, PUT or PATCH"),
+            ));
+        }
+        let batch_max = h.batch_max.unwrap_or(100);
+        if !(1..=10_000).contains(&batch_max) {
+            return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
+        }
+        Ok(HttpConfig {
+            url: ctx.http_url(&h.url, &p.key("url"), &["http", "https"])?,
+            method,
+            headers: ctx.headers(h.headers, &p.key("headers"))?,
+            batch_max,
+            timeout: ctx.positive_duration(
+                h.timeout.as_deref(),
+                &p.key("timeout"),
+                Duration::from_secs(10),
+            )?,
+            retry: ctx.backoff(h.retry, &p.key("retry"))?,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("http {}", super::redacted(&self.url))
+    }
+
+    fn batching(&self) -> Batching {
+        Batching {
+            max: self.batch_max.max(1) as usize,
+            linger: Duration::ZERO,
+        }
+    }
+
+    fn backoff(&self) -> (Duration, Duration) {
+        (self.retry.min, self.retry.max)
+    }
+
+    async fn open(&self, _: OpenEnv<'_>) -> Result<(HttpSink, Option<Driver>), OpenError> {
+        let sink = HttpSink::new(
+            &self.url,
+            &self.method,
+            &self.headers,
+            self.batch_max,
+            self.timeout,
+        )?;
+        Ok((sink, None))
+    }
+}
 
 /// POSTs (or PUTs/PATCHes) batches of records.
 #[derive(Debug)]
@@ -26,7 +118,6 @@ pub struct HttpSink {
     url: url::Url,
     method: reqwest::Method,
     batch_max: usize,
-    backoff: (Duration, Duration),
     body: Vec<u8>,
 }
 
@@ -34,17 +125,17 @@ impl HttpSink {
     /// Build the client.
     ///
     /// # Errors
-    /// [`OpenError::Http`] for an invalid method or header, or a TLS setup failure.
+    /// [`OpenError`] for an invalid method or header, or a TLS setup failure.
     pub fn new(
         url: &url::Url,
         method: &str,
         headers: &[(String, Secret)],
         batch_max: u32,
         timeout: Duration,
-        retry: &Backoff,
     ) -> Result<HttpSink, OpenError> {
-        let err = |reason: String| OpenError::Http {
-            url: url.to_string(),
+        let err = |reason: String| OpenError {
+            kind: "http",
+            target: url.to_string(),
             reason,
         };
         let method = reqwest::Method::from_bytes(method.as_bytes())
@@ -71,7 +162,6 @@ impl HttpSink {
             url: url.clone(),
             method,
             batch_max: batch_max.max(1) as usize,
-            backoff: (retry.min, retry.max),
             body: Vec::new(),
         })
     }
@@ -79,36 +169,6 @@ impl HttpSink {
     /// The target URL.
     pub fn url(&self) -> &url::Url {
         &self.url
-    }
-
-    /// Records per request.
-    pub fn batch_max(&self) -> usize {
-        self.batch_max
-    }
-
-    /// Retry backoff from the config.
-    pub fn backoff(&self) -> (Duration, Duration) {
-        self.backoff
-    }
-
-    /// Send the batch (in requests of at most `batch_max` records).
-    ///
-    /// # Errors
-    /// [`SinkError`] with the records confirmed so far.
-    pub async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
-        let mut done = 0;
-        for chunk in batch.chunks(self.batch_max) {
-            self.send(chunk).await.map_err(|e| match e {
-                SinkError::Retry { reason, .. } => SinkError::Retry { done, reason },
-                SinkError::Reject { reason, .. } => SinkError::Reject {
-                    done,
-                    count: chunk.len(),
-                    reason,
-                },
-            })?;
-            done += chunk.len();
-        }
-        Ok(())
     }
 
     async fn send(&mut self, chunk: &[Record]) -> Result<(), SinkError> {
@@ -152,6 +212,28 @@ impl HttpSink {
                 reason,
             })
         }
+    }
+}
+
+impl Deliver for HttpSink {
+    /// Send the batch (in requests of at most `batch_max` records).
+    ///
+    /// # Errors
+    /// [`SinkError`] with the records confirmed so far.
+    async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+        let mut done = 0;
+        for chunk in batch.chunks(self.batch_max) {
+            self.send(chunk).await.map_err(|e| match e {
+                SinkError::Retry { reason, .. } => SinkError::Retry { done, reason },
+                SinkError::Reject { reason, .. } => SinkError::Reject {
+                    done,
+                    count: chunk.len(),
+                    reason,
+                },
+            })?;
+            done += chunk.len();
+        }
+        Ok(())
     }
 }
 

@@ -1,14 +1,17 @@
-//! Sinks: where a connector's records go, one file per sink, dispatched from [`Sink`].
+//! Sinks: where a connector's records go, one file per sink, registered in one place.
 //!
 //! ```text
-//!  connector ──[Record; n]──▶ Sink::deliver ──▶ stdout | file | http | nats | mqtt
+//!  config  sink: {kafka: {...}} ──RawSink──▶ <Config as Spec>::validate ──▶ SinkConfig
+//!  connector ──open──▶ Sink ──[Record; n]──▶ Deliver::deliver ──▶ stdout | file | http | …
 //!            ◀── Ok / SinkError::{Retry, Reject} ──┘
 //! ```
 //!
-//! `Ok(())` from [`Sink::deliver`] means the sink *has* every record of the batch: the
+//! `Ok(())` from [`Deliver::deliver`] means the sink *has* every record of the batch: the
 //! file is written (and fsynced per policy), the HTTP server answered 2xx, NATS flushed or
-//! JetStream acked each publish, the target MQTT broker acknowledged each message. Only
-//! then does the connector acknowledge the source messages to its broker.
+//! JetStream acked each publish, the target MQTT broker acknowledged each message, Redis
+//! answered every XADD, PostgreSQL committed the transaction, Kafka's in-sync replicas
+//! acknowledged every record. Only then does the connector acknowledge the source
+//! messages to its broker.
 //!
 //! A failure says how far the batch got ([`SinkError`]): `Retry` for trouble that may pass
 //! (connection refused, 5xx, timeouts) — the connector retries the rest with backoff and
@@ -18,12 +21,14 @@
 //! Sinks that need a background task (the `mqtt` sink's connection) hand it back from
 //! [`open`] as a driver future; the connector polls it next to its own loop, so nothing
 //! is spawned that cannot be stopped.
-
-mod file;
-mod http;
-mod mqtt;
-mod nats;
-mod stdout;
+//!
+//! # Adding a sink
+//! One new file `sink/<key>.rs` and one line in the `sinks!` list below. The file
+//! defines the validated config (`<Kind>Config`, implementing `Spec`: its raw serde
+//! struct, its validation with file:line:key errors, its plan line, its batching and its
+//! `open`) and the runtime sink (`<Kind>Sink`, implementing [`Deliver`]). The list
+//! generates the module, the `sink:` config enum, its validation and description
+//! dispatch, the runtime enum and [`open`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,13 +40,222 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config;
+use crate::config::ConfigError;
+use crate::config::node::KeyPath;
+use crate::config::validate::Ctx;
+use crate::topic::{Allowed, FieldRule};
 
-pub use file::FileSink;
-pub use http::HttpSink;
-pub use mqtt::MqttSink;
-pub use nats::NatsSink;
-pub use stdout::StdoutSink;
+/// The registry: `key: Variant(Config, Sink)`, one line per sink (see the module docs).
+macro_rules! sinks {
+    ($(
+        $(#[doc = $doc:expr])*
+        $(#[cfg($cfg:meta)])?
+        $key:ident: $Variant:ident($Config:ident, $Sink:ident),
+    )*) => {
+        $( $(#[cfg($cfg)])? mod $key; )*
+        $( $(#[cfg($cfg)])? pub use self::$key::{$Config, $Sink}; )*
+
+        /// Where a connector delivers: the validated config of one sink.
+        #[derive(Debug, Clone)]
+        pub enum SinkConfig {
+            $( $(#[doc = $doc])* $(#[cfg($cfg)])? $Variant($Config), )*
+        }
+
+        /// The `sink:` section as written: exactly one key naming the sink.
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(rename_all = "snake_case", deny_unknown_fields)]
+        pub(crate) enum RawSink {
+            $( $(#[cfg($cfg)])? $Variant(<$Config as Spec>::Raw), )*
+        }
+
+        impl SinkConfig {
+            /// Validate the `sink:` section at `path` (errors name file:line:key).
+            pub(crate) fn validate(
+                raw: RawSink,
+                ctx: &Ctx<'_>,
+                path: &KeyPath,
+            ) -> Result<SinkConfig, ConfigError> {
+                Ok(match raw {
+                    $( $(#[cfg($cfg)])? RawSink::$Variant(r) => SinkConfig::$Variant(
+                        <$Config as Spec>::validate(r, ctx, &path.key(stringify!($key)))?,
+                    ), )*
+                })
+            }
+
+            /// The sink's config key (`stdout`, `kafka`, …): the metrics' `sink` label.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( $(#[cfg($cfg)])? SinkConfig::$Variant(_) => stringify!($key), )*
+                }
+            }
+
+            /// One line for `mqlink check`, logs and `/v1/status`: kind, target and the
+            /// settings that decide where records land (credentials redacted).
+            pub fn describe(&self) -> String {
+                match self {
+                    $( $(#[cfg($cfg)])? SinkConfig::$Variant(c) => c.describe(), )*
+                }
+            }
+
+            /// How the connector batches records for this sink.
+            pub fn batching(&self) -> Batching {
+                match self {
+                    $( $(#[cfg($cfg)])? SinkConfig::$Variant(c) => c.batching(), )*
+                }
+            }
+
+            /// Backoff between retries of a failed delivery: (first, largest).
+            pub fn backoff(&self) -> (Duration, Duration) {
+                match self {
+                    $( $(#[cfg($cfg)])? SinkConfig::$Variant(c) => c.backoff(), )*
+                }
+            }
+        }
+
+        /// An open sink, dispatched by variant (each lives in its own file).
+        #[derive(Debug)]
+        pub enum Sink {
+            $( $(#[doc = $doc])* $(#[cfg($cfg)])? $Variant(Box<$Sink>), )*
+        }
+
+        /// Open the sink of connector `name` (whose MQTT client id is `client_id`). The
+        /// driver, if any, must be polled for the sink to make progress; it stops when
+        /// `shutdown` is cancelled.
+        ///
+        /// # Errors
+        /// [`OpenError`] naming the sink and its target.
+        pub async fn open(
+            cfg: &SinkConfig,
+            name: &str,
+            client_id: &str,
+            shutdown: CancellationToken,
+        ) -> Result<(Sink, Option<Driver>), OpenError> {
+            let env = OpenEnv {
+                connector: name,
+                client_id,
+                shutdown,
+            };
+            Ok(match cfg {
+                $( $(#[cfg($cfg)])? SinkConfig::$Variant(c) => {
+                    let (s, d) = c.open(env).await?;
+                    (Sink::$Variant(Box::new(s)), d)
+                } )*
+            })
+        }
+
+        impl Sink {
+            /// Deliver `batch`; `Ok` only when the sink has every record (see the module
+            /// docs).
+            ///
+            /// # Errors
+            /// [`SinkError`] saying how many records are confirmed and what to do with the
+            /// rest.
+            pub async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                match self {
+                    $( $(#[cfg($cfg)])? Sink::$Variant(s) => s.deliver(batch).await, )*
+                }
+            }
+        }
+    };
+}
+
+sinks! {
+    /// JSON lines on stdout.
+    stdout: Stdout(StdoutConfig, StdoutSink),
+    /// JSON lines in a file.
+    file: File(FileConfig, FileSink),
+    /// HTTP requests.
+    http: Http(HttpConfig, HttpSink),
+    /// NATS or JetStream.
+    nats: Nats(NatsConfig, NatsSink),
+    /// Another MQTT broker.
+    mqtt: Mqtt(MqttConfig, MqttSink),
+    /// Redis Streams (XADD).
+    redis: Redis(RedisConfig, RedisSink),
+    /// PostgreSQL (one transaction per batch).
+    postgres: Postgres(PostgresConfig, PostgresSink),
+    /// Kafka (acks=all, idempotent producer).
+    #[cfg(feature = "sink-kafka")]
+    kafka: Kafka(KafkaConfig, KafkaSink),
+}
+
+/// What a sink's validated config provides to the registry.
+pub(crate) trait Spec: Sized {
+    /// The sink's section as written (serde, `deny_unknown_fields`).
+    type Raw: serde::de::DeserializeOwned;
+    /// The open sink.
+    type Sink: Deliver;
+
+    /// Defaults and checks; errors name the key through `ctx.err(path…)`.
+    fn validate(raw: Self::Raw, ctx: &Ctx<'_>, path: &KeyPath) -> Result<Self, ConfigError>;
+
+    /// See [`SinkConfig::describe`].
+    fn describe(&self) -> String;
+
+    /// See [`SinkConfig::batching`].
+    fn batching(&self) -> Batching {
+        Batching::DEFAULT
+    }
+
+    /// See [`SinkConfig::backoff`].
+    fn backoff(&self) -> (Duration, Duration) {
+        (Duration::from_millis(100), Duration::from_secs(10))
+    }
+
+    /// Connect or open; a driver future when the sink needs one polled.
+    fn open(
+        &self,
+        env: OpenEnv<'_>,
+    ) -> impl Future<Output = Result<(Self::Sink, Option<Driver>), OpenError>> + Send;
+}
+
+/// What a sink's open needs besides its config.
+#[derive(Debug)]
+pub(crate) struct OpenEnv<'a> {
+    /// The connector's name (de-dup ids, client names).
+    pub connector: &'a str,
+    /// The connector's MQTT client id.
+    pub client_id: &'a str,
+    /// Stops the sink's driver.
+    pub shutdown: CancellationToken,
+}
+
+/// An open sink: takes batches and says how far each got.
+pub trait Deliver: Send {
+    /// Deliver `batch`; `Ok` only when the sink has every record (see the module docs).
+    ///
+    /// # Errors
+    /// [`SinkError`] saying how many records are confirmed and what to do with the rest.
+    fn deliver(&mut self, batch: &[Record]) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// How the connector gathers records before a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Largest batch handed to the sink at once.
+    pub max: usize,
+    /// How long to wait for more records once one is there (zero: take what is ready).
+    pub linger: Duration,
+}
+
+impl Batching {
+    /// What is ready, up to 1024 records.
+    pub const DEFAULT: Batching = Batching {
+        max: 1024,
+        linger: Duration::ZERO,
+    };
+}
+
+/// Placeholders a sink's subject/topic template may use: the MQTT topic only.
+pub(crate) const TOPIC_ONLY: Allowed<'static> = Allowed {
+    event: false,
+    hostname: true,
+    prefix: false,
+    fields: FieldRule::Only(&["topic"]),
+};
 
 /// What a record carries.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +278,21 @@ pub struct Record {
     pub part: u32,
     /// The record.
     pub body: Body,
+    /// What else the source message carried (QoS, retain, user properties), shared by
+    /// the records it produced: for sinks that store it beside the record (Kafka
+    /// headers, a PostgreSQL `qos` column).
+    pub meta: Arc<Meta>,
+}
+
+/// The source message's delivery details.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// QoS it arrived with (0..=2).
+    pub qos: u8,
+    /// Its retain flag.
+    pub retain: bool,
+    /// Its MQTT 5 user properties, in order.
+    pub user_properties: Vec<(String, String)>,
 }
 
 impl Record {
@@ -128,172 +357,123 @@ pub enum SinkError {
 
 /// A sink that cannot be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Opening the output file failed.
-    #[error("file sink {path}: {source}")]
-    File {
-        /// The path.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Building the HTTP client failed.
-    #[error("http sink {url}: {reason}")]
-    Http {
-        /// The URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// Connecting to NATS failed.
-    #[error("nats sink {url}: {reason}")]
-    Nats {
-        /// The URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// Building the MQTT client failed.
-    #[error("mqtt sink {url}: {reason}")]
-    Mqtt {
-        /// The URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
+#[error("{kind} sink {target}: {reason}")]
+pub struct OpenError {
+    /// The sink kind (`file`, `nats`, …).
+    pub kind: &'static str,
+    /// What it was opening (a path or URL, credentials redacted).
+    pub target: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// A background task a sink needs polled (e.g. its MQTT connection); it ends when the
 /// token is cancelled.
 pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Every sink, dispatched by variant (each lives in its own file).
-#[derive(Debug)]
-pub enum Sink {
-    /// JSON lines on stdout.
-    Stdout(StdoutSink),
-    /// JSON lines in a file.
-    File(FileSink),
-    /// HTTP requests.
-    Http(HttpSink),
-    /// NATS or JetStream.
-    Nats(Box<NatsSink>),
-    /// Another MQTT broker.
-    Mqtt(MqttSink),
+/// `url` for messages and plan lines: a password is replaced by `redacted`.
+pub(crate) fn redacted(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("redacted"));
+    }
+    u.to_string()
 }
 
-/// Open the sink of connector `name` (whose MQTT client id is `client_id`). The driver,
-/// if any, must be polled for the sink to make progress; it stops when `shutdown` is
-/// cancelled.
-///
-/// # Errors
-/// [`OpenError`] naming the sink and its target.
-pub async fn open(
-    cfg: &config::Sink,
-    name: &str,
-    client_id: &str,
-    shutdown: CancellationToken,
-) -> Result<(Sink, Option<Driver>), OpenError> {
-    Ok(match cfg {
-        config::Sink::Stdout => (Sink::Stdout(StdoutSink::new()), None),
-        config::Sink::File {
-            path,
-            rotate_bytes,
-            fsync,
-        } => (
-            Sink::File(FileSink::open(path, *rotate_bytes, *fsync).await?),
-            None,
-        ),
-        config::Sink::Http {
-            url,
-            method,
-            headers,
-            batch_max,
-            timeout,
-            retry,
-        } => (
-            Sink::Http(HttpSink::new(
-                url, method, headers, *batch_max, *timeout, retry,
-            )?),
-            None,
-        ),
-        config::Sink::Nats {
-            url,
-            subject,
-            jetstream,
-            stream,
-            credentials,
-        } => (
-            Sink::Nats(Box::new(
-                NatsSink::connect(
-                    name,
-                    url,
-                    subject.clone(),
-                    *jetstream,
-                    stream.clone(),
-                    credentials.as_deref(),
-                )
-                .await?,
-            )),
-            None,
-        ),
-        config::Sink::Mqtt {
-            url,
-            topic,
-            qos,
-            retain,
-        } => {
-            let (sink, driver) =
-                MqttSink::new(url, topic.clone(), *qos, *retain, client_id, shutdown)?;
-            (Sink::Mqtt(sink), Some(driver))
-        }
-    })
+/// Placeholders the `redis`, `postgres` and `kafka` templates may use: the MQTT topic as
+/// `{topic}` or `{mqtt_topic}`, its levels as `{topic_level_1}` … `{topic_level_9}`
+/// (empty when the topic has fewer levels), and `{hostname}`.
+pub(crate) const TOPIC_LEVELS: Allowed<'static> = Allowed {
+    event: false,
+    hostname: true,
+    prefix: false,
+    fields: FieldRule::Only(&[
+        "topic",
+        "mqtt_topic",
+        "topic_level_1",
+        "topic_level_2",
+        "topic_level_3",
+        "topic_level_4",
+        "topic_level_5",
+        "topic_level_6",
+        "topic_level_7",
+        "topic_level_8",
+        "topic_level_9",
+    ]),
+};
+
+/// Renders a [`TOPIC_LEVELS`] template per record, remembering the last topic: records
+/// of one batch mostly share a few topics, and building the context is the costly part.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicRenderer {
+    template: crate::topic::Template,
+    last: Option<(Arc<str>, String)>,
 }
 
-impl Sink {
-    /// Deliver `batch`; `Ok` only when the sink has every record (see the module docs).
-    ///
-    /// # Errors
-    /// [`SinkError`] saying how many records are confirmed and what to do with the rest.
-    pub async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        match self {
-            Sink::Stdout(s) => s.deliver(batch).await,
-            Sink::File(s) => s.deliver(batch).await,
-            Sink::Http(s) => s.deliver(batch).await,
-            Sink::Nats(s) => s.deliver(batch).await,
-            Sink::Mqtt(s) => s.deliver(batch).await,
+impl TopicRenderer {
+    pub(crate) fn new(template: crate::topic::Template) -> TopicRenderer {
+        TopicRenderer {
+            template,
+            last: None,
         }
     }
 
-    /// Largest batch the sink takes at once.
-    pub fn batch_max(&self) -> usize {
-        match self {
-            Sink::Http(s) => s.batch_max(),
-            _ => 1024,
-        }
+    /// The template as written.
+    pub(crate) fn as_str(&self) -> &str {
+        self.template.as_str()
     }
 
-    /// Backoff between retries of a failed delivery: (first, largest).
-    pub fn backoff(&self) -> (Duration, Duration) {
-        match self {
-            Sink::Http(s) => s.backoff(),
-            _ => (Duration::from_millis(100), Duration::from_secs(10)),
+    /// The template rendered for `topic` (as text: values inserted verbatim).
+    pub(crate) fn render(&mut self, topic: &Arc<str>) -> Result<&str, String> {
+        let hit = matches!(&self.last, Some((t, _)) if Arc::ptr_eq(t, topic) || **t == **topic);
+        if !hit {
+            let mut fields = serde_json::Map::with_capacity(11);
+            fields.insert("topic".into(), Value::String(topic.to_string()));
+            fields.insert("mqtt_topic".into(), Value::String(topic.to_string()));
+            let mut levels = topic.split('/');
+            for i in 1..=9 {
+                let level = levels.next().unwrap_or("");
+                fields.insert(format!("topic_level_{i}"), Value::String(level.into()));
+            }
+            let fields = Value::Object(fields);
+            let text = self
+                .template
+                .render_text(&crate::topic::RenderContext {
+                    event: "",
+                    fields: &fields,
+                    hostname: "",
+                    prefix: "",
+                    slash: crate::topic::SlashPolicy::Keep,
+                })
+                .map_err(|e| format!("template '{}': {e}", self.template.as_str()))?;
+            self.last = Some((topic.clone(), text));
         }
+        Ok(self
+            .last
+            .as_ref()
+            .map(|(_, s)| s.as_str())
+            .unwrap_or_default())
     }
+}
 
-    /// The sink kind and target, for logs.
-    pub fn describe(&self) -> String {
-        match self {
-            Sink::Stdout(_) => "stdout".into(),
-            Sink::File(s) => format!("file {}", s.path().display()),
-            Sink::Http(s) => format!("http {}", s.url()),
-            Sink::Nats(s) => format!("nats {}", s.url()),
-            Sink::Mqtt(s) => format!("mqtt {}", s.url()),
-        }
+/// The de-duplication id of `record` for connector `connector`: `{connector}-{hex of the
+/// first 128 bits of SHA-256(topic, payload, part)}`. Stable across redeliveries of the
+/// same message (unlike packet ids or arrival times); see `nats.rs` for the trade-off.
+pub(crate) fn dedup_id(connector: &str, record: &Record) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [record.topic.as_bytes(), b"\0", &record.source, b"\0"] {
+        ctx.update(part);
     }
+    ctx.update(&record.part.to_be_bytes());
+    let digest = ctx.finish();
+    let mut id = String::with_capacity(connector.len() + 33);
+    id.push_str(connector);
+    id.push('-');
+    for b in &digest.as_ref()[..16] {
+        use std::fmt::Write as _;
+        let _ = write!(id, "{b:02x}");
+    }
+    id
 }
 
 /// Run `f` with the context a connector's subject/topic templates are rendered against:

@@ -9,14 +9,77 @@
 
 use std::sync::Arc;
 
-use super::{Driver, OpenError, Record, SinkError, with_topic_context};
+use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_ONLY};
+use super::with_topic_context;
 use crate::build;
-use crate::config::QoS;
+use crate::config::node::KeyPath;
+use crate::config::validate::Ctx;
+use crate::config::{ConfigError, QoS};
 use crate::mqtt::client::{self, Client, MqttOptions};
 use crate::mqtt::codec::{Publish, PublishProps};
 use crate::mqtt::state::Verdict;
 use crate::mqtt::url::BrokerUrl;
 use crate::topic::Template;
+
+/// `mqtt: {url, topic, qos, retain}` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Raw {
+    url: String,
+    topic: Option<String>,
+    qos: Option<u8>,
+    retain: Option<bool>,
+}
+
+/// The `mqtt` sink's settings.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// The target broker.
+    pub url: BrokerUrl,
+    /// Topic template; may use `{topic}` (the incoming topic) and `{hostname}`;
+    /// default `{topic}`.
+    pub topic: Template,
+    /// Default QoS 1.
+    pub qos: QoS,
+    /// Default false.
+    pub retain: bool,
+}
+
+impl Spec for MqttConfig {
+    type Raw = Raw;
+    type Sink = MqttSink;
+
+    fn validate(m: Raw, ctx: &Ctx<'_>, p: &KeyPath) -> Result<MqttConfig, ConfigError> {
+        let topic = ctx.template(
+            m.topic.as_deref().unwrap_or("{topic}"),
+            &p.key("topic"),
+            true,
+            &TOPIC_ONLY,
+        )?;
+        Ok(MqttConfig {
+            url: BrokerUrl::parse(&m.url).map_err(|e| ctx.err(&p.key("url"), e.to_string()))?,
+            topic: topic.resolve_builtins(ctx.hostname, ""),
+            qos: ctx.qos(m.qos, &p.key("qos"), QoS::AtLeastOnce)?,
+            retain: m.retain.unwrap_or(false),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("mqtt {} topic {}", self.url, self.topic.as_str())
+    }
+
+    async fn open(&self, env: OpenEnv<'_>) -> Result<(MqttSink, Option<Driver>), OpenError> {
+        let (sink, driver) = MqttSink::new(
+            &self.url,
+            self.topic.clone(),
+            self.qos,
+            self.retain,
+            env.client_id,
+            env.shutdown,
+        )?;
+        Ok((sink, Some(driver)))
+    }
+}
 
 /// Publishes records to another MQTT broker.
 pub struct MqttSink {
@@ -42,7 +105,7 @@ impl MqttSink {
     /// Build the client; the returned driver runs its connection until `shutdown`.
     ///
     /// # Errors
-    /// [`OpenError::Mqtt`] when the engine refuses the options (e.g. TLS files).
+    /// [`OpenError`] when the engine refuses the options (e.g. TLS files).
     pub fn new(
         url: &BrokerUrl,
         topic: Template,
@@ -53,8 +116,9 @@ impl MqttSink {
     ) -> Result<(MqttSink, Driver), OpenError> {
         let mut opts = MqttOptions::new(url.clone());
         opts.client_id = format!("{client_id}-sink");
-        let (client, deliveries, event_loop) = client::new(opts).map_err(|e| OpenError::Mqtt {
-            url: url.to_string(),
+        let (client, deliveries, event_loop) = client::new(opts).map_err(|e| OpenError {
+            kind: "mqtt",
+            target: url.to_string(),
             reason: e.to_string(),
         })?;
         let driver: Driver = Box::pin(event_loop.run(shutdown));
@@ -80,13 +144,15 @@ impl MqttSink {
         with_topic_context(topic, |ctx| self.topic.render(ctx))
             .map_err(|e| format!("topic '{}': {e}", self.topic.as_str()))
     }
+}
 
+impl Deliver for MqttSink {
     /// Publish the batch (pipelined) and wait for every verdict, in order.
     ///
     /// # Errors
     /// [`SinkError::Reject`] for a topic that cannot be rendered or a message the broker
     /// refused; [`SinkError::Retry`] when the client stopped before deciding.
-    pub async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+    async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         let mut handles = Vec::with_capacity(batch.len());
         let mut stop: Option<SinkError> = None;
         for (i, r) in batch.iter().enumerate() {

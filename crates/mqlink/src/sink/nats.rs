@@ -14,17 +14,100 @@
 //! that repeat payloads verbatim and need every copy should include a timestamp or sequence
 //! in the payload, or use a stream with a short `duplicate_window`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use async_nats::HeaderMap;
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 
-use super::{OpenError, Record, SinkError, with_topic_context};
+use super::{
+    Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_ONLY, redacted,
+    with_topic_context,
+};
+use crate::config::ConfigError;
+use crate::config::node::KeyPath;
+use crate::config::validate::Ctx;
 use crate::topic::Template;
 
 /// How long a core-NATS flush may take before the batch is retried.
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `nats: {url, subject, jetstream, stream, credentials}` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Raw {
+    url: String,
+    subject: String,
+    jetstream: Option<bool>,
+    stream: Option<String>,
+    credentials: Option<String>,
+}
+
+/// The `nats` sink's settings.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// `nats://`, `tls://` or `ws(s)://` URL.
+    pub url: url::Url,
+    /// Subject template; may use `{topic}` (the MQTT topic) and `{hostname}`.
+    pub subject: Template,
+    /// Publish through JetStream and wait for its ack; default false.
+    pub jetstream: bool,
+    /// Expected stream name (JetStream only).
+    pub stream: Option<String>,
+    /// `.creds` file (exists at load).
+    pub credentials: Option<PathBuf>,
+}
+
+impl Spec for NatsConfig {
+    type Raw = Raw;
+    type Sink = NatsSink;
+
+    fn validate(n: Raw, ctx: &Ctx<'_>, p: &KeyPath) -> Result<NatsConfig, ConfigError> {
+        let jetstream = n.jetstream.unwrap_or(false);
+        if n.stream.is_some() && !jetstream {
+            return Err(ctx.err(&p.key("stream"), "only meaningful with jetstream: true"));
+        }
+        let subject = ctx.template(&n.subject, &p.key("subject"), false, &TOPIC_ONLY)?;
+        if subject.as_str().trim().is_empty() || subject.as_str().contains(char::is_whitespace) {
+            return Err(ctx.err(
+                &p.key("subject"),
+                "a NATS subject must be non-empty without spaces",
+            ));
+        }
+        Ok(NatsConfig {
+            url: ctx.http_url(&n.url, &p.key("url"), &["nats", "tls", "ws", "wss"])?,
+            subject: subject.resolve_builtins(ctx.hostname, ""),
+            jetstream,
+            stream: n.stream,
+            credentials: match n.credentials.as_deref() {
+                Some(c) => Some(ctx.input_file(c, &p.key("credentials"))?),
+                None => None,
+            },
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "nats {} subject {}{}",
+            redacted(&self.url),
+            self.subject.as_str(),
+            if self.jetstream { " (JetStream)" } else { "" }
+        )
+    }
+
+    async fn open(&self, env: OpenEnv<'_>) -> Result<(NatsSink, Option<Driver>), OpenError> {
+        let sink = NatsSink::connect(
+            env.connector,
+            &self.url,
+            self.subject.clone(),
+            self.jetstream,
+            self.stream.clone(),
+            self.credentials.as_deref(),
+        )
+        .await?;
+        Ok((sink, None))
+    }
+}
 
 /// Publishes records to NATS.
 pub struct NatsSink {
@@ -51,7 +134,7 @@ impl NatsSink {
     /// fail with [`SinkError::Retry`].
     ///
     /// # Errors
-    /// [`OpenError::Nats`] when the credentials file cannot be read or the first connection
+    /// [`OpenError`] when the credentials file cannot be read or the first connection
     /// fails.
     pub async fn connect(
         connector: &str,
@@ -61,8 +144,9 @@ impl NatsSink {
         stream: Option<String>,
         credentials: Option<&Path>,
     ) -> Result<NatsSink, OpenError> {
-        let err = |reason: String| OpenError::Nats {
-            url: redacted(url),
+        let err = |reason: String| OpenError {
+            kind: "nats",
+            target: redacted(url),
             reason,
         };
         let opts = match credentials {
@@ -94,19 +178,7 @@ impl NatsSink {
 
     /// The de-duplication id of `record` (see the module docs).
     pub fn message_id(connector: &str, record: &Record) -> String {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for part in [record.topic.as_bytes(), b"\0", &record.source, b"\0"] {
-            ctx.update(part);
-        }
-        ctx.update(&record.part.to_be_bytes());
-        let digest = ctx.finish();
-        let mut id = String::with_capacity(connector.len() + 33);
-        id.push_str(connector);
-        id.push('-');
-        for b in &digest.as_ref()[..16] {
-            id.push_str(&format!("{b:02x}"));
-        }
-        id
+        super::dedup_id(connector, record)
     }
 
     fn subject(&self, topic: &str) -> Result<String, String> {
@@ -126,35 +198,6 @@ impl NatsSink {
             return Err(format!("subject '{s}' has an empty token"));
         }
         Ok(s)
-    }
-
-    /// Publish the batch and wait for the confirmation (flush, or every JetStream ack).
-    ///
-    /// # Errors
-    /// [`SinkError::Reject`] for a record whose subject cannot be rendered or that is
-    /// larger than the server allows, or an ack from an unexpected stream;
-    /// [`SinkError::Retry`] for everything else (no connection, no stream, timeouts).
-    pub async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
-        let mut subjects = Vec::with_capacity(batch.len());
-        for (i, r) in batch.iter().enumerate() {
-            match self.subject(&r.topic) {
-                Ok(s) => subjects.push(s),
-                Err(reason) if i == 0 => {
-                    return Err(SinkError::Reject {
-                        done: 0,
-                        count: 1,
-                        reason: format!("nats {}: {reason}", self.url()),
-                    });
-                }
-                // Deliver the good prefix first; the bad record comes up first next time.
-                Err(_) => break,
-            }
-        }
-        let batch = &batch[..subjects.len()];
-        match &self.js {
-            None => self.core(batch, subjects).await,
-            Some(js) => self.jetstream(js.clone(), batch, subjects).await,
-        }
     }
 
     fn headers(&self, r: &Record) -> HeaderMap {
@@ -252,10 +295,33 @@ impl NatsSink {
     }
 }
 
-fn redacted(url: &url::Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("redacted"));
+impl Deliver for NatsSink {
+    /// Publish the batch and wait for the confirmation (flush, or every JetStream ack).
+    ///
+    /// # Errors
+    /// [`SinkError::Reject`] for a record whose subject cannot be rendered or that is
+    /// larger than the server allows, or an ack from an unexpected stream;
+    /// [`SinkError::Retry`] for everything else (no connection, no stream, timeouts).
+    async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+        let mut subjects = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            match self.subject(&r.topic) {
+                Ok(s) => subjects.push(s),
+                Err(reason) if i == 0 => {
+                    return Err(SinkError::Reject {
+                        done: 0,
+                        count: 1,
+                        reason: format!("nats {}: {reason}", self.url()),
+                    });
+                }
+                // Deliver the good prefix first; the bad record comes up first next time.
+                Err(_) => break,
+            }
+        }
+        let batch = &batch[..subjects.len()];
+        match &self.js {
+            None => self.core(batch, subjects).await,
+            Some(js) => self.jetstream(js.clone(), batch, subjects).await,
+        }
     }
-    u.to_string()
 }

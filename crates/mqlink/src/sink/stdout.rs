@@ -2,7 +2,36 @@
 
 use tokio::io::AsyncWriteExt;
 
-use super::{Record, SinkError};
+use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec};
+use crate::config::ConfigError;
+use crate::config::node::KeyPath;
+use crate::config::validate::Ctx;
+
+/// `stdout: {}` (or `stdout:` with nothing): no settings.
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Raw {}
+
+/// The `stdout` sink's settings: none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdoutConfig {}
+
+impl Spec for StdoutConfig {
+    type Raw = Raw;
+    type Sink = StdoutSink;
+
+    fn validate(_: Raw, _: &Ctx<'_>, _: &KeyPath) -> Result<StdoutConfig, ConfigError> {
+        Ok(StdoutConfig {})
+    }
+
+    fn describe(&self) -> String {
+        "stdout".into()
+    }
+
+    async fn open(&self, _: OpenEnv<'_>) -> Result<(StdoutSink, Option<Driver>), OpenError> {
+        Ok((StdoutSink::new(), None))
+    }
+}
 
 /// Writes JSON lines (or raw payloads, one per line) to stdout.
 #[derive(Debug, Default)]
@@ -15,12 +44,14 @@ impl StdoutSink {
     pub fn new() -> StdoutSink {
         StdoutSink::default()
     }
+}
 
+impl Deliver for StdoutSink {
     /// Write and flush the batch.
     ///
     /// # Errors
     /// [`SinkError::Retry`] when stdout cannot be written (e.g. a closed pipe).
-    pub async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+    async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         self.buf.clear();
         for r in batch {
             r.write_to(&mut self.buf);

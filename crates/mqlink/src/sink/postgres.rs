@@ -1,0 +1,674 @@
+//! `postgres` sink: each batch is one transaction inserting every record as a row; the
+//! batch is confirmed when PostgreSQL has committed it.
+//!
+//! The table (default `mqtt_messages`) is created on connect when absent:
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS mqtt_messages (
+//!     id          bigserial PRIMARY KEY,
+//!     dedup_id    text NOT NULL UNIQUE,      -- always present: the de-dup key
+//!     topic       text NOT NULL,             -- columns: topic
+//!     payload     bytea NOT NULL,            -- columns: payload (bytea | jsonb | text)
+//!     qos         smallint NOT NULL,         -- columns: qos (when listed)
+//!     retain      boolean NOT NULL,          -- columns: retain (when listed)
+//!     received_at timestamptz NOT NULL DEFAULT now()  -- columns: received_at
+//! );
+//! ```
+//!
+//! `payload` holds the record exactly as formatted (the `json`/`fluvio` JSON text, or the
+//! raw payload); as `jsonb` it must be JSON. `received_at` is filled by PostgreSQL with
+//! the inserting transaction's time.
+//!
+//! One statement inserts the whole batch, whatever its size: `INSERT … SELECT * FROM
+//! unnest($1::text[], $2::text[], …) ON CONFLICT (dedup_id) DO NOTHING`, prepared once
+//! per connection. `dedup_id` is the NATS sink's message id (`{connector}-{128-bit hash
+//! of topic, payload and position}`), so a message the MQTT broker redelivers after a
+//! commit whose acknowledgement was lost is not stored twice; the same trade-off as
+//! there: identical messages (same topic and payload) count once.
+//!
+//! Failures: SQLSTATE classes 22 (bad data, e.g. a non-JSON payload for `jsonb`), 23
+//! (constraints other than the de-dup conflict, which is not an error) and 42 (undefined
+//! table or column, permissions) are permanent. The batch transaction then rolls back and
+//! the sink inserts row by row under savepoints to find the first refused record: the
+//! rows before it are committed, it is dead-lettered with the server's message, the
+//! rest is tried again. Anything else (connection refused or lost, timeouts, shutdown,
+//! resources) is retried with backoff; the connection is rebuilt on the next delivery.
+//!
+//! One connection per connector, not a pool: a connector delivers one batch at a time,
+//! in order, so a second connection would only add reordering. tokio-postgres runs the
+//! connection's I/O as a task that ends when the sink drops its client. TLS is not
+//! supported yet (`sslmode=require` is refused at load).
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::{
+    Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, dedup_id,
+};
+use crate::config::node::KeyPath;
+use crate::config::raw::{Ordered, RawBackoff};
+use crate::config::validate::Ctx;
+use crate::config::{Backoff, ConfigError, Secret};
+
+/// `postgres: {url, password, password_file, table, create_table, columns, batch_max,
+/// linger, timeout, retry}` as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Raw {
+    url: String,
+    password: Option<Secret>,
+    password_file: Option<String>,
+    table: Option<String>,
+    create_table: Option<bool>,
+    columns: Option<Ordered<String>>,
+    batch_max: Option<u32>,
+    linger: Option<String>,
+    timeout: Option<String>,
+    retry: Option<RawBackoff>,
+}
+
+/// How the record is stored in the `payload` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadType {
+    /// The record's bytes.
+    Bytea,
+    /// The record as JSON (must be JSON).
+    Jsonb,
+    /// The record as text (must be UTF-8).
+    Text,
+}
+
+/// The optional columns besides `dedup_id` and `payload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns {
+    /// `topic text`.
+    pub topic: bool,
+    /// `payload` type.
+    pub payload: PayloadType,
+    /// `qos smallint`.
+    pub qos: bool,
+    /// `retain boolean`.
+    pub retain: bool,
+    /// `received_at timestamptz DEFAULT now()` (only in the created table).
+    pub received_at: bool,
+}
+
+/// The `postgres` sink's settings.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user@host[:port]/db[?options]`, without a password.
+    pub url: String,
+    /// From `password` or `password_file`.
+    pub password: Option<Secret>,
+    /// Table name, `name` or `schema.name`; default `mqtt_messages`.
+    pub table: String,
+    /// Create the table when absent; default true.
+    pub create_table: bool,
+    /// Columns written; default topic, payload (bytea), received_at.
+    pub columns: Columns,
+    /// Rows per transaction; default 500, 1..=10000.
+    pub batch_max: u32,
+    /// How long a batch waits to fill; default 0 (what is ready).
+    pub linger: Duration,
+    /// Connect and per-batch timeout; default 10s.
+    pub timeout: Duration,
+    /// Retry backoff; default 100ms..10s.
+    pub retry: Backoff,
+}
+
+fn columns(
+    raw: Option<Ordered<String>>,
+    ctx: &Ctx<'_>,
+    p: &KeyPath,
+) -> Result<Columns, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Columns {
+            topic: true,
+            payload: PayloadType::Bytea,
+            qos: false,
+            retain: false,
+            received_at: true,
+        });
+    };
+    let mut c = Columns {
+        topic: false,
+        payload: PayloadType::Bytea,
+        qos: false,
+        retain: false,
+        received_at: false,
+    };
+    let mut payload = false;
+    for (name, ty) in raw.0 {
+        let kp = p.key(&name);
+        let ty = ty.trim().to_ascii_lowercase();
+        let want = |expected: &str| {
+            if ty == expected {
+                Ok(true)
+            } else {
+                Err(ctx.err(&kp, format!("column '{name}' has type {expected}, not '{ty}'")))
+            }
+        };
+        match name.as_str() {
+            "topic" => c.topic = want("text")?,
+            "qos" => c.qos = want("smallint")?,
+            "retain" => c.retain = want("boolean")?,
+            "received_at" => c.received_at = want("timestamptz")?,
+            "payload" => {
+                payload = true;
+                c.payload = match ty.as_str() {
+                    "bytea" => PayloadType::Bytea,
+                    "jsonb" => PayloadType::Jsonb,
+                    "text" => PayloadType::Text,
+                    _ => {
+                        return Err(ctx.err(
+                            &kp,
+                            format!("payload is bytea, jsonb or text, not '{ty}'"),
+                        ));
+                    }
+                };
+            }
+            _ => {
+                return Err(ctx.err(
+                    &kp,
+                    format!(
+                        "unknown column '{name}' (use topic, payload, qos, retain, received_at)"
+                    ),
+                ));
+            }
+        }
+    }
+    if !payload {
+        return Err(ctx.err(p, "needs a payload column (bytea, jsonb or text)"));
+    }
+    Ok(c)
+}
+
+/// `name` or `schema.name`, each part a plain identifier (quoted in SQL as written).
+fn table_name(s: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() > 2 {
+        return Err(format!("'{s}' is not `table` or `schema.table`"));
+    }
+    for part in &parts {
+        let ok = !part.is_empty()
+            && part.len() <= 63
+            && part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(format!(
+                "'{part}' is not an identifier (letters, digits, '_', at most 63)"
+            ));
+        }
+    }
+    Ok(parts.into_iter().map(String::from).collect())
+}
+
+impl Spec for PostgresConfig {
+    type Raw = Raw;
+    type Sink = PostgresSink;
+
+    fn validate(r: Raw, ctx: &Ctx<'_>, p: &KeyPath) -> Result<PostgresConfig, ConfigError> {
+        let up = p.key("url");
+        let url = r.url.trim().to_string();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ctx.err(&up, "use a postgres:// or postgresql:// URL"));
+        }
+        let parsed =
+            tokio_postgres::Config::from_str(&url).map_err(|e| ctx.err(&up, e.to_string()))?;
+        if parsed.get_password().is_some() {
+            return Err(ctx.err(
+                &up,
+                "put the password in password or password_file, not in the URL",
+            ));
+        }
+        if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(ctx.err(&up, "TLS to PostgreSQL is not supported yet (sslmode)"));
+        }
+        if parsed.get_hosts().is_empty() {
+            return Err(ctx.err(&up, "needs a host, like postgres://user@127.0.0.1/db"));
+        }
+        let table = r.table.unwrap_or_else(|| "mqtt_messages".into());
+        table_name(&table).map_err(|m| ctx.err(&p.key("table"), m))?;
+        let batch_max = r.batch_max.unwrap_or(500);
+        if !(1..=10_000).contains(&batch_max) {
+            return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
+        }
+        let retry = match r.retry {
+            Some(raw) => ctx.backoff(Some(raw), &p.key("retry"))?,
+            None => Backoff {
+                min: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            },
+        };
+        Ok(PostgresConfig {
+            url,
+            password: ctx.password(r.password, r.password_file.as_deref(), p)?,
+            table,
+            create_table: r.create_table.unwrap_or(true),
+            columns: columns(r.columns, ctx, &p.key("columns"))?,
+            batch_max,
+            linger: ctx.duration(r.linger.as_deref(), &p.key("linger"), Duration::ZERO)?,
+            timeout: ctx.positive_duration(
+                r.timeout.as_deref(),
+                &p.key("timeout"),
+                Duration::from_secs(10),
+            )?,
+            retry,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.columns;
+        let mut cols = vec!["dedup_id"];
+        if c.topic {
+            cols.push("topic");
+        }
+        cols.push(match c.payload {
+            PayloadType::Bytea => "payload bytea",
+            PayloadType::Jsonb => "payload jsonb",
+            PayloadType::Text => "payload text",
+        });
+        if c.qos {
+            cols.push("qos");
+        }
+        if c.retain {
+            cols.push("retain");
+        }
+        if c.received_at {
+            cols.push("received_at");
+        }
+        format!(
+            "postgres {} table {} ({}){}",
+            self.url,
+            self.table,
+            cols.join(", "),
+            if self.create_table {
+                ""
+            } else {
+                " (not created)"
+            }
+        )
+    }
+
+    fn batching(&self) -> Batching {
+        Batching {
+            max: self.batch_max as usize,
+            linger: self.linger,
+        }
+    }
+
+    fn backoff(&self) -> (Duration, Duration) {
+        (self.retry.min, self.retry.max)
+    }
+
+    async fn open(&self, env: OpenEnv<'_>) -> Result<(PostgresSink, Option<Driver>), OpenError> {
+        let err = |reason: String| OpenError {
+            kind: "postgres",
+            target: self.url.clone(),
+            reason,
+        };
+        let mut pg = tokio_postgres::Config::from_str(&self.url).map_err(|e| err(e.to_string()))?;
+        if let Some(pw) = &self.password {
+            pg.password(pw.expose());
+        }
+        pg.connect_timeout(self.timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name(format!("mqlink-{}", env.connector));
+        }
+        let table = table_name(&self.table)
+            .map_err(err)?
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(".");
+        // No connection yet: PostgreSQL down at start is an outage like any other.
+        Ok((
+            PostgresSink {
+                connector: env.connector.to_string(),
+                target: format!("{} table {}", self.url, self.table),
+                pg,
+                create_table: self.create_table,
+                columns: self.columns,
+                timeout: self.timeout,
+                create_sql: create_sql(&table, &self.columns),
+                insert_sql: insert_sql(&table, &self.columns),
+                conn: None,
+            },
+            None,
+        ))
+    }
+}
+
+fn create_sql(table: &str, c: &Columns) -> String {
+    let mut cols = vec![
+        "id bigserial PRIMARY KEY".to_string(),
+        "dedup_id text NOT NULL UNIQUE".to_string(),
+    ];
+    if c.topic {
+        cols.push("topic text NOT NULL".into());
+    }
+    cols.push(format!(
+        "payload {} NOT NULL",
+        match c.payload {
+            PayloadType::Bytea => "bytea",
+            PayloadType::Jsonb => "jsonb",
+            PayloadType::Text => "text",
+        }
+    ));
+    if c.qos {
+        cols.push("qos smallint NOT NULL".into());
+    }
+    if c.retain {
+        cols.push("retain boolean NOT NULL".into());
+    }
+    if c.received_at {
+        cols.push("received_at timestamptz NOT NULL DEFAULT now()".into());
+    }
+    format!("CREATE TABLE IF NOT EXISTS {table} ({})", cols.join(", "))
+}
+
+fn insert_sql(table: &str, c: &Columns) -> String {
+    // (column, array parameter type, select expression)
+    let mut cols: Vec<(&str, &str, &str)> = vec![("dedup_id", "text[]", "dedup_id")];
+    if c.topic {
+        cols.push(("topic", "text[]", "topic"));
+    }
+    cols.push(match c.payload {
+        PayloadType::Bytea => ("payload", "bytea[]", "payload"),
+        PayloadType::Jsonb => ("payload", "text[]", "payload::jsonb"),
+        PayloadType::Text => ("payload", "text[]", "payload"),
+    });
+    if c.qos {
+        cols.push(("qos", "int2[]", "qos"));
+    }
+    if c.retain {
+        cols.push(("retain", "bool[]", "retain"));
+    }
+    let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+    let params: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}", i + 1, c.1))
+        .collect();
+    let select: Vec<&str> = cols.iter().map(|c| c.2).collect();
+    format!(
+        "INSERT INTO {table} ({names}) SELECT {select} FROM unnest({params}) AS r({names}) \
+         ON CONFLICT (dedup_id) DO NOTHING",
+        names = names.join(", "),
+        select = select.join(", "),
+        params = params.join(", "),
+    )
+}
+
+/// Inserts records into a PostgreSQL table.
+pub struct PostgresSink {
+    connector: String,
+    target: String,
+    pg: tokio_postgres::Config,
+    create_table: bool,
+    columns: Columns,
+    timeout: Duration,
+    create_sql: String,
+    insert_sql: String,
+    conn: Option<(Client, Statement)>,
+}
+
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A failed database step: permanent for the record(s), or worth retrying.
+enum DbError {
+    Permanent(String),
+    Transient(String),
+}
+
+fn classify(e: &tokio_postgres::Error) -> DbError {
+    let text = match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(c) = src {
+                s.push_str(": ");
+                s.push_str(&c.to_string());
+                src = c.source();
+            }
+            s
+        }
+    };
+    match e.code().map(|c| c.code()) {
+        Some(code) if code.starts_with("22") || code.starts_with("23") || code.starts_with("42") => {
+            DbError::Permanent(text)
+        }
+        _ => DbError::Transient(text),
+    }
+}
+
+/// The batch's columns as arrays, in the insert statement's parameter order.
+struct Arrays {
+    dedup: Vec<String>,
+    topic: Vec<String>,
+    bytes: Vec<Vec<u8>>,
+    text: Vec<String>,
+    qos: Vec<i16>,
+    retain: Vec<bool>,
+}
+
+impl PostgresSink {
+    async fn connect(&mut self) -> Result<(), DbError> {
+        if self.conn.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+            return Ok(());
+        }
+        self.conn = None;
+        let (client, connection) = self.pg.connect(NoTls).await.map_err(|e| match classify(&e) {
+            DbError::Permanent(m) | DbError::Transient(m) => {
+                DbError::Transient(format!("connect: {m}"))
+            }
+        })?;
+        // The connection's I/O; it ends when `client` is dropped (or the server goes).
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        if self.create_table {
+            // A refused CREATE (e.g. no permission) needs an operator: retried, logged.
+            client
+                .batch_execute(&self.create_sql)
+                .await
+                .map_err(|e| match classify(&e) {
+                    DbError::Permanent(m) | DbError::Transient(m) => {
+                        DbError::Transient(format!("creating the table: {m}"))
+                    }
+                })?;
+        }
+        let stmt = client.prepare(&self.insert_sql).await.map_err(|e| match classify(&e) {
+            // An undefined table or column: every record would be refused.
+            DbError::Permanent(m) => DbError::Permanent(m),
+            DbError::Transient(m) => DbError::Transient(m),
+        })?;
+        self.conn = Some((client, stmt));
+        Ok(())
+    }
+
+    fn arrays(&self, batch: &[Record]) -> Result<Arrays, (usize, String)> {
+        let c = &self.columns;
+        let mut a = Arrays {
+            dedup: Vec::with_capacity(batch.len()),
+            topic: Vec::new(),
+            bytes: Vec::new(),
+            text: Vec::new(),
+            qos: Vec::new(),
+            retain: Vec::new(),
+        };
+        for (i, r) in batch.iter().enumerate() {
+            a.dedup.push(dedup_id(&self.connector, r));
+            if c.topic {
+                a.topic.push(r.topic.to_string());
+            }
+            let mut bytes = Vec::new();
+            r.write_to(&mut bytes);
+            match c.payload {
+                PayloadType::Bytea => a.bytes.push(bytes),
+                PayloadType::Jsonb | PayloadType::Text => match String::from_utf8(bytes) {
+                    Ok(s) => a.text.push(s),
+                    Err(_) => return Err((i, "payload is not UTF-8 text".into())),
+                },
+            }
+            if c.qos {
+                a.qos.push(i16::from(r.meta.qos));
+            }
+            if c.retain {
+                a.retain.push(r.meta.retain);
+            }
+        }
+        Ok(a)
+    }
+
+    fn params<'a>(&self, a: &'a Arrays) -> Vec<&'a (dyn ToSql + Sync)> {
+        let c = &self.columns;
+        let mut p: Vec<&(dyn ToSql + Sync)> = vec![&a.dedup];
+        if c.topic {
+            p.push(&a.topic);
+        }
+        match c.payload {
+            PayloadType::Bytea => p.push(&a.bytes),
+            _ => p.push(&a.text),
+        }
+        if c.qos {
+            p.push(&a.qos);
+        }
+        if c.retain {
+            p.push(&a.retain);
+        }
+        p
+    }
+
+    /// The whole batch in one transaction.
+    async fn insert_batch(&mut self, batch: &[Record]) -> Result<(), DbError> {
+        let a = self
+            .arrays(batch)
+            .map_err(|(_, m)| DbError::Permanent(m))?;
+        let params = self.params(&a);
+        let (client, stmt) = self.conn.as_mut().ok_or_else(|| DbError::Transient("no connection".into()))?;
+        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        tx.execute(&*stmt, &params).await.map_err(|e| classify(&e))?;
+        tx.commit().await.map_err(|e| classify(&e))
+    }
+
+    /// Row by row under savepoints: the committed prefix and the first refused row.
+    async fn insert_rows(&mut self, batch: &[Record]) -> Result<(usize, Option<String>), DbError> {
+        let mut rows = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            match self.arrays(std::slice::from_ref(r)) {
+                Ok(a) => rows.push(a),
+                Err((_, m)) => {
+                    debug_assert_eq!(rows.len(), i);
+                    return self.commit_rows(rows, Some(m)).await;
+                }
+            }
+        }
+        self.commit_rows(rows, None).await
+    }
+
+    async fn commit_rows(
+        &mut self,
+        rows: Vec<Arrays>,
+        mut refused: Option<String>,
+    ) -> Result<(usize, Option<String>), DbError> {
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = rows.iter().map(|a| self.params(a)).collect();
+        let (client, stmt) = self.conn.as_mut().ok_or_else(|| DbError::Transient("no connection".into()))?;
+        let mut tx = client.transaction().await.map_err(|e| classify(&e))?;
+        let mut done = 0;
+        for p in &params {
+            let sp = tx.savepoint("mqlink_row").await.map_err(|e| classify(&e))?;
+            match sp.execute(&*stmt, p).await {
+                Ok(_) => {
+                    sp.commit().await.map_err(|e| classify(&e))?;
+                    done += 1;
+                }
+                Err(e) => match classify(&e) {
+                    DbError::Permanent(m) => {
+                        sp.rollback().await.map_err(|e| classify(&e))?;
+                        refused = Some(m);
+                        break;
+                    }
+                    t @ DbError::Transient(_) => return Err(t),
+                },
+            }
+        }
+        tx.commit().await.map_err(|e| classify(&e))?;
+        Ok((done, refused))
+    }
+
+    async fn deliver_inner(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+        let target = self.target.clone();
+        let retry = |m: String| SinkError::Retry {
+            done: 0,
+            reason: format!("postgres {target}: {m}"),
+        };
+        let reject = |done: usize, m: String| SinkError::Reject {
+            done,
+            count: 1,
+            reason: format!("postgres {target}: {m}"),
+        };
+        match self.connect().await {
+            Ok(()) => {}
+            Err(DbError::Transient(m)) => return Err(retry(m)),
+            // The insert cannot even be prepared: the first record is refused with the
+            // server's reason (the next one tries again, in case the table came back).
+            Err(DbError::Permanent(m)) => return Err(reject(0, m)),
+        }
+        match self.insert_batch(batch).await {
+            Ok(()) => Ok(()),
+            Err(DbError::Transient(m)) => {
+                self.conn = None;
+                Err(retry(m))
+            }
+            Err(DbError::Permanent(_)) => match self.insert_rows(batch).await {
+                Ok((done, None)) if done == batch.len() => Ok(()),
+                Ok((done, None)) => Err(SinkError::Retry {
+                    done,
+                    reason: format!("postgres {}: rows went in one by one", self.target),
+                }),
+                Ok((done, Some(m))) => Err(reject(done, m)),
+                Err(DbError::Transient(m) | DbError::Permanent(m)) => {
+                    self.conn = None;
+                    Err(retry(m))
+                }
+            },
+        }
+    }
+}
+
+impl Deliver for PostgresSink {
+    /// Insert the batch in one transaction; `Ok` after the commit.
+    ///
+    /// # Errors
+    /// [`SinkError::Reject`] for the first record PostgreSQL refuses for good (with its
+    /// message and SQLSTATE), the rows before it committed; [`SinkError::Retry`] for
+    /// connection trouble and anything else that may pass.
+    async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.deliver_inner(batch)).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Unknown whether the commit happened: redelivery is de-duplicated.
+                self.conn = None;
+                Err(SinkError::Retry {
+                    done: 0,
+                    reason: format!(
+                        "postgres {}: no answer within {timeout:?}",
+                        self.target
+                    ),
+                })
+            }
+        }
+    }
+}

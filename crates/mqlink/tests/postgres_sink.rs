@@ -1,0 +1,272 @@
+//! The `postgres` sink end to end: a private Mosquitto and a private PostgreSQL (`initdb`
+//! into a temporary directory, a free port), read back with tokio-postgres.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use mqlink::connector::ConnectorStats;
+use mqlink_testkit::{Mosquitto, MosquittoOptions, Postgres};
+use support::*;
+
+async fn client(pg: &Postgres) -> Option<tokio_postgres::Client> {
+    let (c, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(c)
+}
+
+/// `sql` → its rows' first column as text (empty when PostgreSQL is away).
+async fn texts(pg: &Postgres, sql: &str) -> Vec<String> {
+    let Some(c) = client(pg).await else {
+        return Vec::new();
+    };
+    match c.query(sql, &[]).await {
+        Ok(rows) => rows.iter().map(|r| r.get::<_, String>(0)).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_sink_stores_records_exactly_as_formatted_in_order() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let pg = Postgres::start();
+    let url = pg.url();
+    let fluvio = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: fl, subscribe: ['/hfp/#'], format: fluvio, session: clean, \
+             sink: {{postgres: {{url: '{url}', table: fluvio, \
+             columns: {{topic: text, payload: jsonb, qos: smallint, retain: boolean, received_at: timestamptz}}}}}}}}"
+        ),
+    );
+    let raw = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: rw, subscribe: ['raw/#'], format: raw, session: clean, \
+             sink: {{postgres: {{url: '{url}', table: public.raw, batch_max: 100, linger: 5ms}}}}}}"
+        ),
+    );
+    let json = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: js, subscribe: ['js/#'], session: clean, \
+             sink: {{postgres: {{url: '{url}', table: js, columns: {{topic: text, payload: text}}}}}}}}"
+        ),
+    );
+    let runs = [
+        Running::start(&fluvio).await,
+        Running::start(&raw).await,
+        Running::start(&json).await,
+    ];
+    let (seed_topic, seed_payload) = fluvio_seed();
+    publish_lines(&broker, &seed_topic, vec![seed_payload]).await;
+    let a = numbered("a", 0..500);
+    let b = numbered("b", 0..500);
+    let (pa, pb) = tokio::join!(
+        publish_lines(&broker, "raw/a", a.clone()),
+        publish_lines(&broker, "raw/b", b.clone())
+    );
+    let ((), ()) = (pa, pb);
+    publish_lines(&broker, "js/x", vec![r#"{"t":21.5}"#.into()]).await;
+    eventually_async("all rows", || async {
+        texts(&pg, "SELECT count(*)::text FROM raw").await == ["1000"]
+            && texts(&pg, "SELECT count(*)::text FROM fluvio").await == ["1"]
+            && texts(&pg, "SELECT count(*)::text FROM js").await == ["1"]
+    })
+    .await;
+
+    // fluvio into jsonb: the same JSON value (jsonb orders keys its own way).
+    let fl = texts(&pg, "SELECT payload::text FROM fluvio").await;
+    let got: serde_json::Value = serde_json::from_str(&fl[0]).unwrap();
+    let want: serde_json::Value = serde_json::from_str(FLUVIO_SEED).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(
+        texts(
+            &pg,
+            "SELECT topic || ' ' || qos || ' ' || retain FROM fluvio"
+        )
+        .await,
+        [format!("{seed_topic} 1 false")]
+    );
+    // raw into bytea: the payload bytes, per topic in publish order.
+    let raw_of = |t: &str| {
+        format!("SELECT convert_from(payload, 'UTF8') FROM raw WHERE topic = '{t}' ORDER BY id")
+    };
+    assert_eq!(texts(&pg, &raw_of("raw/a")).await, a);
+    assert_eq!(texts(&pg, &raw_of("raw/b")).await, b);
+    assert_eq!(
+        texts(
+            &pg,
+            "SELECT count(*)::text FROM raw WHERE received_at <= now()"
+        )
+        .await,
+        ["1000"]
+    );
+    // json into text: mqlink's JSON record, as sent.
+    let js = texts(&pg, "SELECT payload FROM js").await;
+    let v: serde_json::Value = serde_json::from_str(&js[0]).unwrap();
+    assert_eq!(v["topic"], "js/x");
+    assert_eq!(v["payload"], serde_json::json!({"t": 21.5}));
+    for r in runs {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_outage_of_ten_seconds_holds_acks_and_a_killed_connector_loses_nothing() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let mut pg = Postgres::start();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: outage, subscribe: [load/#], format: raw, session: persistent, \
+             sink: {{postgres: {{url: '{}', batch_max: 100, timeout: 2s, \
+             retry: {{min: 20ms, max: 250ms}}}}}}}}",
+            pg.url()
+        ),
+    );
+    let all = "SELECT convert_from(payload, 'UTF8') FROM mqtt_messages ORDER BY id";
+    let first = Running::start(&cfg).await;
+    publish_lines(&broker, "load/1", numbered("a", 0..1000)).await;
+    let stats = first.stats.clone();
+    eventually("first 1000 acked", || {
+        ConnectorStats::get(&stats.acked) == 1000
+    })
+    .await;
+
+    let outage_start = Instant::now();
+    pg.stop();
+    publish_lines(&broker, "load/1", numbered("b", 0..1000)).await;
+    let errors = first.stats.clone();
+    eventually("failed deliveries", || {
+        ConnectorStats::get(&errors.sink_errors) >= 3
+    })
+    .await;
+    assert_eq!(first.acked(), 1000, "acknowledged during the outage");
+    first.stop().await;
+    let second = Running::start(&cfg).await;
+    publish_lines(&broker, "load/1", numbered("c", 0..1000)).await;
+    let errors = second.stats.clone();
+    eventually("failed deliveries after the restart", || {
+        ConnectorStats::get(&errors.sink_errors) >= 3
+    })
+    .await;
+    assert_eq!(second.acked(), 0, "acknowledged during the outage");
+    tokio::time::sleep_until((outage_start + Duration::from_secs(10)).into()).await;
+    pg.restart();
+
+    let stats = second.stats.clone();
+    eventually("all acked", || ConnectorStats::get(&stats.acked) == 2000).await;
+    let mut want = numbered("a", 0..1000);
+    want.extend(numbered("b", 0..1000));
+    want.extend(numbered("c", 0..1000));
+    // Exactly once: the de-dup id absorbs anything delivered twice.
+    assert_eq!(texts(&pg, all).await, want);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_refused_rows_are_dead_lettered_with_the_servers_reason_and_the_rest_flow() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let dead_missing = dir.path().join("dead-missing.jsonl");
+    // Raw payloads into a jsonb column: non-JSON is SQLSTATE 22P02, permanent.
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: bad, subscribe: ['j/#'], format: raw, session: clean, dead_letter: '{}', \
+             sink: {{postgres: {{url: '{}', table: j, columns: {{payload: jsonb}}}}}}}}",
+            dead.display(),
+            pg.url()
+        ),
+    );
+    // A table that does not exist and may not be created: SQLSTATE 42P01.
+    let missing = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: missing, subscribe: ['m/#'], format: raw, session: clean, dead_letter: '{}', \
+             sink: {{postgres: {{url: '{}', table: nowhere, create_table: false}}}}}}",
+            dead_missing.display(),
+            pg.url()
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    let conn_missing = Running::start(&missing).await;
+    let input: Vec<String> = ["1", "{\"a\":2}", "not json", "[3]", "also { not", "4"]
+        .map(String::from)
+        .to_vec();
+    publish_lines(&broker, "j/x", input).await;
+    publish_lines(&broker, "m/x", vec!["x".into(), "y".into()]).await;
+    let (s1, s2) = (conn.stats.clone(), conn_missing.stats.clone());
+    eventually("all acked", || {
+        ConnectorStats::get(&s1.acked) == 6 && ConnectorStats::get(&s2.acked) == 2
+    })
+    .await;
+    assert_eq!(
+        texts(&pg, "SELECT payload::text FROM j ORDER BY id").await,
+        ["1", "{\"a\": 2}", "[3]", "4"]
+    );
+    let d = dead_letters(&dead);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!(d[0]["record"], "not json");
+    assert_eq!(d[1]["record"], "also { not");
+    for x in &d {
+        let err = x["error"].as_str().unwrap();
+        assert!(err.contains("invalid input syntax for type json"), "{err}");
+        assert!(err.contains("22P02"), "{err}");
+    }
+    let d = dead_letters(&dead_missing);
+    assert_eq!(d.len(), 2, "{d:?}");
+    let err = d[0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("\"nowhere\" does not exist") && err.contains("42P01"),
+        "{err}"
+    );
+    conn.stop().await;
+    conn_missing.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_dedup_id_stops_a_redelivered_record() {
+    let pg = Postgres::start();
+    let (cfg, _) = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        &format!(
+            "{{name: dd, subscribe: ['#'], format: raw, sink: {{postgres: {{url: '{}'}}}}}}",
+            pg.url()
+        ),
+    );
+    let (mut sink, _) = mqlink::sink::open(
+        &cfg.sink,
+        "dd",
+        "dd",
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let rec = mqlink::sink::Record {
+        topic: "dup/topic".into(),
+        source: bytes::Bytes::from_static(b"same"),
+        part: 0,
+        body: mqlink::sink::Body::Raw(bytes::Bytes::from_static(b"same")),
+        meta: Default::default(),
+    };
+    // A redelivery after a lost acknowledgement: same topic, payload and position.
+    sink.deliver(std::slice::from_ref(&rec)).await.unwrap();
+    sink.deliver(std::slice::from_ref(&rec)).await.unwrap();
+    assert_eq!(
+        texts(&pg, "SELECT count(*)::text FROM mqtt_messages").await,
+        ["1"]
+    );
+    // Another record of the same message (an arraymap's second element) is new.
+    let other = mqlink::sink::Record { part: 1, ..rec };
+    sink.deliver(&[other]).await.unwrap();
+    assert_eq!(
+        texts(&pg, "SELECT count(*)::text FROM mqtt_messages").await,
+        ["2"]
+    );
+}

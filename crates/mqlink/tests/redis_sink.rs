@@ -1,0 +1,278 @@
+//! The `redis` sink end to end: a private Mosquitto and a private `redis-server` (free
+//! ports, temporary directories), read back with XRANGE.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use mqlink_testkit::{Mosquitto, MosquittoOptions, Redis};
+use redis::AsyncCommands as _;
+use support::*;
+
+/// Every entry of `stream`: (topic field, record field).
+async fn entries(redis: &Redis, stream: &str) -> Vec<(String, Vec<u8>)> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return Vec::new();
+    };
+    let reply: redis::streams::StreamRangeReply = match c.xrange_all(stream).await {
+        Ok(r) => r,
+        Err(_) => return Vec::new(),
+    };
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            let get = |k: &str| match e.map.get(k) {
+                Some(redis::Value::BulkString(b)) => b.clone(),
+                other => panic!("field {k}: {other:?}"),
+            };
+            (String::from_utf8(get("topic")).unwrap(), get("record"))
+        })
+        .collect()
+}
+
+async fn records(redis: &Redis, stream: &str) -> Vec<String> {
+    entries(redis, stream)
+        .await
+        .into_iter()
+        .map(|(_, r)| String::from_utf8(r).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sink_stores_records_exactly_as_formatted_in_per_topic_order() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let redis = Redis::start();
+    let url = redis.url();
+    let fluvio = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: fl, subscribe: ['/hfp/#'], format: fluvio, session: clean, \
+             sink: {{redis: {{url: '{url}', stream: 'fluvio'}}}}}}"
+        ),
+    );
+    let raw = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: rw, subscribe: ['raw/#'], format: raw, session: clean, \
+             sink: {{redis: {{url: '{url}', stream: 'mqtt:{{topic_level_2}}', batch_max: 64, linger: 5ms}}}}}}"
+        ),
+    );
+    let json = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: js, subscribe: ['js/#'], session: clean, \
+             sink: {{redis: {{url: '{url}', stream: 'json', maxlen: 100000}}}}}}"
+        ),
+    );
+    let runs = [
+        Running::start(&fluvio).await,
+        Running::start(&raw).await,
+        Running::start(&json).await,
+    ];
+    let (seed_topic, seed_payload) = fluvio_seed();
+    publish_lines(&broker, &seed_topic, vec![seed_payload]).await;
+    let a = numbered("a", 0..500);
+    let b = numbered("b", 0..500);
+    let (pa, pb) = tokio::join!(
+        publish_lines(&broker, "raw/a", a.clone()),
+        publish_lines(&broker, "raw/b", b.clone())
+    );
+    let ((), ()) = (pa, pb);
+    publish_lines(&broker, "js/x", vec![r#"{"t":21.5}"#.into()]).await;
+    for r in &runs {
+        let stats = r.stats.clone();
+        eventually("all acked", || {
+            mqlink::connector::ConnectorStats::get(&stats.acked) >= 1
+        })
+        .await;
+    }
+    eventually_async("1000 raw entries", || async {
+        entries(&redis, "mqtt:a").await.len() + entries(&redis, "mqtt:b").await.len() >= 1000
+    })
+    .await;
+
+    // fluvio: the seed record byte for byte, and the topic beside it.
+    let fl = entries(&redis, "fluvio").await;
+    assert_eq!(fl.len(), 1);
+    assert_eq!(fl[0].0, seed_topic);
+    assert_eq!(String::from_utf8(fl[0].1.clone()).unwrap(), FLUVIO_SEED);
+    // raw: the payloads, each topic's stream in publish order.
+    assert_eq!(records(&redis, "mqtt:a").await, a);
+    assert_eq!(records(&redis, "mqtt:b").await, b);
+    // json: mqlink's JSON record.
+    let js = records(&redis, "json").await;
+    let v: serde_json::Value = serde_json::from_str(&js[0]).unwrap();
+    assert_eq!(v["topic"], "js/x");
+    assert_eq!(v["payload"], serde_json::json!({"t": 21.5}));
+    assert_eq!(v["qos"], 1);
+    for r in runs {
+        r.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_outage_of_ten_seconds_holds_acks_and_a_killed_connector_loses_nothing() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let mut redis = Redis::start();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: outage, subscribe: [load/#], format: raw, session: persistent, \
+             sink: {{redis: {{url: '{}', stream: 'load', batch_max: 100, timeout: 1s, \
+             retry: {{min: 20ms, max: 250ms}}}}}}}}",
+            redis.url()
+        ),
+    );
+    let first = Running::start(&cfg).await;
+    publish_lines(&broker, "load/1", numbered("a", 0..1000)).await;
+    eventually_async("first 1000 stored", || async {
+        records(&redis, "load").await.len() >= 1000
+    })
+    .await;
+    let stats = first.stats.clone();
+    eventually("first 1000 acked", || {
+        mqlink::connector::ConnectorStats::get(&stats.acked) == 1000
+    })
+    .await;
+
+    // Outage: Redis goes away under load.
+    let outage_start = Instant::now();
+    redis.stop();
+    publish_lines(&broker, "load/1", numbered("b", 0..1000)).await;
+    let errors = first.stats.clone();
+    eventually("failed deliveries", || {
+        mqlink::connector::ConnectorStats::get(&errors.sink_errors) >= 3
+    })
+    .await;
+    assert_eq!(first.acked(), 1000, "acknowledged during the outage");
+    // Kill the connector in the middle of the outage; the persistent session keeps
+    // everything unacknowledged.
+    first.stop().await;
+    let second = Running::start(&cfg).await;
+    publish_lines(&broker, "load/1", numbered("c", 0..1000)).await;
+    let errors = second.stats.clone();
+    eventually("failed deliveries after the restart", || {
+        mqlink::connector::ConnectorStats::get(&errors.sink_errors) >= 3
+    })
+    .await;
+    assert_eq!(second.acked(), 0, "acknowledged during the outage");
+    tokio::time::sleep_until((outage_start + Duration::from_secs(10)).into()).await;
+    redis.restart();
+
+    let mut want = numbered("a", 0..1000);
+    want.extend(numbered("b", 0..1000));
+    want.extend(numbered("c", 0..1000));
+    eventually_async("3000 distinct records", || async {
+        first_occurrences(&records(&redis, "load").await).len() >= 3000
+    })
+    .await;
+    let got = records(&redis, "load").await;
+    assert_eq!(first_occurrences(&got), want, "lost or reordered");
+    eprintln!(
+        "redis outage: {} entries for 3000 messages ({} duplicates)",
+        got.len(),
+        got.len() - 3000
+    );
+    let stats = second.stats.clone();
+    eventually("all acked", || {
+        mqlink::connector::ConnectorStats::get(&stats.acked) == 2000
+    })
+    .await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_refused_entries_are_dead_lettered_with_the_reason_and_the_rest_flow() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    // The key for topic level "bad" holds a string: XADD answers WRONGTYPE.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let () = c.set("s:bad", "not a stream").await.unwrap();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: dl, subscribe: ['#'], format: raw, session: clean, dead_letter: '{}', \
+             sink: {{redis: {{url: '{}', stream: 's:{{topic_level_1}}'}}}}}}",
+            dead.display(),
+            redis.url()
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    // One batch mixing good and refused records: what follows a refused one in the same
+    // pipeline is stored once, not twice.
+    let mut lines = Vec::new();
+    for i in 0..50 {
+        lines.push(format!("g{i}"));
+    }
+    publish_lines(&broker, "good/x", lines[..25].to_vec()).await;
+    publish_lines(&broker, "bad/x", vec!["refused".into()]).await;
+    publish_lines(&broker, "good/x", lines[25..].to_vec()).await;
+    let stats = conn.stats.clone();
+    eventually("all acked", || {
+        mqlink::connector::ConnectorStats::get(&stats.acked) == 51
+    })
+    .await;
+    assert_eq!(records(&redis, "s:good").await, lines);
+    let d = dead_letters(&dead);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["topic"], "bad/x");
+    assert_eq!(d[0]["record"], "refused");
+    let err = d[0]["error"].as_str().unwrap();
+    assert!(err.contains("WRONGTYPE"), "{err}");
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let () = c.set("s:bad", "not a stream").await.unwrap();
+    let (cfg, _) = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        &format!(
+            "{{name: memo, subscribe: ['#'], format: raw, \
+             sink: {{redis: {{url: '{}', stream: 's:{{topic_level_1}}'}}}}}}",
+            redis.url()
+        ),
+    );
+    let (mut sink, _) = mqlink::sink::open(
+        &cfg.sink,
+        "memo",
+        "memo",
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let rec = |topic: &str, payload: &'static str| mqlink::sink::Record {
+        topic: topic.into(),
+        source: bytes::Bytes::from_static(payload.as_bytes()),
+        part: 0,
+        body: mqlink::sink::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
+        meta: Default::default(),
+    };
+    let batch = [
+        rec("good/1", "g0"),
+        rec("bad/1", "refused"),
+        rec("good/1", "g1"),
+        rec("good/1", "g2"),
+    ];
+    // One pipeline: g0 stored, the refused one reported, g1 and g2 stored anyway.
+    let err = sink.deliver(&batch).await.unwrap_err();
+    assert!(
+        matches!(&err, mqlink::sink::SinkError::Reject { done: 1, count: 1, reason } if reason.contains("WRONGTYPE")),
+        "{err:?}"
+    );
+    assert_eq!(records(&redis, "s:good").await, ["g0", "g1", "g2"]);
+    // The connector offers the rest again: confirmed without a second XADD.
+    sink.deliver(&batch[2..]).await.unwrap();
+    assert_eq!(records(&redis, "s:good").await, ["g0", "g1", "g2"]);
+    // And the memory is spent: new records go in.
+    sink.deliver(&[rec("good/1", "g3")]).await.unwrap();
+    assert_eq!(records(&redis, "s:good").await, ["g0", "g1", "g2", "g3"]);
+}

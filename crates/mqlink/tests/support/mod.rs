@@ -1,0 +1,142 @@
+//! Shared by the sink tests: a validated connector from YAML, a running connector with its
+//! counters, polling for peer state, publishing QoS 1 lines with `mosquitto_pub`.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mqlink::config;
+use mqlink::connector::{Connector, ConnectorError, ConnectorStats};
+use mqlink_testkit::{Mosquitto, mosquitto_pub_with_stdin};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// The record of the Fluvio seed (docs: "MQTT Connector", Data Events), verbatim.
+pub const FLUVIO_SEED: &str = r#"{"mqtt_topic":"/hfp/v2/journey/ongoing/vp/bus/0022/01151/2200/1/Espoon keskus/23:02/1160105/4/60;24/29/00/00","payload":[123,34,86,80,34,58,123,34,100,101,115,105,34,58,34,50,48,48,34,44,34,100,105,114,34,58,34,49,34,44,34,111,112,101,114,34,58,50,50,44,34,118,101,104,34,58,49,49,53,49,44,34,116,115,116,34,58,34,50,48,50,49,45,49,49,45,49,56,84,50,49,58,49,51,58,51,50,46,56,56,52,90,34,44,34,116,115,105,34,58,49,54,51,55,50,55,48,48,49,50,44,34,115,112,100,34,58,49,50,46,54,55,44,34,104,100,103,34,58,51,51,55,44,34,108,97,116,34,58,54,48,46,50,48,48,49,53,55,44,34,108,111,110,103,34,58,50,52,46,57,48,48,50,49,53,44,34,97,99,99,34,58,45,48,46,49,49,44,34,100,108,34,58,45,55,53,44,34,111,100,111,34,58,110,117,108,108,44,34,100,114,115,116,34,58,110,117,108,108,44,34,111,100,97,121,34,58,34,50,48,50,49,45,49,49,45,49,56,34,44,34,106,114,110,34,58,49,53,48,44,34,108,105,110,101,34,58,49,48,52,52,44,34,115,116,97,114,116,34,58,34,50,51,58,48,50,34,44,34,108,111,99,34,58,34,71,80,83,34,44,34,115,116,111,112,34,58,110,117,108,108,44,34,114,111,117,116,101,34,58,34,50,50,48,48,34,44,34,111,99,99,117,34,58,48,125,125]}"#;
+
+/// The seed's MQTT topic and payload.
+pub fn fluvio_seed() -> (String, String) {
+    let seed: Value = serde_json::from_str(FLUVIO_SEED).unwrap();
+    let topic = seed["mqtt_topic"].as_str().unwrap().to_string();
+    let payload: Vec<u8> = seed["payload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    (topic, String::from_utf8(payload).unwrap())
+}
+
+/// A validated connector (`connector` is a YAML flow mapping) for the broker at `url`.
+pub fn connector_cfg(url: &str, connector: &str) -> (config::Connector, config::Broker) {
+    let text = format!("broker: {{url: '{url}'}}\nconnectors:\n  - {connector}\n");
+    let cfg = config::from_str(&text, config::Format::Yaml, "test.yaml")
+        .unwrap_or_else(|e| panic!("config:\n{text}\n{e}"));
+    (cfg.connectors[0].clone(), cfg.broker)
+}
+
+pub struct Running {
+    pub stop: CancellationToken,
+    pub task: JoinHandle<Result<(), ConnectorError>>,
+    pub stats: Arc<ConnectorStats>,
+}
+
+impl Running {
+    pub async fn start(cfg: &(config::Connector, config::Broker)) -> Running {
+        let c = Connector::new(&cfg.0, &cfg.1).unwrap();
+        let stats = c.stats();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(c.run(stop.clone()));
+        let r = Running { stop, task, stats };
+        let stats = r.stats.clone();
+        eventually("subscribed", || stats.is_subscribed()).await;
+        r
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    pub fn acked(&self) -> u64 {
+        ConnectorStats::get(&self.stats.acked)
+    }
+}
+
+/// Poll `cond` (state of real peers offers no event to await) until it holds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Like [`eventually`] for an async probe of a peer.
+pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Publish `lines` as QoS 1 messages on `topic` (mosquitto_pub -l), in chunks.
+pub async fn publish_lines(broker: &Mosquitto, topic: &str, lines: Vec<String>) {
+    publish_lines_with(broker, topic, lines, &[]).await;
+}
+
+/// [`publish_lines`] with extra `mosquitto_pub` arguments (e.g. `-D publish user-property`).
+pub async fn publish_lines_with(
+    broker: &Mosquitto,
+    topic: &str,
+    lines: Vec<String>,
+    extra: &[&str],
+) {
+    let mut args = broker.client_args();
+    args.extend(["-q", "1", "-t", topic, "-l"].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    for chunk in lines.chunks(50_000) {
+        let mut input = chunk.join("\n");
+        input.push('\n');
+        let args = args.clone();
+        let out =
+            tokio::task::spawn_blocking(move || mosquitto_pub_with_stdin(&args, input.as_bytes()))
+                .await
+                .unwrap();
+        assert!(out.status.success(), "mosquitto_pub: {out:?}");
+    }
+}
+
+pub fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// `items` with repeats removed, first occurrences in order (what "lost nothing, in order,
+/// maybe duplicated" is checked against).
+pub fn first_occurrences(items: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .iter()
+        .filter(|i| seen.insert(i.to_string()))
+        .cloned()
+        .collect()
+}
+
+/// The JSON lines of a dead-letter file.
+pub fn dead_letters(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
