@@ -41,7 +41,8 @@ use crate::connector::{Connector, ConnectorError};
 use crate::link::{Link, LinkError};
 use crate::mqtt::client::LinkState;
 use crate::mqtt::state::Verdict;
-use crate::observe::{ConnectorView, Facts, Observer, TopicTracker};
+use crate::observe::meter::TopicTracker;
+use crate::observe::{ConnectorView, Facts, Observer};
 use crate::publish::router::Router;
 use crate::source::poll::{PollError, PollStats, Poller};
 use crate::source::{http, stdin};
@@ -211,14 +212,19 @@ impl Topology {
                     source,
                 })?;
             http_addr = listener.local_addr().ok();
-            let router = http::router(
+            let ops = crate::observe::http::routes(
                 link.ingest().clone(),
                 observer.clone(),
+                stop_http.clone(),
+            );
+            let router = http::router(
+                link.ingest().clone(),
                 http::HttpOptions {
                     tokens: h.tokens.iter().map(|t| t.expose().to_string()).collect(),
                     max_body: h.max_body,
                     request_timeout: h.request_timeout,
                 },
+                ops,
             );
             tracing::info!(listen = %h.listen, auth = !h.tokens.is_empty(), "HTTP API listening");
             http_task = Some(tokio::spawn(http::serve_with(

@@ -160,3 +160,44 @@ async fn a_reload_that_does_not_compile_changes_nothing() {
     assert_ne!(running.config().broker.client_id, "someone-else");
     running.stop(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_dashboard_stream_does_not_delay_the_stop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (sink_url, _seen) = http_peer().await;
+    let running = Topology::new(config_with(
+        &broker,
+        &dir.path().join("spool"),
+        &sink_url,
+        "x",
+    ))
+    .unwrap()
+    .start()
+    .await
+    .unwrap();
+    let mut sse = tokio::net::TcpStream::connect(running.http_addr().unwrap())
+        .await
+        .unwrap();
+    sse.write_all(b"GET /v1/stream HTTP/1.1\r\nHost: mqlink\r\n\r\n")
+        .await
+        .unwrap();
+    // The stream is open once its first event arrives.
+    let mut first = vec![0; 4096];
+    let n = sse.read(&mut first).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).contains("200 OK"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    // With nothing to drain, stopping is quick unless the stream holds the HTTP server's
+    // graceful shutdown until its 5 s deadline.
+    let began = Instant::now();
+    running.stop(Duration::from_secs(10)).await;
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+    // The server ended the stream.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, sse.read_to_end(&mut rest)).await;
+}

@@ -330,6 +330,16 @@ pub struct HttpSource {
     pub header_timeout: Duration,
 }
 
+impl HttpSource {
+    /// Default [`HttpSource::max_connections`] (STYLE rule 10). When all are taken, the
+    /// oldest *idle* connection (no request in progress: still sending headers, or
+    /// keep-alive) is dropped to make room, so a flood of slow or silent clients cannot lock
+    /// out a good one; when every connection is busy with a request, accepting waits.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// Default [`HttpSource::header_timeout`].
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 /// A polled HTTP endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Poll {

@@ -43,7 +43,7 @@ use crate::config::{self, RecordFormat};
 use crate::mqtt::client::{self, Client, ClientClosed, ClientError, Deliveries, MqttOptions};
 use crate::mqtt::codec::Publish;
 use crate::mqtt::state::{AckToken, Delivery};
-use crate::observe::{Dir, TopicTracker};
+use crate::observe::meter::{Dir, TopicTracker};
 use crate::record;
 use crate::sink::{self, Body, OpenError, Record, Sink, SinkError};
 use crate::transform::{self, Chain, CompileError};
