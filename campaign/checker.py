@@ -107,6 +107,7 @@ def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
 
     # Order of first arrivals per client (one route, one topic per client).
     order_violations = 0
+    order_examples = []
     per_client = {}
     for i, t in sorted(first.items(), key=lambda x: x[1]):
         e = answers.get(i)
@@ -115,9 +116,12 @@ def check(ep, answers, arrivals, dead, final_metrics, samples, ctx):
         last = per_client.get(e["client"], 0)
         if e["n"] < last:
             order_violations += 1
+            if len(order_examples) < 5:
+                order_examples.append(f"{i} after {e['client']}-{last}")
         per_client[e["client"]] = max(last, e["n"])
     if order_violations:
-        v.append(f"safety: {order_violations} first arrivals out of order within a client's route")
+        v.append(f"safety: {order_violations} first arrivals out of order within a client's route "
+                 f"(e.g. {', '.join(order_examples)})")
 
     # Filtered events: a deliberate drop is an answer (2xx), not "retry later".
     f503 = [i for i, e in filtered.items() if e["status"] == 503]

@@ -4,12 +4,15 @@
 //! advertised length up front, and deliver a publish made during the chaos once the broker
 //! behaves.
 
+mod common;
+use common::read_packet;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mqlink::mqtt::client::{self, LinkState, MqttOptions};
-use mqlink::mqtt::codec::{self, Protocol, Publish, PublishProps, QoS};
+use mqlink::mqtt::codec::{Protocol, Publish, PublishProps, QoS};
 use mqlink::mqtt::state::Verdict;
 use mqlink::mqtt::url::BrokerUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,19 +52,6 @@ const SCRIPT: &[Misbehaviour] = &[
 ];
 
 /// Read one whole MQTT packet (any size this test sends); `None` on EOF.
-async fn read_packet(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    loop {
-        if let Ok(Some(n)) = codec::frame_len(buf, 1 << 20) {
-            return Some(buf.drain(..n).collect());
-        }
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 /// Whether the peer closes the socket within `within` (reading and discarding meanwhile).
 async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     let mut sink = [0u8; 4096];

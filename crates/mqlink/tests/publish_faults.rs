@@ -8,6 +8,9 @@
 //! test needs a broker to do one exact thing (answer 0x97, close on one topic, record the
 //! CONNECT flags).
 
+mod common;
+use common::read_packet;
+
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use mqlink::config::{self, Format};
 use mqlink::link::{Link, LinkError};
 use mqlink::mqtt::client::LinkState;
-use mqlink::mqtt::codec::{self, Protocol};
+use mqlink::mqtt::codec::Protocol;
 use mqlink::publish::ingest::IngestError;
 use mqlink_testkit::{Mosquitto, MosquittoOptions, MosquittoSub};
 use serde_json::json;
@@ -245,6 +248,12 @@ async fn qos0_messages_pending_when_a_hung_broker_dies_are_all_decided() {
         "{} records still in the spool",
         r.spool_records()
     );
+    // The publisher sets its in-flight gauge just after acknowledging the spool: polled.
+    let deadline = Instant::now() + T;
+    while r.link.publish_stats().inflight.load(Ordering::Relaxed) != 0 && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(r.link.publish_stats().inflight.load(Ordering::Relaxed), 0);
     r.stop().await.unwrap();
 }
@@ -337,19 +346,6 @@ fn header_len(p: &[u8]) -> usize {
         i += 1;
     }
     i + 1
-}
-
-async fn read_packet(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    loop {
-        if let Ok(Some(n)) = codec::frame_len(buf, 1 << 24) {
-            return Some(buf.drain(..n).collect());
-        }
-        let mut chunk = [0u8; 8192];
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 fn puback(pid: Option<u16>, reason: u8) -> Vec<u8> {

@@ -188,6 +188,9 @@ pub(crate) mod faulty {
         pub writes_started: AtomicU64,
         /// While closed, segment writes wait (lets a test queue appends behind one).
         pub hold_writes: Gate,
+        /// A full disk: every write (segments and checkpoint) fails with ENOSPC after
+        /// writing nothing, until a file is removed (which gives space back).
+        pub disk_full: AtomicBool,
     }
 
     /// A gate writer threads wait at while a test holds it closed.
@@ -232,6 +235,9 @@ pub(crate) mod faulty {
         fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
             self.faults.writes_started.fetch_add(1, Ordering::SeqCst);
             self.faults.hold_writes.pass();
+            if self.faults.disk_full.load(Ordering::SeqCst) {
+                return Err(enospc());
+            }
             if self.faults.enospc_next_write.swap(false, Ordering::SeqCst) {
                 return Err(enospc());
             }
@@ -286,7 +292,14 @@ pub(crate) mod faulty {
             StdStorage.rename(from, to)
         }
         fn remove(&self, path: &Path) -> io::Result<()> {
-            StdStorage.remove(path)
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            StdStorage.remove(path)?;
+            // Removing a segment with records in it frees space; an empty file (a segment
+            // whose header could not be written, a checkpoint tmp) frees none.
+            if path.extension().is_some_and(|x| x == "seg") && len > 0 {
+                self.faults.disk_full.store(false, Ordering::SeqCst);
+            }
+            Ok(())
         }
         fn sync_dir(&self, dir: &Path) -> io::Result<()> {
             StdStorage.sync_dir(dir)

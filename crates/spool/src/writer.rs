@@ -38,6 +38,7 @@ pub(crate) struct Writer {
     last_checkpoint: Instant,
     /// A full disk fails every append of a burst; one WARN line per interval.
     write_fail_log: LogLimiter,
+    checkpoint_fail_log: LogLimiter,
     /// A write failed (e.g. the disk is full): once every record of the active segment is
     /// acknowledged, retire and delete it instead of waiting for it to fill up and roll.
     reclaim_active: bool,
@@ -59,6 +60,7 @@ impl Writer {
             checkpointed_gen,
             last_checkpoint: Instant::now(),
             write_fail_log: LogLimiter::default(),
+            checkpoint_fail_log: LogLimiter::default(),
             reclaim_active: false,
             checkpoint_owed: false,
         }
@@ -382,7 +384,7 @@ impl Writer {
         // of it is acknowledged: with segments larger than the free space it would never
         // fill up and roll over, and the space its acknowledged records hold would never
         // come back. The next append starts a new segment.
-        let reclaim = self.reclaim_active
+        let mut reclaim = self.reclaim_active
             && self
                 .shared
                 .lock()
@@ -403,8 +405,24 @@ impl Writer {
         if let Err(e) = &stored
             && !reclaim
         {
-            tracing::warn!(error = %e, "spool: cannot write ack checkpoint; will retry (a crash now only causes redelivery)");
-            return stored;
+            // A disk too full for the checkpoint may be full of acknowledged records (e.g.
+            // after a restart on a full disk: no append got as far as a segment write, so
+            // `reclaim_active` was never set). When every record is acknowledged, every
+            // segment may go first, as in a reclaim; otherwise nothing frees the space.
+            let everything_acked = self
+                .shared
+                .lock()
+                .segments
+                .iter()
+                .all(|s| s.end <= ack_point);
+            if !everything_acked {
+                if let Some(suppressed) = self.checkpoint_fail_log.allow() {
+                    tracing::warn!(error = %e, suppressed, "spool: cannot write ack checkpoint; will retry (a crash now only causes redelivery)");
+                }
+                return stored;
+            }
+            reclaim = true;
+            active_base = None;
         }
         let doomed: Vec<SegMeta> = {
             let mut st = self.shared.lock();
@@ -441,7 +459,9 @@ impl Writer {
             if let Err(e) = checkpoint::store(&*self.shared.storage, &self.shared.dir, &ckpt, true)
             {
                 self.checkpoint_owed = true;
-                tracing::warn!(error = %e, "spool: cannot write ack checkpoint after freeing space; appends wait for it");
+                if let Some(suppressed) = self.checkpoint_fail_log.allow() {
+                    tracing::warn!(error = %e, suppressed, "spool: cannot write ack checkpoint after freeing space; appends wait for it");
+                }
                 return Err(e);
             }
         }

@@ -118,6 +118,15 @@ pub enum SessionError {
     /// A packet that a broker must not send (or not now).
     #[error("protocol violation by broker: {0}")]
     Protocol(String),
+    /// The broker refused a message for quota (0x97) on a resumed session while we kept
+    /// within its receive maximum: its session counts QoS 2 messages we hold nothing under
+    /// (typically a broker restarted from a snapshot older than what it acknowledged). Such
+    /// ghosts stay until a new session; the next connect starts one and sends again
+    /// everything not yet decided.
+    #[error(
+        "broker refused packet id {0} for quota on a resumed session that holds messages this client does not know of (a broker restored from an older snapshot?); starting a new session"
+    )]
+    StaleSession(u16),
     /// The broker sent DISCONNECT.
     #[error("broker sent DISCONNECT (reason 0x{code:02x}{})", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Disconnected {
@@ -212,6 +221,8 @@ pub struct Session {
     /// A message was rejected for the broker's closes: the next CONNECT starts a new
     /// session.
     force_new_session: bool,
+    /// The broker resumed the session on this connection (CONNACK session present).
+    resumed: bool,
     /// The broker's limits from the last CONNACK.
     retain_available: bool,
     max_qos: QoS,
@@ -241,6 +252,7 @@ impl Session {
             unwritten: VecDeque::new(),
             probe_left: 0,
             force_new_session: false,
+            resumed: false,
             retain_available: true,
             max_qos: QoS::ExactlyOnce,
             ever_connected: false,
@@ -332,6 +344,7 @@ impl Session {
         self.connected = true;
         self.ever_connected = true;
         self.force_new_session = false;
+        self.resumed = connack.session_present;
         self.epoch += 1;
         self.incoming.clear();
         self.retain_available = connack.retain_available.unwrap_or(true);
@@ -604,8 +617,8 @@ impl Session {
     /// [`SessionError`] when the connection must be dropped.
     pub fn handle(&mut self, packet: Packet) -> Result<(), SessionError> {
         match packet {
-            Packet::PubAck(a) => self.on_puback(a),
-            Packet::PubRec(a) => self.on_pubrec(a),
+            Packet::PubAck(a) => self.on_puback(a)?,
+            Packet::PubRec(a) => self.on_pubrec(a)?,
             Packet::PubComp(a) => self.on_pubcomp(a),
             Packet::PubRel(a) => {
                 self.awaiting_pubrel.remove(&a.pid);
@@ -651,9 +664,22 @@ impl Session {
         Ok(())
     }
 
-    fn on_puback(&mut self, a: Ack) {
+    /// A quota refusal (0x97) on a resumed session, while we keep within the broker's
+    /// receive maximum, says the broker counts messages we do not know of: start a new
+    /// session rather than retry into the same full quota (see [`SessionError::StaleSession`]).
+    /// The refused message stays in flight and goes out again in order.
+    fn stale_session(&mut self, a: &Ack) -> Result<(), SessionError> {
+        if a.reason == 0x97 && self.resumed && self.on_wire() <= usize::from(self.window) {
+            self.force_new_session = true;
+            return Err(SessionError::StaleSession(a.pid));
+        }
+        Ok(())
+    }
+
+    fn on_puback(&mut self, a: Ack) -> Result<(), SessionError> {
         match self.inflight.get(&a.pid) {
             Some(m) if m.stage == Stage::Ack => {
+                self.stale_session(&a)?;
                 let m = self.finish(a.pid);
                 self.out.push_back(Output::Verdict(m.token, verdict(a)));
             }
@@ -662,12 +688,14 @@ impl Session {
                 a.pid
             ))),
         }
+        Ok(())
     }
 
-    fn on_pubrec(&mut self, a: Ack) {
+    fn on_pubrec(&mut self, a: Ack) -> Result<(), SessionError> {
         let stage = self.inflight.get(&a.pid).map(|m| m.stage);
         match stage {
             Some(Stage::Rec) if a.reason >= 0x80 => {
+                self.stale_session(&a)?;
                 let m = self.finish(a.pid);
                 self.out.push_back(Output::Verdict(m.token, verdict(a)));
             }
@@ -681,11 +709,31 @@ impl Session {
                     self.out.push_back(send(Packet::PubRel(Ack::ok(a.pid))));
                 }
             }
+            None if a.reason < 0x80 => {
+                // The broker holds a QoS 2 message under an id we hold nothing under: one
+                // this session already finished, brought back by a broker that restarted
+                // from an older snapshot (Mosquitto sends PUBREC again for every message it
+                // restored awaiting PUBREL). Until released it counts against our receive
+                // quota: Mosquitto refuses new publishes with 0x97 once such ghosts fill it,
+                // for as long as the session lives. Release it (MQTT 5: PUBREL with 0x92,
+                // packet identifier not found); at worst the broker delivers that message
+                // once more, which at-least-once allows.
+                self.out.push_back(send(Packet::PubRel(Ack {
+                    pid: a.pid,
+                    reason: 0x92,
+                    reason_string: None,
+                })));
+                self.out.push_back(Output::Anomaly(format!(
+                    "PUBREC for packet id {} that is not awaiting one; released it",
+                    a.pid
+                )));
+            }
             _ => self.out.push_back(Output::Anomaly(format!(
                 "PUBREC for packet id {} that is not awaiting one",
                 a.pid
             ))),
         }
+        Ok(())
     }
 
     fn on_pubcomp(&mut self, a: Ack) {
@@ -1624,6 +1672,107 @@ mod tests {
         s.connected(&connack(false, None));
         s.handle(Packet::PubAck(Ack::ok(77))).unwrap();
         assert!(matches!(drain(&mut s).as_slice(), [Output::Anomaly(_)]));
+    }
+
+    #[test]
+    fn a_pubrec_for_an_id_held_by_nothing_is_released() {
+        // Regression (campaign, Mosquitto SIGKILLed with persistence, QoS 2 persistent v5):
+        // a broker restored from an older snapshot holds QoS 2 messages this session already
+        // finished and sends PUBREC for them again on reconnect. Ignored, they filled the
+        // broker's receive quota and every new publish was refused with 0x97, for good.
+        let mut s = Session::new(10);
+        s.connected(&connack(true, None));
+        s.publish(1, msg("a", QoS::ExactlyOnce));
+        let sent = drain(&mut s);
+        let Some(Output::Send {
+            packet: Packet::Publish(Publish {
+                pid: Some(live), ..
+            }),
+            ..
+        }) = sent.first()
+        else {
+            panic!("{sent:?}");
+        };
+        let ghost = live.wrapping_add(100);
+        s.handle(Packet::PubRec(Ack::ok(ghost))).unwrap();
+        let out = drain(&mut s);
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Send { packet: Packet::PubRel(Ack { pid, reason: 0x92, .. }), .. } if *pid == ghost)),
+            "{out:?}"
+        );
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Anomaly(_))),
+            "{out:?}"
+        );
+        // The live flow is untouched: its PUBREC still moves it on, its PUBCOMP decides it.
+        s.handle(Packet::PubRec(Ack::ok(*live))).unwrap();
+        s.handle(Packet::PubComp(Ack::ok(*live))).unwrap();
+        assert!(drain(&mut s).contains(&Output::Verdict(1, Verdict::Acknowledged)));
+        // A refusing PUBREC for an unknown id releases nothing: the broker holds nothing.
+        s.handle(Packet::PubRec(Ack {
+            pid: ghost,
+            reason: 0x80,
+            reason_string: None,
+        }))
+        .unwrap();
+        assert!(matches!(drain(&mut s).as_slice(), [Output::Anomaly(_)]));
+    }
+
+    #[test]
+    fn a_quota_refusal_on_a_resumed_session_starts_a_new_one() {
+        // Regression (campaign, Mosquitto SIGKILLed with persistence, QoS 2 persistent v5):
+        // restored from an older snapshot, the broker counted QoS 2 messages this session had
+        // finished against its receive maximum and refused new ones with 0x97; retried one
+        // by one, they arrived out of order, and the quota never came back.
+        let mut s = Session::new(10);
+        s.connected(&connack(true, None));
+        s.publish(1, msg("a", QoS::ExactlyOnce));
+        s.publish(2, msg("b", QoS::ExactlyOnce));
+        drain(&mut s);
+        let refuse = |pid| {
+            Packet::PubRec(Ack {
+                pid,
+                reason: 0x97,
+                reason_string: None,
+            })
+        };
+        let err = s.handle(refuse(1)).unwrap_err();
+        assert_eq!(err, SessionError::StaleSession(1));
+        assert!(
+            !drain(&mut s)
+                .iter()
+                .any(|o| matches!(o, Output::Verdict(..))),
+            "no verdict: the message goes out again"
+        );
+        s.disconnected(Loss::Other);
+        assert!(
+            s.clean_start(true, true),
+            "the next connect starts a new session"
+        );
+        s.connected(&connack(false, None));
+        let resent: Vec<(Option<u16>, bool)> = drain(&mut s)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    packet: Packet::Publish(p),
+                    ..
+                } => Some((p.pid, p.dup)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            resent,
+            vec![(Some(1), false), (Some(2), false)],
+            "both again, in order"
+        );
+        // On a new session a quota refusal is the broker's word on that message: transient.
+        assert!(!s.clean_start(true, true));
+        s.handle(refuse(1)).unwrap();
+        assert!(
+            drain(&mut s)
+                .iter()
+                .any(|o| matches!(o, Output::Verdict(1, Verdict::Rejected { code: 0x97, .. })))
+        );
     }
 
     #[test]

@@ -621,6 +621,46 @@ async fn after_a_failed_write_the_acknowledged_active_segment_gives_its_space_ba
 }
 
 #[tokio::test]
+async fn a_restart_on_a_full_disk_gets_the_space_of_acknowledged_records_back() {
+    // Regression (fault campaign, 4 MiB filesystem, mqlink killed while the disk was full):
+    // after the restart no append got as far as a segment write (creating the segment
+    // failed), the checkpoint could not be written either, and the acknowledged segments
+    // were kept until the checkpoint was written: the spool answered "full" for good.
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), opts()).unwrap();
+    for i in 0..5 {
+        append(&spool, payload(i, 100)).await;
+    }
+    spool.close().await.unwrap();
+
+    let (f, storage) = faulty();
+    let (spool, report) = Spool::open_with_storage(dir.path(), opts(), storage).unwrap();
+    assert_eq!(report.records, 5);
+    f.faults.disk_full.store(true, Ordering::SeqCst);
+    assert!(
+        spool.append(payload(5, 100)).await.is_err(),
+        "the disk is full"
+    );
+    assert_eq!(read_n(&mut spool.reader(), 5).await, vec![0, 1, 2, 3, 4]);
+    for i in 0..5 {
+        spool.ack(i);
+    }
+    // The checkpoint is written once the acknowledged segments have given their space back.
+    spool.checkpoint().await.unwrap();
+    assert!(
+        segment_files(dir.path()).is_empty(),
+        "acknowledged segments are deleted"
+    );
+    assert_eq!(append(&spool, payload(5, 100)).await, 5);
+    spool.close().await.unwrap();
+
+    let (spool, report) = Spool::open(dir.path(), opts()).unwrap();
+    assert_eq!(report.records, 1, "{report:?}");
+    let r = spool.reader().next().await.unwrap();
+    assert_eq!((r.id, r.payload.to_vec()), (5, payload(5, 100)));
+}
+
+#[tokio::test]
 async fn short_write_is_cut_back_so_the_segment_stays_clean() {
     let dir = tempfile::tempdir().unwrap();
     let (f, storage) = faulty();
