@@ -143,13 +143,6 @@ impl Connector {
         })
     }
 
-    /// Use these engine options instead of the ones built from the config (tests tune
-    /// buffer sizes this way).
-    pub fn with_mqtt_options(mut self, opts: MqttOptions) -> Connector {
-        self.opts = opts;
-        self
-    }
-
     /// Also count received messages per topic (for the dashboard).
     pub fn with_tracker(mut self, tracker: Arc<TopicTracker>) -> Connector {
         self.tracker = Some(tracker);

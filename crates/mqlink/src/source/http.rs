@@ -192,20 +192,9 @@ struct Slot {
 
 /// Serve on `listener` until `shutdown` is cancelled; in-flight requests finish.
 ///
-/// Connections are bounded by [`MAX_CONNECTIONS`]; request headers must arrive within
-/// [`MAX_HEADER_READ`]; a whole request within the request timeout (see [`router`]).
-///
-/// # Errors
-/// I/O errors of the server.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    serve_with(listener, router, shutdown, MAX_CONNECTIONS, MAX_HEADER_READ).await
-}
-
-/// [`serve`] with explicit limits (for tests and embedding).
+/// At most `max_connections` connections (the oldest idle one is dropped to admit a new
+/// one); request headers must arrive within `header_read_timeout`; a whole request within
+/// the request timeout (see [`router`]).
 ///
 /// # Errors
 /// I/O errors of the server.
