@@ -24,11 +24,15 @@
 //!   shape records (fluvio/json/raw), jq filter/map/arraymap, deliver, then acknowledge.
 //! - [`observe`]: metrics, status and the dashboard's live topic view.
 //! - [`link`]: the library API ([`link::Link`]): the same pipeline for Rust applications.
+//! - [`topology`]: the whole daemon ([`topology::Topology`]): link, sources, supervised
+//!   connectors, the HTTP API and ops routes, reload and the staged shutdown.
 //!
 //! Durability lives in the separate `mqlink-spool` crate, which knows nothing of MQTT.
-//! The library spawns nothing: long-running work is handed back as futures
-//! ([`mqtt::client::EventLoop::run`], [`link::LinkTasks::run`], [`connector::Connector::run`])
-//! that stop when their cancellation token is cancelled.
+//! Below [`topology`] the library spawns nothing: long-running work is handed back as
+//! futures ([`mqtt::client::EventLoop::run`], [`link::LinkTasks::run`],
+//! [`connector::Connector::run`]) that stop when their cancellation token is cancelled.
+//! [`topology::Running`] owns the tasks it spawns and ends them in
+//! [`topology::Running::stop`].
 
 pub mod build;
 pub mod config;
@@ -42,4 +46,5 @@ pub mod record;
 pub mod sink;
 pub mod source;
 pub mod topic;
+pub mod topology;
 pub mod transform;

@@ -235,6 +235,7 @@ mod options;
 mod reader;
 mod record;
 mod recovery;
+mod shared;
 mod spool;
 mod state;
 mod storage;

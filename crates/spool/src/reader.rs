@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::SpoolError;
 use crate::record::{self, Decoded, SEGMENT_HEADER_LEN};
-use crate::spool::Shared;
+use crate::shared::Shared;
 use crate::state::Hole;
 use crate::storage::Storage;
 

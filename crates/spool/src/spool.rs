@@ -2,9 +2,9 @@
 //! appends to the writer thread and awaiting their commit, acknowledgements,
 //! statistics and shutdown.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
@@ -14,6 +14,7 @@ use crate::log_limit::LogLimiter;
 use crate::reader::Reader;
 use crate::record::record_len;
 use crate::recovery::{self, RecoveryReport};
+use crate::shared::Shared;
 use crate::state::{Job, State, Work};
 use crate::storage::{StdStorage, Storage};
 use crate::writer::Writer;
@@ -60,65 +61,6 @@ pub struct SpoolStats {
     /// there is none): if it stays the same while records wait, delivery is
     /// stuck on it.
     pub oldest_unacked_id: Option<u64>,
-}
-
-/// State shared by every handle, the reader and the writer thread.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub dir: PathBuf,
-    pub opts: SpoolOptions,
-    pub storage: Arc<dyn Storage>,
-    state: Mutex<State>,
-    /// Wakes the writer thread.
-    pub work_cv: Condvar,
-    /// Wakes the reader when records become visible or the spool stops.
-    pub readers: Notify,
-    /// Wakes appenders waiting for space.
-    pub space: Notify,
-    /// Wakes `close` when the writer has stopped.
-    pub stopped: Notify,
-    full_log: Mutex<LogLimiter>,
-}
-
-impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves consistent-enough counters; keep going.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) fn closed(&self) -> SpoolError {
-        SpoolError::Closed {
-            dir: self.dir.clone(),
-        }
-    }
-
-    pub(crate) fn wake_all(&self) {
-        self.readers.notify_waiters();
-        self.space.notify_waiters();
-        self.stopped.notify_waiters();
-    }
-
-    fn warn_full(&self, msg: &'static str, size: u64) {
-        let allowed = self
-            .full_log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .allow();
-        if let Some(suppressed) = allowed {
-            tracing::warn!(dir = %self.dir.display(), size, max_bytes = self.opts.max_bytes,
-                suppressed, policy = ?self.opts.on_full, "{msg}");
-        }
-    }
-
-    fn begin_close(&self) {
-        let mut st = self.lock();
-        st.closing = true;
-        drop(st);
-        self.work_cv.notify_one();
-        self.wake_all();
-    }
 }
 
 /// Marks the writer stopped however its thread ends (a panic included), so

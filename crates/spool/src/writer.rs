@@ -12,7 +12,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::log_limit::LogLimiter;
 use crate::record::{self, SEGMENT_HEADER_LEN};
 use crate::recovery::segment_path;
-use crate::spool::Shared;
+use crate::shared::Shared;
 use crate::state::{Job, SegMeta, Work};
 use crate::storage::SegmentFile;
 use crate::{FsyncPolicy, SpoolError};

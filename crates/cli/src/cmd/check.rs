@@ -15,7 +15,8 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = crate::cmd::run::load(Some(&args.config))?;
+    let config = mqlink::topology::load(Some(&args.config))
+        .map_err(|e| crate::exit::usage(e.to_string()))?;
     print!("{}", plan(&config));
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::topic::{EventGlob, GlobSet, SlashPolicy, Template, TopicFilter};
 use super::secret::Secret;
 
 /// The whole, validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where it came from (file path as given, or the origin name); for messages.
     pub origin: String,
@@ -69,7 +69,7 @@ pub enum Session {
 }
 
 /// Where the broker is.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BrokerTarget {
     /// `url: embedded` (the default): run the embedded broker and connect to it.
     Embedded(Embedded),
@@ -78,7 +78,7 @@ pub enum BrokerTarget {
 }
 
 /// Settings of the embedded broker (`broker.embedded`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Embedded {
     /// TCP listener; default `127.0.0.1:1883`.
     pub listen: SocketAddr,
@@ -165,7 +165,7 @@ impl Embedded {
 
 /// The embedded broker's TLS listener (`broker.embedded.tls`). Relative paths are resolved
 /// against the config file's directory; the files exist at load.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddedTls {
     /// TLS listener; default `127.0.0.1:8883`.
     pub listen: SocketAddr,
@@ -196,7 +196,7 @@ pub struct Backoff {
 }
 
 /// Client certificate and key for mutual TLS.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientAuth {
     /// PEM certificate chain (file exists at load).
     pub cert_file: PathBuf,
@@ -206,7 +206,7 @@ pub struct ClientAuth {
 
 /// TLS settings (`broker.tls`). Relative paths are resolved against the config file's
 /// directory.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tls {
     /// CA bundle; `None` = the system roots.
     pub ca_file: Option<PathBuf>,
@@ -221,7 +221,7 @@ pub struct Tls {
 }
 
 /// Birth / will / clean-shutdown messages (`broker.lifecycle`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Lifecycle {
     /// The topic, fully resolved: template with `{prefix}` / `{hostname}`, default
     /// `status`; joined under `topic_prefix` unless it uses `{prefix}` itself.
@@ -237,7 +237,7 @@ pub struct Lifecycle {
 }
 
 /// The broker section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Broker {
     /// Embedded or remote. Default embedded. `host` + `port` is an alternative to `url`
     /// (`mqtts://` when a `tls` section is present, else `mqtt://`).
@@ -291,7 +291,7 @@ pub enum QoS {
 pub use mqlink_spool::{FsyncPolicy as Fsync, OnCorruption, OnFull};
 
 /// The spool section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Spool {
     /// Directory; default `./mqlink-data` (relative to the working directory).
     pub dir: PathBuf,
@@ -312,7 +312,7 @@ pub struct Spool {
 }
 
 /// The HTTP ingest source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpSource {
     /// Default `127.0.0.1:8080`; a non-loopback address requires `tokens`.
     pub listen: SocketAddr,
@@ -330,8 +330,18 @@ pub struct HttpSource {
     pub header_timeout: Duration,
 }
 
+impl HttpSource {
+    /// Default [`HttpSource::max_connections`] (STYLE rule 10). When all are taken, the
+    /// oldest *idle* connection (no request in progress: still sending headers, or
+    /// keep-alive) is dropped to make room, so a flood of slow or silent clients cannot lock
+    /// out a good one; when every connection is busy with a request, accepting waits.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// Default [`HttpSource::header_timeout`].
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 /// A polled HTTP endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Poll {
     /// `http://` or `https://` URL.
     pub url: url::Url,
@@ -350,7 +360,7 @@ pub struct Poll {
 }
 
 /// The sources section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sources {
     /// HTTP API; on by default, `None` when `enabled: false`.
     pub http: Option<HttpSource>,
@@ -372,7 +382,7 @@ pub enum TimestampFormat {
 }
 
 /// Payload shaping of a route.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Payload {
     /// Add the event name under this key (OctoPrint's `_event`); default none.
     pub event_field: Option<String>,
@@ -383,7 +393,7 @@ pub struct Payload {
 }
 
 /// MQTT 5 properties of a route.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Properties {
     /// Content type; default none.
     pub content_type: Option<String>,
@@ -395,7 +405,7 @@ pub struct Properties {
 }
 
 /// A route: which events go to which topic, how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// `name`, default `route-<index>` (0-based).
     pub name: String,
@@ -445,7 +455,7 @@ pub enum Transform {
 pub use crate::sink::SinkConfig as Sink;
 
 /// A connector: subscribe → transforms → sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Connector {
     /// Unique name (letters, digits, `-`, `_`, `.`).
     pub name: String,

@@ -760,7 +760,7 @@ fn sources(raw: RawSources, ctx: &Ctx<'_>, path: &KeyPath) -> R<Sources> {
             Duration::from_secs(30),
         )?;
         let max_connections = match h.max_connections {
-            None => crate::source::http::MAX_CONNECTIONS,
+            None => HttpSource::DEFAULT_MAX_CONNECTIONS,
             Some(0) => {
                 return Err(ctx.err(&hp.key("max_connections"), "must be at least 1"));
             }
@@ -769,7 +769,7 @@ fn sources(raw: RawSources, ctx: &Ctx<'_>, path: &KeyPath) -> R<Sources> {
         let header_timeout = ctx.positive_duration(
             h.header_timeout.as_deref(),
             &hp.key("header_timeout"),
-            crate::source::http::MAX_HEADER_READ,
+            HttpSource::DEFAULT_HEADER_TIMEOUT,
         )?;
         Some(HttpSource {
             listen,

@@ -43,7 +43,7 @@ use crate::config::{self, RecordFormat};
 use crate::mqtt::client::{self, Client, ClientClosed, ClientError, Deliveries, MqttOptions};
 use crate::mqtt::codec::Publish;
 use crate::mqtt::state::{AckToken, Delivery};
-use crate::observe::{Dir, TopicTracker};
+use crate::observe::meter::{Dir, TopicTracker};
 use crate::record;
 use crate::sink::{self, Body, Meta, OpenError, Record, Sink, SinkError};
 use crate::transform::{self, Chain, CompileError};
@@ -141,13 +141,6 @@ impl Connector {
             stats: Arc::new(ConnectorStats::default()),
             tracker: None,
         })
-    }
-
-    /// Use these engine options instead of the ones built from the config (tests tune
-    /// buffer sizes this way).
-    pub fn with_mqtt_options(mut self, opts: MqttOptions) -> Connector {
-        self.opts = opts;
-        self
     }
 
     /// Also count received messages per topic (for the dashboard).

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use mqtt_proto::{v3, v5};
 
 /// Protocol level spoken on a connection.
@@ -801,12 +801,6 @@ fn from_v5(p: v5::Packet) -> Packet {
         }),
         v5::Packet::Auth(_) => Packet::Auth,
     }
-}
-
-/// Drop `n` bytes from the front of `buf` (used by tests that build frames by hand).
-#[doc(hidden)]
-pub fn skip(buf: &mut BytesMut, n: usize) {
-    buf.advance(n);
 }
 
 #[cfg(test)]

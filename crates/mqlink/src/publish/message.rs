@@ -22,7 +22,6 @@
 //! a future version or a damaged one is an error value, never a panic.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -56,12 +55,7 @@ pub struct OutMessage {
 #[error("undecodable spool record: {0}")]
 pub struct DecodeError(&'static str);
 
-/// Milliseconds since the epoch for `t`.
-pub fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::observe::meter::epoch_ms;
 
 impl OutMessage {
     /// Encode into a spool record.

@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use super::message::{OutMessage, epoch_ms};
 use crate::mqtt::client::{Client, LinkState, backoff, reason_name};
 use crate::mqtt::state::Verdict;
-use crate::observe::{Dir, LatencyHistogram, TopicTracker};
+use crate::observe::meter::{Dir, LatencyHistogram, TopicTracker};
 
 /// Counters of the publishing side.
 #[derive(Debug, Default)]

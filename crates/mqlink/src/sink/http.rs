@@ -35,7 +35,7 @@ pub(crate) struct Raw {
 }
 
 /// The `http` sink's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     /// `http://` or `https://` URL.
     pub url: url::Url,

@@ -93,7 +93,7 @@ pub struct KafkaTls {
 }
 
 /// SASL authentication.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KafkaSasl {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
     pub mechanism: &'static str,
@@ -104,7 +104,7 @@ pub struct KafkaSasl {
 }
 
 /// The `kafka` sink's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port`.
     pub brokers: Vec<String>,

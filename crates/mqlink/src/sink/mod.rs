@@ -56,7 +56,7 @@ macro_rules! sinks {
         $( $(#[cfg($cfg)])? pub use self::$key::{$Config, $Sink}; )*
 
         /// Where a connector delivers: the validated config of one sink.
-        #[derive(Debug, Clone)]
+        #[derive(Debug, Clone, PartialEq)]
         pub enum SinkConfig {
             $( $(#[doc = $doc])* $(#[cfg($cfg)])? $Variant($Config), )*
         }

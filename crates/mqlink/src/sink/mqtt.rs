@@ -32,7 +32,7 @@ pub(crate) struct Raw {
 }
 
 /// The `mqtt` sink's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttConfig {
     /// The target broker.
     pub url: BrokerUrl,

@@ -44,7 +44,7 @@ pub(crate) struct Raw {
 }
 
 /// The `nats` sink's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NatsConfig {
     /// `nats://`, `tls://` or `ws(s)://` URL.
     pub url: url::Url,

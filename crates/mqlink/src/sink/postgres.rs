@@ -97,7 +97,7 @@ pub struct Columns {
 }
 
 /// The `postgres` sink's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PostgresConfig {
     /// `postgres://user@host[:port]/db[?options]`, without a password.
     pub url: String,

@@ -56,7 +56,7 @@ pub(crate) struct Raw {
 }
 
 /// The `redis` sink's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     /// `redis://[user[:password]@]host[:port][/db]`.
     pub url: url::Url,

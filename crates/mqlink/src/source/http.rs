@@ -5,8 +5,7 @@
 //! | `POST /v1/events/{event}` (JSON object) | 202 `{"id": n}` |
 //! | `POST /v1/events` (JSON array or NDJSON of `{"event": ..}` objects) | 202 `{"accepted": n}`, all or nothing |
 //! | `POST /v1/publish` `{"topic","payload","qos","retain"}` | 202 `{"id": n}` |
-//! | `GET /healthz` | 200 while the process runs |
-//! | `GET /readyz` | 200 when the broker is connected, the publisher makes progress (not failed, not stalled) and events are accepted, else 503 with the reason |
+//! | ops routes (`/healthz`, `/readyz`, `/metrics`, `/v1/status`, `/v1/stream`, dashboard) | see [`crate::observe::http`] |
 //!
 //! Every error is `{"error": {"code", "message"}}`: 400 bad JSON, 401 bad token, 404, 405,
 //! 408 request timeout, 413 body too large (refused from `Content-Length` before reading,
@@ -29,16 +28,15 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::HttpSource;
 use crate::event::{Event, Source};
-use crate::mqtt::client::LinkState;
-use crate::observe::Observer;
+use crate::observe::http::OpsRoutes;
 use crate::publish::ingest::{Ingest, IngestError};
 
 /// Settings of the HTTP source.
@@ -65,9 +63,7 @@ impl std::fmt::Debug for HttpOptions {
 #[derive(Clone)]
 struct App {
     ingest: Ingest,
-    link: watch::Receiver<LinkState>,
     opts: Arc<HttpOptions>,
-    observer: Arc<Observer>,
 }
 
 /// A JSON API error.
@@ -135,29 +131,24 @@ impl From<IngestError> for ApiError {
     }
 }
 
-/// Build the router (exposed for tests and embedding).
-pub fn router(ingest: Ingest, observer: Arc<Observer>, opts: HttpOptions) -> Router {
+/// Build the router: the ingest routes, and the ops routes `ops` (see
+/// [`crate::observe::http::routes`]) with their protected part behind the same token check.
+pub fn router(ingest: Ingest, opts: HttpOptions, ops: OpsRoutes) -> Router {
     let timeout = opts.request_timeout;
     let app = App {
         ingest,
-        link: observer.link(),
         opts: Arc::new(opts),
-        observer,
     };
     let api = Router::new()
         .route("/v1/events/{event}", post(post_event))
         .route("/v1/events", post(post_events))
         .route("/v1/publish", post(post_publish))
-        .route("/v1/status", get(status))
-        .route("/v1/stream", get(stream))
-        .route_layer(middleware::from_fn_with_state(app.clone(), auth));
+        .with_state(app.clone())
+        .merge(ops.protected)
+        .route_layer(middleware::from_fn_with_state(app, auth));
     Router::new()
         .merge(api)
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        // The page loads without a token; its API calls carry one when tokens are set.
-        .merge(super::dashboard::router())
+        .merge(ops.open)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -181,19 +172,15 @@ pub fn router(ingest: Ingest, observer: Arc<Observer>, opts: HttpOptions) -> Rou
                 }
             },
         ))
-        .with_state(app)
 }
 
-/// Default for the most connections served at once (`sources.http.max_connections`,
-/// STYLE rule 10). When all are taken, the oldest *idle*
-/// connection (no request in progress: still sending headers, or keep-alive) is dropped
-/// to make room, so a flood of slow or silent clients cannot lock out a good one; when
-/// every connection is busy with a request, accepting waits.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// Default for the most connections served at once (`sources.http.max_connections`);
+/// defined with the validated config, where its default is applied.
+pub const MAX_CONNECTIONS: usize = HttpSource::DEFAULT_MAX_CONNECTIONS;
 
 /// Default for the longest time a client may take to send its request headers
 /// (`sources.http.header_timeout`).
-pub const MAX_HEADER_READ: Duration = Duration::from_secs(10);
+pub const MAX_HEADER_READ: Duration = HttpSource::DEFAULT_HEADER_TIMEOUT;
 
 /// One accepted connection, as the accept loop sees it.
 struct Slot {
@@ -205,20 +192,9 @@ struct Slot {
 
 /// Serve on `listener` until `shutdown` is cancelled; in-flight requests finish.
 ///
-/// Connections are bounded by [`MAX_CONNECTIONS`]; request headers must arrive within
-/// [`MAX_HEADER_READ`]; a whole request within the request timeout (see [`router`]).
-///
-/// # Errors
-/// I/O errors of the server.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    serve_with(listener, router, shutdown, MAX_CONNECTIONS, MAX_HEADER_READ).await
-}
-
-/// [`serve`] with explicit limits (for tests and embedding).
+/// At most `max_connections` connections (the oldest idle one is dropped to admit a new
+/// one); request headers must arrive within `header_read_timeout`; a whole request within
+/// the request timeout (see [`router`]).
 ///
 /// # Errors
 /// I/O errors of the server.
@@ -633,97 +609,6 @@ async fn post_publish(
     }
     let a = app.ingest.publish_raw(&topic, payload, qos, retain).await?;
     Ok(accepted(json!({"id": a.first_id})))
-}
-
-async fn metrics(State(app): State<App>) -> Response {
-    let body = crate::observe::render_metrics(&app.observer);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
-}
-
-async fn status(State(app): State<App>) -> Response {
-    Json(app.observer.status(app.ingest.is_accepting())).into_response()
-}
-
-/// Server-sent events for the dashboard: `status` every second, `topics` (what changed)
-/// every 500 ms. A viewer is registered while the stream is open.
-async fn stream(State(app): State<App>) -> Response {
-    use axum::response::sse::{Event as Sse, KeepAlive};
-    use futures_util::StreamExt;
-    struct St {
-        tick: u64,
-        seen: u64,
-        _viewer: crate::observe::Viewer,
-    }
-    let st = St {
-        tick: 0,
-        seen: 0,
-        _viewer: app.observer.topics.viewer(),
-    };
-    let s = futures_util::stream::unfold((st, app), |(mut st, app)| async move {
-        if st.tick > 0 {
-            // The stream is a fixed-rate sample for the dashboard (status every second,
-            // changed topics every 500 ms), not a feed of events: a timer is its clock.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        let mut events = Vec::with_capacity(2);
-        if st.tick % 2 == 0 {
-            let status = app.observer.status(app.ingest.is_accepting());
-            events.push(Sse::default().event("status").data(status.to_string()));
-        }
-        let (changed, seq) = app.observer.topics.changes_since(st.seen);
-        if st.tick == 0 || !changed.is_empty() {
-            events.push(
-                Sse::default()
-                    .event("topics")
-                    .data(Value::Array(changed).to_string()),
-            );
-        }
-        st.seen = seq;
-        st.tick += 1;
-        Some((events, (st, app)))
-    })
-    .flat_map(|events| {
-        futures_util::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>))
-    });
-    axum::response::sse::Sse::new(s)
-        .keep_alive(KeepAlive::default())
-        .into_response()
-}
-
-async fn readyz(State(app): State<App>) -> Response {
-    let link = app.link.borrow().clone();
-    let (ok, broker) = match &link {
-        LinkState::Connected { protocol, .. } => {
-            (true, format!("connected (MQTT {})", protocol.name()))
-        }
-        LinkState::Connecting => (false, "connecting".to_string()),
-        LinkState::Down { reason, .. } => (false, format!("down: {reason}")),
-        LinkState::Stopped => (false, "stopped".to_string()),
-    };
-    let accepting = app.ingest.is_accepting();
-    let publisher = app.observer.publisher_health();
-    let stats = app.ingest.spool().stats();
-    let ready = ok && accepting && publisher.is_ok();
-    let body = json!({
-        "ready": ready,
-        "broker": broker,
-        "accepting": accepting,
-        "publisher": publisher.err().unwrap_or("ok"),
-        "spool": {"records": stats.records, "bytes": stats.bytes},
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
 }
 
 #[cfg(test)]

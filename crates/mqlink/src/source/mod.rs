@@ -6,7 +6,6 @@
 //! - [`stdin`]: JSON lines on standard input.
 //! - [`poll`]: periodic HTTP GET of a JSON endpoint.
 
-pub mod dashboard;
 pub mod http;
 pub mod poll;
 pub mod stdin;

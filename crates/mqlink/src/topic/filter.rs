@@ -178,11 +178,6 @@ impl TopicFilter {
         self.group.as_deref()
     }
 
-    /// True when the filter contains `+` or `#`.
-    pub fn has_wildcards(&self) -> bool {
-        self.filter().contains(['+', '#'])
-    }
-
     /// Whether `topic` (a topic name) matches this filter under the MQTT rules.
     pub fn matches(&self, topic: &str) -> bool {
         matches_filter(self.filter(), topic)
