@@ -4,11 +4,16 @@
 # 1. Installs the peers the tests start privately (Mosquitto, its CLI clients, NATS) with
 #    apt-get when they are missing, paho-mqtt for Python-driven tests, and for the
 #    dashboard's browser test Debian's chromium, Node.js/npm and playwright-core (npm ci in
-#    crates/cli/tests/browser; it drives /usr/bin/chromium and downloads no browser).
+#    crates/cli/tests/browser; it drives /usr/bin/chromium and downloads no browser), and
+#    for the interop suite (crates/cli/tests/interop.rs) RabbitMQ (Debian), amqtt (pip)
+#    and Aedes (npm ci in tests/interop, versions pinned by its package-lock.json).
 # 2. Fails loudly if any of them is still missing: tests never skip for a missing peer.
 # 3. Runs all tests (cargo-nextest when installed, else cargo test), then the doctests,
 #    which nextest does not run, then a short fault-injection campaign (scripts/campaign.sh,
 #    about 3 minutes). All always run; the exit status is non-zero if any failed.
+# 4. Renders docs/INTEROP.md from the interop suite's results and fails if the committed
+#    file differs (the matrix's expectations are fixed in the suite, so it only changes
+#    when the suite or a broker's version does).
 #
 # The tests start their own brokers on free ports in temporary directories, so a
 # system-wide Mosquitto on 1883 or NATS on 4222 neither helps nor disturbs them.
@@ -31,6 +36,7 @@ required=(
     mosquitto_sub:mosquitto-clients
     mosquitto_pub:mosquitto-clients
     nats-server:nats-server
+    rabbitmq-server:rabbitmq-server
     python3:python3
     chromium:chromium
     node:nodejs
@@ -91,6 +97,17 @@ if command -v npm >/dev/null 2>&1 && [[ ! -f $browser_dir/node_modules/playwrigh
     (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 
+if ! command -v amqtt >/dev/null 2>&1; then
+    echo "installing amqtt (pip) for the interop suite"
+    python3 -m pip install --quiet 'amqtt==0.12.1' || echo "error: pip install amqtt failed" >&2
+fi
+
+interop_dir=tests/interop
+if command -v npm >/dev/null 2>&1 && [[ ! -f $interop_dir/node_modules/aedes/package.json ]]; then
+    echo "installing aedes for the interop suite (npm ci in $interop_dir)"
+    (cd "$interop_dir" && npm ci --no-audit --no-fund)
+fi
+
 # 2. Verify, loudly.
 status=0
 for entry in "${required[@]}"; do
@@ -107,6 +124,14 @@ if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
 fi
 if [[ ! -f $browser_dir/node_modules/playwright-core/package.json ]]; then
     echo "error: playwright-core is not installed in $browser_dir (npm ci failed?)" >&2
+    status=1
+fi
+if ! command -v amqtt >/dev/null 2>&1; then
+    echo "error: amqtt not found on PATH (pip package 'amqtt')" >&2
+    status=1
+fi
+if [[ ! -f $interop_dir/node_modules/aedes/package.json ]]; then
+    echo "error: aedes is not installed in $interop_dir (npm ci failed?)" >&2
     status=1
 fi
 if [[ $status -ne 0 ]]; then
@@ -132,6 +157,19 @@ cargo test --workspace --doc --no-fail-fast || status=$?
 #    the seed is printed first; a violation prints a one-line replay command.
 echo "==> scripts/campaign.sh"
 scripts/campaign.sh || status=$?
+
+# 5. The interop matrix, rendered from this run's results, must match the committed table.
+echo "==> scripts/interop-table.py (docs/INTEROP.md)"
+interop_results="$CARGO_TARGET_DIR/tmp/interop"
+if python3 scripts/interop-table.py "$interop_results" >"$interop_results.md"; then
+    if ! diff -u docs/INTEROP.md "$interop_results.md"; then
+        echo "error: docs/INTEROP.md differs from this run's matrix (above);" >&2
+        echo "       copy $interop_results.md to docs/INTEROP.md if the change is intended" >&2
+        status=1
+    fi
+else
+    status=1
+fi
 
 if [[ $status -ne 0 ]]; then
     echo "tests FAILED (exit status $status)" >&2

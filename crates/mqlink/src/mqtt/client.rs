@@ -10,9 +10,13 @@
 //! backoff and jitter (a connection that dies within [`STABLE_AFTER`] of its CONNACK does not
 //! reset the backoff, so a broker that accepts and then drops us is not hammered), and never
 //! decides a verdict because a connection was lost. It falls back from MQTT 5 to 3.1.1 only
-//! when the broker explicitly refuses 5 (CONNACK 0x84, or a 3.x return code 1), and tries 5
-//! again on every later connect: a cut before CONNACK is a network fault, not an answer, and
-//! on 3.1.1 a broker's refusal of a message cannot be seen at all.
+//! when the broker explicitly refuses 5 (CONNACK 0x84, or a 3.x return code 1), or closes
+//! the connection on a v5 CONNECT and then answers a 3.1.1 CONNECT with a CONNACK (RabbitMQ
+//! before 3.13 does so), and tries 5 again on every later connect: a cut before CONNACK is
+//! otherwise a network fault, not an answer, and on 3.1.1 a broker's refusal of a message
+//! cannot be seen at all. A broker that leaves a v5 CONNECT unanswered until the connect
+//! timeout and then answers 3.1.1 (amqtt 0.12) gets 3.1.1 for the rest of the process:
+//! retrying 5 would cost a whole timeout on every reconnect.
 //!
 //! It stops when the shutdown token is cancelled, or when every [`Client`] is dropped and
 //! nothing is left to deliver. The library spawns nothing: the caller runs
@@ -323,6 +327,7 @@ pub fn new(opts: MqttOptions) -> Result<(Client, Deliveries, EventLoop), ClientE
             opts,
             connector,
             protocol,
+            v5_unanswered: false,
             session,
             cmd_rx: Some(cmd_rx),
             ack_rx,
@@ -343,6 +348,10 @@ pub struct EventLoop {
     opts: MqttOptions,
     connector: Connector,
     protocol: Protocol,
+    /// Set once the broker left an MQTT 5 CONNECT unanswered until the connect timeout
+    /// and then accepted 3.1.1: later connects of this process start with 3.1.1, since
+    /// every retry of 5 would cost a whole connect timeout.
+    v5_unanswered: bool,
     session: Session,
     cmd_rx: Option<mpsc::Receiver<Command>>,
     ack_rx: mpsc::UnboundedReceiver<AckToken>,
@@ -384,11 +393,16 @@ impl EventLoop {
             }
             let _ = self.link_tx.send(LinkState::Connecting);
             // Every attempt starts from the configured protocol: an earlier fallback to
-            // 3.1.1 is not kept (see the module doc).
+            // 3.1.1 is not kept (see the module doc), unless 5 went unanswered.
+            let first = if self.v5_unanswered {
+                Protocol::V311
+            } else {
+                self.opts.protocol
+            };
             let connect = establish(
                 self.connector.clone(),
                 self.connect_packet(),
-                self.opts.protocol,
+                first,
                 self.opts.fallback_to_311,
                 self.opts.max_packet_size as usize,
                 self.opts.connect_timeout,
@@ -403,7 +417,11 @@ impl EventLoop {
             };
             let Some(result) = result else { break };
             match result {
-                Ok((io, leftover, connack, protocol)) => {
+                Ok((io, leftover, connack, protocol, unanswered)) => {
+                    if unanswered && !self.v5_unanswered {
+                        self.v5_unanswered = true;
+                        tracing::warn!(broker = %self.opts.url, timeout = ?self.opts.connect_timeout, "broker never answered an MQTT 5 CONNECT but accepted MQTT 3.1.1: using 3.1.1 for every connection of this process (set `protocol: 3.1.1` to skip the wait)");
+                    }
                     if protocol != self.protocol {
                         if protocol == self.opts.protocol {
                             tracing::info!(broker = %self.opts.url, protocol = protocol.name(), "broker accepted MQTT {} again", protocol.name());
@@ -875,6 +893,20 @@ pub enum ConnectError {
     /// The broker closed or broke the handshake.
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// No CONNACK came within the connect timeout.
+    #[error("handshake failed: no CONNACK within {timeout:?} (MQTT {protocol})")]
+    NoConnAck {
+        /// The connect timeout.
+        timeout: Duration,
+        /// Protocol used.
+        protocol: &'static str,
+    },
+    /// The broker read our CONNECT and closed the connection without a CONNACK.
+    #[error("handshake failed: broker closed the connection before CONNACK (MQTT {protocol})")]
+    ClosedBeforeConnAck {
+        /// Protocol used.
+        protocol: &'static str,
+    },
 }
 
 impl ConnectError {
@@ -891,7 +923,9 @@ impl ConnectError {
             ConnectError::Transport(TransportError::Tcp { .. }) => "unreachable",
             ConnectError::Transport(TransportError::Timeout(..)) => "timeout",
             ConnectError::Transport(TransportError::WebSocket { .. }) => "websocket",
-            ConnectError::Handshake(_) => "handshake",
+            ConnectError::Handshake(_)
+            | ConnectError::ClosedBeforeConnAck { .. }
+            | ConnectError::NoConnAck { .. } => "handshake",
         }
     }
 }
@@ -915,10 +949,14 @@ async fn establish(
     fallback: bool,
     max: usize,
     timeout: Duration,
-) -> Result<(BoxIo, BytesMut, ConnAck, Protocol), ConnectError> {
-    // Only an explicit refusal of MQTT 5 is a reason to try 3.1.1: a connection cut before
-    // CONNACK says nothing about the protocol.
-    match handshake(&connector, &connect, protocol, max, timeout).await {
+) -> Result<(BoxIo, BytesMut, ConnAck, Protocol, bool), ConnectError> {
+    // Only an answer about MQTT 5 is a reason to try 3.1.1: a connection cut before
+    // CONNACK, or none at all, says nothing about the protocol unless 3.1.1 then works.
+    // The last element tells whether 5 went unanswered (timeout) and 3.1.1 did not.
+    let answered = |r: Result<(BoxIo, BytesMut, ConnAck, Protocol), ConnectError>| {
+        r.map(|(io, rest, ack, p)| (io, rest, ack, p, false))
+    };
+    let result = match handshake(&connector, &connect, protocol, max, timeout).await {
         Err(ConnectError::Refused { code: 0x84, .. }) if protocol == Protocol::V5 && fallback => {
             handshake(&connector, &connect, Protocol::V311, max, timeout).await
         }
@@ -929,8 +967,39 @@ async fn establish(
         }) if p == Protocol::V5.name() && fallback => {
             handshake(&connector, &connect, Protocol::V311, max, timeout).await
         }
+        // Brokers without MQTT 5 that do not answer it read the CONNECT and close the
+        // connection (RabbitMQ before 3.13), or misread it and wait for bytes that never
+        // come (amqtt 0.12, when the CONNECT carries properties). Either alone could be a
+        // network fault, so 5 is tried once more on a new connection; only when it fails
+        // the same way again is 3.1.1 tried, and only a CONNACK to 3.1.1 makes that the
+        // answer. Otherwise the failure stands (and the next attempt tries 5 again).
+        Err(
+            first @ (ConnectError::ClosedBeforeConnAck { .. } | ConnectError::NoConnAck { .. }),
+        ) if protocol == Protocol::V5 && fallback => {
+            let again = handshake(&connector, &connect, Protocol::V5, max, timeout).await;
+            match again {
+                Err(e) if std::mem::discriminant(&e) == std::mem::discriminant(&first) => {
+                    let silent = matches!(e, ConnectError::NoConnAck { .. });
+                    tracing::info!(
+                        "broker {} an MQTT 5 CONNECT twice; trying MQTT 3.1.1",
+                        if silent {
+                            "did not answer"
+                        } else {
+                            "closed the connection without a CONNACK on"
+                        }
+                    );
+                    return match handshake(&connector, &connect, Protocol::V311, max, timeout).await
+                    {
+                        Ok((io, rest, ack, p)) => Ok((io, rest, ack, p, silent)),
+                        Err(_) => Err(e),
+                    };
+                }
+                other => other,
+            }
+        }
         other => other,
-    }
+    };
+    answered(result)
 }
 
 async fn handshake(
@@ -976,18 +1045,19 @@ async fn handshake(
                 Err(e) => return Ok(Err(ConnectError::Handshake(e.to_string()))),
             }
             if io.read_buf(&mut rbuf).await? == 0 {
-                return Ok(Err(ConnectError::Handshake(
-                    "broker closed the connection before CONNACK".into(),
-                )));
+                return Ok(Err(ConnectError::ClosedBeforeConnAck {
+                    protocol: protocol.name(),
+                }));
             }
         }
     })
     .await;
     let (rbuf, ack) = match result {
         Err(_) => {
-            return Err(ConnectError::Handshake(format!(
-                "no CONNACK within {timeout:?}"
-            )));
+            return Err(ConnectError::NoConnAck {
+                timeout,
+                protocol: protocol.name(),
+            });
         }
         Ok(Err(e)) => return Err(ConnectError::Handshake(format!("I/O error: {e}"))),
         Ok(Ok(Err(e))) => return Err(e),

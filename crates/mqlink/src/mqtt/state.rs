@@ -657,6 +657,20 @@ impl Session {
                 let m = self.finish(a.pid);
                 self.out.push_back(Output::Verdict(m.token, verdict(a)));
             }
+            // A broker without QoS 2 that answers it as QoS 1 (RabbitMQ before 3.12 does):
+            // the broker's QoS 1 flow for this id is complete, so the message is decided as
+            // delivered at QoS 1 (at least once), as a QoS above a v5 broker's Maximum QoS
+            // is. Waiting for a PUBREC that never comes would hold the message (and, once
+            // the window fills, every message behind it) forever, resent on each reconnect.
+            Some(m) if m.stage == Stage::Rec => {
+                let m = self.finish(a.pid);
+                self.out.push_back(Output::Anomaly(format!(
+                    "broker answered the QoS 2 publish with packet id {} with a PUBACK: it \
+                     has no QoS 2; the message counts as delivered at QoS 1 (at least once)",
+                    a.pid
+                )));
+                self.out.push_back(Output::Verdict(m.token, verdict(a)));
+            }
             _ => self.out.push_back(Output::Anomaly(format!(
                 "PUBACK for packet id {} that is not awaiting one",
                 a.pid
@@ -988,6 +1002,26 @@ mod tests {
             drain(&mut s),
             vec![Output::Verdict(7, Verdict::Acknowledged)]
         );
+    }
+
+    #[test]
+    fn a_puback_to_a_qos2_publish_decides_it_as_delivered_at_qos1() {
+        // RabbitMQ 3.10 answers QoS 2 with PUBACK; the message must not wait forever for
+        // a PUBREC, and the id must be free again.
+        let mut s = Session::new(1);
+        s.connected(&connack(false, None));
+        s.publish(7, msg("a", QoS::ExactlyOnce));
+        s.publish(8, msg("b", QoS::ExactlyOnce));
+        drain(&mut s);
+        s.handle(Packet::PubAck(Ack::ok(1))).unwrap();
+        let out = drain(&mut s);
+        assert!(
+            matches!(&out[0], Output::Anomaly(m) if m.contains("PUBACK")),
+            "{out:?}"
+        );
+        assert_eq!(out[1], Output::Verdict(7, Verdict::Acknowledged));
+        // The window of 1 moved on to the next message.
+        assert_eq!(sent_publishes(&out).len(), 1, "{out:?}");
     }
 
     #[test]
