@@ -53,10 +53,10 @@ async fn v5_blind_proxy(upstream: u16, on_v5: OnV5) -> (u16, Arc<AtomicUsize>) {
                         Ok(0) | Err(_) => return,
                         Ok(k) => n += k,
                     }
-                    if let Some(at) = head[..n].windows(4).position(|w| w == b"MQTT") {
-                        if n > at + 4 {
-                            break head[at + 4];
-                        }
+                    if let Some(at) = head[..n].windows(4).position(|w| w == b"MQTT")
+                        && n > at + 4
+                    {
+                        break head[at + 4];
                     }
                     if n == head.len() {
                         return;
