@@ -141,6 +141,10 @@ fi
 # 3. Tests.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mqlink-target}"
 
+# The interop suite writes one result file per broker here; none may be left from an
+# earlier run (step 5 renders docs/INTEROP.md from them).
+rm -rf "$CARGO_TARGET_DIR/tmp/interop"
+
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
     echo "==> cargo nextest run --workspace --no-fail-fast"
