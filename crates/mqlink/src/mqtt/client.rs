@@ -969,31 +969,36 @@ async fn establish(
         }
         // Brokers without MQTT 5 that do not answer it read the CONNECT and close the
         // connection (RabbitMQ before 3.13), or misread it and wait for bytes that never
-        // come (amqtt 0.12, when the CONNECT carries properties). Either alone could be a
-        // network fault, so 5 is tried once more on a new connection; only when it fails
-        // the same way again is 3.1.1 tried, and only a CONNACK to 3.1.1 makes that the
-        // answer. Otherwise the failure stands (and the next attempt tries 5 again).
+        // come (amqtt 0.12, when the CONNECT carries properties). Either could also be a
+        // network fault or a broker that hangs for a while, so the answer is earned: a
+        // 3.1.1 CONNECT on a new connection must get a CONNACK (the broker is alive and
+        // speaks 3.1.1), and then 5 must fail the same way once more while 3.1.1 works.
+        // Only then is the 3.1.1 connection used; a broker that was merely slow or cut
+        // answers the second 5, which is used instead. Otherwise the failure stands.
         Err(
             first @ (ConnectError::ClosedBeforeConnAck { .. } | ConnectError::NoConnAck { .. }),
         ) if protocol == Protocol::V5 && fallback => {
-            let again = handshake(&connector, &connect, Protocol::V5, max, timeout).await;
-            match again {
+            let Ok(probe) = handshake(&connector, &connect, Protocol::V311, max, timeout).await
+            else {
+                return Err(first);
+            };
+            match handshake(&connector, &connect, Protocol::V5, max, timeout).await {
                 Err(e) if std::mem::discriminant(&e) == std::mem::discriminant(&first) => {
                     let silent = matches!(e, ConnectError::NoConnAck { .. });
                     tracing::info!(
-                        "broker {} an MQTT 5 CONNECT twice; trying MQTT 3.1.1",
+                        "broker {} an MQTT 5 CONNECT twice and accepted MQTT 3.1.1",
                         if silent {
                             "did not answer"
                         } else {
                             "closed the connection without a CONNACK on"
                         }
                     );
-                    return match handshake(&connector, &connect, Protocol::V311, max, timeout).await
-                    {
-                        Ok((io, rest, ack, p)) => Ok((io, rest, ack, p, silent)),
-                        Err(_) => Err(e),
-                    };
+                    let (io, rest, ack, p) = probe;
+                    return Ok((io, rest, ack, p, silent));
                 }
+                // The 3.1.1 probe is dropped. The v5 connection took over its session, so a
+                // broker may publish the probe's will (a lifecycle `offline`) just before
+                // mqlink's birth message: a blip, in the rare case of a cut or stall.
                 other => other,
             }
         }

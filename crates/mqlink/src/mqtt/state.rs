@@ -195,6 +195,13 @@ pub struct Session {
     next_seq: u64,
     queued: VecDeque<Queued>,
     inflight: HashMap<u16, Inflight>,
+    /// Ids of QoS 2 messages the broker answered with a PUBACK: decided, but a broker that
+    /// did store them as QoS 2 may still hold them under these ids, so they are not used
+    /// again until a new session starts (session present 0). At most [`MAX_HELD_BY_PUBACK`],
+    /// oldest released first (`held_order`): RabbitMQ, which does this for every QoS 2
+    /// message, holds nothing, and no id space must run out over a long session.
+    held_by_puback: HashSet<u16>,
+    held_order: VecDeque<u16>,
     /// Packet ids in `inflight` still to be sent again on this (resumed) connection, in
     /// order; they wait for the window like new messages but keep their ids.
     resend: VecDeque<u16>,
@@ -231,6 +238,8 @@ impl Session {
             next_seq: 0,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
+            held_by_puback: HashSet::new(),
+            held_order: VecDeque::new(),
             resend: VecDeque::new(),
             incoming: VecDeque::new(),
             awaiting_pubrel: HashSet::new(),
@@ -338,6 +347,8 @@ impl Session {
         self.max_qos = connack.max_qos.unwrap_or(QoS::ExactlyOnce);
         if !connack.session_present {
             self.awaiting_pubrel.clear();
+            self.held_by_puback.clear();
+            self.held_order.clear();
         }
         let broker_max = connack.receive_max.unwrap_or(u16::MAX).max(1);
         self.window = self.max_inflight.min(broker_max);
@@ -664,6 +675,14 @@ impl Session {
             // the window fills, every message behind it) forever, resent on each reconnect.
             Some(m) if m.stage == Stage::Rec => {
                 let m = self.finish(a.pid);
+                if self.held_by_puback.insert(a.pid) {
+                    self.held_order.push_back(a.pid);
+                    if self.held_order.len() > MAX_HELD_BY_PUBACK
+                        && let Some(old) = self.held_order.pop_front()
+                    {
+                        self.held_by_puback.remove(&old);
+                    }
+                }
                 self.out.push_back(Output::Anomaly(format!(
                     "broker answered the QoS 2 publish with packet id {} with a PUBACK: it \
                      has no QoS 2; the message counts as delivered at QoS 1 (at least once)",
@@ -859,12 +878,18 @@ impl Session {
         loop {
             self.next_pid = self.next_pid % u16::MAX + 1;
             let pid = self.next_pid;
-            if !self.inflight.contains_key(&pid) && !self.requests_sent.contains_key(&pid) {
+            if !self.inflight.contains_key(&pid)
+                && !self.requests_sent.contains_key(&pid)
+                && !self.held_by_puback.contains(&pid)
+            {
                 return pid;
             }
         }
     }
 }
+
+/// How many ids of PUBACK-answered QoS 2 messages stay out of use (see `held_by_puback`).
+const MAX_HELD_BY_PUBACK: usize = 1024;
 
 fn send(packet: Packet) -> Output {
     Output::Send {
