@@ -10,12 +10,12 @@
 //! backoff and jitter (a connection that dies within [`STABLE_AFTER`] of its CONNACK does not
 //! reset the backoff, so a broker that accepts and then drops us is not hammered), and never
 //! decides a verdict because a connection was lost. It falls back from MQTT 5 to 3.1.1 only
-//! when the broker explicitly refuses 5 (CONNACK 0x84, or a 3.x return code 1), or closes
-//! the connection on a v5 CONNECT and then answers a 3.1.1 CONNECT with a CONNACK (RabbitMQ
-//! before 3.13 does so), and tries 5 again on every later connect: a cut before CONNACK is
-//! otherwise a network fault, not an answer, and on 3.1.1 a broker's refusal of a message
-//! cannot be seen at all. A broker that leaves a v5 CONNECT unanswered until the connect
-//! timeout and then answers 3.1.1 (amqtt 0.12) gets 3.1.1 for the rest of the process:
+//! when the broker explicitly refuses 5 (CONNACK 0x84, or a 3.x return code 1), or when
+//! it closes the connection on a v5 CONNECT (RabbitMQ before 3.13) or leaves it unanswered
+//! (amqtt 0.12) *and* then answers a 3.1.1 CONNECT *and* fails a second v5 CONNECT the same
+//! way; it tries 5 again on every later connect. A single cut or stall before CONNACK is a
+//! network fault, not an answer, and on 3.1.1 a broker's refusal of a message cannot be
+//! seen at all. After the unanswered case, 3.1.1 is kept for the rest of the process:
 //! retrying 5 would cost a whole timeout on every reconnect.
 //!
 //! It stops when the shutdown token is cancelled, or when every [`Client`] is dropped and
