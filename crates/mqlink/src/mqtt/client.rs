@@ -10,13 +10,9 @@
 //! backoff and jitter (a connection that dies within [`STABLE_AFTER`] of its CONNACK does not
 //! reset the backoff, so a broker that accepts and then drops us is not hammered), and never
 //! decides a verdict because a connection was lost. It falls back from MQTT 5 to 3.1.1 only
-//! when the broker explicitly refuses 5 (CONNACK 0x84, or a 3.x return code 1), or when
-//! it closes the connection on a v5 CONNECT (RabbitMQ before 3.13) or leaves it unanswered
-//! (amqtt 0.12) *and* then answers a 3.1.1 CONNECT *and* fails a second v5 CONNECT the same
-//! way; it tries 5 again on every later connect. A single cut or stall before CONNACK is a
-//! network fault, not an answer, and on 3.1.1 a broker's refusal of a message cannot be
-//! seen at all. After the unanswered case, 3.1.1 is kept for the rest of the process:
-//! retrying 5 would cost a whole timeout on every reconnect.
+//! when the broker explicitly refuses 5 (CONNACK 0x84, or a 3.x return code 1), and tries 5
+//! again on every later connect: a cut before CONNACK is a network fault, not an answer, and
+//! on 3.1.1 a broker's refusal of a message cannot be seen at all.
 //!
 //! It stops when the shutdown token is cancelled, or when every [`Client`] is dropped and
 //! nothing is left to deliver. The library spawns nothing: the caller runs
@@ -327,7 +323,6 @@ pub fn new(opts: MqttOptions) -> Result<(Client, Deliveries, EventLoop), ClientE
             opts,
             connector,
             protocol,
-            v5_unanswered: false,
             session,
             cmd_rx: Some(cmd_rx),
             ack_rx,
@@ -348,10 +343,6 @@ pub struct EventLoop {
     opts: MqttOptions,
     connector: Connector,
     protocol: Protocol,
-    /// Set once the broker left an MQTT 5 CONNECT unanswered until the connect timeout
-    /// and then accepted 3.1.1: later connects of this process start with 3.1.1, since
-    /// every retry of 5 would cost a whole connect timeout.
-    v5_unanswered: bool,
     session: Session,
     cmd_rx: Option<mpsc::Receiver<Command>>,
     ack_rx: mpsc::UnboundedReceiver<AckToken>,
@@ -393,16 +384,11 @@ impl EventLoop {
             }
             let _ = self.link_tx.send(LinkState::Connecting);
             // Every attempt starts from the configured protocol: an earlier fallback to
-            // 3.1.1 is not kept (see the module doc), unless 5 went unanswered.
-            let first = if self.v5_unanswered {
-                Protocol::V311
-            } else {
-                self.opts.protocol
-            };
+            // 3.1.1 is not kept (see the module doc).
             let connect = establish(
                 self.connector.clone(),
                 self.connect_packet(),
-                first,
+                self.opts.protocol,
                 self.opts.fallback_to_311,
                 self.opts.max_packet_size as usize,
                 self.opts.connect_timeout,
@@ -417,11 +403,7 @@ impl EventLoop {
             };
             let Some(result) = result else { break };
             match result {
-                Ok((io, leftover, connack, protocol, unanswered)) => {
-                    if unanswered && !self.v5_unanswered {
-                        self.v5_unanswered = true;
-                        tracing::warn!(broker = %self.opts.url, timeout = ?self.opts.connect_timeout, "broker never answered an MQTT 5 CONNECT but accepted MQTT 3.1.1: using 3.1.1 for every connection of this process (set `protocol: 3.1.1` to skip the wait)");
-                    }
+                Ok((io, leftover, connack, protocol)) => {
                     if protocol != self.protocol {
                         if protocol == self.opts.protocol {
                             tracing::info!(broker = %self.opts.url, protocol = protocol.name(), "broker accepted MQTT {} again", protocol.name());
@@ -893,20 +875,6 @@ pub enum ConnectError {
     /// The broker closed or broke the handshake.
     #[error("handshake failed: {0}")]
     Handshake(String),
-    /// No CONNACK came within the connect timeout.
-    #[error("handshake failed: no CONNACK within {timeout:?} (MQTT {protocol})")]
-    NoConnAck {
-        /// The connect timeout.
-        timeout: Duration,
-        /// Protocol used.
-        protocol: &'static str,
-    },
-    /// The broker read our CONNECT and closed the connection without a CONNACK.
-    #[error("handshake failed: broker closed the connection before CONNACK (MQTT {protocol})")]
-    ClosedBeforeConnAck {
-        /// Protocol used.
-        protocol: &'static str,
-    },
 }
 
 impl ConnectError {
@@ -923,9 +891,7 @@ impl ConnectError {
             ConnectError::Transport(TransportError::Tcp { .. }) => "unreachable",
             ConnectError::Transport(TransportError::Timeout(..)) => "timeout",
             ConnectError::Transport(TransportError::WebSocket { .. }) => "websocket",
-            ConnectError::Handshake(_)
-            | ConnectError::ClosedBeforeConnAck { .. }
-            | ConnectError::NoConnAck { .. } => "handshake",
+            ConnectError::Handshake(_) => "handshake",
         }
     }
 }
@@ -949,14 +915,10 @@ async fn establish(
     fallback: bool,
     max: usize,
     timeout: Duration,
-) -> Result<(BoxIo, BytesMut, ConnAck, Protocol, bool), ConnectError> {
-    // Only an answer about MQTT 5 is a reason to try 3.1.1: a connection cut before
-    // CONNACK, or none at all, says nothing about the protocol unless 3.1.1 then works.
-    // The last element tells whether 5 went unanswered (timeout) and 3.1.1 did not.
-    let answered = |r: Result<(BoxIo, BytesMut, ConnAck, Protocol), ConnectError>| {
-        r.map(|(io, rest, ack, p)| (io, rest, ack, p, false))
-    };
-    let result = match handshake(&connector, &connect, protocol, max, timeout).await {
+) -> Result<(BoxIo, BytesMut, ConnAck, Protocol), ConnectError> {
+    // Only an explicit refusal of MQTT 5 is a reason to try 3.1.1: a connection cut before
+    // CONNACK says nothing about the protocol.
+    match handshake(&connector, &connect, protocol, max, timeout).await {
         Err(ConnectError::Refused { code: 0x84, .. }) if protocol == Protocol::V5 && fallback => {
             handshake(&connector, &connect, Protocol::V311, max, timeout).await
         }
@@ -967,44 +929,8 @@ async fn establish(
         }) if p == Protocol::V5.name() && fallback => {
             handshake(&connector, &connect, Protocol::V311, max, timeout).await
         }
-        // Brokers without MQTT 5 that do not answer it read the CONNECT and close the
-        // connection (RabbitMQ before 3.13), or misread it and wait for bytes that never
-        // come (amqtt 0.12, when the CONNECT carries properties). Either could also be a
-        // network fault or a broker that hangs for a while, so the answer is earned: a
-        // 3.1.1 CONNECT on a new connection must get a CONNACK (the broker is alive and
-        // speaks 3.1.1), and then 5 must fail the same way once more while 3.1.1 works.
-        // Only then is the 3.1.1 connection used; a broker that was merely slow or cut
-        // answers the second 5, which is used instead. Otherwise the failure stands.
-        Err(
-            first @ (ConnectError::ClosedBeforeConnAck { .. } | ConnectError::NoConnAck { .. }),
-        ) if protocol == Protocol::V5 && fallback => {
-            let Ok(probe) = handshake(&connector, &connect, Protocol::V311, max, timeout).await
-            else {
-                return Err(first);
-            };
-            match handshake(&connector, &connect, Protocol::V5, max, timeout).await {
-                Err(e) if std::mem::discriminant(&e) == std::mem::discriminant(&first) => {
-                    let silent = matches!(e, ConnectError::NoConnAck { .. });
-                    tracing::info!(
-                        "broker {} an MQTT 5 CONNECT twice and accepted MQTT 3.1.1",
-                        if silent {
-                            "did not answer"
-                        } else {
-                            "closed the connection without a CONNACK on"
-                        }
-                    );
-                    let (io, rest, ack, p) = probe;
-                    return Ok((io, rest, ack, p, silent));
-                }
-                // The 3.1.1 probe is dropped. The v5 connection took over its session, so a
-                // broker may publish the probe's will (a lifecycle `offline`) just before
-                // mqlink's birth message: a blip, in the rare case of a cut or stall.
-                other => other,
-            }
-        }
         other => other,
-    };
-    answered(result)
+    }
 }
 
 async fn handshake(
@@ -1050,19 +976,18 @@ async fn handshake(
                 Err(e) => return Ok(Err(ConnectError::Handshake(e.to_string()))),
             }
             if io.read_buf(&mut rbuf).await? == 0 {
-                return Ok(Err(ConnectError::ClosedBeforeConnAck {
-                    protocol: protocol.name(),
-                }));
+                return Ok(Err(ConnectError::Handshake(
+                    "broker closed the connection before CONNACK".into(),
+                )));
             }
         }
     })
     .await;
     let (rbuf, ack) = match result {
         Err(_) => {
-            return Err(ConnectError::NoConnAck {
-                timeout,
-                protocol: protocol.name(),
-            });
+            return Err(ConnectError::Handshake(format!(
+                "no CONNACK within {timeout:?}"
+            )));
         }
         Ok(Err(e)) => return Err(ConnectError::Handshake(format!("I/O error: {e}"))),
         Ok(Ok(Err(e))) => return Err(e),
