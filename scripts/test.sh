@@ -5,11 +5,16 @@
 #    privately (Mosquitto, its CLI clients, NATS, Redis, PostgreSQL) with apt-get when
 #    they are missing, paho-mqtt for Python-driven tests, and for the
 #    dashboard's browser test Debian's chromium, Node.js/npm and playwright-core (npm ci in
-#    crates/cli/tests/browser; it drives /usr/bin/chromium and downloads no browser).
+#    crates/cli/tests/browser; it drives /usr/bin/chromium and downloads no browser), and
+#    for the interop suite (crates/cli/tests/interop.rs) RabbitMQ (Debian), amqtt (pip)
+#    and Aedes (npm ci in tests/interop, versions pinned by its package-lock.json).
 # 2. Fails loudly if any of them is still missing: tests never skip for a missing peer.
 # 3. Runs all tests (cargo-nextest when installed, else cargo test), then the doctests,
 #    which nextest does not run, then a short fault-injection campaign (scripts/campaign.sh,
 #    about 3 minutes). All always run; the exit status is non-zero if any failed.
+# 4. Renders the broker matrix of docs/INTEROP.md from the interop suite's results and
+#    fails if the committed one differs (the matrix's expectations are fixed in the suite, so it only changes
+#    when the suite or a broker's version does).
 #
 # The tests start their own brokers on free ports in temporary directories, so a
 # system-wide Mosquitto on 1883 or NATS on 4222 neither helps nor disturbs them.
@@ -35,6 +40,7 @@ required=(
     redis-server:redis-server
     redis-cli:redis-tools
     psql:postgresql-client
+    rabbitmq-server:rabbitmq-server
     python3:python3
     chromium:chromium
     node:nodejs
@@ -105,6 +111,17 @@ if command -v npm >/dev/null 2>&1 && [[ ! -f $browser_dir/node_modules/playwrigh
     (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 
+if ! command -v amqtt >/dev/null 2>&1; then
+    echo "installing amqtt (pip) for the interop suite"
+    python3 -m pip install --quiet 'amqtt==0.12.1' || echo "error: pip install amqtt failed" >&2
+fi
+
+interop_dir=tests/interop
+if command -v npm >/dev/null 2>&1 && [[ ! -f $interop_dir/node_modules/aedes/package.json ]]; then
+    echo "installing aedes for the interop suite (npm ci in $interop_dir)"
+    (cd "$interop_dir" && npm ci --no-audit --no-fund)
+fi
+
 # 2. Verify, loudly.
 status=0
 for entry in "${required[@]}"; do
@@ -127,12 +144,24 @@ if [[ ! -f $browser_dir/node_modules/playwright-core/package.json ]]; then
     echo "error: playwright-core is not installed in $browser_dir (npm ci failed?)" >&2
     status=1
 fi
+if ! command -v amqtt >/dev/null 2>&1; then
+    echo "error: amqtt not found on PATH (pip package 'amqtt')" >&2
+    status=1
+fi
+if [[ ! -f $interop_dir/node_modules/aedes/package.json ]]; then
+    echo "error: aedes is not installed in $interop_dir (npm ci failed?)" >&2
+    status=1
+fi
 if [[ $status -ne 0 ]]; then
     exit "$status"
 fi
 
 # 3. Tests.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mqlink-target}"
+
+# The interop suite writes one result file per broker here; none may be left from an
+# earlier run (step 5 renders docs/INTEROP.md from them).
+rm -rf "$CARGO_TARGET_DIR/tmp/interop"
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
@@ -150,6 +179,14 @@ cargo test --workspace --doc --no-fail-fast || status=$?
 #    the seed is printed first; a violation prints a one-line replay command.
 echo "==> scripts/campaign.sh"
 scripts/campaign.sh || status=$?
+
+# 5. The broker matrix in docs/INTEROP.md must be what this run's interop suite rendered.
+echo "==> scripts/interop-table.py --check docs/INTEROP.md"
+if ! python3 scripts/interop-table.py "$CARGO_TARGET_DIR/tmp/interop" --check docs/INTEROP.md; then
+    echo "       (scripts/interop-table.py $CARGO_TARGET_DIR/tmp/interop --write docs/INTEROP.md" >&2
+    echo "       updates it, if the change is intended)" >&2
+    status=1
+fi
 
 if [[ $status -ne 0 ]]; then
     echo "tests FAILED (exit status $status)" >&2

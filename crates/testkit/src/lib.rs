@@ -14,6 +14,13 @@
 //! points mqlink and/or the CLI clients at [`Mosquitto::url`] (or `ws_url`/`tls_url`) →
 //! dropping the handles kills the children and removes the temporary directories.
 //!
+//! For the interop suite, the same [`MqttBroker`] interface fronts six brokers, each started
+//! privately with [`PeerOptions`] (TLS listener, publish ACL) in its own configuration
+//! language: [`MqlinkBroker`] (`mqlink broker`), [`Mosquitto`], [`NatsMqtt`] (NATS's MQTT
+//! listener), [`RabbitMq`] (a private node with the MQTT plugin), [`Amqtt`] and [`Aedes`].
+//! The non-Mosquitto launchers share one process recipe (`server.rs`): spawn in a process
+//! group, wait for a log line and the ports, stop/kill/restart on the same ports and data.
+//!
 //! A missing peer binary is a test failure, never a skip: [`require_binary`] panics naming
 //! the binary and the Debian package that provides it (`scripts/test.sh` installs them).
 //!
@@ -32,22 +39,35 @@
 //! Everything here is synchronous and panics on failure with the peer's log attached:
 //! these are test helpers, and a panic with context is the most useful failure report.
 
+mod aedes;
+mod amqtt;
 mod clients;
 mod mosquitto;
+mod mqlink_broker;
 mod nats;
+mod nats_mqtt;
+mod peers;
 mod postgres;
 mod process;
+mod rabbitmq;
 mod redis;
+mod server;
 mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use aedes::Aedes;
+pub use amqtt::Amqtt;
 pub use clients::{MosquittoSub, mosquitto_pub, mosquitto_pub_with_stdin};
 pub use mosquitto::{Mosquitto, MosquittoOptions};
+pub use mqlink_broker::MqlinkBroker;
 pub use nats::Nats;
+pub use nats_mqtt::NatsMqtt;
+pub use peers::{ALLOWED_PREFIX, DENIED_PREFIX, MqttBroker, PeerOptions};
 pub use postgres::Postgres;
+pub use rabbitmq::RabbitMq;
 pub use redis::Redis;
 pub use tls::{CLIENT_COMMON_NAME, TlsMaterial};
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::peers::{ALLOWED_PREFIX, DENIED_PREFIX, MqttBroker, PeerOptions};
 use crate::process::ChildGuard;
 use crate::{STARTUP_TIMEOUT, TlsMaterial, free_port, require_binary, wait_until};
 
@@ -44,6 +45,9 @@ pub struct MosquittoOptions {
     /// [`Mosquitto::restart`]. Mosquitto writes it on clean shutdown ([`Mosquitto::stop`])
     /// and every `autosave_interval`; [`Mosquitto::kill`] loses what was not yet saved.
     pub persistence: bool,
+    /// The text of an ACL file (`acl_file`), e.g. `"topic readwrite #\n"`; `None` for no
+    /// access control.
+    pub acl: Option<String>,
     /// Extra configuration lines, written before the listener blocks (so they are global
     /// options).
     pub extra_config: Vec<String>,
@@ -64,6 +68,7 @@ impl Default for MosquittoOptions {
             max_queued_messages: 1_000_000,
             max_inflight_messages: None,
             persistence: false,
+            acl: None,
             extra_config: Vec::new(),
             listener_config: Vec::new(),
         }
@@ -421,6 +426,11 @@ impl Mosquitto {
                 path_arg(&self.persistence_dir())
             ));
         }
+        if let Some(acl) = &o.acl {
+            let path = self.dir.path().join("acl");
+            std::fs::write(&path, acl).expect("write mosquitto acl file");
+            c.push_str(&format!("acl_file {}\n", path_arg(&path)));
+        }
         for line in &o.extra_config {
             c.push_str(line);
             c.push('\n');
@@ -518,6 +528,56 @@ impl Mosquitto {
         }
         self.child = Some(child);
         Ok(())
+    }
+}
+
+impl Mosquitto {
+    /// Starts a broker for the interop suite: persistence on (so a restart keeps sessions
+    /// and retained messages, as a production Mosquitto does), plus [`PeerOptions`].
+    #[must_use]
+    pub fn start_peer(options: &PeerOptions) -> Self {
+        Self::start(MosquittoOptions {
+            persistence: true,
+            tls: options.tls.clone(),
+            acl: options.deny_publish.then(|| {
+                // Anonymous clients get the rules before any `user` line; `deny` wins.
+                format!(
+                    "topic readwrite {ALLOWED_PREFIX}/#\ntopic readwrite $SYS/#\ntopic deny {DENIED_PREFIX}/#\n"
+                )
+            }),
+            ..MosquittoOptions::default()
+        })
+    }
+}
+
+impl MqttBroker for Mosquitto {
+    fn name(&self) -> &'static str {
+        "mosquitto"
+    }
+    fn version(&self) -> String {
+        // "1700000000: mosquitto version 2.0.11 starting"
+        let log = Mosquitto::log(self);
+        let version = log
+            .lines()
+            .find_map(|l| l.split("mosquitto version ").nth(1))
+            .map(|v| v.split_whitespace().next().unwrap_or(v).to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        format!("Mosquitto {version}")
+    }
+    fn url(&self) -> String {
+        Mosquitto::url(self)
+    }
+    fn tls_url(&self) -> Option<String> {
+        self.options.tls.is_some().then(|| Mosquitto::tls_url(self))
+    }
+    fn client_args(&self) -> Vec<String> {
+        Mosquitto::client_args(self)
+    }
+    fn restart(&mut self) {
+        Mosquitto::restart(self);
+    }
+    fn log(&self) -> String {
+        Mosquitto::log(self)
     }
 }
 

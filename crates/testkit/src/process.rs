@@ -3,7 +3,7 @@
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 
 use crate::wait_until;
 
@@ -13,6 +13,9 @@ pub(crate) struct ChildGuard {
     name: String,
     child: Child,
     status: Option<ExitStatus>,
+    /// Signals go to the child's whole process group (it was spawned as a group leader):
+    /// for peers started through a wrapper script that forks the real server.
+    group: bool,
 }
 
 impl ChildGuard {
@@ -21,7 +24,26 @@ impl ChildGuard {
             name: name.into(),
             child,
             status: None,
+            group: false,
         }
+    }
+
+    /// Like [`new`](Self::new) for a child spawned with `process_group(0)`: every signal,
+    /// including the final SIGKILL, goes to its process group.
+    pub(crate) fn new_group(name: impl Into<String>, child: Child) -> Self {
+        let mut guard = Self::new(name, child);
+        guard.group = true;
+        guard
+    }
+
+    /// Sends `signal` to the process, or to its group; the caller checked it is not reaped.
+    fn send(&self, signal: Signal) {
+        let pid = Pid::from_child(&self.child);
+        let _ = if self.group {
+            kill_process_group(pid, signal)
+        } else {
+            kill_process(pid, signal)
+        };
     }
 
     /// The exit status if the process has exited (reaping it), without blocking.
@@ -41,7 +63,7 @@ impl ChildGuard {
             return status;
         }
         // The child is not reaped yet, so its pid cannot have been reused.
-        let _ = kill_process(Pid::from_child(&self.child), Signal::TERM);
+        self.send(Signal::TERM);
         // Child exit has no event std lets us wait on with a timeout, so poll.
         if wait_until(Instant::now() + grace, || self.try_status().is_some()) {
             return self.status.expect("status after exit");
@@ -53,16 +75,20 @@ impl ChildGuard {
     pub(crate) fn signal(&mut self, signal: Signal) {
         if self.try_status().is_none() {
             // Not reaped yet, so the pid is still this process's.
-            let _ = kill_process(Pid::from_child(&self.child), signal);
+            self.send(signal);
         }
     }
 
     /// Sends SIGKILL and reaps the process.
     pub(crate) fn kill(&mut self) -> ExitStatus {
+        if self.group {
+            // Members of the group may outlive its leader.
+            let _ = kill_process_group(Pid::from_child(&self.child), Signal::KILL);
+        }
         if let Some(status) = self.try_status() {
             return status;
         }
-        let _ = self.child.kill();
+        self.send(Signal::KILL);
         let status = self
             .child
             .wait()
@@ -74,6 +100,10 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        if self.group {
+            // The group may outlive its leader (a forked server): always signal it.
+            let _ = kill_process_group(Pid::from_child(&self.child), Signal::KILL);
+        }
         if self.status.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();

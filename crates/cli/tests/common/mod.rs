@@ -356,6 +356,13 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Start the daemon again (after [`Self::kill`] or [`Self::terminate`]) on the same
+    /// config, spool and port.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn();
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -204,6 +204,13 @@ pub struct Session {
     next_seq: u64,
     queued: VecDeque<Queued>,
     inflight: HashMap<u16, Inflight>,
+    /// Ids of QoS 2 messages the broker answered with a PUBACK: decided, but a broker that
+    /// did store them as QoS 2 may still hold them under these ids, so they are not used
+    /// again until a new session starts (session present 0). At most [`MAX_HELD_BY_PUBACK`],
+    /// oldest released first (`held_order`): RabbitMQ, which does this for every QoS 2
+    /// message, holds nothing, and no id space must run out over a long session.
+    held_by_puback: HashSet<u16>,
+    held_order: VecDeque<u16>,
     /// Packet ids in `inflight` still to be sent again on this (resumed) connection, in
     /// order; they wait for the window like new messages but keep their ids.
     resend: VecDeque<u16>,
@@ -242,6 +249,8 @@ impl Session {
             next_seq: 0,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
+            held_by_puback: HashSet::new(),
+            held_order: VecDeque::new(),
             resend: VecDeque::new(),
             incoming: VecDeque::new(),
             awaiting_pubrel: HashSet::new(),
@@ -351,6 +360,8 @@ impl Session {
         self.max_qos = connack.max_qos.unwrap_or(QoS::ExactlyOnce);
         if !connack.session_present {
             self.awaiting_pubrel.clear();
+            self.held_by_puback.clear();
+            self.held_order.clear();
         }
         let broker_max = connack.receive_max.unwrap_or(u16::MAX).max(1);
         self.window = self.max_inflight.min(broker_max);
@@ -683,6 +694,28 @@ impl Session {
                 let m = self.finish(a.pid);
                 self.out.push_back(Output::Verdict(m.token, verdict(a)));
             }
+            // A broker without QoS 2 that answers it as QoS 1 (RabbitMQ before 3.12 does):
+            // the broker's QoS 1 flow for this id is complete, so the message is decided as
+            // delivered at QoS 1 (at least once), as a QoS above a v5 broker's Maximum QoS
+            // is. Waiting for a PUBREC that never comes would hold the message (and, once
+            // the window fills, every message behind it) forever, resent on each reconnect.
+            Some(m) if m.stage == Stage::Rec => {
+                let m = self.finish(a.pid);
+                if self.held_by_puback.insert(a.pid) {
+                    self.held_order.push_back(a.pid);
+                    if self.held_order.len() > MAX_HELD_BY_PUBACK
+                        && let Some(old) = self.held_order.pop_front()
+                    {
+                        self.held_by_puback.remove(&old);
+                    }
+                }
+                self.out.push_back(Output::Anomaly(format!(
+                    "broker answered the QoS 2 publish with packet id {} with a PUBACK: it \
+                     has no QoS 2; the message counts as delivered at QoS 1 (at least once)",
+                    a.pid
+                )));
+                self.out.push_back(Output::Verdict(m.token, verdict(a)));
+            }
             _ => self.out.push_back(Output::Anomaly(format!(
                 "PUBACK for packet id {} that is not awaiting one",
                 a.pid
@@ -893,12 +926,18 @@ impl Session {
         loop {
             self.next_pid = self.next_pid % u16::MAX + 1;
             let pid = self.next_pid;
-            if !self.inflight.contains_key(&pid) && !self.requests_sent.contains_key(&pid) {
+            if !self.inflight.contains_key(&pid)
+                && !self.requests_sent.contains_key(&pid)
+                && !self.held_by_puback.contains(&pid)
+            {
                 return pid;
             }
         }
     }
 }
+
+/// How many ids of PUBACK-answered QoS 2 messages stay out of use (see `held_by_puback`).
+const MAX_HELD_BY_PUBACK: usize = 1024;
 
 fn send(packet: Packet) -> Output {
     Output::Send {
@@ -1036,6 +1075,26 @@ mod tests {
             drain(&mut s),
             vec![Output::Verdict(7, Verdict::Acknowledged)]
         );
+    }
+
+    #[test]
+    fn a_puback_to_a_qos2_publish_decides_it_as_delivered_at_qos1() {
+        // RabbitMQ 3.10 answers QoS 2 with PUBACK; the message must not wait forever for
+        // a PUBREC, and the id must be free again.
+        let mut s = Session::new(1);
+        s.connected(&connack(false, None));
+        s.publish(7, msg("a", QoS::ExactlyOnce));
+        s.publish(8, msg("b", QoS::ExactlyOnce));
+        drain(&mut s);
+        s.handle(Packet::PubAck(Ack::ok(1))).unwrap();
+        let out = drain(&mut s);
+        assert!(
+            matches!(&out[0], Output::Anomaly(m) if m.contains("PUBACK")),
+            "{out:?}"
+        );
+        assert_eq!(out[1], Output::Verdict(7, Verdict::Acknowledged));
+        // The window of 1 moved on to the next message.
+        assert_eq!(sent_publishes(&out).len(), 1, "{out:?}");
     }
 
     #[test]

@@ -190,9 +190,11 @@ impl Harness {
                     } else {
                         let pid = self.pid_of.get(&token).copied();
                         let qos = self.sent_qos[&token];
-                        // QoS 1: PUBACK. QoS 2: PUBCOMP, or a PUBREC refusing it.
+                        // QoS 1: PUBACK. QoS 2: PUBCOMP, or a PUBREC refusing it, or a
+                        // PUBACK while it awaits its PUBREC (a broker without QoS 2
+                        // answering it as QoS 1, as RabbitMQ 3.10 does).
                         let kind_fits = match (qos, ack) {
-                            (QoS::AtLeastOnce, Some(("PUBACK", _))) => true,
+                            (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(("PUBACK", _))) => true,
                             (QoS::ExactlyOnce, Some(("PUBCOMP", _))) => true,
                             (QoS::ExactlyOnce, Some(("PUBREC", _))) => v != Verdict::Acknowledged,
                             _ => false,
