@@ -36,6 +36,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use super::{
+    BatchKeys,
     Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_LEVELS,
     TopicRenderer, dedup_id,
 };
@@ -242,10 +243,6 @@ impl Spec for KafkaConfig {
             }
             options.push((k, v));
         }
-        let batch_max = r.batch_max.unwrap_or(1000);
-        if !(1..=10_000).contains(&batch_max) {
-            return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
-        }
         let max_message_bytes = ctx.bytes(
             r.max_message_bytes.as_deref(),
             &p.key("max_message_bytes"),
@@ -255,13 +252,13 @@ impl Spec for KafkaConfig {
         if max_message_bytes > 1_000_000_000 {
             return Err(ctx.err(&p.key("max_message_bytes"), "must be at most 1000000000"));
         }
-        let retry = match r.retry {
-            Some(raw) => ctx.backoff(Some(raw), &p.key("retry"))?,
-            None => Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(10),
-            },
-        };
+        let batch = BatchKeys::validate(
+            ctx,
+            p,
+            (r.batch_max, r.linger.as_deref(), r.timeout.as_deref(), r.retry),
+            1000,
+            Duration::from_secs(30),
+        )?;
         Ok(KafkaConfig {
             brokers: r.brokers,
             topic: topic.resolve_builtins(ctx.hostname, ""),
@@ -272,14 +269,10 @@ impl Spec for KafkaConfig {
             sasl,
             max_message_bytes,
             options,
-            batch_max,
-            linger: ctx.duration(r.linger.as_deref(), &p.key("linger"), Duration::ZERO)?,
-            timeout: ctx.positive_duration(
-                r.timeout.as_deref(),
-                &p.key("timeout"),
-                Duration::from_secs(30),
-            )?,
-            retry,
+            batch_max: batch.batch_max,
+            linger: batch.linger,
+            timeout: batch.timeout,
+            retry: batch.retry,
         })
     }
 

@@ -40,9 +40,10 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfigError;
 use crate::config::node::KeyPath;
+use crate::config::raw::RawBackoff;
 use crate::config::validate::Ctx;
+use crate::config::{Backoff, ConfigError};
 use crate::topic::{Allowed, FieldRule};
 
 /// The registry: `key: Variant(Config, Sink)`, one line per sink (see the module docs).
@@ -490,4 +491,48 @@ pub(crate) fn with_topic_context<T>(
         prefix: "",
         slash: crate::topic::SlashPolicy::Keep,
     })
+}
+
+/// `batch_max`, `linger`, `timeout` and `retry` as the batching engine sinks (Kafka,
+/// PostgreSQL, Redis) take them: validated alike, each sink giving its own defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BatchKeys {
+    /// Records per batch, 1..=10000.
+    pub(crate) batch_max: u32,
+    /// How long a batch may wait to fill up; default none.
+    pub(crate) linger: Duration,
+    /// How long one batch may take.
+    pub(crate) timeout: Duration,
+    /// Backoff between retries; default 100 ms to 10 s.
+    pub(crate) retry: Backoff,
+}
+
+impl BatchKeys {
+    /// Validates the four keys under `p`; `batch_max` and `timeout` default as given.
+    pub(crate) fn validate(
+        ctx: &Ctx,
+        p: &KeyPath,
+        raw: (Option<u32>, Option<&str>, Option<&str>, Option<RawBackoff>),
+        default_batch_max: u32,
+        default_timeout: Duration,
+    ) -> Result<BatchKeys, ConfigError> {
+        let (batch_max, linger, timeout, retry) = raw;
+        let batch_max = batch_max.unwrap_or(default_batch_max);
+        if !(1..=10_000).contains(&batch_max) {
+            return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
+        }
+        let retry = match retry {
+            Some(raw) => ctx.backoff(Some(raw), &p.key("retry"))?,
+            None => Backoff {
+                min: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            },
+        };
+        Ok(BatchKeys {
+            batch_max,
+            linger: ctx.duration(linger, &p.key("linger"), Duration::ZERO)?,
+            timeout: ctx.positive_duration(timeout, &p.key("timeout"), default_timeout)?,
+            retry,
+        })
+    }
 }

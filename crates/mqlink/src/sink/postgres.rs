@@ -46,6 +46,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::{
+    BatchKeys,
     Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, dedup_id,
 };
 use crate::config::node::KeyPath;
@@ -232,31 +233,23 @@ impl Spec for PostgresConfig {
         }
         let table = r.table.unwrap_or_else(|| "mqtt_messages".into());
         table_name(&table).map_err(|m| ctx.err(&p.key("table"), m))?;
-        let batch_max = r.batch_max.unwrap_or(500);
-        if !(1..=10_000).contains(&batch_max) {
-            return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
-        }
-        let retry = match r.retry {
-            Some(raw) => ctx.backoff(Some(raw), &p.key("retry"))?,
-            None => Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(10),
-            },
-        };
+        let batch = BatchKeys::validate(
+            ctx,
+            p,
+            (r.batch_max, r.linger.as_deref(), r.timeout.as_deref(), r.retry),
+            500,
+            Duration::from_secs(10),
+        )?;
         Ok(PostgresConfig {
             url,
             password: ctx.password(r.password, r.password_file.as_deref(), p)?,
             table,
             create_table: r.create_table.unwrap_or(true),
             columns: columns(r.columns, ctx, &p.key("columns"))?,
-            batch_max,
-            linger: ctx.duration(r.linger.as_deref(), &p.key("linger"), Duration::ZERO)?,
-            timeout: ctx.positive_duration(
-                r.timeout.as_deref(),
-                &p.key("timeout"),
-                Duration::from_secs(10),
-            )?,
-            retry,
+            batch_max: batch.batch_max,
+            linger: batch.linger,
+            timeout: batch.timeout,
+            retry: batch.retry,
         })
     }
 

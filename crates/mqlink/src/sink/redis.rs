@@ -30,6 +30,7 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use super::{
+    BatchKeys,
     Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_LEVELS,
     TopicRenderer, dedup_id, redacted,
 };
@@ -104,30 +105,22 @@ impl Spec for RedisConfig {
         if r.maxlen == Some(0) {
             return Err(ctx.err(&p.key("maxlen"), "must be at least 1"));
         }
-        let batch_max = r.batch_max.unwrap_or(500);
-        if !(1..=10_000).contains(&batch_max) {
-            return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
-        }
-        let retry = match r.retry {
-            Some(raw) => ctx.backoff(Some(raw), &p.key("retry"))?,
-            None => Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(10),
-            },
-        };
+        let batch = BatchKeys::validate(
+            ctx,
+            p,
+            (r.batch_max, r.linger.as_deref(), r.timeout.as_deref(), r.retry),
+            500,
+            Duration::from_secs(10),
+        )?;
         Ok(RedisConfig {
             url,
             stream: stream.resolve_builtins(ctx.hostname, ""),
             maxlen: r.maxlen,
             password,
-            batch_max,
-            linger: ctx.duration(r.linger.as_deref(), &p.key("linger"), Duration::ZERO)?,
-            timeout: ctx.positive_duration(
-                r.timeout.as_deref(),
-                &p.key("timeout"),
-                Duration::from_secs(10),
-            )?,
-            retry,
+            batch_max: batch.batch_max,
+            linger: batch.linger,
+            timeout: batch.timeout,
+            retry: batch.retry,
         })
     }
 
