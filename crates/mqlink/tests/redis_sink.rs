@@ -71,16 +71,8 @@ async fn redis_sink_stores_records_exactly_as_formatted_in_per_topic_order() {
         Running::start(&raw).await,
         Running::start(&json).await,
     ];
-    let (seed_topic, seed_payload) = fluvio_seed();
-    publish_lines(&broker, &seed_topic, vec![seed_payload]).await;
-    let a = numbered("a", 0..500);
-    let b = numbered("b", 0..500);
-    let (pa, pb) = tokio::join!(
-        publish_lines(&broker, "raw/a", a.clone()),
-        publish_lines(&broker, "raw/b", b.clone())
-    );
-    let ((), ()) = (pa, pb);
-    publish_lines(&broker, "js/x", vec![r#"{"t":21.5}"#.into()]).await;
+    let (a, b) = publish_format_workload(&broker).await;
+    let (seed_topic, _) = fluvio_seed();
     for r in &runs {
         let stats = r.stats.clone();
         eventually("all acked", || {

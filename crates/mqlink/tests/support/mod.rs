@@ -117,6 +117,23 @@ pub async fn publish_lines_with(
     }
 }
 
+/// The records-as-formatted workload of the sink tests: the Fluvio seed's message on its
+/// topic, 500 numbered lines on each of `raw/a` and `raw/b` published concurrently (per-topic
+/// order is what the sinks must keep), and one JSON record on `js/x`. Returns the two
+/// numbered lists, in publish order.
+pub async fn publish_format_workload(broker: &Mosquitto) -> (Vec<String>, Vec<String>) {
+    let (seed_topic, seed_payload) = fluvio_seed();
+    publish_lines(broker, &seed_topic, vec![seed_payload]).await;
+    let a = numbered("a", 0..500);
+    let b = numbered("b", 0..500);
+    tokio::join!(
+        publish_lines(broker, "raw/a", a.clone()),
+        publish_lines(broker, "raw/b", b.clone())
+    );
+    publish_lines(broker, "js/x", vec![r#"{"t":21.5}"#.into()]).await;
+    (a, b)
+}
+
 pub fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("{prefix}{i}")).collect()
 }
