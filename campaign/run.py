@@ -153,6 +153,10 @@ class Episode:
             p.set_refusing(False)
             self.heals.append(time.monotonic())
         elif action == "mqlink_kill":
+            if self.refused_start:
+                # mqlink is down on purpose: it refused to start on a damaged spool, and
+                # would refuse again (the episode found it, long runs drew both faults).
+                return
             d.kill()
             self.restart_mqlink()
         elif action == "flip_restart":
