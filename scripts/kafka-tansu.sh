@@ -30,7 +30,11 @@ if [[ ! -x $bin ]]; then
     fi
     if [[ ! -x $bin ]]; then
         echo "installing tansu 0.6.0 into $root (cargo install, about 45 minutes on 2 cores)"
-        cargo install tansu --version 0.6.0 --features dynostore --locked --root "$root"
+        # Its own target dir: `cargo install` honours CARGO_TARGET_DIR, and building tansu
+        # in mqlink's would hold that dir's build lock for the whole 45 minutes.
+        CARGO_TARGET_DIR="$root/target" \
+            cargo install tansu --version 0.6.0 --features dynostore --locked --root "$root"
+        rm -rf "$root/target"
     fi
 fi
 [[ -x $bin ]] || { echo "error: $bin is missing after installation" >&2; exit 1; }

@@ -141,7 +141,7 @@ const QOS2_REFUSED: &str = "the broker closes the connection on a QoS 2 publish;
 const IN_MEMORY: &str = "the broker keeps no state across its restart: what it had queued for the offline subscriber is lost in the broker; mqlink had every event acknowledged after the restart";
 const DENIED_SILENT: &str = "the broker acknowledges the denied message and drops it (3.1.1 has no refusal code): mqlink counts it delivered";
 const DENIED_BY_CLOSE: &str = "the broker closes the connection on the denied message (3.1.1); mqlink dead-letters it after 3 closes, the rest flow";
-const RESTART_LOSS: &str = "broker at fault: in some runs it loses QoS 1 messages it had acknowledged (PUBACK) to mqlink: its persistent subscriber never gets them after the broker's restart (NATS: about 5% of 3,000; mqlink broker: 1 of 3,000 in one of five runs, under investigation). mqlink had every event acknowledged and dead-lettered none";
+const RESTART_LOSS: &str = "broker at fault: in some runs it loses QoS 1 messages it had acknowledged (PUBACK) to mqlink: its persistent subscriber never gets them after the broker's restart (NATS v2.9: about 5% of 3,000). mqlink had every event acknowledged and dead-lettered none";
 const NO_OFFLINE_QUEUE: &str = "the broker keeps no messages for a persistent session while its client is away (amqtt 0.12 queues nothing for offline sessions)";
 const NO_OFFLINE_QUEUE_CRASH: &str = "broker at fault: it keeps no messages for a persistent session while its client is away, so what it had in flight to the crashed connector and what was published meanwhile is lost in the broker; live messages flow again after the restart";
 const NO_ACL: &str = "no access control in the broker";
@@ -159,7 +159,9 @@ fn expected(kind: Kind, scenario: Scenario) -> Outcome {
         (QosRoundTrip, Nats) => Degraded(QOS2_REFUSED),
         (SharedSubscription, Nats | RabbitMq | Amqtt | Aedes) => Unsupported(NO_SHARED),
         (BrokerRestart, Amqtt | Aedes) => Degraded(IN_MEMORY),
-        (BrokerRestart, Nats | Mqlink) => Intermittent(RESTART_LOSS),
+        // mqlink broker lost a few in early runs: its writer fell behind and a graceful stop
+        // did not wait for it (vendor/mqtt5/PATCHES.md, patch 5); now it must pass.
+        (BrokerRestart, Nats) => Intermittent(RESTART_LOSS),
         (SessionResume, Amqtt) => Unsupported(NO_OFFLINE_QUEUE),
         (ConnectorAckAfterSink, Amqtt) => Degraded(NO_OFFLINE_QUEUE_CRASH),
         (DeniedPublish, Mqlink) => Unsupported(NO_ACL),

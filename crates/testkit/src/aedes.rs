@@ -7,18 +7,16 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::peers::{DENIED_PREFIX, MqttBroker, PeerOptions, host_port_args};
-use crate::server::{Recipe, Server, path_text, start_with_retries};
-use crate::{free_port, require_binary};
+use crate::peers::{DENIED_PREFIX, Listening, PeerOptions, Served};
+use crate::require_binary;
+use crate::server::{Recipe, path_text};
 
 /// A running Aedes server, killed when dropped.
 #[derive(Debug)]
 pub struct Aedes {
     // Fields drop in order: kill the broker before its directory is removed.
-    server: Server,
+    listening: Listening,
     _dir: TempDir,
-    port: u16,
-    tls_port: Option<u16>,
 }
 
 /// `tests/interop` in the workspace: the server script and its `node_modules`.
@@ -46,15 +44,13 @@ impl Aedes {
             .tempdir()
             .expect("create temporary directory for aedes");
         let log = tmp.path().join("aedes.log");
-        let mut ports = (0, None);
-        let server = start_with_retries("aedes", || {
-            ports = (free_port(), options.tls.as_ref().map(|_| free_port()));
+        let listening = Listening::start("aedes", options.tls.is_some(), &log, |port, tls_port| {
             let mut args = vec![
                 path_text(&dir.join("aedes-server.mjs")),
                 "--port".to_owned(),
-                ports.0.to_string(),
+                port.to_string(),
             ];
-            if let (Some(p), Some(tls)) = (ports.1, &options.tls) {
+            if let (Some(p), Some(tls)) = (tls_port, &options.tls) {
                 args.extend([
                     "--tls-port".to_owned(),
                     p.to_string(),
@@ -68,40 +64,31 @@ impl Aedes {
                 args.extend(["--deny-publish".to_owned(), DENIED_PREFIX.to_owned()]);
             }
             let node = node.clone();
-            let mut recipe_ports = vec![ports.0];
-            recipe_ports.extend(ports.1);
-            Server::new(
-                Recipe {
-                    name: "aedes",
-                    command: Box::new(move || {
-                        let mut c = Command::new(&node);
-                        c.args(&args);
-                        c
-                    }),
-                    ports: recipe_ports,
-                    ready_line: Some("aedes ready"),
-                    timeout: Duration::from_secs(20),
-                    port_taken: &["EADDRINUSE"],
-                },
-                &log,
-            )
+            Recipe {
+                name: "aedes",
+                command: Box::new(move || {
+                    let mut c = Command::new(&node);
+                    c.args(&args);
+                    c
+                }),
+                ports: Vec::new(),
+                ready_line: Some("aedes ready"),
+                timeout: Duration::from_secs(20),
+                port_taken: &["EADDRINUSE"],
+            }
         });
         Self {
-            server,
+            listening,
             _dir: tmp,
-            port: ports.0,
-            tls_port: ports.1,
         }
     }
 }
 
-impl MqttBroker for Aedes {
-    fn name(&self) -> &'static str {
-        "aedes"
-    }
+impl Served for Aedes {
+    const NAME: &'static str = "aedes";
     fn version(&self) -> String {
         // The server prints "aedes ready (version X)".
-        let log = self.server.log();
+        let log = self.listening.server.log();
         let version = log
             .lines()
             .find_map(|l| l.strip_prefix("aedes ready (version "))
@@ -109,19 +96,10 @@ impl MqttBroker for Aedes {
             .unwrap_or("unknown");
         format!("Aedes {version}")
     }
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+    fn listening(&self) -> &Listening {
+        &self.listening
     }
-    fn tls_url(&self) -> Option<String> {
-        self.tls_port.map(|p| format!("mqtts://localhost:{p}"))
-    }
-    fn client_args(&self) -> Vec<String> {
-        host_port_args(self.port)
-    }
-    fn restart(&mut self) {
-        self.server.restart(Duration::from_secs(10));
-    }
-    fn log(&self) -> String {
-        self.server.log()
+    fn listening_mut(&mut self) -> &mut Listening {
+        &mut self.listening
     }
 }

@@ -6,19 +6,17 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::peers::{ALLOWED_PREFIX, MqttBroker, PeerOptions, first_output_line, host_port_args};
-use crate::server::{Recipe, Server, path_text, start_with_retries};
-use crate::{free_port, require_binary};
+use crate::peers::{ALLOWED_PREFIX, Listening, PeerOptions, Served, first_output_line};
+use crate::require_binary;
+use crate::server::{Recipe, path_text};
 
 /// A running `amqtt -c CONFIG`, killed when dropped.
 #[derive(Debug)]
 pub struct Amqtt {
     // Fields drop in order: kill the broker before its directory is removed.
-    server: Server,
+    listening: Listening,
     dir: TempDir,
     bin: PathBuf,
-    port: u16,
-    tls_port: Option<u16>,
 }
 
 impl Amqtt {
@@ -36,36 +34,27 @@ impl Amqtt {
             .expect("create temporary directory for amqtt");
         let config = dir.path().join("amqtt.yaml");
         let log = dir.path().join("amqtt.log");
-        let mut ports = (0, None);
-        let server = start_with_retries("amqtt", || {
-            ports = (free_port(), options.tls.as_ref().map(|_| free_port()));
-            std::fs::write(&config, config_text(ports.0, ports.1, options))
+        let listening = Listening::start("amqtt", options.tls.is_some(), &log, |port, tls_port| {
+            std::fs::write(&config, config_text(port, tls_port, options))
                 .expect("write amqtt.yaml");
             let (bin, config) = (bin.clone(), config.clone());
-            let mut recipe_ports = vec![ports.0];
-            recipe_ports.extend(ports.1);
-            Server::new(
-                Recipe {
-                    name: "amqtt",
-                    command: Box::new(move || {
-                        let mut c = Command::new(&bin);
-                        c.arg("-c").arg(&config);
-                        c
-                    }),
-                    ports: recipe_ports,
-                    ready_line: None,
-                    timeout: Duration::from_secs(30),
-                    port_taken: &["address already in use", "Errno 98"],
-                },
-                &log,
-            )
+            Recipe {
+                name: "amqtt",
+                command: Box::new(move || {
+                    let mut c = Command::new(&bin);
+                    c.arg("-c").arg(&config);
+                    c
+                }),
+                ports: Vec::new(),
+                ready_line: None,
+                timeout: Duration::from_secs(30),
+                port_taken: &["address already in use", "Errno 98"],
+            }
         });
         Self {
-            server,
+            listening,
             dir,
             bin,
-            port: ports.0,
-            tls_port: ports.1,
         }
     }
 
@@ -100,26 +89,15 @@ fn config_text(port: u16, tls_port: Option<u16>, options: &PeerOptions) -> Strin
     c
 }
 
-impl MqttBroker for Amqtt {
-    fn name(&self) -> &'static str {
-        "amqtt"
-    }
+impl Served for Amqtt {
+    const NAME: &'static str = "amqtt";
     fn version(&self) -> String {
         format!("amqtt {}", first_output_line(&self.bin, &["--version"]))
     }
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+    fn listening(&self) -> &Listening {
+        &self.listening
     }
-    fn tls_url(&self) -> Option<String> {
-        self.tls_port.map(|p| format!("mqtts://localhost:{p}"))
-    }
-    fn client_args(&self) -> Vec<String> {
-        host_port_args(self.port)
-    }
-    fn restart(&mut self) {
-        self.server.restart(Duration::from_secs(10));
-    }
-    fn log(&self) -> String {
-        self.server.log()
+    fn listening_mut(&mut self) -> &mut Listening {
+        &mut self.listening
     }
 }

@@ -6,19 +6,16 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::free_port;
-use crate::peers::{MqttBroker, PeerOptions, first_output_line, host_port_args};
-use crate::server::{Recipe, Server, path_text, start_with_retries};
+use crate::peers::{Listening, PeerOptions, Served, first_output_line};
+use crate::server::{Recipe, path_text};
 
 /// A running `mqlink broker` with persistence in a temporary directory, killed when dropped.
 #[derive(Debug)]
 pub struct MqlinkBroker {
     // Fields drop in order: kill the broker before its directory is removed.
-    server: Server,
+    listening: Listening,
     _dir: TempDir,
     bin: PathBuf,
-    port: u16,
-    tls_port: Option<u16>,
 }
 
 impl MqlinkBroker {
@@ -42,30 +39,29 @@ impl MqlinkBroker {
             .expect("create temporary directory for mqlink broker");
         let persistence = dir.path().join("persistence");
         let log = dir.path().join("broker.log");
-        let mut ports = (0, None);
-        let server = start_with_retries("mqlink broker", || {
-            ports = (free_port(), options.tls.as_ref().map(|_| free_port()));
-            let mut args = vec![
-                "broker".to_owned(),
-                "--listen".to_owned(),
-                format!("127.0.0.1:{}", ports.0),
-                "--persistence".to_owned(),
-                path_text(&persistence),
-            ];
-            if let (Some(p), Some(tls)) = (ports.1, &options.tls) {
-                args.extend([
-                    "--tls-listen".to_owned(),
-                    format!("127.0.0.1:{p}"),
-                    "--cert".to_owned(),
-                    path_text(tls.server_cert()),
-                    "--key".to_owned(),
-                    path_text(tls.server_key()),
-                ]);
-            }
-            let bin = bin.to_path_buf();
-            let mut recipe_ports = vec![ports.0];
-            recipe_ports.extend(ports.1);
-            Server::new(
+        let listening = Listening::start(
+            "mqlink broker",
+            options.tls.is_some(),
+            &log,
+            |port, tls_port| {
+                let mut args = vec![
+                    "broker".to_owned(),
+                    "--listen".to_owned(),
+                    format!("127.0.0.1:{port}"),
+                    "--persistence".to_owned(),
+                    path_text(&persistence),
+                ];
+                if let (Some(p), Some(tls)) = (tls_port, &options.tls) {
+                    args.extend([
+                        "--tls-listen".to_owned(),
+                        format!("127.0.0.1:{p}"),
+                        "--cert".to_owned(),
+                        path_text(tls.server_cert()),
+                        "--key".to_owned(),
+                        path_text(tls.server_key()),
+                    ]);
+                }
+                let bin = bin.to_path_buf();
                 Recipe {
                     name: "mqlink broker",
                     command: Box::new(move || {
@@ -73,46 +69,32 @@ impl MqlinkBroker {
                         c.args(&args).env("RUST_LOG", "info");
                         c
                     }),
-                    ports: recipe_ports,
+                    ports: Vec::new(),
                     ready_line: None,
                     timeout: Duration::from_secs(20),
                     port_taken: &["Address already in use", "address in use"],
-                },
-                &log,
-            )
-        });
+                }
+            },
+        );
         Self {
-            server,
+            listening,
             _dir: dir,
             bin: bin.to_path_buf(),
-            port: ports.0,
-            tls_port: ports.1,
         }
     }
 }
 
-impl MqttBroker for MqlinkBroker {
-    fn name(&self) -> &'static str {
-        "mqlink"
-    }
+impl Served for MqlinkBroker {
+    const NAME: &'static str = "mqlink";
     fn version(&self) -> String {
         // "mqlink 0.x.y"
         let line = first_output_line(&self.bin, &["--version"]);
         format!("mqlink broker {}", line.rsplit(' ').next().unwrap_or(&line))
     }
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+    fn listening(&self) -> &Listening {
+        &self.listening
     }
-    fn tls_url(&self) -> Option<String> {
-        self.tls_port.map(|p| format!("mqtts://localhost:{p}"))
-    }
-    fn client_args(&self) -> Vec<String> {
-        host_port_args(self.port)
-    }
-    fn restart(&mut self) {
-        self.server.restart(Duration::from_secs(10));
-    }
-    fn log(&self) -> String {
-        self.server.log()
+    fn listening_mut(&mut self) -> &mut Listening {
+        &mut self.listening
     }
 }

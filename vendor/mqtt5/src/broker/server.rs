@@ -1642,6 +1642,17 @@ impl MqttBroker {
             warn!("Timed out waiting for connections to finish during shutdown");
         }
 
+        // mqlink patch 5: the storage task flushed queued and in-flight messages when the
+        // shutdown signal came, while connections were still closing; what they queued after
+        // that flush (a message acknowledged in the last moments, in-flight state put back)
+        // waited for the next write-behind batch, which never came because the process
+        // exits. Flush again now that the connections are done.
+        if let Some(ref storage) = self.storage {
+            if let Err(e) = storage.shutdown().await {
+                error!("Storage shutdown error: {e}");
+            }
+        }
+
         #[cfg(feature = "opentelemetry")]
         telemetry::shutdown_telemetry();
     }
