@@ -1488,6 +1488,122 @@ mod tests {
         );
     }
 
+    /// Closes it takes a 3.1.1 broker that refuses some messages only by closing the
+    /// connection to have every message decided, with the session persistent as 3.1.1 keeps
+    /// it: a CONNECT with clean session 0 finds the session the previous such connection
+    /// left; one with clean session 1 (after a rejection) leaves none behind. With
+    /// `lose_acks` the broker drops the acks of the messages it read with the poison.
+    fn closes_to_decide(
+        qos: QoS,
+        poison_every: usize,
+        n: usize,
+        lose_acks: bool,
+    ) -> (usize, Vec<Token>) {
+        let mut s = Session::new(20);
+        for t in 0..n {
+            let topic = if t % poison_every == poison_every - 1 {
+                format!("poison-{t}")
+            } else {
+                format!("good-{t}")
+            };
+            s.publish(t as Token, msg(&topic, qos));
+        }
+        let (mut has_session, mut closes, mut rejections) = (false, 0, Vec::new());
+        let mut decided = 0;
+        let mut count = |out: &[Output], rejections: &mut Vec<Token>| {
+            for o in out {
+                if let Output::Verdict(t, v) = o {
+                    decided += 1;
+                    if matches!(v, Verdict::Rejected { .. }) {
+                        rejections.push(*t);
+                    }
+                }
+            }
+            decided
+        };
+        let mut done = 0;
+        while done < n {
+            assert!(closes < 10 * n, "never decided: {done} of {n}");
+            let clean = s.clean_start(true, true);
+            s.connected(&connack(!clean && has_session, None));
+            has_session = !clean;
+            loop {
+                let out = drain(&mut s);
+                count(&out, &mut rejections);
+                let packets: Vec<Packet> = out
+                    .into_iter()
+                    .filter_map(|o| match o {
+                        Output::Send { packet, .. } => Some(packet),
+                        _ => None,
+                    })
+                    .collect();
+                if packets.is_empty() {
+                    break;
+                }
+                let poisoned = packets
+                    .iter()
+                    .any(|p| matches!(p, Packet::Publish(p) if p.topic.starts_with("poison")));
+                let mut answers = Vec::new();
+                for p in &packets {
+                    match p {
+                        Packet::Publish(p) if p.topic.starts_with("poison") => break,
+                        _ if poisoned && lose_acks => break,
+                        Packet::Publish(p) if p.qos == QoS::AtLeastOnce => {
+                            answers.push(Packet::PubAck(Ack::ok(p.pid.unwrap())));
+                        }
+                        Packet::Publish(p) => answers.push(Packet::PubRec(Ack::ok(p.pid.unwrap()))),
+                        Packet::PubRel(a) => answers.push(Packet::PubComp(Ack::ok(a.pid))),
+                        _ => {}
+                    }
+                }
+                for a in answers {
+                    s.handle(a).unwrap();
+                }
+                if poisoned {
+                    let out = drain(&mut s);
+                    count(&out, &mut rejections);
+                    s.disconnected(Loss::ClosedByBroker);
+                    closes += 1;
+                    break;
+                }
+            }
+            let out = drain(&mut s);
+            done = count(&out, &mut rejections);
+        }
+        (closes, rejections)
+    }
+
+    #[test]
+    fn each_message_a_311_broker_closes_on_costs_at_most_one_close_to_find_and_the_strikes() {
+        for (qos, every, n, lose_acks) in [
+            (QoS::AtLeastOnce, 10, 60, false),
+            (QoS::AtLeastOnce, 10, 60, true),
+            (QoS::AtLeastOnce, 3, 30, true),
+            (QoS::AtLeastOnce, 7, 140, false),
+            (QoS::ExactlyOnce, 10, 60, false),
+            (QoS::ExactlyOnce, 10, 60, true),
+            (QoS::ExactlyOnce, 3, 30, true),
+            (QoS::ExactlyOnce, 7, 140, false),
+        ] {
+            let (closes, rejected) = closes_to_decide(qos, every, n, lose_acks);
+            let poisons = n / every;
+            let mut want: Vec<Token> = (0..n as Token)
+                .filter(|t| *t as usize % every == every - 1)
+                .collect();
+            want.sort_unstable();
+            let mut got = rejected.clone();
+            got.sort_unstable();
+            assert_eq!(
+                got, want,
+                "every {every} lose_acks {lose_acks}: rejected {rejected:?}"
+            );
+            assert!(
+                closes <= poisons * (1 + usize::from(POISON_STRIKES)),
+                "lose_acks {lose_acks}: {closes} closes for {poisons} messages the broker refuses"
+            );
+        }
+    }
+
     #[test]
     fn good_messages_whose_acks_the_broker_dropped_are_never_rejected() {
         // A broker that refuses one message drops the acks of the ones before it that it
