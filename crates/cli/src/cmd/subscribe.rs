@@ -35,10 +35,11 @@ pub struct Args {
     /// Do not print retained messages (nor count them for -C, as mosquitto_sub).
     #[arg(short = 'R', long = "no-retained")]
     no_retained: bool,
-    /// Print each message by this format: %t topic, %p payload, %q QoS, %r retain, %l
-    /// length, %m message id, %x/%X hex payload, %j/%J JSON (--pretty), %I ISO 8601 time,
-    /// %U Unix time, %%, and \n \t \\ \0 \a \e \r \v escapes (other mosquitto fields
-    /// are refused: not supported yet).
+    /// Print each message by this format, as mosquitto_sub(1) says: %t topic, %p payload,
+    /// %q QoS, %r retain, %l length, %m message id, %x/%X hex payload, %j/%J JSON
+    /// (--pretty), %I ISO 8601 time, %U Unix time, %A %C %D %E %F %P %R %S MQTT 5
+    /// properties, %% ; flags -, 0, width and .precision; @X strftime codes (@N
+    /// nanoseconds, @@); \n \t \\ \0 \a \e \r \v escapes.
     #[arg(short = 'F')]
     format_string: Option<String>,
     /// No end of line after each message.
@@ -101,7 +102,7 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
         .ok_or_else(|| mosq_usage(TOOL, format!("Invalid QoS given: {}", args.qos)))?;
     let format: Format = args.format.parse().map_err(|e| mosq_usage(TOOL, e))?;
     let pieces = match &args.format_string {
-        Some(f) => Some(sub_format::parse(f, args.pretty).map_err(|e| mosq_usage(TOOL, e))?),
+        Some(f) => Some(sub_format::parse(f).map_err(|e| mosq_usage(TOOL, e))?),
         None => None,
     };
     let conn = args.conn.options(TOOL)?;
@@ -299,7 +300,7 @@ fn write_message(
 ) -> std::io::Result<()> {
     let eol: &[u8] = if args.no_eol { b"" } else { b"\n" };
     if let Some(pieces) = pieces {
-        sub_format::write(out, pieces, p)?;
+        sub_format::write(out, pieces, args.pretty, p)?;
         return out.write_all(eol);
     }
     if format != Format::Text {
