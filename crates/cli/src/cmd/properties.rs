@@ -4,14 +4,17 @@
 //!
 //! Sent: PUBLISH content-type, correlation-data, message-expiry-interval,
 //! payload-format-indicator, response-topic, user-property; CONNECT session-expiry-interval,
-//! maximum-packet-size. Everything else the engine has no field for (topic aliases, will
-//! properties, user properties on CONNECT/SUBSCRIBE/...) is refused.
+//! maximum-packet-size; SUBSCRIBE subscription-identifier, user-property. Properties of a
+//! packet the command never sends are accepted and ignored, as mosquitto does (sub:
+//! PUBLISH; pub: SUBSCRIBE, UNSUBSCRIBE). Everything else the engine has no field for
+//! (topic aliases, will properties, user properties on CONNECT/UNSUBSCRIBE/DISCONNECT, ...)
+//! is refused by name.
 
 use bytes::Bytes;
 use mqlink::mqtt::client::MqttOptions;
 use mqlink::mqtt::codec::{Protocol, PublishProps};
 
-use crate::cmd::mosquitto_args::mosq_usage;
+use crate::cmd::mosquitto_args::{MosqPlain, mosq_usage};
 
 /// Every property name mosquitto knows, with the packets that may carry it (MQTT 5 §2.2.2.2).
 const PROPERTIES: &[(&str, &[&str])] = &[
@@ -144,8 +147,32 @@ pub fn apply(
                 })
         };
         match (command.as_str(), name) {
-            // mosquitto_sub never publishes and ignores -D PUBLISH; so does mqlink sub.
+            // mosquitto_sub never publishes and ignores -D PUBLISH; mosquitto_pub never
+            // subscribes and ignores -D SUBSCRIBE / UNSUBSCRIBE; so does mqlink.
             ("PUBLISH", _) if tool == "mosquitto_sub" => {}
+            ("SUBSCRIBE" | "UNSUBSCRIBE", _) if tool == "mosquitto_pub" => {}
+            ("SUBSCRIBE", "subscription-identifier") => {
+                if opts.subscribe_options.subscription_id.is_some() {
+                    return Err(anyhow::Error::new(MosqPlain(format!(
+                        "Error in SUBSCRIBE properties: Duplicate property in property list\n\n\
+                         Use '{tool} --help' to see usage."
+                    ))));
+                }
+                // mosquitto sends 0 (and a word it cannot read, as 0) although MQTT 5
+                // forbids it; mqlink refuses it before connecting.
+                let id = number(268_435_455)?;
+                if id == 0 {
+                    return Err(mosq_usage(
+                        tool,
+                        "-D SUBSCRIBE subscription-identifier: 0 is not allowed by MQTT 5 \
+                         (1 to 268435455).",
+                    ));
+                }
+                opts.subscribe_options.subscription_id = Some(id as u32);
+            }
+            ("SUBSCRIBE", "user-property") => {
+                opts.subscribe_options.user.push((d[2].clone(), value));
+            }
             ("PUBLISH", "content-type") => props.content_type = Some(value),
             ("PUBLISH", "response-topic") => props.response_topic = Some(value),
             ("PUBLISH", "correlation-data") => {
@@ -247,5 +274,30 @@ mod tests {
         assert!(e(&["PUBLISH", "bogus", "x"]).contains("Invalid property name"));
         assert!(e(&["PUBLISH", "topic-alias", "3"]).contains("topic-alias is not supported"));
         assert!(e(&["CONNECT", "user-property", "a"]).contains("not enough arguments"));
+        assert!(e(&["UNSUBSCRIBE", "user-property", "k", "v"]).contains("not supported"));
+    }
+
+    #[test]
+    fn subscribe_properties_go_to_the_subscribe_options() {
+        let mut o = MqttOptions::new(BrokerUrl::parse("mqtt://localhost").unwrap());
+        let given: Vec<String> = [
+            "SUBSCRIBE",
+            "subscription-identifier",
+            "7",
+            "subscribe",
+            "user-property",
+            "k",
+            "v",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+        apply("mosquitto_sub", &given, Protocol::V5, &mut o).unwrap();
+        assert_eq!(o.subscribe_options.subscription_id, Some(7));
+        assert_eq!(o.subscribe_options.user, vec![("k".into(), "v".into())]);
+        // mosquitto_pub accepts them and never subscribes.
+        let mut o = MqttOptions::new(BrokerUrl::parse("mqtt://localhost").unwrap());
+        apply("mosquitto_pub", &given, Protocol::V5, &mut o).unwrap();
+        assert_eq!(o.subscribe_options, Default::default());
     }
 }

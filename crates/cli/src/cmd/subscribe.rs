@@ -79,9 +79,9 @@ pub struct Args {
     /// Print only retained messages; exit at the first message that is not.
     #[arg(long)]
     retained_only: bool,
-    /// mosquitto: ask for Retain-As-Published (MQTT 5). Refused: mqlink's subscriptions
-    /// never set it.
-    #[arg(long, hide = true)]
+    /// Ask the broker for Retain-As-Published (MQTT 5; ignored on 3.x, as by mosquitto):
+    /// live messages then keep the publisher's retain flag.
+    #[arg(long)]
     retain_as_published: bool,
 }
 
@@ -106,15 +106,10 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let conn = args.conn.options(TOOL)?;
-    let (opts, url_topic) = (conn.opts, conn.url_topic);
+    let (mut opts, url_topic) = (conn.opts, conn.url_topic);
     args.topics.extend(url_topic);
-    if args.retain_as_published && opts.protocol == mqlink::mqtt::codec::Protocol::V5 {
-        return Err(mosq_usage(
-            TOOL,
-            "--retain-as-published is not supported: mqlink's subscriptions cannot set \
-             Retain-As-Published.",
-        ));
-    }
+    // Only asked for when given, as mosquitto_sub does (3.x has no such option).
+    opts.subscribe_options.retain_as_published = args.retain_as_published;
     if args.no_retained && args.retained_only {
         // mosquitto_sub's own layout for this one: a blank line first, no --help line.
         return Err(anyhow::Error::new(MosqPlain(
@@ -176,9 +171,9 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
             ));
         }
     }
-    // mosquitto_sub: subscriptions first, then unsubscriptions.
-    if !args.unsubscribe.is_empty() {
-        client.unsubscribe(args.unsubscribe.clone()).await?;
+    // mosquitto_sub: subscriptions first, then one UNSUBSCRIBE per -U filter.
+    for f in &args.unsubscribe {
+        client.unsubscribe(vec![f.clone()]).await?;
     }
     if args.exit_after_sub {
         drop(client);

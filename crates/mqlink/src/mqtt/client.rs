@@ -38,7 +38,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, Will};
+use super::codec::{
+    self, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, SubscribeOptions, Will,
+};
 use super::state::{AckToken, Delivery, Loss, Output, Session, SessionError, Token, Verdict};
 use super::tls::TlsOptions;
 use super::transport::{BoxIo, Connector, TransportError};
@@ -92,6 +94,9 @@ pub struct MqttOptions {
     pub queue_capacity: usize,
     /// Incoming messages buffered for the application.
     pub delivery_capacity: usize,
+    /// MQTT 5 options and properties sent with every SUBSCRIBE (mqlink sub's
+    /// `--retain-as-published` and `-D SUBSCRIBE ...`).
+    pub subscribe_options: SubscribeOptions,
 }
 
 impl std::fmt::Debug for MqttOptions {
@@ -135,6 +140,7 @@ impl MqttOptions {
             connect_timeout: Duration::from_secs(10),
             queue_capacity: 1024,
             delivery_capacity: 1024,
+            subscribe_options: SubscribeOptions::default(),
         }
     }
 }
@@ -310,7 +316,8 @@ pub fn new(opts: MqttOptions) -> Result<(Client, Deliveries, EventLoop), ClientE
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let (del_tx, del_rx) = mpsc::channel(opts.delivery_capacity.max(1));
     let (link_tx, link_rx) = watch::channel(LinkState::Connecting);
-    let session = Session::new(opts.max_inflight);
+    let mut session = Session::new(opts.max_inflight);
+    session.set_subscribe_options(opts.subscribe_options.clone());
     let protocol = opts.protocol;
     Ok((
         Client {

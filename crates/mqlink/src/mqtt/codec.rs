@@ -94,6 +94,19 @@ impl PublishProps {
     }
 }
 
+/// MQTT 5 subscription options and SUBSCRIBE properties beyond the QoS. The default is
+/// what MQTT clients send unless asked (mosquitto_sub, paho): Retain-As-Published off, so
+/// a live message arrives with retain 0 and a stored one with 1, and no properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Retain-As-Published: live messages keep the publisher's retain flag.
+    pub retain_as_published: bool,
+    /// Subscription Identifier property (1..=268435455).
+    pub subscription_id: Option<u32>,
+    /// User properties, in order.
+    pub user: Vec<(String, String)>,
+}
+
 /// A PUBLISH in either direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
@@ -238,6 +251,8 @@ pub enum Packet {
         pid: u16,
         /// Filters with requested maximum QoS.
         filters: Vec<(String, QoS)>,
+        /// MQTT 5 options and properties, the same for every filter (3.x sends none).
+        options: SubscribeOptions,
     },
     /// SUBACK: one code per filter (granted QoS 0-2, or ≥ 0x80 failure).
     SubAck {
@@ -487,7 +502,9 @@ fn to_v3(packet: &Packet, protocol: Protocol) -> Result<v3::Packet, String> {
         Packet::PubRec(a) => v3::Packet::Pubrec(pid(a.pid)?),
         Packet::PubRel(a) => v3::Packet::Pubrel(pid(a.pid)?),
         Packet::PubComp(a) => v3::Packet::Pubcomp(pid(a.pid)?),
-        Packet::Subscribe { pid: p, filters } => v3::Packet::Subscribe(v3::Subscribe::new(
+        Packet::Subscribe {
+            pid: p, filters, ..
+        } => v3::Packet::Subscribe(v3::Subscribe::new(
             pid(*p)?,
             filters
                 .iter()
@@ -566,6 +583,7 @@ fn from_v3(p: v3::Packet) -> Packet {
                 .into_iter()
                 .map(|(f, q)| (f.to_string(), QoS::from_proto(q)))
                 .collect(),
+            options: SubscribeOptions::default(),
         },
         v3::Packet::Suback(s) => Packet::SubAck {
             pid: s.pid.value(),
@@ -659,20 +677,39 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             pid(a.pid)?,
             v5::PubcompReasonCode::from_u8(a.reason).ok_or("bad PUBCOMP reason")?,
         )),
-        Packet::Subscribe { pid: p, filters } => v5::Packet::Subscribe(v5::Subscribe::new(
-            pid(*p)?,
-            filters
+        Packet::Subscribe {
+            pid: p,
+            filters,
+            options,
+        } => {
+            let mut subscribe = v5::Subscribe::new(
+                pid(*p)?,
+                filters
+                    .iter()
+                    .map(|(f, q)| {
+                        let mut o = v5::SubscriptionOptions::new(q.to_proto());
+                        o.retain_as_published = options.retain_as_published;
+                        Ok((topic_filter(f)?, o))
+                    })
+                    .collect::<Result<_, String>>()?,
+            );
+            subscribe.properties.subscription_id = match options.subscription_id {
+                Some(id) => Some(
+                    v5::VarByteInt::try_from(id)
+                        .map_err(|_| format!("subscription identifier {id} is out of range"))?,
+                ),
+                None => None,
+            };
+            subscribe.properties.user_properties = options
+                .user
                 .iter()
-                .map(|(f, q)| {
-                    // Retain-As-Published off, as MQTT clients default to (mosquitto_sub,
-                    // paho): a live message arrives with retain 0, a stored one with 1, so
-                    // a subscriber can tell current state from live updates.
-                    let mut o = v5::SubscriptionOptions::new(q.to_proto());
-                    o.retain_as_published = false;
-                    Ok((topic_filter(f)?, o))
+                .map(|(k, v)| v5::UserProperty {
+                    name: arc(k),
+                    value: arc(v),
                 })
-                .collect::<Result<_, String>>()?,
-        )),
+                .collect();
+            v5::Packet::Subscribe(subscribe)
+        }
         Packet::Unsubscribe { pid: p, filters } => v5::Packet::Unsubscribe(v5::Unsubscribe::new(
             pid(*p)?,
             filters
@@ -778,6 +815,16 @@ fn from_v5(p: v5::Packet) -> Packet {
         }),
         v5::Packet::Subscribe(s) => Packet::Subscribe {
             pid: s.pid.value(),
+            options: SubscribeOptions {
+                retain_as_published: s.topics.first().is_some_and(|(_, o)| o.retain_as_published),
+                subscription_id: s.properties.subscription_id.map(|i| i.value()),
+                user: s
+                    .properties
+                    .user_properties
+                    .iter()
+                    .map(|u| (u.name.to_string(), u.value.to_string()))
+                    .collect(),
+            },
             filters: s
                 .topics
                 .into_iter()
@@ -942,7 +989,7 @@ mod tests {
 
         #[test]
         fn subscribe_roundtrips(pid in 1u16.., filters in proptest::collection::vec(("[a-z]{1,8}(/([a-z]{1,4}|\\+)){0,3}(/#)?", qos()), 1..4), proto in prop_oneof![Just(Protocol::V311), Just(Protocol::V5)]) {
-            let p = Packet::Subscribe { pid, filters };
+            let p = Packet::Subscribe { pid, filters, options: SubscribeOptions::default() };
             prop_assert_eq!(roundtrip(&p, proto), p);
         }
     }
