@@ -337,6 +337,27 @@ fn sub_rows_match_mosquitto_sub() {
             unsubscribed: None,
             digits: false,
         },
+        // --retain-as-published: live messages keep the publisher's retain flag.
+        SubRow {
+            name: "--retain-as-published, MQTT 5",
+            args: s(&[
+                "-t",
+                "c/rap/#",
+                "-F",
+                "%r %t %p",
+                "-C",
+                "2",
+                "-V",
+                "mqttv5",
+                "--retain-as-published",
+            ]),
+            filter: Some("c/rap/#".into()),
+            before: vec![s(&["-t", "c/rap/a", "-r", "-m", "stored"])],
+            after: vec![s(&["-t", "c/rap/b", "-r", "-m", "live"])],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
         SubRow {
             name: "-F fields and escapes",
             args: s(&[
@@ -760,6 +781,7 @@ fn run_format_rows(
     round: &str,
     binary: &str,
     publisher: Impl,
+    extra: &[&str],
 ) -> Vec<(Output, Output)> {
     let topic = format!("fmt/{round}");
     let mut children = Vec::new();
@@ -768,10 +790,15 @@ fn run_format_rows(
         for which in [Impl::Mosquitto, Impl::Mqlink] {
             let id = format!("f{round}-{n}-{which:?}");
             let mut c = command(which, "mosquitto_sub");
-            c.args(broker.client_args()).args([
-                "-i", &id, "-t", &topic, "-V", "mqttv5", "-q", "1", "-C", "3", "-W", "20", "-F",
-                fmt,
-            ]);
+            c.args(broker.client_args())
+                .args([
+                    "-i", &id, "-t", &topic, "-V", "mqttv5", "-q", "1", "-C", "3", "-W", "20",
+                    "-F", fmt,
+                ])
+                .args(extra)
+                // A zone with a half-hour offset, so @z @Z @H and %I show the clients read the
+                // local time as localtime(3) does (TZ first).
+                .env("TZ", "Asia/Kolkata");
             pair.push((spawn(c), id));
         }
         children.push(pair);
@@ -799,6 +826,7 @@ fn compare_format_rows(
     rows: Vec<(String, Cmp)>,
     binary: &str,
     publisher: Impl,
+    extra: &[&str],
 ) -> Vec<String> {
     let mut pending: Vec<(String, Cmp)> = rows;
     let mut failures = Vec::new();
@@ -810,9 +838,10 @@ fn compare_format_rows(
         let outs = run_format_rows(
             broker,
             &batch,
-            &format!("{publisher:?}/{round}"),
+            &format!("{publisher:?}/{}/{round}", extra.len()),
             binary,
             publisher,
+            extra,
         );
         let mut again = Vec::new();
         for ((fmt, cmp), (want, got)) in batch.iter().zip(outs) {
@@ -891,7 +920,7 @@ fn format_codes_match_mosquitto_sub() {
     for code in "aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyYzZ%EO_-0^#+5q!ü".chars() {
         rows.push((format!("@s|@{code}|"), SameSecond));
     }
-    let mut failures = compare_format_rows(&broker, rows, &binary, Impl::Mosquitto);
+    let mut failures = compare_format_rows(&broker, rows, &binary, Impl::Mosquitto, &[]);
     // %j/%J print the properties in the order they came in; Mosquitto forwards the
     // publisher's order (message expiry moved last). mqlink's MQTT codec decodes them into
     // fields, so mqlink prints one fixed order: the order mqlink pub sends them in. The
@@ -902,6 +931,20 @@ fn format_codes_match_mosquitto_sub() {
         json_rows,
         &binary,
         Impl::Mqlink,
+        &[],
+    ));
+    // A subscription identifier, sent by both and attached by Mosquitto to what it
+    // delivers: %S and %j print it (Mosquitto puts it first among the properties).
+    let id_rows = vec![
+        ("%S|%5S|%05S|%-5S|".to_string(), Exact),
+        ("%j".to_string(), Digits),
+    ];
+    failures.extend(compare_format_rows(
+        &broker,
+        id_rows,
+        &binary,
+        Impl::Mqlink,
+        &["-D", "SUBSCRIBE", "subscription-identifier", "42"],
     ));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -266,13 +266,17 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
   --tls-alpn --tls-version --will-topic --will-payload --will-qos --will-retain --help
   pub: -t -m -f -l -s -n -q -r --repeat --repeat-delay
   sub: -t -v -q -C -W (exit 27) -R -N -E -T -U --retained-only --remove-retained
-       --random-filter -F (%t %p %q %r %l %m %x %X %j %J %I %U %% and \\ escapes) --pretty
+       --retain-as-published --random-filter --pretty
+       -F: every % field (%A %C %D %E %F %I %j %J %l %m %P %p %q %R %r %S %t %U %x %X %%)
+       with - and 0 flags, width and .precision; @ strftime codes (@N, @@); \\ escapes
   -D: PUBLISH content-type correlation-data message-expiry-interval payload-format-indicator
-      response-topic user-property; CONNECT session-expiry-interval maximum-packet-size
+      response-topic user-property; CONNECT session-expiry-interval maximum-packet-size;
+      SUBSCRIBE subscription-identifier user-property
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
-Different: -d prints mqlink's connection log, not a packet trace.
+Different: -d prints mqlink's connection log, not a packet trace; -F %j/%J print the
+  properties in one fixed order; -F %A prints as absent (topic aliases are not kept).
 Refused, naming why: -A --unix --proxy --psk --psk-identity --ciphers --tls-engine
-  --keyform engine, sub --retain-as-published (MQTT 5), other -D properties, other -F fields.
+  --keyform engine, other -D properties (the engine cannot send them).
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
 
 /// `-V` as mosquitto spells it, plus the bare numbers.

@@ -274,7 +274,7 @@ mod tests {
         assert!(e(&["PUBLISH", "bogus", "x"]).contains("Invalid property name"));
         assert!(e(&["PUBLISH", "topic-alias", "3"]).contains("topic-alias is not supported"));
         assert!(e(&["CONNECT", "user-property", "a"]).contains("not enough arguments"));
-        assert!(e(&["UNSUBSCRIBE", "user-property", "k", "v"]).contains("not supported"));
+        assert!(e(&["DISCONNECT", "session-expiry-interval", "5"]).contains("not supported"));
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct PublishProps {
     pub response_topic: Option<String>,
     /// Correlation data.
     pub correlation_data: Option<Bytes>,
+    /// The Subscription Identifier a broker attached (received only: never encoded, a
+    /// client must not send it).
+    pub subscription_id: Option<u32>,
 }
 
 impl PublishProps {
@@ -790,6 +793,7 @@ fn from_v5(p: v5::Packet) -> Packet {
                         .collect(),
                     response_topic: props.response_topic.map(|t| t.to_string()),
                     correlation_data: props.correlation_data,
+                    subscription_id: props.subscription_id.map(|i| i.value()),
                 },
             })
         }

@@ -206,6 +206,11 @@ fn properties(p: &Publish) -> J {
         )
     });
     let all = [
+        // Mosquitto puts the subscription identifier first, before the publisher's.
+        (
+            "subscription-identifier",
+            pr.subscription_id.map(|i| J::Raw(i.to_string())),
+        ),
         (
             "payload-format-indicator",
             pr.payload_utf8.map(|u| J::Raw(u8::from(u).to_string())),

@@ -318,9 +318,13 @@ pub fn write(
         // A numeric property that is absent: blanks, or zeros with the `0` flag.
         let pad = if zero { b'0' } else { b' ' };
         match code {
-            // mqlink's codec resolves topic aliases and keeps neither them nor subscription
-            // identifiers (mqlink sub never asks for one), so these print as absent.
-            b'A' | b'S' => blank(out, pad, width)?,
+            // mqlink's codec does not keep a topic alias the broker sends (Mosquitto sends
+            // none to subscribers), so it prints as absent.
+            b'A' => blank(out, pad, width)?,
+            b'S' => match props.subscription_id {
+                Some(i) => int(out, i64::from(i), left, zero, width)?,
+                None => blank(out, pad, width)?,
+            },
             b'C' => match &props.content_type {
                 Some(c) => string(out, c.as_bytes(), left, width, precision)?,
                 None => blank(out, b' ', width)?,
