@@ -156,7 +156,9 @@ pub struct MosqConnArgs {
     pub session_expiry: Option<String>,
     /// MQTT 5 property: -D COMMAND IDENTIFIER VALUE, or -D COMMAND user-property NAME VALUE.
     /// Implies MQTT 5 unless -V says otherwise.
-    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
+    // A negative number is a value (mosquitto reports it out of range); other words that
+    // start with `-` stay options.
+    #[arg(short = 'D', long = "property", num_args = 3..=4, allow_negative_numbers = true, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
     pub property: Vec<String>,
     /// Log the connection (mqlink's log at debug level, on stderr; not mosquitto's packet
     /// trace).

@@ -137,7 +137,7 @@ pub fn format(out: &mut Vec<u8>, code: u8, tm: &Tm) {
         b'l' => write!(out, "{:2}", tm.hour12()),
         b'm' => write!(out, "{:02}", tm.month),
         b'M' => write!(out, "{:02}", tm.minute),
-        b'n' => write!(out, "\n"),
+        b'n' => writeln!(out),
         b'p' => write!(out, "{}", if tm.hour < 12 { "AM" } else { "PM" }),
         b'P' => write!(out, "{}", if tm.hour < 12 { "am" } else { "pm" }),
         b'r' => write!(
