@@ -962,8 +962,8 @@ fn run_format_rows(
                 ])
                 .args(extra)
                 // A zone with a half-hour offset, so @z @Z @H and %I show the clients read the
-                // local time as localtime(3) does (TZ first).
-                .env("TZ", "Asia/Kolkata");
+                // local time as localtime(3) does (TZ first). A POSIX rule: no tzdata needed.
+                .env("TZ", "IST-5:30");
             pair.push((spawn(c), id));
         }
         children.push(pair);
@@ -2038,4 +2038,122 @@ fn unsupported_options_are_refused_by_name() {
             "{extra:?} connected: {err}"
         );
     }
+}
+
+/// What a TLS server (`openssl s_server`, one connection, limited to `server_version`) saw
+/// of a `pub` client: whether the handshake completed and the ALPN protocols it offered
+/// (None when it offered none or the handshake failed).
+fn tls_hello_seen(
+    which: Impl,
+    tls: &mqlink_testkit::TlsMaterial,
+    server_version: &str,
+    args: &[&str],
+) -> (bool, Option<String>) {
+    use std::io::BufRead;
+    let port = mqlink_testkit::free_port().to_string();
+    let openssl = require_binary("openssl", "openssl");
+    // stdbuf: s_server prints through stdio, which holds lines back on a pipe.
+    let mut server = Command::new(require_binary("stdbuf", "coreutils"))
+        .arg("-oL")
+        .arg(openssl)
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-naccept",
+            "1",
+        ])
+        .arg("-cert")
+        .arg(tls.server_cert())
+        .arg("-key")
+        .arg(tls.server_key())
+        .args(["-alpn", "mqtt", server_version])
+        // s_server stops at the end of its stdin: keep it open.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn openssl s_server");
+    // Its progress goes to stdout, a failed handshake's ERROR to stderr: one channel.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out: [Box<dyn std::io::Read + Send>; 2] = [
+        Box::new(server.stdout.take().unwrap()),
+        Box::new(server.stderr.take().unwrap()),
+    ];
+    for pipe in out {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).split(b'\n') {
+                let Ok(line) = line else { break };
+                if tx
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    let next = || rx.recv_timeout(T).expect("openssl s_server said nothing");
+    while next() != "ACCEPT" {}
+    let mut c = command(which, "mosquitto_pub");
+    c.args(["-h", "localhost", "-p", &port, "--cafile"])
+        .arg(tls.ca_file())
+        .args(["-t", "a", "-m", "x"])
+        .args(args);
+    let mut client = spawn(c);
+    let mut alpn = None;
+    let ok = loop {
+        let line = next();
+        if let Some(p) = line.strip_prefix("ALPN protocols advertised by the client: ") {
+            alpn = Some(p.to_string());
+        } else if line.starts_with("CIPHER is") {
+            break true;
+        } else if line.starts_with("ERROR") {
+            break false;
+        }
+    };
+    let _ = client.kill();
+    let _ = client.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    (ok, alpn.filter(|_| ok))
+}
+
+/// --tls-alpn and --tls-version as mosquitto_pub sends them, seen by a TLS server: the
+/// ALPN protocol offered, and which protocol versions the client accepts (--tls-version is
+/// the lowest version allowed: tlsv1.2 still speaks 1.3, tlsv1.3 refuses a 1.2-only
+/// server).
+#[test]
+fn tls_alpn_and_version_match_mosquitto() {
+    let tls = mqlink_testkit::TlsMaterial::generate();
+    // Server version, client options, what mosquitto_pub does (handshake, ALPN offered):
+    // the third column keeps the rows telling something apart.
+    let cases: &[(&str, &[&str], (bool, Option<&str>))] = &[
+        ("-tls1_2", &["--tls-alpn", "mqtt"], (true, Some("mqtt"))),
+        // OpenSSL 3's s_server refuses a client whose protocols it does not speak.
+        ("-tls1_3", &["--tls-alpn", "x-custom/1"], (false, None)),
+        ("-tls1_3", &[], (true, None)),
+        ("-tls1_2", &["--tls-version", "tlsv1.3"], (false, None)),
+        ("-tls1_2", &["--tls-version", "tlsv1.2"], (true, None)),
+        ("-tls1_3", &["--tls-version", "tlsv1.2"], (true, None)),
+        (
+            "-tls1_3",
+            &["--tls-version", "tlsv1.3", "--tls-alpn", "mqtt"],
+            (true, Some("mqtt")),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (server, args, expected) in cases {
+        let expected = (expected.0, expected.1.map(str::to_string));
+        let want = tls_hello_seen(Impl::Mosquitto, &tls, server, args);
+        let got = tls_hello_seen(Impl::Mqlink, &tls, server, args);
+        if want != expected || got != want {
+            failures.push(format!(
+                "server {server}, client {args:?}: mosquitto_pub {want:?} (expected \
+                 {expected:?}), mqlink {got:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
