@@ -275,8 +275,8 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
       response-topic user-property; CONNECT session-expiry-interval maximum-packet-size;
       SUBSCRIBE subscription-identifier user-property
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
-Different: -d prints mqlink's connection log, not a packet trace; -F %j/%J print the
-  properties in one fixed order; -F %A prints as absent (topic aliases are not kept).
+Different: -d prints mqlink's connection log, not a packet trace; -F %A prints as
+  absent (topic aliases are not kept).
 Refused, naming why: -A --unix --proxy --psk --psk-identity --ciphers --tls-engine
   --keyform engine, other -D properties (the engine cannot send them).
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";

@@ -88,6 +88,84 @@ pub struct PublishProps {
     /// The Subscription Identifier a broker attached (received only: never encoded, a
     /// client must not send it).
     pub subscription_id: Option<u32>,
+    /// The order the properties came in (received only).
+    pub order: PropOrder,
+}
+
+/// The order a received PUBLISH carried its properties in, by identifier (user properties
+/// once, where the first one was). Kept for tools that print properties as they came
+/// (`mqlink sub -F %j`, as mosquitto_sub does); it never changes what is encoded, and two
+/// orders always compare equal: in MQTT the order carries no meaning.
+#[derive(Debug, Clone, Default)]
+pub struct PropOrder(pub Vec<u8>);
+
+impl PartialEq for PropOrder {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PropOrder {}
+
+/// The property identifiers of an MQTT 5 PUBLISH frame in wire order; empty when the frame
+/// is not one or cannot be walked (the decoder has already judged it).
+fn publish_property_order(frame: &[u8]) -> Vec<u8> {
+    fn varint(b: &[u8], at: &mut usize) -> Option<usize> {
+        let mut n = 0usize;
+        for shift in [0, 7, 14, 21] {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            n |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+    fn u16_at(b: &[u8], at: usize) -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes([
+            *b.get(at)?,
+            *b.get(at + 1)?,
+        ])))
+    }
+    let walk = || -> Option<Vec<u8>> {
+        let head = *frame.first()?;
+        if head >> 4 != 3 {
+            return None;
+        }
+        let mut at = 1;
+        varint(frame, &mut at)?;
+        at += 2 + u16_at(frame, at)?;
+        if (head >> 1) & 3 > 0 {
+            at += 2;
+        }
+        let len = varint(frame, &mut at)?;
+        let end = at.checked_add(len)?;
+        let mut order = Vec::new();
+        while at < end {
+            let id = *frame.get(at)?;
+            at += 1;
+            match id {
+                0x01 => at += 1,
+                0x02 => at += 4,
+                0x23 => at += 2,
+                0x03 | 0x08 | 0x09 => at += 2 + u16_at(frame, at)?,
+                0x0B => {
+                    varint(frame, &mut at)?;
+                }
+                0x26 => {
+                    at += 2 + u16_at(frame, at)?;
+                    at += 2 + u16_at(frame, at)?;
+                }
+                _ => return None,
+            }
+            if !order.contains(&id) {
+                order.push(id);
+            }
+        }
+        Some(order)
+    };
+    walk().unwrap_or_default()
 }
 
 impl PublishProps {
@@ -386,7 +464,13 @@ pub fn decode(
     };
     let packet = match protocol {
         Protocol::V5 => match v5::Packet::decode(&frame) {
-            Ok(Some(p)) => from_v5(p),
+            Ok(Some(p)) => {
+                let mut packet = from_v5(p);
+                if let Packet::Publish(publish) = &mut packet {
+                    publish.props.order = PropOrder(publish_property_order(&frame));
+                }
+                packet
+            }
             Ok(None) => return Err(malformed("truncated packet".into())),
             Err(e) => return Err(malformed(e.to_string())),
         },
@@ -794,6 +878,7 @@ fn from_v5(p: v5::Packet) -> Packet {
                     response_topic: props.response_topic.map(|t| t.to_string()),
                     correlation_data: props.correlation_data,
                     subscription_id: props.subscription_id.map(|i| i.value()),
+                    order: PropOrder::default(),
                 },
             })
         }
@@ -959,6 +1044,26 @@ mod tests {
                     },
                 },
             )
+    }
+
+    #[test]
+    fn received_publish_properties_keep_their_wire_order() {
+        let mut frame = BytesMut::from(
+            &[
+                0x30, 29, 0, 1, b't', 24, // header, topic, properties length
+                0x26, 0, 1, b'k', 0, 1, b'v', // user property
+                0x03, 0, 2, b'c', b't', // content type
+                0x26, 0, 1, b'a', 0, 1, b'b', // user property
+                0x02, 0, 0, 0, 5, // message expiry
+                b'x',
+            ][..],
+        );
+        let Some(Packet::Publish(p)) = decode(&mut frame, Protocol::V5, 1 << 20).unwrap() else {
+            panic!("not a PUBLISH");
+        };
+        assert_eq!(p.props.order.0, vec![0x26, 0x03, 0x02]);
+        assert_eq!(p.props.user.len(), 2);
+        assert_eq!(p.props.message_expiry, Some(5));
     }
 
     proptest! {

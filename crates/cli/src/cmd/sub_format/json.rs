@@ -188,12 +188,10 @@ pub fn message(p: &Publish, quoted: bool, pretty: bool, now: &Tm) -> Option<Vec<
     Some(out)
 }
 
-/// The v5 properties, named as mosquitto names them. mosquitto_sub prints them in the
-/// order they came in (Mosquitto the broker forwards the publisher's order and moves the
-/// message expiry last). mqlink's codec decodes them into fields, so the wire order is
-/// gone: this is the order mqlink pub sends them in (its codec's), expiry last as
-/// Mosquitto forwards it, so `mqlink pub` to `mqlink sub -F %j` prints what mosquitto_sub
-/// prints. Other publishers' orders can differ.
+/// The v5 properties, named as mosquitto names them, in the order they came in (as
+/// mosquitto_sub prints them; Mosquitto the broker puts a subscription identifier first,
+/// then the publisher's order, the message expiry last). A property missing from the
+/// received order (a message built here) goes after the others, by identifier.
 fn properties(p: &Publish) -> J {
     let pr = &p.props;
     let text = |s: &Option<String>| s.as_ref().map(|s| J::Str(s.as_bytes().to_vec()));
@@ -206,31 +204,46 @@ fn properties(p: &Publish) -> J {
         )
     });
     let all = [
-        // Mosquitto puts the subscription identifier first, before the publisher's.
         (
-            "subscription-identifier",
-            pr.subscription_id.map(|i| J::Raw(i.to_string())),
-        ),
-        (
+            0x01,
             "payload-format-indicator",
             pr.payload_utf8.map(|u| J::Raw(u8::from(u).to_string())),
         ),
-        ("response-topic", text(&pr.response_topic)),
         (
+            0x02,
+            "message-expiry-interval",
+            pr.message_expiry.map(|e| J::Raw(e.to_string())),
+        ),
+        (0x03, "content-type", text(&pr.content_type)),
+        (0x08, "response-topic", text(&pr.response_topic)),
+        (
+            0x09,
             "correlation-data",
             // mosquitto hands cJSON the binary value as a C string: it ends at a NUL.
             pr.correlation_data
                 .as_ref()
                 .map(|c| J::Str(c.split(|&b| b == 0).next().unwrap_or_default().to_vec())),
         ),
-        ("content-type", text(&pr.content_type)),
-        ("user-properties", user),
         (
-            "message-expiry-interval",
-            pr.message_expiry.map(|e| J::Raw(e.to_string())),
+            0x0B,
+            "subscription-identifier",
+            pr.subscription_id.map(|i| J::Raw(i.to_string())),
         ),
+        (0x26, "user-properties", user),
     ];
-    J::Obj(all.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
+    let rank = |id: u8| {
+        pr.order
+            .0
+            .iter()
+            .position(|&o| o == id)
+            .unwrap_or(usize::MAX)
+    };
+    let mut present: Vec<(u8, &'static str, J)> = all
+        .into_iter()
+        .filter_map(|(id, k, v)| Some((id, k, v?)))
+        .collect();
+    present.sort_by_key(|(id, ..)| (rank(*id), *id));
+    J::Obj(present.into_iter().map(|(_, k, v)| (k, v)).collect())
 }
 
 #[cfg(test)]
