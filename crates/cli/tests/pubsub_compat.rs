@@ -1479,8 +1479,9 @@ fn cafile_turns_tls_on_and_insecure_never_accepts_a_foreign_ca() {
 }
 
 /// The CONNECT a client sends, read by a raw-socket fake broker that then hangs up: the
-/// clean-start flag and the MQTT 5 Session Expiry Interval property (None when absent).
-fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>) {
+/// clean-start flag and the MQTT 5 Session Expiry Interval and Receive Maximum properties
+/// (None when absent).
+fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>, Option<u16>) {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
@@ -1502,12 +1503,12 @@ fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>) {
     let (level, flags) = (body[6], body[7]);
     let clean = flags & 0x02 != 0;
     if level != 5 {
-        return (clean, None);
+        return (clean, None, None);
     }
     let mut rest = &body[10..];
     let props_len = read_varint(&mut rest);
     let mut props = &rest[..props_len];
-    let mut expiry = None;
+    let (mut expiry, mut receive_max) = (None, None);
     while !props.is_empty() {
         let id = props[0];
         props = &props[1..];
@@ -1517,7 +1518,11 @@ fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>) {
                 4
             }
             0x27 => 4,
-            0x21 | 0x22 => 2,
+            0x21 => {
+                receive_max = Some(u16::from_be_bytes([props[0], props[1]]));
+                2
+            }
+            0x22 => 2,
             0x17 | 0x19 => 1,
             0x15 | 0x16 => 2 + usize::from(u16::from_be_bytes([props[0], props[1]])),
             0x26 => {
@@ -1528,7 +1533,7 @@ fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>) {
         };
         props = &props[skip..];
     }
-    (clean, expiry)
+    (clean, expiry, receive_max)
 }
 
 fn read_varint(r: &mut impl std::io::Read) -> usize {
@@ -1798,9 +1803,9 @@ fn packets_after_connect_match_mosquitto_on_the_wire() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// -c and -x as mosquitto_pub/sub(1) say: -c alone is a session that never expires
-/// (0xFFFFFFFF on MQTT 5), -x sets the expiry with or without -c, and no -c and no -x sends
-/// no expiry at all. Compared on the CONNECT packet itself.
+/// -c and -x as mosquitto_pub/sub(1) say (and the Receive Maximum on the way): -c alone is
+/// a session that never expires (0xFFFFFFFF on MQTT 5), -x sets the expiry with or without
+/// -c, and no -c and no -x sends no expiry at all. Compared on the CONNECT packet itself.
 #[test]
 fn persistent_session_flags_match_mosquitto_on_the_wire() {
     let cases: &[(&str, &[&str])] = &[
@@ -1827,6 +1832,13 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
             "mosquitto_pub",
             &["-t", "a", "-m", "x", "-V", "5", "-x", "7"],
         ),
+        // The Receive Maximum is libmosquitto's 20 whatever -M says (mosquitto surprises:
+        // -M only limits what the client sends); -D CONNECT receive-maximum overrides it.
+        ("mosquitto_sub", &["-t", "a", "-V", "5", "-M", "5"]),
+        (
+            "mosquitto_sub",
+            &["-t", "a", "-D", "CONNECT", "receive-maximum", "3"],
+        ),
     ];
     let mut failures = Vec::new();
     for (tool, args) in cases {
@@ -1834,7 +1846,7 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
         let got = connect_seen(Impl::Mqlink, tool, args);
         if want != got {
             failures.push(format!(
-                "{tool} {args:?}: mosquitto (clean, expiry) {want:?}, mqlink {got:?}"
+                "{tool} {args:?}: mosquitto (clean, expiry, receive max) {want:?}, mqlink {got:?}"
             ));
         }
     }

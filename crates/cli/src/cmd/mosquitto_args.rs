@@ -272,8 +272,8 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
        -F: every % field (%A %C %D %E %F %I %j %J %l %m %P %p %q %R %r %S %t %U %x %X %%)
        with - and 0 flags, width and .precision; @ strftime codes (@N, @@); \\ escapes
   -D: PUBLISH content-type correlation-data message-expiry-interval payload-format-indicator
-      response-topic user-property; CONNECT session-expiry-interval maximum-packet-size;
-      SUBSCRIBE subscription-identifier user-property
+      response-topic user-property; CONNECT session-expiry-interval maximum-packet-size
+      receive-maximum; SUBSCRIBE subscription-identifier user-property
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
 Different: -d prints mqlink's connection log, not a packet trace; -F %A prints as
   absent (topic aliases are not kept).
@@ -499,6 +499,9 @@ impl MosqConnArgs {
         }
         o.clean_start = !self.persistent;
         o.session_expiry = (expiry > 0).then(|| Duration::from_secs(u64::from(expiry)));
+        // mosquitto_pub/sub announce libmosquitto's MQTT 5 Receive Maximum, 20, whatever
+        // -M says (-M only limits what they send); -D CONNECT receive-maximum overrides it.
+        o.receive_maximum = Some(20);
         let publish_props = properties::apply(tool, &self.property, protocol, &mut o)?;
         Ok(Conn {
             opts: o,

@@ -5,12 +5,13 @@
 //! applied, the others are refused by name, never dropped.
 //!
 //! Sent: PUBLISH content-type, correlation-data, message-expiry-interval,
-//! payload-format-indicator, response-topic, user-property; CONNECT session-expiry-interval,
-//! maximum-packet-size; SUBSCRIBE subscription-identifier, user-property. Properties of a
-//! packet the command never sends are accepted and ignored, as mosquitto does (sub:
-//! PUBLISH; pub: SUBSCRIBE, UNSUBSCRIBE). Everything else the engine has no field for
-//! (topic aliases, will properties, user properties on CONNECT/UNSUBSCRIBE/DISCONNECT, ...)
-//! is refused by name.
+//! payload-format-indicator (0 or 1), response-topic, user-property; CONNECT
+//! session-expiry-interval, maximum-packet-size, receive-maximum; SUBSCRIBE
+//! subscription-identifier, user-property. Properties of a packet the command never sends
+//! are accepted and ignored, as mosquitto does (sub: PUBLISH; pub: SUBSCRIBE, UNSUBSCRIBE).
+//! Everything else the engine has no field for (topic aliases and topic-alias-maximum,
+//! will properties, user properties on CONNECT/UNSUBSCRIBE/DISCONNECT, request/response
+//! information, authentication) is refused by name.
 
 use bytes::Bytes;
 use mqlink::mqtt::client::MqttOptions;
@@ -337,6 +338,8 @@ pub fn apply(
             ("CONNECT", "session-expiry-interval") => {
                 opts.session_expiry = (number > 0).then(|| std::time::Duration::from_secs(number));
             }
+            // check_all has refused 0.
+            ("CONNECT", "receive-maximum") => opts.receive_maximum = Some(number as u16),
             ("CONNECT", "maximum-packet-size") => {
                 // The engine needs room for a CONNACK and small PUBLISHes.
                 if number < 64 {

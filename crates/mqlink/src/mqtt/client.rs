@@ -94,6 +94,9 @@ pub struct MqttOptions {
     pub queue_capacity: usize,
     /// Incoming messages buffered for the application.
     pub delivery_capacity: usize,
+    /// MQTT 5 Receive Maximum sent in CONNECT: how many QoS 1/2 messages the broker may
+    /// have unacknowledged towards us (None: the protocol's default, 65535).
+    pub receive_maximum: Option<u16>,
     /// MQTT 5 options and properties sent with every SUBSCRIBE (mqlink sub's
     /// `--retain-as-published` and `-D SUBSCRIBE ...`).
     pub subscribe_options: SubscribeOptions,
@@ -140,6 +143,7 @@ impl MqttOptions {
             connect_timeout: Duration::from_secs(10),
             queue_capacity: 1024,
             delivery_capacity: 1024,
+            receive_maximum: None,
             subscribe_options: SubscribeOptions::default(),
         }
     }
@@ -503,7 +507,7 @@ impl EventLoop {
                 .opts
                 .session_expiry
                 .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
-            receive_max: None,
+            receive_max: self.opts.receive_maximum,
             max_packet_size: Some(self.opts.max_packet_size),
             will: self.opts.will.clone(),
             username: self.opts.username.clone(),
