@@ -1479,9 +1479,10 @@ fn cafile_turns_tls_on_and_insecure_never_accepts_a_foreign_ca() {
 }
 
 /// The CONNECT a client sends, read by a raw-socket fake broker that then hangs up: the
-/// clean-start flag and the MQTT 5 Session Expiry Interval and Receive Maximum properties
-/// (None when absent).
-fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>, Option<u16>) {
+/// clean-start flag and the MQTT 5 properties, by identifier (user properties in their
+/// order). Maximum Packet Size is left out: mqlink always sends its own (16 MiB),
+/// mosquitto only when asked.
+fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Vec<(u8, Vec<u8>)>) {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
@@ -1503,26 +1504,18 @@ fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>, O
     let (level, flags) = (body[6], body[7]);
     let clean = flags & 0x02 != 0;
     if level != 5 {
-        return (clean, None, None);
+        return (clean, Vec::new());
     }
     let mut rest = &body[10..];
     let props_len = read_varint(&mut rest);
     let mut props = &rest[..props_len];
-    let (mut expiry, mut receive_max) = (None, None);
+    let mut seen = Vec::new();
     while !props.is_empty() {
         let id = props[0];
         props = &props[1..];
-        let skip = match id {
-            0x11 => {
-                expiry = Some(u32::from_be_bytes(props[..4].try_into().unwrap()));
-                4
-            }
-            0x27 => 4,
-            0x21 => {
-                receive_max = Some(u16::from_be_bytes([props[0], props[1]]));
-                2
-            }
-            0x22 => 2,
+        let n = match id {
+            0x11 | 0x27 => 4,
+            0x21 | 0x22 => 2,
             0x17 | 0x19 => 1,
             0x15 | 0x16 => 2 + usize::from(u16::from_be_bytes([props[0], props[1]])),
             0x26 => {
@@ -1531,9 +1524,14 @@ fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>, O
             }
             other => panic!("{which:?}: unexpected CONNECT property 0x{other:02x}"),
         };
-        props = &props[skip..];
+        if id != 0x27 {
+            seen.push((id, props[..n].to_vec()));
+        }
+        props = &props[n..];
     }
-    (clean, expiry, receive_max)
+    // The order of different properties means nothing; user properties keep theirs.
+    seen.sort_by_key(|(id, _)| *id);
+    (clean, seen)
 }
 
 fn read_varint(r: &mut impl std::io::Read) -> usize {
@@ -1803,9 +1801,10 @@ fn packets_after_connect_match_mosquitto_on_the_wire() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// -c and -x as mosquitto_pub/sub(1) say (and the Receive Maximum on the way): -c alone is
-/// a session that never expires (0xFFFFFFFF on MQTT 5), -x sets the expiry with or without
-/// -c, and no -c and no -x sends no expiry at all. Compared on the CONNECT packet itself.
+/// -c and -x as mosquitto_pub/sub(1) say: -c alone is a session that never expires
+/// (0xFFFFFFFF on MQTT 5), -x sets the expiry with or without -c, and no -c and no -x
+/// sends no expiry at all; the Receive Maximum and `-D CONNECT` properties. Compared on
+/// the CONNECT packet itself.
 #[test]
 fn persistent_session_flags_match_mosquitto_on_the_wire() {
     let cases: &[(&str, &[&str])] = &[
@@ -1839,6 +1838,33 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
             "mosquitto_sub",
             &["-t", "a", "-D", "CONNECT", "receive-maximum", "3"],
         ),
+        (
+            "mosquitto_pub",
+            &[
+                "-t",
+                "a",
+                "-m",
+                "x",
+                "-D",
+                "CONNECT",
+                "user-property",
+                "tenant",
+                "t1",
+                "-D",
+                "CONNECT",
+                "request-problem-information",
+                "0",
+                "-D",
+                "CONNECT",
+                "request-response-information",
+                "1",
+                "-D",
+                "CONNECT",
+                "user-property",
+                "tenant",
+                "t2",
+            ],
+        ),
     ];
     let mut failures = Vec::new();
     for (tool, args) in cases {
@@ -1846,7 +1872,7 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
         let got = connect_seen(Impl::Mqlink, tool, args);
         if want != got {
             failures.push(format!(
-                "{tool} {args:?}: mosquitto (clean, expiry, receive max) {want:?}, mqlink {got:?}"
+                "{tool} {args:?}: mosquitto (clean, properties) {want:?}, mqlink {got:?}"
             ));
         }
     }

@@ -273,7 +273,8 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
        with - and 0 flags, width and .precision; @ strftime codes (@N, @@); \\ escapes
   -D: PUBLISH content-type correlation-data message-expiry-interval payload-format-indicator
       response-topic user-property; CONNECT session-expiry-interval maximum-packet-size
-      receive-maximum; SUBSCRIBE subscription-identifier user-property
+      receive-maximum request-problem-information request-response-information
+      user-property; SUBSCRIBE subscription-identifier user-property
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
 Different: -d prints mqlink's connection log, not a packet trace; -F %A prints as
   absent (topic aliases are not kept).

@@ -6,12 +6,13 @@
 //!
 //! Sent: PUBLISH content-type, correlation-data, message-expiry-interval,
 //! payload-format-indicator (0 or 1), response-topic, user-property; CONNECT
-//! session-expiry-interval, maximum-packet-size, receive-maximum; SUBSCRIBE
+//! session-expiry-interval, maximum-packet-size, receive-maximum,
+//! request-problem-information, request-response-information, user-property; SUBSCRIBE
 //! subscription-identifier, user-property. Properties of a packet the command never sends
 //! are accepted and ignored, as mosquitto does (sub: PUBLISH; pub: SUBSCRIBE, UNSUBSCRIBE).
 //! Everything else the engine has no field for (topic aliases and topic-alias-maximum,
-//! will properties, user properties on CONNECT/UNSUBSCRIBE/DISCONNECT, request/response
-//! information, authentication) is refused by name.
+//! will properties, UNSUBSCRIBE and DISCONNECT properties, authentication) is refused by
+//! name.
 
 use bytes::Bytes;
 use mqlink::mqtt::client::MqttOptions;
@@ -340,6 +341,18 @@ pub fn apply(
             }
             // check_all has refused 0.
             ("CONNECT", "receive-maximum") => opts.receive_maximum = Some(number as u16),
+            // check_all has refused values above 1.
+            ("CONNECT", "request-problem-information") => {
+                opts.connect_extras.request_problem_info = Some(number == 1);
+            }
+            ("CONNECT", "request-response-information") => {
+                opts.connect_extras.request_response_info = Some(number == 1);
+            }
+            ("CONNECT", "user-property") => {
+                opts.connect_extras
+                    .user
+                    .push((g.key.to_string(), value.to_string()));
+            }
             ("CONNECT", "maximum-packet-size") => {
                 // The engine needs room for a CONNACK and small PUBLISHes.
                 if number < 64 {

@@ -39,7 +39,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{
-    self, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, SubscribeOptions, Will,
+    self, ConnAck, Connect, ConnectExtras, Disconnect, Packet, Protocol, Publish, QoS,
+    SubscribeOptions, Will,
 };
 use super::state::{AckToken, Delivery, Loss, Output, Session, SessionError, Token, Verdict};
 use super::tls::TlsOptions;
@@ -97,6 +98,8 @@ pub struct MqttOptions {
     /// MQTT 5 Receive Maximum sent in CONNECT: how many QoS 1/2 messages the broker may
     /// have unacknowledged towards us (None: the protocol's default, 65535).
     pub receive_maximum: Option<u16>,
+    /// MQTT 5 CONNECT properties asked for by the user (mqlink pub/sub's `-D CONNECT`).
+    pub connect_extras: ConnectExtras,
     /// MQTT 5 options and properties sent with every SUBSCRIBE (mqlink sub's
     /// `--retain-as-published` and `-D SUBSCRIBE ...`).
     pub subscribe_options: SubscribeOptions,
@@ -144,6 +147,7 @@ impl MqttOptions {
             queue_capacity: 1024,
             delivery_capacity: 1024,
             receive_maximum: None,
+            connect_extras: ConnectExtras::default(),
             subscribe_options: SubscribeOptions::default(),
         }
     }
@@ -516,6 +520,7 @@ impl EventLoop {
                 .password
                 .as_ref()
                 .map(|p| Bytes::from(p.clone().into_bytes())),
+            extras: self.opts.connect_extras.clone(),
         }))
     }
 

@@ -263,6 +263,20 @@ pub struct Connect {
     pub username: Option<String>,
     /// Password (never printed).
     pub password: Option<Bytes>,
+    /// v5 properties asked for by the user.
+    pub extras: ConnectExtras,
+}
+
+/// MQTT 5 CONNECT properties mqlink itself never needs, sent when asked for (mqlink pub /
+/// sub's `-D CONNECT ...`); 3.x sends none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectExtras {
+    /// Request Problem Information.
+    pub request_problem_info: Option<bool>,
+    /// Request Response Information.
+    pub request_response_info: Option<bool>,
+    /// User properties, in order.
+    pub user: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Connect {
@@ -641,6 +655,7 @@ fn from_v3(p: v3::Packet) -> Packet {
             }),
             username: c.username.map(|u| u.to_string()),
             password: c.password,
+            extras: ConnectExtras::default(),
         })),
         v3::Packet::Connack(c) => Packet::ConnAck(ConnAck {
             session_present: c.session_present,
@@ -705,6 +720,17 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             connect.password = c.password.clone();
             connect.properties.session_expiry_interval = c.session_expiry;
             connect.properties.receive_max = c.receive_max;
+            connect.properties.request_problem_info = c.extras.request_problem_info;
+            connect.properties.request_response_info = c.extras.request_response_info;
+            connect.properties.user_properties = c
+                .extras
+                .user
+                .iter()
+                .map(|(k, v)| v5::UserProperty {
+                    name: arc(k),
+                    value: arc(v),
+                })
+                .collect();
             connect.properties.max_packet_size = c.max_packet_size;
             connect.last_will = match &c.will {
                 Some(w) => {
@@ -844,6 +870,16 @@ fn from_v5(p: v5::Packet) -> Packet {
             }),
             username: c.username.map(|u| u.to_string()),
             password: c.password,
+            extras: ConnectExtras {
+                request_problem_info: c.properties.request_problem_info,
+                request_response_info: c.properties.request_response_info,
+                user: c
+                    .properties
+                    .user_properties
+                    .iter()
+                    .map(|u| (u.name.to_string(), u.value.to_string()))
+                    .collect(),
+            },
         })),
         v5::Packet::Connack(c) => Packet::ConnAck(ConnAck {
             session_present: c.session_present,
@@ -1002,6 +1038,7 @@ mod tests {
             will: None,
             username: None,
             password: None,
+            extras: ConnectExtras::default(),
         }));
         let mut buf = BytesMut::new();
         encode(&c, Protocol::V31, &mut buf).unwrap();
