@@ -1478,11 +1478,15 @@ fn cafile_turns_tls_on_and_insecure_never_accepts_a_foreign_ca() {
     }
 }
 
+/// Clean start, MQTT 5 properties (identifier, value bytes), payload bytes.
+type ConnectSeen = (bool, Vec<(u8, Vec<u8>)>, Vec<u8>);
+
 /// The CONNECT a client sends, read by a raw-socket fake broker that then hangs up: the
 /// clean-start flag and the MQTT 5 properties, by identifier (user properties in their
-/// order). Maximum Packet Size is left out: mqlink always sends its own (16 MiB),
-/// mosquitto only when asked.
-fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Vec<(u8, Vec<u8>)>) {
+/// order), then the payload bytes (client id, will properties, topic and payload, user
+/// name, password). Maximum Packet Size is left out: mqlink always sends its own
+/// (16 MiB), mosquitto only when asked.
+fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> ConnectSeen {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
@@ -1504,11 +1508,12 @@ fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Vec<(u8, Vec<u
     let (level, flags) = (body[6], body[7]);
     let clean = flags & 0x02 != 0;
     if level != 5 {
-        return (clean, Vec::new());
+        return (clean, Vec::new(), body[10..].to_vec());
     }
     let mut rest = &body[10..];
     let props_len = read_varint(&mut rest);
     let mut props = &rest[..props_len];
+    let payload = rest[props_len..].to_vec();
     let mut seen = Vec::new();
     while !props.is_empty() {
         let id = props[0];
@@ -1531,7 +1536,7 @@ fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Vec<(u8, Vec<u
     }
     // The order of different properties means nothing; user properties keep theirs.
     seen.sort_by_key(|(id, _)| *id);
-    (clean, seen)
+    (clean, seen, payload)
 }
 
 fn read_varint(r: &mut impl std::io::Read) -> usize {
@@ -1865,6 +1870,83 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
                 "t2",
             ],
         ),
+        // The will and its properties, given in mqlink's codec order (delay, format,
+        // expiry, content type, response topic, correlation data, user properties):
+        // mosquitto writes them in -D order.
+        (
+            "mosquitto_pub",
+            &[
+                "-t",
+                "a",
+                "-m",
+                "x",
+                "-i",
+                "w7",
+                "-u",
+                "me",
+                "-P",
+                "pw",
+                "--will-topic",
+                "w/t",
+                "--will-payload",
+                "gone",
+                "--will-qos",
+                "1",
+                "--will-retain",
+                "-D",
+                "WILL",
+                "will-delay-interval",
+                "5",
+                "-D",
+                "WILL",
+                "payload-format-indicator",
+                "1",
+                "-D",
+                "WILL",
+                "message-expiry-interval",
+                "60",
+                "-D",
+                "WILL",
+                "content-type",
+                "text/plain",
+                "-D",
+                "WILL",
+                "response-topic",
+                "re/ply",
+                "-D",
+                "WILL",
+                "correlation-data",
+                "c1",
+                "-D",
+                "WILL",
+                "user-property",
+                "k",
+                "v",
+            ],
+        ),
+        (
+            "mosquitto_sub",
+            &[
+                "-t",
+                "a",
+                "-i",
+                "w8",
+                "--will-topic",
+                "w/t",
+                "-D",
+                "WILL",
+                "content-type",
+                "x",
+            ],
+        ),
+        // Will properties without a will: dropped by both.
+        (
+            "mosquitto_sub",
+            &["-t", "a", "-i", "w9", "-D", "WILL", "content-type", "x"],
+        ),
+        // No -i: an empty client id, the broker assigns one.
+        ("mosquitto_sub", &["-t", "a"]),
+        ("mosquitto_pub", &["-t", "a", "-m", "x", "-V", "5"]),
     ];
     let mut failures = Vec::new();
     for (tool, args) in cases {
@@ -1872,11 +1954,32 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
         let got = connect_seen(Impl::Mqlink, tool, args);
         if want != got {
             failures.push(format!(
-                "{tool} {args:?}: mosquitto (clean, properties) {want:?}, mqlink {got:?}"
+                "{tool} {args:?}: mosquitto (clean, properties, payload) {want:02x?},\n  mqlink {got:02x?}"
             ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// MQTT 3.1 forbids an empty client id: without -i, libmosquitto makes up `mosq-` and 18
+/// letters and digits (random, so compared by shape).
+#[test]
+fn mqtt31_client_id_is_made_up_as_libmosquitto_does() {
+    // connect_seen reads the header as MQTT 3.1.1/5 lays it out; MQTT 3.1's protocol name
+    // (MQIsdp) is two bytes longer, so its "payload" starts with the keep alive: the id
+    // follows it and its length.
+    let shape = |(_, _, payload): ConnectSeen| {
+        let id = String::from_utf8(payload[4..].to_vec()).unwrap();
+        let ok = id.len() == 23
+            && id.starts_with("mosq-")
+            && id[5..].bytes().all(|b| b.is_ascii_alphanumeric());
+        assert!(ok, "client id {id:?}");
+        id
+    };
+    let args = ["-t", "a", "-m", "x", "-V", "mqttv31"];
+    let want = shape(connect_seen(Impl::Mosquitto, "mosquitto_pub", &args));
+    let got = shape(connect_seen(Impl::Mqlink, "mosquitto_pub", &args));
+    assert_ne!(want, got);
 }
 
 /// --insecure as in mosquitto: a certificate that does not name the host is accepted, one
@@ -2050,8 +2153,8 @@ fn unsupported_options_are_refused_by_name() {
         ),
         (
             "pub",
-            &["-D", "WILL", "content-type", "x"],
-            "WILL content-type is not supported",
+            &["-D", "DISCONNECT", "session-expiry-interval", "5"],
+            "DISCONNECT session-expiry-interval is not supported",
         ),
         (
             "pub",

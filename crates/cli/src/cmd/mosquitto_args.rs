@@ -107,7 +107,7 @@ pub struct ConnCore {
     /// falling back to 3.1.1 when the broker refuses 5].
     #[arg(short = 'V', long = "protocol-version")]
     pub protocol: Option<String>,
-    /// Client id [pub/sub: mosquitto_pub_/mosquitto_sub_ and the process id].
+    /// Client id [pub/sub: empty, the broker assigns one, as mosquitto_pub/sub 2.0].
     #[arg(short = 'i', long)]
     pub id: Option<String>,
     /// Keepalive in seconds.
@@ -274,7 +274,7 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
   -D: PUBLISH content-type correlation-data message-expiry-interval payload-format-indicator
       response-topic user-property; CONNECT session-expiry-interval maximum-packet-size
       receive-maximum request-problem-information request-response-information
-      user-property; SUBSCRIBE subscription-identifier user-property
+      user-property; SUBSCRIBE subscription-identifier user-property; WILL all
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
 Different: -d prints mqlink's connection log, not a packet trace; -F %A prints as
   absent (topic aliases are not kept).
@@ -426,6 +426,8 @@ impl ConnCore {
                 payload: bytes::Bytes::from(self.will_payload.clone().unwrap_or_default()),
                 qos,
                 retain: self.will_retain,
+                props: PublishProps::default(),
+                delay: None,
             });
         } else if self.will_payload.is_some() || self.will_retain || self.will_qos.is_some() {
             return Err(conn_usage(
@@ -459,11 +461,6 @@ impl MosqConnArgs {
                 })?;
         let protocol = o.protocol;
         let id = &self.core.id;
-        let prefix = if tool == "mosquitto_pub" {
-            "mosquitto_pub_"
-        } else {
-            "mosquitto_sub_"
-        };
         o.client_id = match (id, &self.id_prefix) {
             (Some(_), Some(_)) => {
                 return Err(mosq_usage(
@@ -473,7 +470,19 @@ impl MosqConnArgs {
             }
             (Some(id), None) => id.clone(),
             (None, Some(p)) => format!("{p}{}", std::process::id()),
-            (None, None) => format!("{prefix}{}", std::process::id()),
+            // mosquitto_pub/sub 2.0 send an empty client id (the broker assigns one), but
+            // MQTT 3.1 forbids that: libmosquitto then makes up `mosq-` and 18 letters
+            // and digits.
+            (None, None) if protocol == Protocol::V31 => {
+                use rand::Rng;
+                let tail: String = rand::rng()
+                    .sample_iter(rand::distr::Alphanumeric)
+                    .take(18)
+                    .map(char::from)
+                    .collect();
+                format!("mosq-{tail}")
+            }
+            (None, None) => String::new(),
         };
         // -c and -x as in mosquitto: -c alone means a session that never expires (MQTT 5);
         // -x alone sets the expiry of a clean-start session; 0 sends no property.

@@ -10,9 +10,9 @@
 //! request-problem-information, request-response-information, user-property; SUBSCRIBE
 //! subscription-identifier, user-property. Properties of a packet the command never sends
 //! are accepted and ignored, as mosquitto does (sub: PUBLISH; pub: SUBSCRIBE, UNSUBSCRIBE).
+//! WILL: all its properties (ignored without `--will-topic`, as by mosquitto).
 //! Everything else the engine has no field for (topic aliases and topic-alias-maximum,
-//! will properties, UNSUBSCRIBE and DISCONNECT properties, authentication) is refused by
-//! name.
+//! UNSUBSCRIBE and DISCONNECT properties, authentication) is refused by name.
 
 use bytes::Bytes;
 use mqlink::mqtt::client::MqttOptions;
@@ -321,20 +321,24 @@ pub fn apply(
             // subscribes and ignores -D SUBSCRIBE / UNSUBSCRIBE; so does mqlink.
             ("PUBLISH", _) if tool == "mosquitto_sub" => {}
             ("SUBSCRIBE" | "UNSUBSCRIBE", _) if tool == "mosquitto_pub" => {}
-            ("PUBLISH", "content-type") => props.content_type = Some(value.to_string()),
-            ("PUBLISH", "response-topic") => props.response_topic = Some(value.to_string()),
-            ("PUBLISH", "correlation-data") => {
-                props.correlation_data = Some(Bytes::from(value.as_bytes().to_vec()));
+            ("PUBLISH", _) => {
+                if !publish_property(&mut props, name, g.key, value, number) {
+                    return Err(not_sendable(tool, g));
+                }
             }
-            ("PUBLISH", "message-expiry-interval") => {
-                props.message_expiry = Some(number as u32);
+            // Without --will-topic there is no will: mosquitto drops its properties too.
+            ("WILL", _) if opts.will.is_none() => {}
+            ("WILL", "will-delay-interval") => {
+                if let Some(w) = opts.will.as_mut() {
+                    w.delay = Some(number as u32);
+                }
             }
-            // mosquitto sends any byte; MQTT 5 defines 0 and 1, the codec carries a flag.
-            ("PUBLISH", "payload-format-indicator") if number <= 1 => {
-                props.payload_utf8 = Some(number == 1);
-            }
-            ("PUBLISH", "user-property") => {
-                props.user.push((g.key.to_string(), value.to_string()));
+            ("WILL", _) => {
+                if let Some(w) = opts.will.as_mut()
+                    && !publish_property(&mut w.props, name, g.key, value, number)
+                {
+                    return Err(not_sendable(tool, g));
+                }
             }
             ("CONNECT", "session-expiry-interval") => {
                 opts.session_expiry = (number > 0).then(|| std::time::Duration::from_secs(number));
@@ -380,18 +384,41 @@ pub fn apply(
                     .user
                     .push((g.key.to_string(), value.to_string()));
             }
-            _ => {
-                return Err(mosq_usage(
-                    tool,
-                    format!(
-                        "-D {} {name} is not supported: mqlink cannot send this property.",
-                        g.command_given
-                    ),
-                ));
-            }
+            _ => return Err(not_sendable(tool, g)),
         }
     }
     Ok(props)
+}
+
+/// Set a PUBLISH (or will) property; false when the codec cannot carry it.
+fn publish_property(
+    props: &mut PublishProps,
+    name: &str,
+    key: &str,
+    value: &str,
+    number: u64,
+) -> bool {
+    match name {
+        "content-type" => props.content_type = Some(value.to_string()),
+        "response-topic" => props.response_topic = Some(value.to_string()),
+        "correlation-data" => props.correlation_data = Some(Bytes::from(value.as_bytes().to_vec())),
+        "message-expiry-interval" => props.message_expiry = Some(number as u32),
+        // mosquitto sends any byte; MQTT 5 defines 0 and 1, the codec carries a flag.
+        "payload-format-indicator" if number <= 1 => props.payload_utf8 = Some(number == 1),
+        "user-property" => props.user.push((key.to_string(), value.to_string())),
+        _ => return false,
+    }
+    true
+}
+
+fn not_sendable(tool: &'static str, g: &Given<'_>) -> anyhow::Error {
+    mosq_usage(
+        tool,
+        format!(
+            "-D {} {} is not supported: mqlink cannot send this property.",
+            g.command_given, g.name
+        ),
+    )
 }
 
 /// clap hands the values of every `-D` as one list; split it back as mosquitto reads each:

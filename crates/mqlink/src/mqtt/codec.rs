@@ -240,6 +240,10 @@ pub struct Will {
     pub qos: QoS,
     /// Retain.
     pub retain: bool,
+    /// v5 will properties: those of a PUBLISH (subscription identifier and order unused).
+    pub props: PublishProps,
+    /// v5 Will Delay Interval, seconds.
+    pub delay: Option<u32>,
 }
 
 /// CONNECT.
@@ -652,6 +656,8 @@ fn from_v3(p: v3::Packet) -> Packet {
                 payload: w.message,
                 qos: QoS::from_proto(w.qos),
                 retain: w.retain,
+                props: PublishProps::default(),
+                delay: None,
             }),
             username: c.username.map(|u| u.to_string()),
             password: c.password,
@@ -740,6 +746,25 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
                         w.payload.clone(),
                     );
                     lw.retain = w.retain;
+                    let wp = &mut lw.properties;
+                    wp.delay_interval = w.delay;
+                    wp.payload_is_utf8 = w.props.payload_utf8;
+                    wp.message_expiry_interval = w.props.message_expiry;
+                    wp.content_type = w.props.content_type.as_deref().map(arc);
+                    wp.response_topic = match &w.props.response_topic {
+                        Some(t) => Some(topic_name(t)?),
+                        None => None,
+                    };
+                    wp.correlation_data = w.props.correlation_data.clone();
+                    wp.user_properties = w
+                        .props
+                        .user
+                        .iter()
+                        .map(|(k, v)| v5::UserProperty {
+                            name: arc(k),
+                            value: arc(v),
+                        })
+                        .collect();
                     Some(lw)
                 }
                 None => None,
@@ -864,9 +889,24 @@ fn from_v5(p: v5::Packet) -> Packet {
             max_packet_size: c.properties.max_packet_size,
             will: c.last_will.map(|w| Will {
                 topic: w.topic_name.to_string(),
-                payload: w.payload,
                 qos: QoS::from_proto(w.qos),
                 retain: w.retain,
+                props: PublishProps {
+                    content_type: opt_string(&w.properties.content_type),
+                    message_expiry: w.properties.message_expiry_interval,
+                    payload_utf8: w.properties.payload_is_utf8,
+                    user: w
+                        .properties
+                        .user_properties
+                        .iter()
+                        .map(|u| (u.name.to_string(), u.value.to_string()))
+                        .collect(),
+                    response_topic: w.properties.response_topic.map(|t| t.to_string()),
+                    correlation_data: w.properties.correlation_data,
+                    ..PublishProps::default()
+                },
+                delay: w.properties.delay_interval,
+                payload: w.payload,
             }),
             username: c.username.map(|u| u.to_string()),
             password: c.password,
