@@ -36,6 +36,7 @@ required=(
     mosquitto_passwd:mosquitto
     mosquitto_sub:mosquitto-clients
     mosquitto_pub:mosquitto-clients
+    openssl:openssl
     nats-server:nats-server
     redis-server:redis-server
     redis-cli:redis-tools

@@ -337,6 +337,27 @@ fn sub_rows_match_mosquitto_sub() {
             unsubscribed: None,
             digits: false,
         },
+        // --retain-as-published: live messages keep the publisher's retain flag.
+        SubRow {
+            name: "--retain-as-published, MQTT 5",
+            args: s(&[
+                "-t",
+                "c/rap/#",
+                "-F",
+                "%r %t %p",
+                "-C",
+                "2",
+                "-V",
+                "mqttv5",
+                "--retain-as-published",
+            ]),
+            filter: Some("c/rap/#".into()),
+            before: vec![s(&["-t", "c/rap/a", "-r", "-m", "stored"])],
+            after: vec![s(&["-t", "c/rap/b", "-r", "-m", "live"])],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
         SubRow {
             name: "-F fields and escapes",
             args: s(&[
@@ -516,6 +537,77 @@ fn sub_rows_match_mosquitto_sub() {
             unsubscribed: None,
             digits: true,
         },
+        // -F strings mosquitto_sub refuses before connecting: its message, exit 1.
+        SubRow {
+            name: "-F unknown field",
+            args: s(&["-t", "a", "-F", "%Z"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-F lone %",
+            args: s(&["-t", "a", "-F", "a%"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-F width without field",
+            args: s(&["-t", "a", "-F", "%5"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-F precision without field",
+            args: s(&["-t", "a", "-F", "%5."]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-F lone @",
+            args: s(&["-t", "a", "-F", "x@"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-F lone backslash",
+            args: s(&["-t", "a", "-F", "\\"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-F unknown escape",
+            args: s(&["-t", "a", "-F", "\\q"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
         // Usage errors: mosquitto's message and exit code 1.
         SubRow {
             name: "unknown option",
@@ -567,6 +659,171 @@ fn sub_rows_match_mosquitto_sub() {
             unsubscribed: None,
             digits: false,
         },
+        // -D as mosquitto checks it: per option while reading (command, name, packet,
+        // value as atol reads it), then each packet's list (forbidden values, duplicates).
+        SubRow {
+            name: "-D PUBLISH subscription-identifier",
+            args: s(&["-t", "a", "-D", "PUBLISH", "subscription-identifier", "1"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D PUBACK",
+            args: s(&["-t", "a", "-D", "PUBACK", "reason-string", "x"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D CONNACK",
+            args: s(&["-t", "a", "-D", "CONNACK", "reason-string", "x"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D SUBACK",
+            args: s(&["-t", "a", "-D", "SUBACK", "reason-string", "x"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D byte out of range",
+            args: s(&[
+                "-t",
+                "a",
+                "-D",
+                "CONNECT",
+                "request-problem-information",
+                "256",
+            ]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D int16 out of range",
+            args: s(&["-t", "a", "-D", "CONNECT", "receive-maximum", "70000"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D negative",
+            args: s(&["-t", "a", "-D", "CONNECT", "session-expiry-interval", "-1"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D varint too large",
+            args: s(&[
+                "-t",
+                "a",
+                "-D",
+                "SUBSCRIBE",
+                "subscription-identifier",
+                "268435456",
+            ]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D duplicate",
+            args: s(&[
+                "-t",
+                "a",
+                "-D",
+                "CONNECT",
+                "session-expiry-interval",
+                "5",
+                "-D",
+                "connect",
+                "session-expiry-interval",
+                "6",
+            ]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D forbidden zero",
+            args: s(&["-t", "a", "-D", "CONNECT", "receive-maximum", "0"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D forbidden byte",
+            args: s(&[
+                "-t",
+                "a",
+                "-D",
+                "CONNECT",
+                "request-response-information",
+                "2",
+            ]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-D duplicate will",
+            args: s(&[
+                "-t",
+                "a",
+                "-D",
+                "WILL",
+                "content-type",
+                "a",
+                "-D",
+                "WILL",
+                "content-type",
+                "b",
+            ]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: true,
+            unsubscribed: None,
+            digits: false,
+        },
         // --quiet: a runtime error (here: nothing listens) prints nothing.
         SubRow {
             name: "--quiet",
@@ -605,6 +862,256 @@ fn sub_rows_match_mosquitto_sub() {
             ));
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// How a `-F` row's outputs are compared.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cmp {
+    Exact,
+    /// Fields that print the clock: both clients print the same message within
+    /// milliseconds, so the bytes are equal unless a second (or a minute, a day...) turned
+    /// between them. A difference in digits only is therefore re-run (fresh clients, fresh
+    /// messages) up to three times; any other difference, or one that stays, fails. A
+    /// wrong week number or hour would stay.
+    SameSecond,
+    /// Sub-second fields (`@N`, `%U`): compared with every digit as `0`.
+    Digits,
+}
+
+/// The messages every `-F` row receives (QoS 1 subscription, MQTT 5): one with every
+/// PUBLISH property mosquitto_pub can send, an empty one, and a binary one, published by
+/// `publisher`.
+fn publish_format_messages(broker: &Mosquitto, topic: &str, binary: &str, publisher: Impl) {
+    let conn = broker.client_args();
+    let with_props = s(&[
+        "-t",
+        topic,
+        "-q",
+        "1",
+        "-V",
+        "5",
+        "-m",
+        "hello wörld",
+        "-D",
+        "PUBLISH",
+        "content-type",
+        "text/plain; charset=utf-8",
+        "-D",
+        "PUBLISH",
+        "user-property",
+        "a",
+        "1",
+        "-D",
+        "PUBLISH",
+        "user-property",
+        "b",
+        "two",
+        "-D",
+        "PUBLISH",
+        "correlation-data",
+        "corr-7",
+        "-D",
+        "PUBLISH",
+        "response-topic",
+        "reply/here",
+        "-D",
+        "PUBLISH",
+        "message-expiry-interval",
+        "3600",
+        "-D",
+        "PUBLISH",
+        "payload-format-indicator",
+        "1",
+    ]);
+    for m in [
+        with_props,
+        s(&["-t", topic, "-n"]),
+        s(&["-t", topic, "-q", "1", "-f", binary]),
+    ] {
+        let out = command(publisher, "mosquitto_pub")
+            .args(&conn)
+            .args(&m)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "format message: {out:?}");
+    }
+}
+
+/// Run these `-F` strings through mosquitto_sub and mqlink sub at once (one client each,
+/// all on one topic), publish [`publish_format_messages`], return the outputs per row.
+fn run_format_rows(
+    broker: &Mosquitto,
+    rows: &[(&str, Cmp)],
+    round: &str,
+    binary: &str,
+    publisher: Impl,
+    extra: &[&str],
+) -> Vec<(Output, Output)> {
+    let topic = format!("fmt/{round}");
+    let mut children = Vec::new();
+    for (n, (fmt, _)) in rows.iter().enumerate() {
+        let mut pair = Vec::new();
+        for which in [Impl::Mosquitto, Impl::Mqlink] {
+            let id = format!("f{round}-{n}-{which:?}");
+            let mut c = command(which, "mosquitto_sub");
+            c.args(broker.client_args())
+                .args([
+                    "-i", &id, "-t", &topic, "-V", "mqttv5", "-q", "1", "-C", "3", "-W", "20",
+                    "-F", fmt,
+                ])
+                .args(extra)
+                // A zone with a half-hour offset, so @z @Z @H and %I show the clients read the
+                // local time as localtime(3) does (TZ first). A POSIX rule: no tzdata needed.
+                .env("TZ", "IST-5:30");
+            pair.push((spawn(c), id));
+        }
+        children.push(pair);
+    }
+    for pair in &children {
+        for (_, id) in pair {
+            wait_subscribed(broker, id, &topic);
+        }
+    }
+    publish_format_messages(broker, &topic, binary, publisher);
+    children
+        .into_iter()
+        .zip(rows)
+        .map(|(mut pair, (fmt, _))| {
+            let (got, _) = pair.pop().unwrap();
+            let (want, _) = pair.pop().unwrap();
+            (wait_output(want, fmt), wait_output(got, fmt))
+        })
+        .collect()
+}
+
+/// Compare `-F` rows (see [`Cmp`]); the failures, described.
+fn compare_format_rows(
+    broker: &Mosquitto,
+    rows: Vec<(String, Cmp)>,
+    binary: &str,
+    publisher: Impl,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut pending: Vec<(String, Cmp)> = rows;
+    let mut failures = Vec::new();
+    for round in 0..4 {
+        if pending.is_empty() {
+            break;
+        }
+        let batch: Vec<(&str, Cmp)> = pending.iter().map(|(f, c)| (f.as_str(), *c)).collect();
+        let outs = run_format_rows(
+            broker,
+            &batch,
+            &format!("{publisher:?}/{}/{round}", extra.len()),
+            binary,
+            publisher,
+            extra,
+        );
+        let mut again = Vec::new();
+        for ((fmt, cmp), (want, got)) in batch.iter().zip(outs) {
+            let (w, g) = match cmp {
+                Cmp::Digits => (zero_digits(&want.stdout), zero_digits(&got.stdout)),
+                _ => (want.stdout.clone(), got.stdout.clone()),
+            };
+            let same =
+                w == g && want.status.code() == got.status.code() && want.stderr == got.stderr;
+            if same {
+                continue;
+            }
+            let clock_turned = *cmp == Cmp::SameSecond
+                && zero_digits(&w) == zero_digits(&g)
+                && want.stderr == got.stderr;
+            if clock_turned && round < 3 {
+                again.push((fmt.to_string(), *cmp));
+                continue;
+            }
+            failures.push(format!(
+                "-F {fmt:?}:\n  mosquitto_sub {:?} {:?} {:?}\n  mqlink        {:?} {:?} {:?}",
+                want.status.code(),
+                String::from_utf8_lossy(&want.stdout),
+                String::from_utf8_lossy(&want.stderr),
+                got.status.code(),
+                String::from_utf8_lossy(&got.stdout),
+                String::from_utf8_lossy(&got.stderr),
+            ));
+        }
+        pending = again;
+    }
+    failures
+}
+
+/// Every `-F` code of mosquitto_sub(1) 2.0, one row each (most also with flags, width and
+/// precision), byte for byte against mosquitto_sub on the same messages: `%` fields, the
+/// `@` strftime codes (glibc's, C locale: mosquitto_sub never sets a locale), and `\`
+/// escapes. Time fields are compared as [`Cmp`] says.
+#[test]
+fn format_codes_match_mosquitto_sub() {
+    use Cmp::*;
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("binary");
+    std::fs::write(&binary, [0u8, 1, 2, 0xff, b'\n', 0x80, b'"']).unwrap();
+    let binary = binary.to_str().unwrap().to_string();
+    let mut rows: Vec<(String, Cmp)> = [
+        ("%%|%-%|%05%", Exact),
+        ("%A|%5A|%05A|%-5A|", Exact),
+        ("%C|%30C|%-30C|%.4C|%10.4C|%-10.4C|", Exact),
+        ("%D|%10D|", Exact),
+        ("%E|%8E|%08E|%-8E|", Exact),
+        ("%F|%3F|%03F|%-3F|", Exact),
+        ("%I|%30I|%-30I|%.10I|", SameSecond),
+        ("%j", Digits),
+        ("%J", Digits),
+        ("%l|%5l|%05l|%-5l|%-05l|", Exact),
+        ("%m|%5m|%05m|%-5m|", Exact),
+        ("%P|%10P|", Exact),
+        ("%p|%20p|%4p|%020p|%-20p|%-p|%.3p|", Exact),
+        ("%q|%5q|%-5q|", Exact),
+        ("%R|%15R|%-15R|%.5R|%5R|", Exact),
+        ("%r|%3r|", Exact),
+        ("%S|%5S|%05S|%-5S|", Exact),
+        ("%t|%10t|%-10t|%.3t|%10.3t|%-10.3t|%010t|", Exact),
+        ("%U", Digits),
+        ("%x|%30x|%5x|%030x|%-30x|%-x|%.2x|", Exact),
+        ("%X|%30X|%5X|%030X|%-30X|", Exact),
+        ("\\\\|\\0|\\a|\\e|\\n|\\r|\\t|\\v|@@", Exact),
+        ("@N", Digits),
+    ]
+    .into_iter()
+    .map(|(f, c)| (f.to_string(), c))
+    .collect();
+    // Every strftime conversion glibc knows, and some it does not (copied as they are):
+    // E and O with nothing after them, flags, a width, an unknown letter, punctuation and
+    // the first byte of a UTF-8 character (its second byte is then printed as it is).
+    for code in "aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyYzZ%EO_-0^#+5q!ü".chars() {
+        rows.push((format!("@s|@{code}|"), SameSecond));
+    }
+    let mut failures = compare_format_rows(&broker, rows, &binary, Impl::Mosquitto, &[]);
+    // %j/%J print the properties in the order they came in (Mosquitto forwards the
+    // publisher's order, message expiry last): mosquitto_pub's -D order above, and mqlink
+    // pub's (its codec's) here.
+    let json_rows = vec![("%j".to_string(), Digits), ("%J".to_string(), Digits)];
+    failures.extend(compare_format_rows(
+        &broker,
+        json_rows,
+        &binary,
+        Impl::Mqlink,
+        &[],
+    ));
+    // A subscription identifier, sent by both and attached by Mosquitto to what it
+    // delivers: %S and %j print it (Mosquitto puts it first among the properties).
+    let id_rows = vec![
+        ("%S|%5S|%05S|%-5S|".to_string(), Exact),
+        ("%j".to_string(), Digits),
+    ];
+    failures.extend(compare_format_rows(
+        &broker,
+        id_rows,
+        &binary,
+        Impl::Mqlink,
+        &["-D", "SUBSCRIBE", "subscription-identifier", "42"],
+    ));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -971,9 +1478,15 @@ fn cafile_turns_tls_on_and_insecure_never_accepts_a_foreign_ca() {
     }
 }
 
+/// Clean start, MQTT 5 properties (identifier, value bytes), payload bytes.
+type ConnectSeen = (bool, Vec<(u8, Vec<u8>)>, Vec<u8>);
+
 /// The CONNECT a client sends, read by a raw-socket fake broker that then hangs up: the
-/// clean-start flag and the MQTT 5 Session Expiry Interval property (None when absent).
-fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>) {
+/// clean-start flag and the MQTT 5 properties, by identifier (user properties in their
+/// order), then the payload bytes (client id, will properties, topic and payload, user
+/// name, password). Maximum Packet Size is left out: mqlink always sends its own
+/// (16 MiB), mosquitto only when asked.
+fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> ConnectSeen {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
@@ -995,21 +1508,18 @@ fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>) {
     let (level, flags) = (body[6], body[7]);
     let clean = flags & 0x02 != 0;
     if level != 5 {
-        return (clean, None);
+        return (clean, Vec::new(), body[10..].to_vec());
     }
     let mut rest = &body[10..];
     let props_len = read_varint(&mut rest);
     let mut props = &rest[..props_len];
-    let mut expiry = None;
+    let payload = rest[props_len..].to_vec();
+    let mut seen = Vec::new();
     while !props.is_empty() {
         let id = props[0];
         props = &props[1..];
-        let skip = match id {
-            0x11 => {
-                expiry = Some(u32::from_be_bytes(props[..4].try_into().unwrap()));
-                4
-            }
-            0x27 => 4,
+        let n = match id {
+            0x11 | 0x27 => 4,
             0x21 | 0x22 => 2,
             0x17 | 0x19 => 1,
             0x15 | 0x16 => 2 + usize::from(u16::from_be_bytes([props[0], props[1]])),
@@ -1019,9 +1529,14 @@ fn connect_seen(which: Impl, tool: &str, args: &[&str]) -> (bool, Option<u32>) {
             }
             other => panic!("{which:?}: unexpected CONNECT property 0x{other:02x}"),
         };
-        props = &props[skip..];
+        if id != 0x27 {
+            seen.push((id, props[..n].to_vec()));
+        }
+        props = &props[n..];
     }
-    (clean, expiry)
+    // The order of different properties means nothing; user properties keep theirs.
+    seen.sort_by_key(|(id, _)| *id);
+    (clean, seen, payload)
 }
 
 fn read_varint(r: &mut impl std::io::Read) -> usize {
@@ -1037,9 +1552,264 @@ fn read_varint(r: &mut impl std::io::Read) -> usize {
     }
 }
 
+/// A raw-socket fake broker for one client: it answers CONNECT, SUBSCRIBE, UNSUBSCRIBE,
+/// PUBLISH (QoS 1 and 2 flows) and PINGREQ as a broker would, and records every packet
+/// the client sent after CONNECT (first byte, then the rest after the length) until the
+/// client's DISCONNECT or end of stream.
+fn packets_seen(which: Impl, tool: &str, args: &[&str]) -> Vec<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let mut c = command(which, tool);
+    c.args(["-h", "127.0.0.1", "-p", &port]).args(args);
+    let child = spawn(c);
+    let (mut sock, _) = listener.accept().unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut v5 = false;
+    let mut seen = Vec::new();
+    loop {
+        let mut head = [0u8; 1];
+        if sock.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = read_varint(&mut sock);
+        let mut body = vec![0u8; len];
+        sock.read_exact(&mut body).unwrap();
+        let pid = |b: &[u8]| [b[0], b[1]];
+        let reply: Vec<u8> = match head[0] >> 4 {
+            1 => {
+                v5 = body[6] == 5;
+                if v5 {
+                    vec![0x20, 3, 0, 0, 0]
+                } else {
+                    vec![0x20, 2, 0, 0]
+                }
+            }
+            3 => {
+                let qos = (head[0] >> 1) & 3;
+                let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                let id = &body[2 + topic_len..];
+                match qos {
+                    1 => [&[0x40, 2][..], &pid(id)].concat(),
+                    2 => [&[0x50, 2][..], &pid(id)].concat(),
+                    _ => vec![],
+                }
+            }
+            6 => [&[0x70, 2][..], &pid(&body)].concat(),
+            8 | 10 => {
+                // SUBACK grants each filter its QoS; UNSUBACK answers each with success.
+                let mut rest = &body[2..];
+                if v5 {
+                    let n = read_varint(&mut rest);
+                    rest = &rest[n..];
+                }
+                let mut codes = Vec::new();
+                while rest.len() >= 2 {
+                    let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                    if head[0] >> 4 == 8 {
+                        codes.push(rest[2 + n] & 3);
+                        rest = &rest[3 + n..];
+                    } else {
+                        codes.push(0);
+                        rest = &rest[2 + n..];
+                    }
+                }
+                let kind = if head[0] >> 4 == 8 { 0x90 } else { 0xB0 };
+                let mut body = pid(&body).to_vec();
+                if v5 {
+                    body.push(0);
+                    body.extend(codes);
+                } else if kind == 0x90 {
+                    body.extend(codes);
+                }
+                [vec![kind, body.len() as u8], body].concat()
+            }
+            12 => vec![0xD0, 0],
+            _ => vec![],
+        };
+        if head[0] >> 4 != 1 {
+            seen.push((head[0], body));
+        }
+        if head[0] >> 4 == 14 {
+            break;
+        }
+        if !reply.is_empty() && sock.write_all(&reply).is_err() {
+            break;
+        }
+    }
+    drop(sock);
+    let out = wait_output(child, tool);
+    assert!(
+        out.status.success(),
+        "{which:?} {tool} {args:?}: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    seen
+}
+
+/// The packets mosquitto_pub and mosquitto_sub send after CONNECT, compared byte for byte
+/// with mqlink's: PUBLISH (QoS, retain, MQTT 5 properties), the QoS 2 PUBREL, SUBSCRIBE
+/// (QoS, several filters, Retain-As-Published only when asked, subscription identifier
+/// and user properties), UNSUBSCRIBE (-U) and DISCONNECT.
+///
+/// mosquitto_pub writes PUBLISH properties in the order of its -D options; mqlink writes
+/// them in its codec's order (payload format, expiry, response topic, correlation data,
+/// content type, user properties). Rows give -D in that order, so the bytes must match;
+/// another order is the same packet to a broker.
+#[test]
+fn packets_after_connect_match_mosquitto_on_the_wire() {
+    let cases: &[(&str, &[&str])] = &[
+        ("mosquitto_sub", &["-i", "w", "-t", "a/b", "-E"]),
+        (
+            "mosquitto_sub",
+            &["-i", "w", "-t", "a", "-t", "b/#", "-q", "2", "-E"],
+        ),
+        (
+            "mosquitto_sub",
+            &["-i", "w", "-t", "a", "-q", "1", "-V", "5", "-E"],
+        ),
+        (
+            "mosquitto_sub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "a",
+                "-V",
+                "5",
+                "--retain-as-published",
+                "-E",
+            ],
+        ),
+        (
+            "mosquitto_sub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "a",
+                "-V",
+                "311",
+                "--retain-as-published",
+                "-E",
+            ],
+        ),
+        (
+            "mosquitto_sub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "a",
+                "-t",
+                "c/+",
+                "-V",
+                "5",
+                "-D",
+                "SUBSCRIBE",
+                "subscription-identifier",
+                "300",
+                "-D",
+                "SUBSCRIBE",
+                "user-property",
+                "k",
+                "v",
+                "-E",
+            ],
+        ),
+        (
+            "mosquitto_sub",
+            &["-i", "w", "-t", "a", "-U", "b/#", "-U", "c", "-E"],
+        ),
+        (
+            "mosquitto_sub",
+            &["-i", "w", "-t", "a", "-U", "b", "-V", "5", "-E"],
+        ),
+        ("mosquitto_pub", &["-i", "w", "-t", "p", "-m", "x"]),
+        (
+            "mosquitto_pub",
+            &["-i", "w", "-t", "p/q", "-m", "hello", "-q", "1", "-r"],
+        ),
+        ("mosquitto_pub", &["-i", "w", "-t", "p", "-n", "-q", "2"]),
+        (
+            "mosquitto_pub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "p",
+                "-m",
+                "x",
+                "-q",
+                "1",
+                "-V",
+                "5",
+                "-D",
+                "PUBLISH",
+                "payload-format-indicator",
+                "1",
+                "-D",
+                "PUBLISH",
+                "message-expiry-interval",
+                "60",
+                "-D",
+                "PUBLISH",
+                "response-topic",
+                "re/ply",
+                "-D",
+                "PUBLISH",
+                "correlation-data",
+                "c-1",
+                "-D",
+                "PUBLISH",
+                "content-type",
+                "text/plain",
+                "-D",
+                "PUBLISH",
+                "user-property",
+                "k",
+                "v",
+                "-D",
+                "PUBLISH",
+                "user-property",
+                "k",
+                "w",
+            ],
+        ),
+        (
+            "mosquitto_pub",
+            &["-i", "w", "-t", "p", "-m", "x", "-V", "31", "-q", "2", "-r"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (tool, args) in cases {
+        let mut want = packets_seen(Impl::Mosquitto, tool, args);
+        let mut got = packets_seen(Impl::Mqlink, tool, args);
+        // mosquitto_sub -E with -U disconnects at the SUBACK while its UNSUBSCRIBEs are
+        // still unanswered: whether its DISCONNECT reaches the socket before it exits is a
+        // race (both seen). mqlink waits for the UNSUBACKs, then disconnects. The trailing
+        // DISCONNECT is not compared on those rows.
+        if args.contains(&"-U") {
+            for seen in [&mut want, &mut got] {
+                if seen.last().is_some_and(|(h, _)| *h == 0xE0) {
+                    seen.pop();
+                }
+            }
+        }
+        if want != got {
+            failures.push(format!(
+                "{tool} {args:?}:\n  mosquitto {want:02x?}\n  mqlink    {got:02x?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// -c and -x as mosquitto_pub/sub(1) say: -c alone is a session that never expires
-/// (0xFFFFFFFF on MQTT 5), -x sets the expiry with or without -c, and no -c and no -x sends
-/// no expiry at all. Compared on the CONNECT packet itself.
+/// (0xFFFFFFFF on MQTT 5), -x sets the expiry with or without -c, and no -c and no -x
+/// sends no expiry at all; the Receive Maximum and `-D CONNECT` properties. Compared on
+/// the CONNECT packet itself.
 #[test]
 fn persistent_session_flags_match_mosquitto_on_the_wire() {
     let cases: &[(&str, &[&str])] = &[
@@ -1066,6 +1836,117 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
             "mosquitto_pub",
             &["-t", "a", "-m", "x", "-V", "5", "-x", "7"],
         ),
+        // The Receive Maximum is libmosquitto's 20 whatever -M says (mosquitto surprises:
+        // -M only limits what the client sends); -D CONNECT receive-maximum overrides it.
+        ("mosquitto_sub", &["-t", "a", "-V", "5", "-M", "5"]),
+        (
+            "mosquitto_sub",
+            &["-t", "a", "-D", "CONNECT", "receive-maximum", "3"],
+        ),
+        (
+            "mosquitto_pub",
+            &[
+                "-t",
+                "a",
+                "-m",
+                "x",
+                "-D",
+                "CONNECT",
+                "user-property",
+                "tenant",
+                "t1",
+                "-D",
+                "CONNECT",
+                "request-problem-information",
+                "0",
+                "-D",
+                "CONNECT",
+                "request-response-information",
+                "1",
+                "-D",
+                "CONNECT",
+                "user-property",
+                "tenant",
+                "t2",
+            ],
+        ),
+        // The will and its properties, given in mqlink's codec order (delay, format,
+        // expiry, content type, response topic, correlation data, user properties):
+        // mosquitto writes them in -D order.
+        (
+            "mosquitto_pub",
+            &[
+                "-t",
+                "a",
+                "-m",
+                "x",
+                "-i",
+                "w7",
+                "-u",
+                "me",
+                "-P",
+                "pw",
+                "--will-topic",
+                "w/t",
+                "--will-payload",
+                "gone",
+                "--will-qos",
+                "1",
+                "--will-retain",
+                "-D",
+                "WILL",
+                "will-delay-interval",
+                "5",
+                "-D",
+                "WILL",
+                "payload-format-indicator",
+                "1",
+                "-D",
+                "WILL",
+                "message-expiry-interval",
+                "60",
+                "-D",
+                "WILL",
+                "content-type",
+                "text/plain",
+                "-D",
+                "WILL",
+                "response-topic",
+                "re/ply",
+                "-D",
+                "WILL",
+                "correlation-data",
+                "c1",
+                "-D",
+                "WILL",
+                "user-property",
+                "k",
+                "v",
+            ],
+        ),
+        (
+            "mosquitto_sub",
+            &[
+                "-t",
+                "a",
+                "-i",
+                "w8",
+                "--will-topic",
+                "w/t",
+                "-D",
+                "WILL",
+                "content-type",
+                "x",
+            ],
+        ),
+        // Will properties without a will: dropped by both.
+        (
+            "mosquitto_sub",
+            &["-t", "a", "-i", "w9", "-D", "WILL", "content-type", "x"],
+        ),
+        // No -i: an empty client id, the broker assigns one.
+        ("mosquitto_sub", &["-t", "a"]),
+        ("mosquitto_pub", &["-t", "a", "-m", "x", "-V", "5"]),
     ];
     let mut failures = Vec::new();
     for (tool, args) in cases {
@@ -1073,11 +1954,32 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
         let got = connect_seen(Impl::Mqlink, tool, args);
         if want != got {
             failures.push(format!(
-                "{tool} {args:?}: mosquitto (clean, expiry) {want:?}, mqlink {got:?}"
+                "{tool} {args:?}: mosquitto (clean, properties, payload) {want:02x?},\n  mqlink {got:02x?}"
             ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// MQTT 3.1 forbids an empty client id: without -i, libmosquitto makes up `mosq-` and 18
+/// letters and digits (random, so compared by shape).
+#[test]
+fn mqtt31_client_id_is_made_up_as_libmosquitto_does() {
+    // connect_seen reads the header as MQTT 3.1.1/5 lays it out; MQTT 3.1's protocol name
+    // (MQIsdp) is two bytes longer, so its "payload" starts with the keep alive: the id
+    // follows it and its length.
+    let shape = |(_, _, payload): ConnectSeen| {
+        let id = String::from_utf8(payload[4..].to_vec()).unwrap();
+        let ok = id.len() == 23
+            && id.starts_with("mosq-")
+            && id[5..].bytes().all(|b| b.is_ascii_alphanumeric());
+        assert!(ok, "client id {id:?}");
+        id
+    };
+    let args = ["-t", "a", "-m", "x", "-V", "mqttv31"];
+    let want = shape(connect_seen(Impl::Mosquitto, "mosquitto_pub", &args));
+    let got = shape(connect_seen(Impl::Mqlink, "mosquitto_pub", &args));
+    assert_ne!(want, got);
 }
 
 /// --insecure as in mosquitto: a certificate that does not name the host is accepted, one
@@ -1241,8 +2143,8 @@ fn unsupported_options_are_refused_by_name() {
         ("pub", &["--keyform", "engine"], "--keyform"),
         (
             "sub",
-            &["-V", "5", "--retain-as-published"],
-            "--retain-as-published",
+            &["-V", "5", "-D", "UNSUBSCRIBE", "user-property", "k", "v"],
+            "UNSUBSCRIBE user-property is not supported",
         ),
         (
             "pub",
@@ -1251,8 +2153,8 @@ fn unsupported_options_are_refused_by_name() {
         ),
         (
             "pub",
-            &["-D", "WILL", "content-type", "x"],
-            "WILL content-type is not supported",
+            &["-D", "DISCONNECT", "session-expiry-interval", "5"],
+            "DISCONNECT session-expiry-interval is not supported",
         ),
         (
             "pub",
@@ -1278,4 +2180,125 @@ fn unsupported_options_are_refused_by_name() {
             "{extra:?} connected: {err}"
         );
     }
+}
+
+/// What a TLS server (`openssl s_server`, one connection, limited to `server_version`) saw
+/// of a `pub` client: whether the handshake completed and the ALPN protocols it offered
+/// (None when it offered none or the handshake failed).
+fn tls_hello_seen(
+    which: Impl,
+    tls: &mqlink_testkit::TlsMaterial,
+    server_version: &str,
+    args: &[&str],
+) -> (bool, Option<String>) {
+    use std::io::BufRead;
+    let port = mqlink_testkit::free_port().to_string();
+    let openssl = require_binary("openssl", "openssl");
+    // stdbuf: s_server prints through stdio, which holds lines back on a pipe.
+    let mut server = Command::new(require_binary("stdbuf", "coreutils"))
+        .arg("-oL")
+        .arg(openssl)
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-naccept",
+            "1",
+        ])
+        .arg("-cert")
+        .arg(tls.server_cert())
+        .arg("-key")
+        .arg(tls.server_key())
+        .args(["-alpn", "mqtt", server_version])
+        // s_server stops at the end of its stdin: keep it open.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn openssl s_server");
+    // Its progress goes to stdout, a failed handshake's ERROR to stderr: one channel.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out: [Box<dyn std::io::Read + Send>; 2] = [
+        Box::new(server.stdout.take().unwrap()),
+        Box::new(server.stderr.take().unwrap()),
+    ];
+    for pipe in out {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).split(b'\n') {
+                let Ok(line) = line else { break };
+                if tx
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    let next = || rx.recv_timeout(T).expect("openssl s_server said nothing");
+    while next() != "ACCEPT" {}
+    let mut c = command(which, "mosquitto_pub");
+    c.args(["-h", "localhost", "-p", &port, "--cafile"])
+        .arg(tls.ca_file())
+        .args(["-t", "a", "-m", "x"])
+        .args(args);
+    let mut client = spawn(c);
+    let mut alpn = None;
+    let ok = loop {
+        let line = next();
+        if let Some(p) = line.strip_prefix("ALPN protocols advertised by the client: ") {
+            alpn = Some(p.to_string());
+        } else if line.starts_with("CIPHER is") {
+            break true;
+        } else if line.starts_with("ERROR") {
+            break false;
+        }
+    };
+    let _ = client.kill();
+    let _ = client.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    (ok, alpn.filter(|_| ok))
+}
+
+/// What a TLS server saw: handshake completed, ALPN protocols offered.
+type Hello = (bool, Option<&'static str>);
+
+/// --tls-alpn and --tls-version as mosquitto_pub sends them, seen by a TLS server: the
+/// ALPN protocol offered, and which protocol versions the client accepts (--tls-version is
+/// the lowest version allowed: tlsv1.2 still speaks 1.3, tlsv1.3 refuses a 1.2-only
+/// server).
+#[test]
+fn tls_alpn_and_version_match_mosquitto() {
+    let tls = mqlink_testkit::TlsMaterial::generate();
+    // Server version, client options, what mosquitto_pub does (handshake, ALPN offered):
+    // the third column keeps the rows telling something apart.
+    let cases: &[(&str, &[&str], Hello)] = &[
+        ("-tls1_2", &["--tls-alpn", "mqtt"], (true, Some("mqtt"))),
+        // OpenSSL 3's s_server refuses a client whose protocols it does not speak.
+        ("-tls1_3", &["--tls-alpn", "x-custom/1"], (false, None)),
+        ("-tls1_3", &[], (true, None)),
+        ("-tls1_2", &["--tls-version", "tlsv1.3"], (false, None)),
+        ("-tls1_2", &["--tls-version", "tlsv1.2"], (true, None)),
+        ("-tls1_3", &["--tls-version", "tlsv1.2"], (true, None)),
+        (
+            "-tls1_3",
+            &["--tls-version", "tlsv1.3", "--tls-alpn", "mqtt"],
+            (true, Some("mqtt")),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (server, args, expected) in cases {
+        let expected = (expected.0, expected.1.map(str::to_string));
+        let want = tls_hello_seen(Impl::Mosquitto, &tls, server, args);
+        let got = tls_hello_seen(Impl::Mqlink, &tls, server, args);
+        if want != expected || got != want {
+            failures.push(format!(
+                "server {server}, client {args:?}: mosquitto_pub {want:?} (expected \
+                 {expected:?}), mqlink {got:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

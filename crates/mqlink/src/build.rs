@@ -103,6 +103,8 @@ pub fn mqtt_options(broker: &config::Broker) -> MqttOptions {
             payload: Bytes::from(l.offline.clone().into_bytes()),
             qos: qos(l.qos),
             retain: l.retain,
+            props: PublishProps::default(),
+            delay: None,
         });
         o.birth = Some(lifecycle_message(l, &l.online));
     }

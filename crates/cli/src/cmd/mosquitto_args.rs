@@ -107,7 +107,7 @@ pub struct ConnCore {
     /// falling back to 3.1.1 when the broker refuses 5].
     #[arg(short = 'V', long = "protocol-version")]
     pub protocol: Option<String>,
-    /// Client id [pub/sub: mosquitto_pub_/mosquitto_sub_ and the process id].
+    /// Client id [pub/sub: empty, the broker assigns one, as mosquitto_pub/sub 2.0].
     #[arg(short = 'i', long)]
     pub id: Option<String>,
     /// Keepalive in seconds.
@@ -156,7 +156,9 @@ pub struct MosqConnArgs {
     pub session_expiry: Option<String>,
     /// MQTT 5 property: -D COMMAND IDENTIFIER VALUE, or -D COMMAND user-property NAME VALUE.
     /// Implies MQTT 5 unless -V says otherwise.
-    #[arg(short = 'D', long = "property", num_args = 3..=4, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
+    // A negative number is a value (mosquitto reports it out of range); other words that
+    // start with `-` stay options.
+    #[arg(short = 'D', long = "property", num_args = 3..=4, allow_negative_numbers = true, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
     pub property: Vec<String>,
     /// Log the connection (mqlink's log at debug level, on stderr; not mosquitto's packet
     /// trace).
@@ -266,13 +268,18 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
   --tls-alpn --tls-version --will-topic --will-payload --will-qos --will-retain --help
   pub: -t -m -f -l -s -n -q -r --repeat --repeat-delay
   sub: -t -v -q -C -W (exit 27) -R -N -E -T -U --retained-only --remove-retained
-       --random-filter -F (%t %p %q %r %l %m %x %X %j %J %I %U %% and \\ escapes) --pretty
+       --retain-as-published --random-filter --pretty
+       -F: every % field (%A %C %D %E %F %I %j %J %l %m %P %p %q %R %r %S %t %U %x %X %%)
+       with - and 0 flags, width and .precision; @ strftime codes (@N, @@); \\ escapes
   -D: PUBLISH content-type correlation-data message-expiry-interval payload-format-indicator
       response-topic user-property; CONNECT session-expiry-interval maximum-packet-size
+      receive-maximum request-problem-information request-response-information
+      user-property; SUBSCRIBE subscription-identifier user-property; WILL all
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
-Different: -d prints mqlink's connection log, not a packet trace.
+Different: -d prints mqlink's connection log, not a packet trace; -F %A prints as
+  absent (topic aliases are not kept).
 Refused, naming why: -A --unix --proxy --psk --psk-identity --ciphers --tls-engine
-  --keyform engine, sub --retain-as-published (MQTT 5), other -D properties, other -F fields.
+  --keyform engine, other -D properties (the engine cannot send them).
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
 
 /// `-V` as mosquitto spells it, plus the bare numbers.
@@ -419,6 +426,8 @@ impl ConnCore {
                 payload: bytes::Bytes::from(self.will_payload.clone().unwrap_or_default()),
                 qos,
                 retain: self.will_retain,
+                props: PublishProps::default(),
+                delay: None,
             });
         } else if self.will_payload.is_some() || self.will_retain || self.will_qos.is_some() {
             return Err(conn_usage(
@@ -452,11 +461,6 @@ impl MosqConnArgs {
                 })?;
         let protocol = o.protocol;
         let id = &self.core.id;
-        let prefix = if tool == "mosquitto_pub" {
-            "mosquitto_pub_"
-        } else {
-            "mosquitto_sub_"
-        };
         o.client_id = match (id, &self.id_prefix) {
             (Some(_), Some(_)) => {
                 return Err(mosq_usage(
@@ -466,7 +470,19 @@ impl MosqConnArgs {
             }
             (Some(id), None) => id.clone(),
             (None, Some(p)) => format!("{p}{}", std::process::id()),
-            (None, None) => format!("{prefix}{}", std::process::id()),
+            // mosquitto_pub/sub 2.0 send an empty client id (the broker assigns one), but
+            // MQTT 3.1 forbids that: libmosquitto then makes up `mosq-` and 18 letters
+            // and digits.
+            (None, None) if protocol == Protocol::V31 => {
+                use rand::Rng;
+                let tail: String = rand::rng()
+                    .sample_iter(rand::distr::Alphanumeric)
+                    .take(18)
+                    .map(char::from)
+                    .collect();
+                format!("mosq-{tail}")
+            }
+            (None, None) => String::new(),
         };
         // -c and -x as in mosquitto: -c alone means a session that never expires (MQTT 5);
         // -x alone sets the expiry of a clean-start session; 0 sends no property.
@@ -493,6 +509,9 @@ impl MosqConnArgs {
         }
         o.clean_start = !self.persistent;
         o.session_expiry = (expiry > 0).then(|| Duration::from_secs(u64::from(expiry)));
+        // mosquitto_pub/sub announce libmosquitto's MQTT 5 Receive Maximum, 20, whatever
+        // -M says (-M only limits what they send); -D CONNECT receive-maximum overrides it.
+        o.receive_maximum = Some(20);
         let publish_props = properties::apply(tool, &self.property, protocol, &mut o)?;
         Ok(Conn {
             opts: o,

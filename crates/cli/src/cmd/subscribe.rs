@@ -35,10 +35,11 @@ pub struct Args {
     /// Do not print retained messages (nor count them for -C, as mosquitto_sub).
     #[arg(short = 'R', long = "no-retained")]
     no_retained: bool,
-    /// Print each message by this format: %t topic, %p payload, %q QoS, %r retain, %l
-    /// length, %m message id, %x/%X hex payload, %j/%J JSON (--pretty), %I ISO 8601 time,
-    /// %U Unix time, %%, and \n \t \\ \0 \a \e \r \v escapes (other mosquitto fields
-    /// are refused: not supported yet).
+    /// Print each message by this format, as mosquitto_sub(1) says: %t topic, %p payload,
+    /// %q QoS, %r retain, %l length, %m message id, %x/%X hex payload, %j/%J JSON
+    /// (--pretty), %I ISO 8601 time, %U Unix time, %A %C %D %E %F %P %R %S MQTT 5
+    /// properties, %% ; flags -, 0, width and .precision; @X strftime codes (@N
+    /// nanoseconds, @@); \n \t \\ \0 \a \e \r \v escapes.
     #[arg(short = 'F')]
     format_string: Option<String>,
     /// No end of line after each message.
@@ -78,9 +79,9 @@ pub struct Args {
     /// Print only retained messages; exit at the first message that is not.
     #[arg(long)]
     retained_only: bool,
-    /// mosquitto: ask for Retain-As-Published (MQTT 5). Refused: mqlink's subscriptions
-    /// never set it.
-    #[arg(long, hide = true)]
+    /// Ask the broker for Retain-As-Published (MQTT 5; ignored on 3.x, as by mosquitto):
+    /// live messages then keep the publisher's retain flag.
+    #[arg(long)]
     retain_as_published: bool,
 }
 
@@ -101,19 +102,14 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
         .ok_or_else(|| mosq_usage(TOOL, format!("Invalid QoS given: {}", args.qos)))?;
     let format: Format = args.format.parse().map_err(|e| mosq_usage(TOOL, e))?;
     let pieces = match &args.format_string {
-        Some(f) => Some(sub_format::parse(f, args.pretty).map_err(|e| mosq_usage(TOOL, e))?),
+        Some(f) => Some(sub_format::parse(f).map_err(|e| mosq_usage(TOOL, e))?),
         None => None,
     };
     let conn = args.conn.options(TOOL)?;
-    let (opts, url_topic) = (conn.opts, conn.url_topic);
+    let (mut opts, url_topic) = (conn.opts, conn.url_topic);
     args.topics.extend(url_topic);
-    if args.retain_as_published && opts.protocol == mqlink::mqtt::codec::Protocol::V5 {
-        return Err(mosq_usage(
-            TOOL,
-            "--retain-as-published is not supported: mqlink's subscriptions cannot set \
-             Retain-As-Published.",
-        ));
-    }
+    // Only asked for when given, as mosquitto_sub does (3.x has no such option).
+    opts.subscribe_options.retain_as_published = args.retain_as_published;
     if args.no_retained && args.retained_only {
         // mosquitto_sub's own layout for this one: a blank line first, no --help line.
         return Err(anyhow::Error::new(MosqPlain(
@@ -175,9 +171,9 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
             ));
         }
     }
-    // mosquitto_sub: subscriptions first, then unsubscriptions.
-    if !args.unsubscribe.is_empty() {
-        client.unsubscribe(args.unsubscribe.clone()).await?;
+    // mosquitto_sub: subscriptions first, then one UNSUBSCRIBE per -U filter.
+    for f in &args.unsubscribe {
+        client.unsubscribe(vec![f.clone()]).await?;
     }
     if args.exit_after_sub {
         drop(client);
@@ -299,7 +295,7 @@ fn write_message(
 ) -> std::io::Result<()> {
     let eol: &[u8] = if args.no_eol { b"" } else { b"\n" };
     if let Some(pieces) = pieces {
-        sub_format::write(out, pieces, p)?;
+        sub_format::write(out, pieces, args.pretty, p)?;
         return out.write_all(eol);
     }
     if format != Format::Text {

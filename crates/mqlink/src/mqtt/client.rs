@@ -38,7 +38,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, ConnAck, Connect, Disconnect, Packet, Protocol, Publish, QoS, Will};
+use super::codec::{
+    self, ConnAck, Connect, ConnectExtras, Disconnect, Packet, Protocol, Publish, QoS,
+    SubscribeOptions, Will,
+};
 use super::state::{AckToken, Delivery, Loss, Output, Session, SessionError, Token, Verdict};
 use super::tls::TlsOptions;
 use super::transport::{BoxIo, Connector, TransportError};
@@ -92,6 +95,14 @@ pub struct MqttOptions {
     pub queue_capacity: usize,
     /// Incoming messages buffered for the application.
     pub delivery_capacity: usize,
+    /// MQTT 5 Receive Maximum sent in CONNECT: how many QoS 1/2 messages the broker may
+    /// have unacknowledged towards us (None: the protocol's default, 65535).
+    pub receive_maximum: Option<u16>,
+    /// MQTT 5 CONNECT properties asked for by the user (mqlink pub/sub's `-D CONNECT`).
+    pub connect_extras: ConnectExtras,
+    /// MQTT 5 options and properties sent with every SUBSCRIBE (mqlink sub's
+    /// `--retain-as-published` and `-D SUBSCRIBE ...`).
+    pub subscribe_options: SubscribeOptions,
 }
 
 impl std::fmt::Debug for MqttOptions {
@@ -135,6 +146,9 @@ impl MqttOptions {
             connect_timeout: Duration::from_secs(10),
             queue_capacity: 1024,
             delivery_capacity: 1024,
+            receive_maximum: None,
+            connect_extras: ConnectExtras::default(),
+            subscribe_options: SubscribeOptions::default(),
         }
     }
 }
@@ -310,7 +324,8 @@ pub fn new(opts: MqttOptions) -> Result<(Client, Deliveries, EventLoop), ClientE
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let (del_tx, del_rx) = mpsc::channel(opts.delivery_capacity.max(1));
     let (link_tx, link_rx) = watch::channel(LinkState::Connecting);
-    let session = Session::new(opts.max_inflight);
+    let mut session = Session::new(opts.max_inflight);
+    session.set_subscribe_options(opts.subscribe_options.clone());
     let protocol = opts.protocol;
     Ok((
         Client {
@@ -496,7 +511,7 @@ impl EventLoop {
                 .opts
                 .session_expiry
                 .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
-            receive_max: None,
+            receive_max: self.opts.receive_maximum,
             max_packet_size: Some(self.opts.max_packet_size),
             will: self.opts.will.clone(),
             username: self.opts.username.clone(),
@@ -505,6 +520,7 @@ impl EventLoop {
                 .password
                 .as_ref()
                 .map(|p| Bytes::from(p.clone().into_bytes())),
+            extras: self.opts.connect_extras.clone(),
         }))
     }
 

@@ -85,6 +85,87 @@ pub struct PublishProps {
     pub response_topic: Option<String>,
     /// Correlation data.
     pub correlation_data: Option<Bytes>,
+    /// The Subscription Identifier a broker attached (received only: never encoded, a
+    /// client must not send it).
+    pub subscription_id: Option<u32>,
+    /// The order the properties came in (received only).
+    pub order: PropOrder,
+}
+
+/// The order a received PUBLISH carried its properties in, by identifier (user properties
+/// once, where the first one was). Kept for tools that print properties as they came
+/// (`mqlink sub -F %j`, as mosquitto_sub does); it never changes what is encoded, and two
+/// orders always compare equal: in MQTT the order carries no meaning.
+#[derive(Debug, Clone, Default)]
+pub struct PropOrder(pub Vec<u8>);
+
+impl PartialEq for PropOrder {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PropOrder {}
+
+/// The property identifiers of an MQTT 5 PUBLISH frame in wire order; empty when the frame
+/// is not one or cannot be walked (the decoder has already judged it).
+fn publish_property_order(frame: &[u8]) -> Vec<u8> {
+    fn varint(b: &[u8], at: &mut usize) -> Option<usize> {
+        let mut n = 0usize;
+        for shift in [0, 7, 14, 21] {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            n |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+    fn u16_at(b: &[u8], at: usize) -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes([
+            *b.get(at)?,
+            *b.get(at + 1)?,
+        ])))
+    }
+    let walk = || -> Option<Vec<u8>> {
+        let head = *frame.first()?;
+        if head >> 4 != 3 {
+            return None;
+        }
+        let mut at = 1;
+        varint(frame, &mut at)?;
+        at += 2 + u16_at(frame, at)?;
+        if (head >> 1) & 3 > 0 {
+            at += 2;
+        }
+        let len = varint(frame, &mut at)?;
+        let end = at.checked_add(len)?;
+        let mut order = Vec::new();
+        while at < end {
+            let id = *frame.get(at)?;
+            at += 1;
+            match id {
+                0x01 => at += 1,
+                0x02 => at += 4,
+                0x23 => at += 2,
+                0x03 | 0x08 | 0x09 => at += 2 + u16_at(frame, at)?,
+                0x0B => {
+                    varint(frame, &mut at)?;
+                }
+                0x26 => {
+                    at += 2 + u16_at(frame, at)?;
+                    at += 2 + u16_at(frame, at)?;
+                }
+                _ => return None,
+            }
+            if !order.contains(&id) {
+                order.push(id);
+            }
+        }
+        Some(order)
+    };
+    walk().unwrap_or_default()
 }
 
 impl PublishProps {
@@ -92,6 +173,19 @@ impl PublishProps {
     pub fn is_empty(&self) -> bool {
         self == &PublishProps::default()
     }
+}
+
+/// MQTT 5 subscription options and SUBSCRIBE properties beyond the QoS. The default is
+/// what MQTT clients send unless asked (mosquitto_sub, paho): Retain-As-Published off, so
+/// a live message arrives with retain 0 and a stored one with 1, and no properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Retain-As-Published: live messages keep the publisher's retain flag.
+    pub retain_as_published: bool,
+    /// Subscription Identifier property (1..=268435455).
+    pub subscription_id: Option<u32>,
+    /// User properties, in order.
+    pub user: Vec<(String, String)>,
 }
 
 /// A PUBLISH in either direction.
@@ -146,6 +240,10 @@ pub struct Will {
     pub qos: QoS,
     /// Retain.
     pub retain: bool,
+    /// v5 will properties: those of a PUBLISH (subscription identifier and order unused).
+    pub props: PublishProps,
+    /// v5 Will Delay Interval, seconds.
+    pub delay: Option<u32>,
 }
 
 /// CONNECT.
@@ -169,6 +267,20 @@ pub struct Connect {
     pub username: Option<String>,
     /// Password (never printed).
     pub password: Option<Bytes>,
+    /// v5 properties asked for by the user.
+    pub extras: ConnectExtras,
+}
+
+/// MQTT 5 CONNECT properties mqlink itself never needs, sent when asked for (mqlink pub /
+/// sub's `-D CONNECT ...`); 3.x sends none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectExtras {
+    /// Request Problem Information.
+    pub request_problem_info: Option<bool>,
+    /// Request Response Information.
+    pub request_response_info: Option<bool>,
+    /// User properties, in order.
+    pub user: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Connect {
@@ -238,6 +350,8 @@ pub enum Packet {
         pid: u16,
         /// Filters with requested maximum QoS.
         filters: Vec<(String, QoS)>,
+        /// MQTT 5 options and properties, the same for every filter (3.x sends none).
+        options: SubscribeOptions,
     },
     /// SUBACK: one code per filter (granted QoS 0-2, or ≥ 0x80 failure).
     SubAck {
@@ -368,7 +482,13 @@ pub fn decode(
     };
     let packet = match protocol {
         Protocol::V5 => match v5::Packet::decode(&frame) {
-            Ok(Some(p)) => from_v5(p),
+            Ok(Some(p)) => {
+                let mut packet = from_v5(p);
+                if let Packet::Publish(publish) = &mut packet {
+                    publish.props.order = PropOrder(publish_property_order(&frame));
+                }
+                packet
+            }
             Ok(None) => return Err(malformed("truncated packet".into())),
             Err(e) => return Err(malformed(e.to_string())),
         },
@@ -487,7 +607,9 @@ fn to_v3(packet: &Packet, protocol: Protocol) -> Result<v3::Packet, String> {
         Packet::PubRec(a) => v3::Packet::Pubrec(pid(a.pid)?),
         Packet::PubRel(a) => v3::Packet::Pubrel(pid(a.pid)?),
         Packet::PubComp(a) => v3::Packet::Pubcomp(pid(a.pid)?),
-        Packet::Subscribe { pid: p, filters } => v3::Packet::Subscribe(v3::Subscribe::new(
+        Packet::Subscribe {
+            pid: p, filters, ..
+        } => v3::Packet::Subscribe(v3::Subscribe::new(
             pid(*p)?,
             filters
                 .iter()
@@ -534,9 +656,12 @@ fn from_v3(p: v3::Packet) -> Packet {
                 payload: w.message,
                 qos: QoS::from_proto(w.qos),
                 retain: w.retain,
+                props: PublishProps::default(),
+                delay: None,
             }),
             username: c.username.map(|u| u.to_string()),
             password: c.password,
+            extras: ConnectExtras::default(),
         })),
         v3::Packet::Connack(c) => Packet::ConnAck(ConnAck {
             session_present: c.session_present,
@@ -566,6 +691,7 @@ fn from_v3(p: v3::Packet) -> Packet {
                 .into_iter()
                 .map(|(f, q)| (f.to_string(), QoS::from_proto(q)))
                 .collect(),
+            options: SubscribeOptions::default(),
         },
         v3::Packet::Suback(s) => Packet::SubAck {
             pid: s.pid.value(),
@@ -600,6 +726,17 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             connect.password = c.password.clone();
             connect.properties.session_expiry_interval = c.session_expiry;
             connect.properties.receive_max = c.receive_max;
+            connect.properties.request_problem_info = c.extras.request_problem_info;
+            connect.properties.request_response_info = c.extras.request_response_info;
+            connect.properties.user_properties = c
+                .extras
+                .user
+                .iter()
+                .map(|(k, v)| v5::UserProperty {
+                    name: arc(k),
+                    value: arc(v),
+                })
+                .collect();
             connect.properties.max_packet_size = c.max_packet_size;
             connect.last_will = match &c.will {
                 Some(w) => {
@@ -609,6 +746,25 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
                         w.payload.clone(),
                     );
                     lw.retain = w.retain;
+                    let wp = &mut lw.properties;
+                    wp.delay_interval = w.delay;
+                    wp.payload_is_utf8 = w.props.payload_utf8;
+                    wp.message_expiry_interval = w.props.message_expiry;
+                    wp.content_type = w.props.content_type.as_deref().map(arc);
+                    wp.response_topic = match &w.props.response_topic {
+                        Some(t) => Some(topic_name(t)?),
+                        None => None,
+                    };
+                    wp.correlation_data = w.props.correlation_data.clone();
+                    wp.user_properties = w
+                        .props
+                        .user
+                        .iter()
+                        .map(|(k, v)| v5::UserProperty {
+                            name: arc(k),
+                            value: arc(v),
+                        })
+                        .collect();
                     Some(lw)
                 }
                 None => None,
@@ -659,20 +815,39 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             pid(a.pid)?,
             v5::PubcompReasonCode::from_u8(a.reason).ok_or("bad PUBCOMP reason")?,
         )),
-        Packet::Subscribe { pid: p, filters } => v5::Packet::Subscribe(v5::Subscribe::new(
-            pid(*p)?,
-            filters
+        Packet::Subscribe {
+            pid: p,
+            filters,
+            options,
+        } => {
+            let mut subscribe = v5::Subscribe::new(
+                pid(*p)?,
+                filters
+                    .iter()
+                    .map(|(f, q)| {
+                        let mut o = v5::SubscriptionOptions::new(q.to_proto());
+                        o.retain_as_published = options.retain_as_published;
+                        Ok((topic_filter(f)?, o))
+                    })
+                    .collect::<Result<_, String>>()?,
+            );
+            subscribe.properties.subscription_id = match options.subscription_id {
+                Some(id) => Some(
+                    v5::VarByteInt::try_from(id)
+                        .map_err(|_| format!("subscription identifier {id} is out of range"))?,
+                ),
+                None => None,
+            };
+            subscribe.properties.user_properties = options
+                .user
                 .iter()
-                .map(|(f, q)| {
-                    // Retain-As-Published off, as MQTT clients default to (mosquitto_sub,
-                    // paho): a live message arrives with retain 0, a stored one with 1, so
-                    // a subscriber can tell current state from live updates.
-                    let mut o = v5::SubscriptionOptions::new(q.to_proto());
-                    o.retain_as_published = false;
-                    Ok((topic_filter(f)?, o))
+                .map(|(k, v)| v5::UserProperty {
+                    name: arc(k),
+                    value: arc(v),
                 })
-                .collect::<Result<_, String>>()?,
-        )),
+                .collect();
+            v5::Packet::Subscribe(subscribe)
+        }
         Packet::Unsubscribe { pid: p, filters } => v5::Packet::Unsubscribe(v5::Unsubscribe::new(
             pid(*p)?,
             filters
@@ -714,12 +889,37 @@ fn from_v5(p: v5::Packet) -> Packet {
             max_packet_size: c.properties.max_packet_size,
             will: c.last_will.map(|w| Will {
                 topic: w.topic_name.to_string(),
-                payload: w.payload,
                 qos: QoS::from_proto(w.qos),
                 retain: w.retain,
+                props: PublishProps {
+                    content_type: opt_string(&w.properties.content_type),
+                    message_expiry: w.properties.message_expiry_interval,
+                    payload_utf8: w.properties.payload_is_utf8,
+                    user: w
+                        .properties
+                        .user_properties
+                        .iter()
+                        .map(|u| (u.name.to_string(), u.value.to_string()))
+                        .collect(),
+                    response_topic: w.properties.response_topic.map(|t| t.to_string()),
+                    correlation_data: w.properties.correlation_data,
+                    ..PublishProps::default()
+                },
+                delay: w.properties.delay_interval,
+                payload: w.payload,
             }),
             username: c.username.map(|u| u.to_string()),
             password: c.password,
+            extras: ConnectExtras {
+                request_problem_info: c.properties.request_problem_info,
+                request_response_info: c.properties.request_response_info,
+                user: c
+                    .properties
+                    .user_properties
+                    .iter()
+                    .map(|u| (u.name.to_string(), u.value.to_string()))
+                    .collect(),
+            },
         })),
         v5::Packet::Connack(c) => Packet::ConnAck(ConnAck {
             session_present: c.session_present,
@@ -753,6 +953,8 @@ fn from_v5(p: v5::Packet) -> Packet {
                         .collect(),
                     response_topic: props.response_topic.map(|t| t.to_string()),
                     correlation_data: props.correlation_data,
+                    subscription_id: props.subscription_id.map(|i| i.value()),
+                    order: PropOrder::default(),
                 },
             })
         }
@@ -778,6 +980,16 @@ fn from_v5(p: v5::Packet) -> Packet {
         }),
         v5::Packet::Subscribe(s) => Packet::Subscribe {
             pid: s.pid.value(),
+            options: SubscribeOptions {
+                retain_as_published: s.topics.first().is_some_and(|(_, o)| o.retain_as_published),
+                subscription_id: s.properties.subscription_id.map(|i| i.value()),
+                user: s
+                    .properties
+                    .user_properties
+                    .iter()
+                    .map(|u| (u.name.to_string(), u.value.to_string()))
+                    .collect(),
+            },
             filters: s
                 .topics
                 .into_iter()
@@ -866,6 +1078,7 @@ mod tests {
             will: None,
             username: None,
             password: None,
+            extras: ConnectExtras::default(),
         }));
         let mut buf = BytesMut::new();
         encode(&c, Protocol::V31, &mut buf).unwrap();
@@ -910,6 +1123,26 @@ mod tests {
             )
     }
 
+    #[test]
+    fn received_publish_properties_keep_their_wire_order() {
+        let mut frame = BytesMut::from(
+            &[
+                0x30, 29, 0, 1, b't', 24, // header, topic, properties length
+                0x26, 0, 1, b'k', 0, 1, b'v', // user property
+                0x03, 0, 2, b'c', b't', // content type
+                0x26, 0, 1, b'a', 0, 1, b'b', // user property
+                0x02, 0, 0, 0, 5, // message expiry
+                b'x',
+            ][..],
+        );
+        let Some(Packet::Publish(p)) = decode(&mut frame, Protocol::V5, 1 << 20).unwrap() else {
+            panic!("not a PUBLISH");
+        };
+        assert_eq!(p.props.order.0, vec![0x26, 0x03, 0x02]);
+        assert_eq!(p.props.user.len(), 2);
+        assert_eq!(p.props.message_expiry, Some(5));
+    }
+
     proptest! {
         #[test]
         fn publish_roundtrips_v5(p in publish()) {
@@ -942,7 +1175,7 @@ mod tests {
 
         #[test]
         fn subscribe_roundtrips(pid in 1u16.., filters in proptest::collection::vec(("[a-z]{1,8}(/([a-z]{1,4}|\\+)){0,3}(/#)?", qos()), 1..4), proto in prop_oneof![Just(Protocol::V311), Just(Protocol::V5)]) {
-            let p = Packet::Subscribe { pid, filters };
+            let p = Packet::Subscribe { pid, filters, options: SubscribeOptions::default() };
             prop_assert_eq!(roundtrip(&p, proto), p);
         }
     }

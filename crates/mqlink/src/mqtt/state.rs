@@ -53,7 +53,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::codec::{Ack, ConnAck, Packet, Publish, QoS};
+use super::codec::{Ack, ConnAck, Packet, Publish, QoS, SubscribeOptions};
 
 /// Caller-chosen identifier of a publish or subscribe request.
 pub type Token = u64;
@@ -217,6 +217,8 @@ pub struct Session {
     incoming: VecDeque<IncomingSlot>,
     awaiting_pubrel: HashSet<u16>,
     subscriptions: Vec<(String, QoS)>,
+    /// Sent with every SUBSCRIBE, renewals included.
+    subscribe_options: SubscribeOptions,
     requests_waiting: VecDeque<(Token, Request)>,
     requests_sent: HashMap<u16, (Option<Token>, Request)>,
     out: VecDeque<Output>,
@@ -255,6 +257,7 @@ impl Session {
             incoming: VecDeque::new(),
             awaiting_pubrel: HashSet::new(),
             subscriptions: Vec::new(),
+            subscribe_options: SubscribeOptions::default(),
             requests_waiting: VecDeque::new(),
             requests_sent: HashMap::new(),
             out: VecDeque::new(),
@@ -325,6 +328,11 @@ impl Session {
         publish.dup = false;
         self.queued.push_back(Queued { token, publish });
         self.pump();
+    }
+
+    /// The MQTT 5 options and properties of every SUBSCRIBE from now on.
+    pub fn set_subscribe_options(&mut self, options: SubscribeOptions) {
+        self.subscribe_options = options;
     }
 
     /// Ask for a subscription; it is remembered and renewed on every new session.
@@ -448,7 +456,11 @@ impl Session {
             let filters = renew;
             self.requests_sent
                 .insert(pid, (None, Request::Subscribe(filters.clone())));
-            self.out.push_back(send(Packet::Subscribe { pid, filters }));
+            self.out.push_back(send(Packet::Subscribe {
+                pid,
+                filters,
+                options: self.subscribe_options.clone(),
+            }));
         }
         self.pump();
     }
@@ -848,6 +860,7 @@ impl Session {
                 Request::Subscribe(filters) => Packet::Subscribe {
                     pid,
                     filters: filters.clone(),
+                    options: self.subscribe_options.clone(),
                 },
                 Request::Unsubscribe(filters) => Packet::Unsubscribe {
                     pid,

@@ -318,7 +318,7 @@ impl Harness {
                 self.owed.push_back(Packet::PubComp(Ack::ok(a.pid)));
             }
             Packet::PubRec(a) => self.owed.push_back(Packet::PubRel(Ack::ok(a.pid))),
-            Packet::Subscribe { pid, filters } => self.owed.push_back(Packet::SubAck {
+            Packet::Subscribe { pid, filters, .. } => self.owed.push_back(Packet::SubAck {
                 pid,
                 codes: vec![1; filters.len()],
             }),
