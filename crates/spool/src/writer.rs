@@ -99,10 +99,14 @@ impl Writer {
     /// that when a group commits is decided by the test, not by the OS scheduler.
     #[cfg(feature = "sim")]
     pub(crate) fn step(&mut self, checkpoint_due: bool) -> bool {
-        let (work, closing) = {
+        let (mut work, closing) = {
             let mut st = self.shared.lock();
             (std::mem::take(&mut st.queue), st.closing)
         };
+        if closing && self.shared.lock().abandon {
+            // A crash: what was queued never reached the disk.
+            work.clear();
+        }
         self.turn(work, closing, checkpoint_due)
     }
 
