@@ -818,6 +818,14 @@ impl EventLoop {
                                 tracing::error!(client_id = %self.opts.client_id, "session taken over: another client connected with the same client id; give each instance its own client_id");
                                 (e.to_string(), Loss::Other)
                             }
+                            // "Busy", "receive maximum exceeded", "rate too high", "quota
+                            // exceeded": the broker's state, not the message's fault. Blaming
+                            // the message alone on the wire would dead-letter it after three
+                            // such closes (found by the simulation, seed 20787000473).
+                            SessionError::Disconnected {
+                                code: 0x89 | 0x93 | 0x96 | 0x97,
+                                ..
+                            } => (e.to_string(), Loss::Other),
                             SessionError::Disconnected { code, ref reason } => (
                                 format!(
                                     "broker disconnected us: {} (0x{code:02x}){}",
@@ -1083,11 +1091,15 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
+/// A source of backoff jitter: a uniform draw from `0..=max`.
+#[cfg(test)]
+pub(crate) type JitterSource = Box<dyn FnMut(u64) -> u64>;
+
 #[cfg(test)]
 thread_local! {
     /// The simulation tests' seeded stand-in for the jitter source (`crate::sim`): one
     /// seed must give one run.
-    pub(crate) static JITTER: std::cell::RefCell<Option<Box<dyn FnMut(u64) -> u64>>> =
+    pub(crate) static JITTER: std::cell::RefCell<Option<JitterSource>> =
         const { std::cell::RefCell::new(None) };
 }
 

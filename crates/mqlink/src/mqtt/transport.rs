@@ -68,9 +68,7 @@ pub enum TransportError {
 /// (`crate::sim`) connect the client to an in-memory broker.
 #[cfg(test)]
 pub(crate) type Dial = Arc<
-    dyn Fn() -> Pin<Box<dyn std::future::Future<Output = io::Result<BoxIo>> + Send>>
-        + Send
-        + Sync,
+    dyn Fn() -> Pin<Box<dyn std::future::Future<Output = io::Result<BoxIo>> + Send>> + Send + Sync,
 >;
 
 /// Opens connections to one broker; built once, so TLS files are read once.

@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use futures_util::StreamExt;

@@ -15,7 +15,8 @@
 //!   last snapshot, which may be older than what was acknowledged since ("ghosts").
 //! - Refusals: `deny/` topics 0x87, `bad/` topics 0x90 (on 3.1.1 and QoS 0 both are
 //!   acknowledged and dropped, as Mosquitto does); while the `busy` fault lasts, a share of
-//!   QoS 1/2 messages is refused with a transient code (0x97, 0x89, 0x93, 0x96).
+//!   QoS 1/2 messages is refused with a transient code: 0x97 in the PUBACK/PUBREC, or 0x89,
+//!   0x93, 0x96 in a DISCONNECT (the only packet MQTT 5 allows those codes in).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,7 +47,6 @@ pub(crate) struct BrokerCfg {
 pub(crate) struct Arrival {
     pub topic: String,
     pub payload: Bytes,
-    pub at_ms: u64,
 }
 
 /// Why the broker refused or dropped a message without delivering it.
@@ -116,7 +116,9 @@ impl Broker {
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, BrokerState> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Persist the sessions (Mosquitto's autosave).
@@ -195,8 +197,7 @@ impl Broker {
                             return;
                         }
                         let mut f = frame.clone();
-                        let Ok(Some(Packet::Connect(c))) = codec::decode(&mut f, p, 1 << 20)
-                        else {
+                        let Ok(Some(Packet::Connect(c))) = codec::decode(&mut f, p, 1 << 20) else {
                             return;
                         };
                         protocol = Some(p);
@@ -296,7 +297,10 @@ impl Broker {
         match packet {
             Packet::Publish(m) => {
                 let cfg = s.cfg.clone();
-                if cfg.max_packet.is_some_and(|max| size as u64 > u64::from(max)) {
+                if cfg
+                    .max_packet
+                    .is_some_and(|max| size as u64 > u64::from(max))
+                {
                     s.trace.line(format!("{now} broker: too large, closing"));
                     return disconnect(out, 0x95);
                 }
@@ -305,7 +309,8 @@ impl Broker {
                     return disconnect(out, 0x9b);
                 }
                 if m.retain && !cfg.retain_available {
-                    s.trace.line(format!("{now} broker: retain unavailable, closing"));
+                    s.trace
+                        .line(format!("{now} broker: retain unavailable, closing"));
                     return disconnect(out, 0x9a);
                 }
                 let refusal = if m.topic.starts_with("deny/") {
@@ -330,6 +335,11 @@ impl Broker {
                         let code = if v5 && busy > 0 && s.rng.chance(busy) {
                             let c = transient_code(&mut s.rng);
                             s.transient.push(m.payload.clone());
+                            s.trace
+                                .line(format!("{now} broker: refused pid {pid} with 0x{c:02x}"));
+                            if c != 0x97 {
+                                return disconnect(out, c);
+                            }
                             c
                         } else if let Some(c) = refusal {
                             if v5 {
@@ -362,10 +372,18 @@ impl Broker {
                             0
                         } else if v5 && full {
                             s.transient.push(m.payload.clone());
+                            s.trace
+                                .line(format!("{now} broker: quota full for pid {pid}"));
                             0x97
                         } else if v5 && busy > 0 && s.rng.chance(busy) {
                             s.transient.push(m.payload.clone());
-                            transient_code(&mut s.rng)
+                            let c = transient_code(&mut s.rng);
+                            s.trace
+                                .line(format!("{now} broker: refused pid {pid} with 0x{c:02x}"));
+                            if c != 0x97 {
+                                return disconnect(out, c);
+                            }
+                            c
                         } else if let (Some(c), true) = (refusal, v5) {
                             c
                         } else {
@@ -437,7 +455,6 @@ impl BrokerState {
         self.arrivals.push(Arrival {
             topic: m.topic.to_string(),
             payload: m.payload.clone(),
-            at_ms: now,
         });
     }
 }

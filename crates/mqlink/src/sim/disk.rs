@@ -66,7 +66,9 @@ impl SimDisk {
     }
 
     fn lock(&self) -> MutexGuard<'_, Disk> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Power loss: every file holds only what was synced.
@@ -135,7 +137,10 @@ impl SegmentFile for SimFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut d = self.disk.lock();
         let room = d.capacity.saturating_sub(d.used());
-        let f = d.files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
+        let f = d
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
         if (buf.len() as u64) > room {
             // A short write, as a real full disk gives.
             f.data.extend_from_slice(&buf[..room as usize]);
@@ -146,13 +151,19 @@ impl SegmentFile for SimFile {
     }
     fn sync(&mut self) -> io::Result<()> {
         let mut d = self.disk.lock();
-        let f = d.files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
+        let f = d
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
         f.durable = f.data.clone();
         Ok(())
     }
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         let mut d = self.disk.lock();
-        let f = d.files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
+        let f = d
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
         f.data.truncate(len as usize);
         Ok(())
     }
@@ -184,7 +195,11 @@ impl Storage for SimDisk {
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let d = self.lock();
-        Ok(d.files.get(path).ok_or_else(|| not_found(path))?.data.clone())
+        Ok(d.files
+            .get(path)
+            .ok_or_else(|| not_found(path))?
+            .data
+            .clone())
     }
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let d = self.lock();

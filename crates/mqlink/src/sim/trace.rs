@@ -16,7 +16,10 @@ pub(crate) struct Trace(Arc<Mutex<Lines>>);
 
 impl Trace {
     pub(crate) fn line(&self, line: String) {
-        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // FNV-style chaining over a fixed hasher: `DefaultHasher::new()` has fixed keys.
         let mut h = std::collections::hash_map::DefaultHasher::new();
         t.hash.hash(&mut h);
@@ -26,7 +29,10 @@ impl Trace {
     }
 
     pub(crate) fn hash(&self) -> u64 {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).hash
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .hash
     }
 
     pub(crate) fn lines(&self) -> Vec<String> {

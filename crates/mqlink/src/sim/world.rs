@@ -54,13 +54,48 @@ pub(crate) struct Route {
 }
 
 pub(crate) const ROUTES: [Route; 7] = [
-    Route { topic: "r0/t", qos: QoS::AtMostOnce, retain: false, class: Class::Normal },
-    Route { topic: "r1/t", qos: QoS::AtLeastOnce, retain: false, class: Class::Normal },
-    Route { topic: "r2/t", qos: QoS::ExactlyOnce, retain: false, class: Class::Normal },
-    Route { topic: "ret/t", qos: QoS::AtLeastOnce, retain: true, class: Class::Retained },
-    Route { topic: "deny/t", qos: QoS::AtLeastOnce, retain: false, class: Class::Deny },
-    Route { topic: "bad/t", qos: QoS::ExactlyOnce, retain: false, class: Class::Bad },
-    Route { topic: "big/t", qos: QoS::AtLeastOnce, retain: false, class: Class::Big },
+    Route {
+        topic: "r0/t",
+        qos: QoS::AtMostOnce,
+        retain: false,
+        class: Class::Normal,
+    },
+    Route {
+        topic: "r1/t",
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        class: Class::Normal,
+    },
+    Route {
+        topic: "r2/t",
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        class: Class::Normal,
+    },
+    Route {
+        topic: "ret/t",
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        class: Class::Retained,
+    },
+    Route {
+        topic: "deny/t",
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        class: Class::Deny,
+    },
+    Route {
+        topic: "bad/t",
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        class: Class::Bad,
+    },
+    Route {
+        topic: "big/t",
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        class: Class::Big,
+    },
 ];
 
 /// A fault action at a moment of the run.
@@ -68,20 +103,30 @@ pub(crate) const ROUTES: [Route; 7] = [
 pub(crate) enum Fault {
     /// Cut the newest connection after `bytes` more bytes in direction `dir` (0: to the
     /// broker, 1: to the client).
-    Cut { dir: usize, bytes: u64, reset: bool },
+    Cut {
+        dir: usize,
+        bytes: u64,
+        reset: bool,
+    },
     /// The next connection is cut within its first bytes from the broker (before CONNACK).
-    CutConnack { bytes: u64 },
+    CutConnack {
+        bytes: u64,
+    },
     Blackhole(bool),
     Delay(u64),
     /// Percent of QoS 1/2 messages refused transiently.
     Busy(u64),
-    BrokerDown { persistence: bool },
+    BrokerDown {
+        persistence: bool,
+    },
     BrokerUp,
     /// Broker's autosave.
     Snapshot,
     /// mqlink dies (SIGKILL; with `power_loss` the disk drops unsynced bytes) and starts
     /// again at once.
-    Crash { power_loss: bool },
+    Crash {
+        power_loss: bool,
+    },
     /// mqlink dies, a byte of a durable record flips, mqlink starts again.
     Flip,
     /// The disk fills up (`Some(headroom)`) or has room again.
@@ -118,7 +163,11 @@ impl Scenario {
             v5: broker_v5,
             receive_max: if limits { rng.range(1, 8) as u16 } else { 20 },
             max_packet: (limits && rng.chance(50)).then_some(1024),
-            max_qos: if limits && rng.chance(30) { QoS::AtLeastOnce } else { QoS::ExactlyOnce },
+            max_qos: if limits && rng.chance(30) {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            },
             retain_available: !(limits && rng.chance(30)),
         };
         let mut weights = [30, 30, 30, 0, 0, 0, 0];
@@ -146,7 +195,12 @@ impl Scenario {
                         ));
                     }
                 }
-                2 => schedule.push((at, Fault::CutConnack { bytes: rng.below(4) })),
+                2 => schedule.push((
+                    at,
+                    Fault::CutConnack {
+                        bytes: rng.below(4),
+                    },
+                )),
                 3 => {
                     schedule.push((at, Fault::Blackhole(true)));
                     schedule.push((at + dur, Fault::Blackhole(false)));
@@ -313,7 +367,10 @@ impl World {
                 s
             }
             Err(SpoolError::Corrupt { path, start, .. }) => {
-                self.log(format!("spool refused: corrupt {} at {start}", path.display()));
+                self.log(format!(
+                    "spool refused: corrupt {} at {start}",
+                    path.display()
+                ));
                 if self.damaged.is_empty() || self.on_corruption != OnCorruption::Fail {
                     self.violations.push(format!(
                         "the spool refused to open ({} at {start}) with no damage done to it, or under on_corruption discard",
@@ -323,11 +380,22 @@ impl World {
                 self.on_corruption = OnCorruption::Discard;
                 match Spool::open_stepped(dir, opts(OnCorruption::Discard), storage) {
                     Ok((s, _)) => s,
+                    Err(SpoolError::Io { ref source, .. }) if source.raw_os_error() == Some(28) => {
+                        self.log("spool cannot open: disk full".into());
+                        return;
+                    }
                     Err(e) => {
-                        self.violations.push(format!("spool cannot open under discard: {e}"));
+                        self.violations
+                            .push(format!("spool cannot open under discard: {e}"));
                         return;
                     }
                 }
+            }
+            Err(SpoolError::Io { ref source, .. }) if source.raw_os_error() == Some(28) => {
+                // A full disk: mqlink exits; its supervisor starts it again later (the
+                // world does so after each fault and at the heal).
+                self.log("spool cannot open: disk full".into());
+                return;
             }
             Err(e) => {
                 self.violations.push(format!("spool cannot open: {e}"));
@@ -336,7 +404,11 @@ impl World {
         };
         let mut o = MqttOptions::new(BrokerUrl::parse("mqtt://sim.invalid:1883").expect("url"));
         o.client_id = "mqlink-sim".into();
-        o.protocol = if self.sc.client_v5 { Protocol::V5 } else { Protocol::V311 };
+        o.protocol = if self.sc.client_v5 {
+            Protocol::V5
+        } else {
+            Protocol::V311
+        };
         o.fallback_to_311 = self.sc.client_v5;
         o.keep_alive = Duration::from_secs(4);
         o.clean_start = !self.sc.persistent;
@@ -487,6 +559,10 @@ impl World {
 
     async fn apply(&mut self, fault: Fault) {
         self.log(format!("fault {fault:?}"));
+        if self.proc.is_none() {
+            // mqlink could not start (a full disk); its supervisor tries again.
+            self.start_proc();
+        }
         match fault {
             Fault::Cut { dir, bytes, reset } => {
                 let how = if reset { Close::Reset } else { Close::Fin };
@@ -614,7 +690,11 @@ impl World {
         let b = self.broker.state();
         Facts {
             appended: self.appended.lock().expect("lock").clone(),
-            arrivals: b.arrivals.iter().map(|a| (a.topic.clone(), a.payload.clone())).collect(),
+            arrivals: b
+                .arrivals
+                .iter()
+                .map(|a| (a.topic.clone(), a.payload.clone()))
+                .collect(),
             dropped_by_broker: b.dropped.iter().map(|(p, _)| p.clone()).collect(),
             transient: b.transient.clone(),
             dead_letters,
