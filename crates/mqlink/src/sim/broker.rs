@@ -40,7 +40,12 @@ pub(crate) struct BrokerCfg {
     pub max_packet: Option<u32>,
     pub max_qos: QoS,
     pub retain_available: bool,
+    /// Codes the `busy` fault refuses with (0x97 in the ack; the others in a DISCONNECT).
+    pub transient_codes: &'static [u8],
 }
+
+/// Every transient refusal code.
+pub(crate) const TRANSIENT_CODES: &[u8] = &[0x97, 0x89, 0x93, 0x96];
 
 /// One message the broker took (a subscriber saw it).
 #[derive(Debug, Clone)]
@@ -91,8 +96,8 @@ pub(crate) struct BrokerState {
 #[derive(Debug, Clone)]
 pub(crate) struct Broker(Arc<Mutex<BrokerState>>);
 
-fn transient_code(rng: &mut Rng) -> u8 {
-    [0x97, 0x89, 0x93, 0x96][rng.below(4) as usize]
+fn transient_code(rng: &mut Rng, codes: &[u8]) -> u8 {
+    codes[rng.below(codes.len() as u64) as usize]
 }
 
 impl Broker {
@@ -333,7 +338,7 @@ impl Broker {
                     QoS::AtLeastOnce => {
                         let busy = s.busy;
                         let code = if v5 && busy > 0 && s.rng.chance(busy) {
-                            let c = transient_code(&mut s.rng);
+                            let c = transient_code(&mut s.rng, cfg.transient_codes);
                             s.transient.push(m.payload.clone());
                             s.trace
                                 .line(format!("{now} broker: refused pid {pid} with 0x{c:02x}"));
@@ -377,7 +382,7 @@ impl Broker {
                             0x97
                         } else if v5 && busy > 0 && s.rng.chance(busy) {
                             s.transient.push(m.payload.clone());
-                            let c = transient_code(&mut s.rng);
+                            let c = transient_code(&mut s.rng, cfg.transient_codes);
                             s.trace
                                 .line(format!("{now} broker: refused pid {pid} with 0x{c:02x}"));
                             if c != 0x97 {

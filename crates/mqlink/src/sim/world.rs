@@ -169,6 +169,7 @@ impl Scenario {
                 QoS::ExactlyOnce
             },
             retain_available: !(limits && rng.chance(30)),
+            transient_codes: super::broker::TRANSIENT_CODES,
         };
         let mut weights = [30, 30, 30, 0, 0, 0, 0];
         if limits || rng.chance(30) {
