@@ -193,9 +193,10 @@ impl Spool {
 
     /// A stepped spool ([`Spool::open_stepped`]): commit every append queued now as
     /// one group, then write the checkpoint if `checkpoint` (and delete the segments
-    /// it settles). Does nothing on a threaded spool.
+    /// it settles). Does nothing on a threaded spool. True when appends were waiting.
     #[cfg(feature = "sim")]
-    pub fn step(&self, checkpoint: bool) {
+    pub fn step(&self, checkpoint: bool) -> bool {
+        let waiting = !self.shared().lock().queue.is_empty();
         let mut driver = self
             .inner
             .driver
@@ -207,6 +208,7 @@ impl Spool {
         {
             *slot = None;
         }
+        waiting
     }
 
     fn open_inner(

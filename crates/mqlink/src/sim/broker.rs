@@ -59,6 +59,9 @@ pub(crate) struct Arrival {
 pub(crate) enum Dropped {
     /// Acknowledged (3.1.1 or QoS 0) and dropped: denied or bad topic.
     Silently,
+    /// A QoS 2 message the broker had answered with PUBREC (taken over) and lost in a
+    /// restart without persistence, or from an autosave older than it.
+    InRestart,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -77,7 +80,8 @@ pub(crate) struct BrokerState {
     /// Current connection per client id (a new one takes the session over).
     owner: BTreeMap<String, u64>,
     pub arrivals: Vec<Arrival>,
-    /// Payloads acknowledged and dropped (denied/bad on 3.1.1 or QoS 0).
+    /// Payloads acknowledged and dropped (denied/bad on 3.1.1 or QoS 0, or lost in a
+    /// restart after PUBREC).
     pub dropped: Vec<(Bytes, Dropped)>,
     /// Payloads refused with a transient code at least once.
     pub transient: Vec<Bytes>,
@@ -85,7 +89,7 @@ pub(crate) struct BrokerState {
     pub busy: u64,
     /// Processing delay per packet batch (the `delay` fault).
     pub delay: Duration,
-    /// Success acks (PUBACK 0, PUBCOMP 0) sent, by QoS, and QoS 0 messages taken.
+    /// Success acks (PUBACK 0, PUBCOMP 0 or 0x92) sent, by QoS, and QoS 0 messages taken.
     pub acks: [u64; 3],
     rng: Rng,
     trace: Trace,
@@ -139,12 +143,31 @@ impl Broker {
         let mut s = self.state();
         s.incarnation += 1;
         s.owner.clear();
-        s.sessions = if persistence {
+        let restored = if persistence {
             s.snapshot.clone().unwrap_or_default()
         } else {
             s.snapshot = None;
             BTreeMap::new()
         };
+        let kept: Vec<Bytes> = restored
+            .values()
+            .flat_map(|x| x.stored.values().map(|m| m.payload.clone()))
+            .collect();
+        let lost: Vec<Bytes> = s
+            .sessions
+            .values()
+            .flat_map(|x| x.stored.values().map(|m| m.payload.clone()))
+            .filter(|p| !kept.contains(p))
+            .collect();
+        let now = s.start.elapsed().as_millis();
+        for p in lost {
+            s.trace.line(format!(
+                "{now} broker: lost stored {} in the restart",
+                String::from_utf8_lossy(&p[..p.len().min(8)])
+            ));
+            s.dropped.push((p, Dropped::InRestart));
+        }
+        s.sessions = restored;
     }
 
     /// Listen and serve every connection until the broker stops.
@@ -374,6 +397,8 @@ impl Broker {
                         let known = sess.stored.contains_key(&pid);
                         let full = !known && sess.stored.len() >= receive_max;
                         let code = if known && m.dup {
+                            s.trace
+                                .line(format!("{now} broker: dup of stored pid {pid}"));
                             0
                         } else if v5 && full {
                             s.transient.push(m.payload.clone());
@@ -392,6 +417,11 @@ impl Broker {
                         } else if let (Some(c), true) = (refusal, v5) {
                             c
                         } else {
+                            s.trace.line(format!(
+                                "{now} broker: stored pid {pid} {} dup={} known={known}",
+                                String::from_utf8_lossy(&m.payload[..m.payload.len().min(8)]),
+                                m.dup
+                            ));
                             // Stored (a reused id replaces what it held: Mosquitto's
                             // "Reused message ID ... Clearing from storage").
                             s.sessions
@@ -428,7 +458,14 @@ impl Broker {
                         s.acks[2] += 1;
                         0
                     }
-                    None if v5 => 0x92,
+                    None if v5 => {
+                        s.trace
+                            .line(format!("{now} broker: PUBREL for unknown pid {}", a.pid));
+                        // The client takes this for "already completed": count it with the
+                        // acks, so the counter check compares like with like.
+                        s.acks[2] += 1;
+                        0x92
+                    }
                     None => 0,
                 };
                 let ack = Ack {

@@ -40,7 +40,7 @@ mod world;
 use world::Scenario;
 
 /// Seeds per ordinary test run.
-const DEFAULT_SEEDS: u64 = 500;
+const DEFAULT_SEEDS: u64 = 1000;
 
 fn dead_dir() -> tempfile::TempDir {
     // On tmpfs when there is one: the dead-letter file is fsynced per line.
@@ -53,11 +53,44 @@ fn dead_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
+/// Totals over the seeds of a run, printed at its end.
+#[derive(Debug, Default)]
+struct Totals {
+    seeds: u64,
+    faults: u64,
+    owed: u64,
+    arrivals: u64,
+    dead_letters: u64,
+    /// Events the broker acknowledged or took over and dropped or lost (excused).
+    broker_dropped: u64,
+    max_drain_ms: u64,
+    /// The seed that took longest to drain after the heal.
+    slowest_seed: u64,
+}
+
 /// Run one seed; the violations, and a report to print when there are any.
 fn run_seed(seed: u64, full: bool) -> (Vec<String>, String, u64) {
+    run_seed_counted(seed, full, &mut Totals::default())
+}
+
+fn run_seed_counted(seed: u64, full: bool, totals: &mut Totals) -> (Vec<String>, String, u64) {
     let sc = Scenario::draw(seed);
     let dir = dead_dir();
     let (facts, trace) = world::run(&sc, dir.path());
+    totals.seeds += 1;
+    totals.faults += sc.schedule.len() as u64;
+    totals.owed += facts
+        .appended
+        .values()
+        .filter(|(_, a)| matches!(a, world::Appended::Ok { .. }))
+        .count() as u64;
+    totals.arrivals += facts.arrivals.len() as u64;
+    totals.dead_letters += facts.dead_letters.len() as u64;
+    totals.broker_dropped += facts.dropped_by_broker.len() as u64;
+    if facts.drain_ms > totals.max_drain_ms {
+        totals.max_drain_ms = facts.drain_ms;
+        totals.slowest_seed = seed;
+    }
     let violations = check::check(&sc, &facts);
     let lines = trace.lines();
     let keep = if full { lines.len() } else { 60 };
@@ -92,8 +125,10 @@ fn seeded_runs_keep_every_promise() {
     });
     println!("simulating seeds {start}..{}", start + seeds);
     let mut failed = Vec::new();
+    let mut totals = Totals::default();
+    let began = std::time::Instant::now();
     for seed in start..start + seeds {
-        let (violations, report, _) = run_seed(seed, false);
+        let (violations, report, _) = run_seed_counted(seed, false, &mut totals);
         if !violations.is_empty() {
             eprintln!("{report}\n");
             failed.push(seed);
@@ -102,6 +137,7 @@ fn seeded_runs_keep_every_promise() {
             }
         }
     }
+    println!("{totals:?} in {:?} of wall time", began.elapsed());
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
 

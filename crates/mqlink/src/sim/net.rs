@@ -1,8 +1,9 @@
 //! The simulated network: in-memory byte pipes between the client and the broker, with
 //! the faults a hostile proxy makes: a cut after a chosen number of bytes in either
-//! direction (FIN or RST, also before CONNACK), a blackhole (bytes held, not delivered,
-//! until it heals; writes block once a pipe's buffer is full, as a TCP window does), and
-//! a broker that does not listen (connection refused).
+//! direction (FIN or RST, also before CONNACK), a blackhole or a half-open connection
+//! (bytes held in both directions or one, not delivered until it heals; writes block once
+//! a pipe's buffer is full, as a TCP window does), and a broker that does not listen
+//! (connection refused).
 //!
 //! A connection is a [`Wire`] with two byte queues; each side holds an [`End`], which is
 //! an `AsyncRead + AsyncWrite` like a socket. Everything runs on one thread; wakers make
@@ -102,8 +103,9 @@ pub(crate) struct NetState {
     next_id: u64,
     /// The broker accepts connections.
     pub listening: bool,
-    /// Bytes are held, not delivered.
-    pub blackhole: bool,
+    /// Bytes are held, not delivered, per direction (0: to the broker, 1: to the
+    /// client); both: a blackhole, one: a half-open connection.
+    pub hold: [bool; 2],
     /// Cuts armed for the next connections: (direction index, bytes, how).
     pub cut_next: VecDeque<(usize, u64, Close)>,
     /// Open wires (closed ones are dropped lazily).
@@ -172,9 +174,9 @@ impl Net {
         true
     }
 
-    /// End a blackhole: held bytes flow again.
-    pub(crate) fn set_blackhole(&self, on: bool) {
-        self.state().blackhole = on;
+    /// Hold the bytes of direction `dir` (or let held bytes flow again).
+    pub(crate) fn hold(&self, dir: usize, on: bool) {
+        self.state().hold[dir] = on;
         if !on {
             for w in self.open_wires() {
                 lock(&w).wake();
@@ -247,8 +249,8 @@ impl AsyncRead for End {
         if w.closed == Some(Close::Reset) {
             return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
         }
-        let blackhole = lock(&w.net).blackhole;
         let q = self.side.inq();
+        let blackhole = lock(&w.net).hold[q];
         let pipe = &mut w.pipes[q];
         if !blackhole && !pipe.bytes.is_empty() {
             let n = pipe.bytes.len().min(buf.remaining());
