@@ -466,7 +466,13 @@ impl Broker {
                         s.acks[2] += 1;
                         0x92
                     }
-                    None => 0,
+                    None => {
+                        // 3.1.1 has no reason codes: a plain PUBCOMP, also read as done.
+                        s.trace
+                            .line(format!("{now} broker: PUBREL for unknown pid {}", a.pid));
+                        s.acks[2] += 1;
+                        0
+                    }
                 };
                 let ack = Ack {
                     pid: a.pid,
