@@ -83,7 +83,7 @@ pub(crate) struct BrokerState {
     /// Payloads acknowledged and dropped (denied/bad on 3.1.1 or QoS 0, or lost in a
     /// restart after PUBREC).
     pub dropped: Vec<(Bytes, Dropped)>,
-    /// Payloads refused with a transient code at least once.
+    /// Payloads refused with a transient code by the `busy` fault (may reorder).
     pub transient: Vec<Bytes>,
     /// Percent of QoS 1/2 messages refused transiently (the `busy` fault).
     pub busy: u64,
@@ -401,7 +401,9 @@ impl Broker {
                                 .line(format!("{now} broker: dup of stored pid {pid}"));
                             0
                         } else if v5 && full {
-                            s.transient.push(m.payload.clone());
+                            // Not a "busy" refusal: mqlink keeps within Receive Maximum,
+                            // so a full quota means stale state (ghosts), which must not
+                            // reorder anything (the order check stays on for this route).
                             s.trace
                                 .line(format!("{now} broker: quota full for pid {pid}"));
                             0x97
