@@ -191,7 +191,7 @@ impl Scenario {
         for _ in 0..n {
             let at = rng.below(load_ms);
             let dur = rng.range(200, 6_000);
-            match rng.below(13) {
+            match rng.below(14) {
                 0 | 1 => {
                     for k in 0..rng.range(1, 3) {
                         schedule.push((
@@ -244,6 +244,16 @@ impl Scenario {
                     schedule.push((at + dur, Fault::HalfOpen { dir, on: false }));
                 }
                 11 => schedule.push((at, Fault::Restart)),
+                12 => {
+                    // Ghosts: the broker's acks are held, so its QoS 2 messages wait for
+                    // PUBREL when it saves; later it dies and comes back from that save,
+                    // holding messages mqlink finished meanwhile (Mosquitto's autosave).
+                    schedule.push((at, Fault::HalfOpen { dir: 1, on: true }));
+                    schedule.push((at + 300, Fault::Snapshot));
+                    schedule.push((at + 400, Fault::HalfOpen { dir: 1, on: false }));
+                    schedule.push((at + 800, Fault::BrokerDown { persistence: true }));
+                    schedule.push((at + 800 + rng.below(1_000), Fault::BrokerUp));
+                }
                 _ => {
                     schedule.push((at, Fault::DiskFull(Some(rng.range(0, 4_000)))));
                     schedule.push((at + dur, Fault::DiskFull(None)));
