@@ -207,3 +207,43 @@ fn a_busy_broker_closing_never_dead_letters_a_message() {
     let v = check::check(&sc, &facts);
     assert!(v.is_empty(), "{v:#?}");
 }
+
+/// A broker restored from a save older than what it acknowledged (Mosquitto's autosave)
+/// resumes mqlink's session with QoS 2 "ghosts" that fill its receive quota: mqlink must
+/// not retry into the quota out of order (the stale-session rule in `mqtt/state.rs`;
+/// fails without it).
+#[test]
+fn ghosts_of_a_restored_broker_do_not_reorder() {
+    let mut failures = Vec::new();
+    for seed in 0..8 {
+        let mut sc = Scenario::draw(seed);
+        sc.client_v5 = true;
+        sc.broker = broker::BrokerCfg {
+            v5: true,
+            receive_max: 4,
+            max_packet: None,
+            max_qos: crate::mqtt::codec::QoS::ExactlyOnce,
+            retain_available: true,
+            transient_codes: broker::TRANSIENT_CODES,
+        };
+        sc.persistent = true;
+        sc.max_inflight = 20;
+        sc.weights = [0, 0, 1, 0, 0, 0, 0];
+        sc.events = 300;
+        sc.load_ms = 5_000;
+        sc.schedule = vec![
+            (1_000, world::Fault::HalfOpen { dir: 1, on: true }),
+            (1_300, world::Fault::Snapshot),
+            (1_400, world::Fault::HalfOpen { dir: 1, on: false }),
+            (1_800, world::Fault::BrokerDown { persistence: true }),
+            (2_000, world::Fault::BrokerUp),
+        ];
+        let dir = dead_dir();
+        let (facts, _) = world::run(&sc, dir.path());
+        let v = check::check(&sc, &facts);
+        if !v.is_empty() {
+            failures.push((seed, v));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
