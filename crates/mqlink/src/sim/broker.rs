@@ -85,6 +85,13 @@ pub(crate) struct BrokerState {
     pub dropped: Vec<(Bytes, Dropped)>,
     /// Payloads refused with a transient code by the `busy` fault (may reorder).
     pub transient: Vec<Bytes>,
+    /// Payloads of new messages that reused the id of a stored message the client did not
+    /// know of (a ghost), after the ghost's PUBREC went out on that connection: the
+    /// client may take the ghost's PUBREC for its own and release the new message early.
+    pub ghost_reused: Vec<Bytes>,
+    /// Per client id: ids whose stored message got a PUBREC at the resume of the current
+    /// connection.
+    resumed_pubrecs: BTreeMap<String, Vec<u16>>,
     /// Percent of QoS 1/2 messages refused transiently (the `busy` fault).
     pub busy: u64,
     /// Processing delay per packet batch (the `delay` fault).
@@ -115,6 +122,8 @@ impl Broker {
             arrivals: Vec::new(),
             dropped: Vec::new(),
             transient: Vec::new(),
+            ghost_reused: Vec::new(),
+            resumed_pubrecs: BTreeMap::new(),
             busy: 0,
             delay: Duration::ZERO,
             acks: [0; 3],
@@ -295,6 +304,8 @@ impl Broker {
             .get(client_id)
             .map(|x| x.stored.keys().copied().collect())
             .unwrap_or_default();
+        s.resumed_pubrecs
+            .insert(client_id.to_string(), stored.clone());
         for pid in stored {
             let _ = codec::encode(&Packet::PubRec(Ack::ok(pid)), p, out);
         }
@@ -424,6 +435,15 @@ impl Broker {
                                 String::from_utf8_lossy(&m.payload[..m.payload.len().min(8)]),
                                 m.dup
                             ));
+                            let ghost_pubrec_sent = s
+                                .resumed_pubrecs
+                                .get(client_id)
+                                .is_some_and(|ids| ids.contains(&pid));
+                            if known && !m.dup && ghost_pubrec_sent {
+                                s.trace
+                                    .line(format!("{now} broker: pid {pid} of a ghost reused"));
+                                s.ghost_reused.push(m.payload.clone());
+                            }
                             // Stored (a reused id replaces what it held: Mosquitto's
                             // "Reused message ID ... Clearing from storage").
                             s.sessions

@@ -94,6 +94,10 @@ pub(crate) fn check(sc: &Scenario, f: &Facts) -> Vec<String> {
             r.topic
         ));
     }
+    // A new QoS 2 message under the id of a ghost the broker announced on resume may be
+    // released by the ghost's PUBREC ahead of the messages before it (see
+    // docs/CAMPAIGN.md): the broker forgot a session it had acknowledged; left out.
+    let ghost_reused: BTreeSet<u32> = f.ghost_reused.iter().filter_map(|p| event_of(p)).collect();
     // Order of first arrivals per route, where no transient refusal may have reordered it.
     for (route, r) in ROUTES.iter().enumerate() {
         // QoS 0 is left out: at most once, and not yet explained (see docs/CAMPAIGN.md).
@@ -115,6 +119,11 @@ pub(crate) fn check(sc: &Scenario, f: &Facts) -> Vec<String> {
             let Some(&at) = first_arrival.get(&n) else {
                 continue;
             };
+            // Lost by the broker and delivered again later (say from the spool after a
+            // restart): a late first arrival caused by the broker's loss.
+            if ghost_reused.contains(&n) || dropped.contains(&n) {
+                continue;
+            }
             if let Some((prev_at, prev)) = last
                 && at < prev_at
             {

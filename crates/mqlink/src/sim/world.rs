@@ -313,6 +313,7 @@ pub(crate) struct Facts {
     pub arrivals: Vec<(String, Bytes)>,
     pub dropped_by_broker: Vec<Bytes>,
     pub transient: Vec<Bytes>,
+    pub ghost_reused: Vec<Bytes>,
     pub dead_letters: Vec<serde_json::Value>,
     /// Events whose record a flipped byte damaged.
     pub damaged: Vec<u32>,
@@ -776,6 +777,7 @@ impl World {
                 .collect(),
             dropped_by_broker: b.dropped.iter().map(|(p, _)| p.clone()).collect(),
             transient: b.transient.clone(),
+            ghost_reused: b.ghost_reused.clone(),
             dead_letters,
             damaged: self.damaged.clone(),
             drained,
