@@ -48,3 +48,6 @@ pub mod source;
 pub mod topic;
 pub mod topology;
 pub mod transform;
+
+#[cfg(test)]
+mod sim;

@@ -156,11 +156,13 @@ impl Reader {
         };
         let storage = self.shared.storage.clone();
         let p = path.clone();
-        let res = tokio::task::spawn_blocking(move || {
+        let res = if self.shared.inline_reads {
             read_chunk(&*storage, &p, start, len, &holes, want)
-        })
-        .await
-        .map_err(|e| SpoolError::io("read segment", &path, std::io::Error::other(e)))?;
+        } else {
+            tokio::task::spawn_blocking(move || read_chunk(&*storage, &p, start, len, &holes, want))
+                .await
+                .map_err(|e| SpoolError::io("read segment", &path, std::io::Error::other(e)))?
+        };
         match res {
             Ok((records, cursor)) => {
                 self.cursor = Some(cursor);

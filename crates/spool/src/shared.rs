@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     /// Wakes `close` when the writer has stopped.
     pub stopped: Notify,
     pub full_log: Mutex<LogLimiter>,
+    /// Read segments on the caller's task instead of the blocking pool (a stepped
+    /// spool over an in-memory storage, for deterministic simulation).
+    pub inline_reads: bool,
 }
 
 impl Shared {

@@ -74,20 +74,68 @@ impl Drop for StopGuard {
     }
 }
 
-/// Owns the writer thread; stops and joins it when the last handle goes.
+/// How the writer runs: on its own thread, or (feature `sim`) one turn at a time when
+/// the owner calls [`Spool::step`], so a simulation decides when groups commit.
+enum Driver {
+    Thread(Option<std::thread::JoinHandle<()>>),
+    #[cfg(feature = "sim")]
+    Stepped(Option<Writer>),
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Driver::Thread(_) => "Thread",
+            #[cfg(feature = "sim")]
+            Driver::Stepped(_) => "Stepped",
+        })
+    }
+}
+
+impl Driver {
+    /// Stops the writer (already told to close) and waits for it.
+    fn stop(&mut self) {
+        match self {
+            Driver::Thread(handle) => {
+                if let Some(h) = handle.take() {
+                    // The writer drains its queue, syncs and checkpoints; this is short.
+                    let _ = h.join();
+                }
+            }
+            #[cfg(feature = "sim")]
+            Driver::Stepped(writer) => {
+                if let Some(mut w) = writer.take() {
+                    w.step(false);
+                }
+            }
+        }
+    }
+}
+
+fn spawn_writer(shared: &Arc<Shared>, writer: Writer) -> Result<Driver, SpoolError> {
+    let guard = StopGuard(shared.clone());
+    let thread = std::thread::Builder::new()
+        .name("mqlink-spool".into())
+        .spawn(move || {
+            let _guard = guard;
+            writer.run();
+        })
+        .map_err(|e| SpoolError::io("spawn writer thread for", &shared.dir, e))?;
+    Ok(Driver::Thread(Some(thread)))
+}
+
+/// Owns the writer; stops it when the last handle goes.
 #[derive(Debug)]
 struct Inner {
     shared: Arc<Shared>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    driver: Mutex<Driver>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shared.begin_close();
-        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(h) = handle {
-            // The writer drains its queue, syncs and checkpoints; this is short.
-            let _ = h.join();
+        if let Ok(mut d) = self.driver.lock() {
+            d.stop();
         }
     }
 }
@@ -123,8 +171,54 @@ impl Spool {
         opts: SpoolOptions,
         storage: Arc<dyn Storage>,
     ) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Self::open_inner(dir.as_ref(), opts, storage, false)
+    }
+
+    /// Like [`Spool::open_with_storage`], but deterministic, for simulation tests: no
+    /// writer thread (appends wait until the owner calls [`Spool::step`]) and segment
+    /// reads run inline instead of on tokio's blocking pool. Only for a storage that
+    /// never blocks (in memory), and for [`crate::FsyncPolicy::Always`] (the `Interval`
+    /// policy still reads the wall clock).
+    ///
+    /// # Errors
+    /// As [`Spool::open`].
+    #[cfg(feature = "sim")]
+    pub fn open_stepped(
+        dir: impl AsRef<Path>,
+        opts: SpoolOptions,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Self::open_inner(dir.as_ref(), opts, storage, true)
+    }
+
+    /// A stepped spool ([`Spool::open_stepped`]): commit every append queued now as
+    /// one group, then write the checkpoint if `checkpoint` (and delete the segments
+    /// it settles). Does nothing on a threaded spool. True when appends were waiting.
+    #[cfg(feature = "sim")]
+    pub fn step(&self, checkpoint: bool) -> bool {
+        let waiting = !self.shared().lock().queue.is_empty();
+        let mut driver = self
+            .inner
+            .driver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Driver::Stepped(slot) = &mut *driver
+            && let Some(w) = slot.as_mut()
+            && w.step(checkpoint)
+        {
+            *slot = None;
+        }
+        waiting
+    }
+
+    fn open_inner(
+        dir: &Path,
+        opts: SpoolOptions,
+        storage: Arc<dyn Storage>,
+        stepped: bool,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
         opts.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         storage
             .create_dir_all(&dir)
             .map_err(|e| SpoolError::io("create spool directory", &dir, e))?;
@@ -169,21 +263,22 @@ impl Spool {
             space: Notify::new(),
             stopped: Notify::new(),
             full_log: Mutex::new(LogLimiter::default()),
+            inline_reads: stepped,
         });
         let writer = Writer::new(shared.clone(), rec.next_id, checkpointed_gen);
-        let guard = StopGuard(shared.clone());
-        let thread = std::thread::Builder::new()
-            .name("mqlink-spool".into())
-            .spawn(move || {
-                let _guard = guard;
-                writer.run();
-            })
-            .map_err(|e| SpoolError::io("spawn writer thread for", &dir, e))?;
+        #[cfg(feature = "sim")]
+        let driver = if stepped {
+            Driver::Stepped(Some(writer))
+        } else {
+            spawn_writer(&shared, writer)?
+        };
+        #[cfg(not(feature = "sim"))]
+        let driver = spawn_writer(&shared, writer)?;
         tracing::info!(dir = %dir.display(), records = report.records, bytes = report.bytes,
             first_id = report.first_unacked_id, next_id = report.next_id, "spool opened");
         let inner = Arc::new(Inner {
             shared,
-            thread: Mutex::new(Some(thread)),
+            driver: Mutex::new(driver),
         });
         Ok((Spool { inner }, report))
     }
@@ -364,9 +459,10 @@ impl Spool {
     }
 
     /// Test hook: stop the writer as a crash would, without the final fsync
-    /// and checkpoint. Data already written stays in the page cache.
-    #[cfg(test)]
-    pub(crate) fn crash(self) {
+    /// and checkpoint. Data already written stays in the page cache (what a power
+    /// loss takes is the storage's business).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn crash(self) {
         self.shared().lock().abandon = true;
         self.shared().begin_close();
     }
@@ -385,6 +481,12 @@ impl Spool {
     pub async fn close(self) -> Result<(), SpoolError> {
         let shared = self.shared().clone();
         shared.begin_close();
+        #[cfg(feature = "sim")]
+        if let Ok(mut d) = self.inner.driver.lock()
+            && matches!(*d, Driver::Stepped(_))
+        {
+            d.stop();
+        }
         loop {
             let mut notified = pin!(shared.stopped.notified());
             notified.as_mut().enable();
@@ -393,10 +495,9 @@ impl Spool {
             }
             notified.await;
         }
-        let handle = self.inner.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(h) = handle {
-            // The thread has already finished its work; this join returns at once.
-            let _ = h.join();
+        // The writer has already finished its work; this returns at once.
+        if let Ok(mut d) = self.inner.driver.lock() {
+            d.stop();
         }
         tracing::info!(dir = %shared.dir.display(), "spool closed");
         let err = shared.lock().close_error.take();

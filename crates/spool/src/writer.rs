@@ -86,36 +86,61 @@ impl Writer {
                 }
                 (std::mem::take(&mut st.queue), st.closing)
             };
-            let mut appends = Vec::new();
-            let mut checkpoint_waiters = Vec::new();
-            for w in work {
-                match w {
-                    Work::Append(job) => appends.push(job),
-                    Work::Checkpoint(tx) => checkpoint_waiters.push(tx),
-                }
-            }
-            if !appends.is_empty() {
-                self.commit(appends);
-            }
-            if self.unsynced
-                && let FsyncPolicy::Interval(d) = opts.fsync
-                && self.last_sync.elapsed() >= d
-            {
-                self.sync_or_poison();
-            }
             let due = self.last_checkpoint.elapsed() >= opts.checkpoint_interval;
-            let abandon = closing && self.shared.lock().abandon;
-            if !abandon && (due || closing || !checkpoint_waiters.is_empty()) {
-                let res = self.checkpoint();
-                for tx in checkpoint_waiters {
-                    let _ = tx.send(res.clone());
-                }
-            }
-            if closing {
-                self.finish();
+            if self.turn(work, closing, due) {
                 return;
             }
         }
+    }
+
+    /// One turn of the writer without waiting: whatever is queued now, then the
+    /// checkpoint if `checkpoint_due`. True once the writer has stopped (closing).
+    /// The simulation tests (feature `sim`) call this in place of the thread, so
+    /// that when a group commits is decided by the test, not by the OS scheduler.
+    #[cfg(feature = "sim")]
+    pub(crate) fn step(&mut self, checkpoint_due: bool) -> bool {
+        let (mut work, closing) = {
+            let mut st = self.shared.lock();
+            (std::mem::take(&mut st.queue), st.closing)
+        };
+        if closing && self.shared.lock().abandon {
+            // A crash: what was queued never reached the disk.
+            work.clear();
+        }
+        self.turn(work, closing, checkpoint_due)
+    }
+
+    /// Commits `work` as one group, syncs and checkpoints as due; finishes when `closing`.
+    fn turn(&mut self, work: Vec<Work>, closing: bool, due: bool) -> bool {
+        let fsync = self.shared.opts.fsync;
+        let mut appends = Vec::new();
+        let mut checkpoint_waiters = Vec::new();
+        for w in work {
+            match w {
+                Work::Append(job) => appends.push(job),
+                Work::Checkpoint(tx) => checkpoint_waiters.push(tx),
+            }
+        }
+        if !appends.is_empty() {
+            self.commit(appends);
+        }
+        if self.unsynced
+            && let FsyncPolicy::Interval(d) = fsync
+            && self.last_sync.elapsed() >= d
+        {
+            self.sync_or_poison();
+        }
+        let abandon = closing && self.shared.lock().abandon;
+        if !abandon && (due || closing || !checkpoint_waiters.is_empty()) {
+            let res = self.checkpoint();
+            for tx in checkpoint_waiters {
+                let _ = tx.send(res.clone());
+            }
+        }
+        if closing {
+            self.finish();
+        }
+        closing
     }
 
     fn idle_wait(&self, opts: &crate::SpoolOptions) -> Duration {

@@ -30,12 +30,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
+// Tokio's clock, not the OS's: the same in production, and paused or simulated time in
+// tests then governs keepalive and the stable-connection rule too.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{
@@ -303,6 +306,18 @@ impl Client {
 
 /// Incoming messages. Ack each QoS 1/2 delivery with [`Client::ack`].
 pub type Deliveries = mpsc::Receiver<Delivery>;
+
+/// Build a client whose connections are opened by `dial` instead of TCP (the simulation
+/// tests' in-memory network).
+#[cfg(test)]
+pub(crate) fn new_with_dial(
+    opts: MqttOptions,
+    dial: super::transport::Dial,
+) -> Result<(Client, Deliveries, EventLoop), ClientError> {
+    let (client, deliveries, mut event_loop) = new(opts)?;
+    event_loop.connector = event_loop.connector.with_dial(dial);
+    Ok((client, deliveries, event_loop))
+}
 
 /// Build a client. Nothing runs until [`EventLoop::run`] is polled.
 ///
@@ -819,6 +834,14 @@ impl EventLoop {
                                 tracing::error!(client_id = %self.opts.client_id, "session taken over: another client connected with the same client id; give each instance its own client_id");
                                 (e.to_string(), Loss::Other)
                             }
+                            // "Busy", "receive maximum exceeded", "rate too high", "quota
+                            // exceeded": the broker's state, not the message's fault. Blaming
+                            // the message alone on the wire would dead-letter it after three
+                            // such closes (found by the simulation, seed 20787000473).
+                            SessionError::Disconnected {
+                                code: 0x89 | 0x93 | 0x96 | 0x97,
+                                ..
+                            } => (e.to_string(), Loss::Other),
                             SessionError::Disconnected { code, ref reason } => (
                                 format!(
                                     "broker disconnected us: {} (0x{code:02x}){}",
@@ -850,7 +873,7 @@ async fn recv_opt(rx: &mut Option<mpsc::Receiver<Command>>) -> Option<Command> {
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -1080,8 +1103,29 @@ pub fn reason_name(code: u8) -> &'static str {
 pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     let base = min.saturating_mul(1u32 << attempt.min(20)).min(max);
     let half = base / 2;
-    let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
+    let jitter = jitter_up_to(half.as_millis() as u64);
     half + Duration::from_millis(jitter)
+}
+
+/// A source of backoff jitter: a uniform draw from `0..=max`.
+#[cfg(test)]
+pub(crate) type JitterSource = Box<dyn FnMut(u64) -> u64>;
+
+#[cfg(test)]
+thread_local! {
+    /// The simulation tests' seeded stand-in for the jitter source (`crate::sim`): one
+    /// seed must give one run.
+    pub(crate) static JITTER: std::cell::RefCell<Option<JitterSource>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A uniform draw from `0..=max`.
+fn jitter_up_to(max: u64) -> u64 {
+    #[cfg(test)]
+    if let Some(j) = JITTER.with(|j| j.borrow_mut().as_mut().map(|f| f(max))) {
+        return j;
+    }
+    rand::rng().random_range(0..=max)
 }
 
 #[cfg(test)]

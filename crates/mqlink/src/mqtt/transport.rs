@@ -64,6 +64,13 @@ pub enum TransportError {
     },
 }
 
+/// Opens a byte stream in place of TCP: the seam through which the simulation tests
+/// (`crate::sim`) connect the client to an in-memory broker.
+#[cfg(test)]
+pub(crate) type Dial = Arc<
+    dyn Fn() -> Pin<Box<dyn std::future::Future<Output = io::Result<BoxIo>> + Send>> + Send + Sync,
+>;
+
 /// Opens connections to one broker; built once, so TLS files are read once.
 #[derive(Clone)]
 pub struct Connector {
@@ -74,6 +81,8 @@ pub struct Connector {
     )>,
     insecure: bool,
     timeout: Duration,
+    #[cfg(test)]
+    dial: Option<Dial>,
 }
 
 impl Connector {
@@ -99,7 +108,16 @@ impl Connector {
             tls,
             insecure: tls_opts.insecure_skip_verify,
             timeout,
+            #[cfg(test)]
+            dial: None,
         })
+    }
+
+    /// Open connections with `dial` (no TLS, no WebSocket), within the same timeout.
+    #[cfg(test)]
+    pub(crate) fn with_dial(mut self, dial: Dial) -> Connector {
+        self.dial = Some(dial);
+        self
     }
 
     /// The broker this connector reaches.
@@ -120,6 +138,13 @@ impl Connector {
     }
 
     async fn connect_inner(&self, addr: &str) -> Result<BoxIo, TransportError> {
+        #[cfg(test)]
+        if let Some(dial) = &self.dial {
+            return dial().await.map_err(|source| TransportError::Tcp {
+                addr: addr.to_string(),
+                source,
+            });
+        }
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| TransportError::Tcp {

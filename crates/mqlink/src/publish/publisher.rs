@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::time::SystemTime;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::StreamExt;
@@ -45,6 +45,8 @@ use futures_util::stream::FuturesUnordered;
 use mqlink_spool::{Record, Spool, SpoolError};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+// Tokio's clock: the stall rule then follows paused or simulated time in tests.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{OutMessage, epoch_ms};

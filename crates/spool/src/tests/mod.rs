@@ -980,3 +980,44 @@ async fn record_dropped_while_in_the_readers_buffer_is_not_handed_out() {
     assert_eq!(r.next().await.unwrap().id, 4);
     assert_eq!(spool.stats().dropped, 2);
 }
+
+/// The stepped mode (feature `sim`): an append waits for the owner's step, then is
+/// durable and readable; a crash drops what was queued and never stepped.
+#[cfg(feature = "sim")]
+#[tokio::test]
+async fn a_stepped_spool_commits_only_when_stepped() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(StdStorage);
+    let (spool, _) = Spool::open_stepped(dir.path(), opts(), storage.clone()).unwrap();
+    let s = spool.clone();
+    let mut pending = tokio::spawn(async move { s.append(b"one".to_vec()).await });
+    // Nothing commits without a step, however long the task runs.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(futures_poll_once(&mut pending).await.is_none());
+    spool.step(true);
+    let first = pending.await.unwrap().unwrap();
+    assert!(matches!(first, AppendOutcome::Appended { first_id: 0, .. }));
+    let mut r = spool.reader();
+    assert_eq!(&r.next().await.unwrap().payload[..], b"one");
+    // Queued, never stepped, then a crash: not on disk after a reopen.
+    let s = spool.clone();
+    let lost = tokio::spawn(async move { s.append(b"two".to_vec()).await });
+    tokio::task::yield_now().await;
+    drop(r);
+    lost.abort();
+    spool.crash();
+    let (_, report) = Spool::open_stepped(dir.path(), opts(), storage).unwrap();
+    assert_eq!(report.records, 1);
+}
+
+/// The output of a task if it has finished, without waiting.
+#[cfg(feature = "sim")]
+async fn futures_poll_once<T>(h: &mut tokio::task::JoinHandle<T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        r = h => Some(r.unwrap()),
+        () = std::future::ready(()) => None,
+    }
+}
