@@ -1,10 +1,11 @@
 //! HTTP load for `bench/run.py`: POST events to the mqlink daemon over keep-alive
 //! connections, as fast as it answers or at a fixed rate, and report what it accepted.
 //!
-//! `http-load ADDR single|batch EVENT COUNT CONNECTIONS BATCH SIZE RATE`
+//! `http-load ADDR single|batch|array EVENT COUNT CONNECTIONS BATCH SIZE RATE`
 //!
 //! `single` posts one event per request to `/v1/events/EVENT`; `batch` posts BATCH events
-//! per request as NDJSON to `/v1/events`. Each event carries the `mqlink bench` fields
+//! per request as NDJSON to `/v1/events`; `array` posts them as one JSON array (what a
+//! Node-RED `http in → split` flow takes, and mqlink too). Each event carries the `mqlink bench` fields
 //! (`pub` 0, a unique `seq`, `ts` = send time in ns) padded to about SIZE bytes, so a
 //! `mqlink bench --publishers 0` subscriber counts them and measures latency from the
 //! moment the request was sent. RATE is events per second in total (0: flat out). A
@@ -19,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn usage() -> ! {
-    eprintln!("usage: http-load ADDR single|batch EVENT COUNT CONNECTIONS BATCH SIZE RATE");
+    eprintln!("usage: http-load ADDR single|batch|array EVENT COUNT CONNECTIONS BATCH SIZE RATE");
     std::process::exit(2)
 }
 
@@ -30,9 +31,16 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Single,
+    Ndjson,
+    Array,
+}
+
 struct Plan {
     addr: String,
-    batch_mode: bool,
+    mode: Mode,
     event: String,
     count: u64,
     batch: u64,
@@ -110,9 +118,10 @@ async fn main() {
     let num = |i: usize| -> f64 { a[i].parse().unwrap_or_else(|_| usage()) };
     let plan = Arc::new(Plan {
         addr: a[0].clone(),
-        batch_mode: match a[1].as_str() {
-            "single" => false,
-            "batch" => true,
+        mode: match a[1].as_str() {
+            "single" => Mode::Single,
+            "batch" => Mode::Ndjson,
+            "array" => Mode::Array,
             _ => usage(),
         },
         event: a[2].clone(),
@@ -122,7 +131,11 @@ async fn main() {
         rate: num(7),
     });
     let connections = (num(4) as u64).max(1);
-    let per_request = if plan.batch_mode { plan.batch } else { 1 };
+    let per_request = if plan.mode == Mode::Single {
+        1
+    } else {
+        plan.batch
+    };
     let requests = plan.count.div_ceil(per_request);
     let next = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
@@ -147,25 +160,35 @@ async fn main() {
                     let due = start + Duration::from_secs_f64(first as f64 / plan.rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let (head, body) = if plan.batch_mode {
-                    let mut body = String::new();
-                    for seq in first..last {
-                        body.push_str(&event_json(&plan, seq, true));
-                        body.push('\n');
+                let (head, body) = match plan.mode {
+                    Mode::Ndjson => {
+                        let mut body = String::new();
+                        for seq in first..last {
+                            body.push_str(&event_json(&plan, seq, true));
+                            body.push('\n');
+                        }
+                        (
+                            "POST /v1/events HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-ndjson\r\n"
+                                .to_string(),
+                            body,
+                        )
                     }
-                    (
-                        "POST /v1/events HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-ndjson\r\n"
-                            .to_string(),
-                        body,
-                    )
-                } else {
-                    (
+                    Mode::Array => {
+                        let events: Vec<String> =
+                            (first..last).map(|seq| event_json(&plan, seq, true)).collect();
+                        (
+                            "POST /v1/events HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                                .to_string(),
+                            format!("[{}]", events.join(",")),
+                        )
+                    }
+                    Mode::Single => (
                         format!(
                             "POST /v1/events/{} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n",
                             plan.event
                         ),
                         event_json(&plan, first, false),
-                    )
+                    ),
                 };
                 let t = Instant::now();
                 let status = request(&mut conn, &mut buf, &head, body.as_bytes()).await?;
