@@ -47,7 +47,7 @@ use super::codec::{
 };
 use super::state::{AckToken, Delivery, Loss, Output, Session, SessionError, Token, Verdict};
 use super::tls::TlsOptions;
-use super::transport::{BoxIo, Connector, TransportError};
+use super::transport::{BoxIo, Connector, SocketOptions, TransportError};
 use super::url::BrokerUrl;
 
 /// Everything needed to connect and keep a session.
@@ -84,6 +84,8 @@ pub struct MqttOptions {
     pub birth: Option<Publish>,
     /// TLS settings (used for mqtts/wss).
     pub tls: TlsOptions,
+    /// How the socket is opened: TCP by default; Unix, bound or through a SOCKS5 proxy.
+    pub socket: SocketOptions,
     /// Backoff floor.
     pub reconnect_min: Duration,
     /// Backoff ceiling.
@@ -142,6 +144,7 @@ impl MqttOptions {
             will: None,
             birth: None,
             tls: TlsOptions::default(),
+            socket: SocketOptions::default(),
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
             max_packet_size: 16 * 1024 * 1024,
@@ -334,7 +337,8 @@ pub fn new(opts: MqttOptions) -> Result<(Client, Deliveries, EventLoop), ClientE
             "max_packet_size must be at least 64 bytes".into(),
         ));
     }
-    let connector = Connector::new(&opts.url, &opts.tls, opts.connect_timeout)?;
+    let connector = Connector::new(&opts.url, &opts.tls, opts.connect_timeout)?
+        .with_socket(opts.socket.clone());
     let (cmd_tx, cmd_rx) = mpsc::channel(opts.queue_capacity.max(1));
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let (del_tx, del_rx) = mpsc::channel(opts.delivery_capacity.max(1));
@@ -927,7 +931,11 @@ impl ConnectError {
             ConnectError::Transport(TransportError::Tls { .. } | TransportError::TlsConfig(_)) => {
                 "tls"
             }
-            ConnectError::Transport(TransportError::Tcp { .. }) => "unreachable",
+            ConnectError::Transport(TransportError::Tcp { .. } | TransportError::Unix { .. }) => {
+                "unreachable"
+            }
+            ConnectError::Transport(TransportError::Bind { .. }) => "bind",
+            ConnectError::Transport(TransportError::Proxy { .. }) => "proxy",
             ConnectError::Transport(TransportError::Timeout(..)) => "timeout",
             ConnectError::Transport(TransportError::WebSocket { .. }) => "websocket",
             ConnectError::Handshake(_) => "handshake",

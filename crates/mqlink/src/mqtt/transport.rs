@@ -1,10 +1,16 @@
 //! Byte streams to a broker: TCP, TLS, WebSocket and secure WebSocket.
 //!
+//! The socket under them is TCP by default; [`SocketOptions`] can make it a Unix domain
+//! socket (`--unix`), bind its local address first (`-A`) or reach the broker through a
+//! SOCKS5 proxy (`--proxy`), as mosquitto_pub/sub 2.0 can.
+//!
 //! Every transport ends up as one boxed `AsyncRead + AsyncWrite`, so the connection task
 //! does not care which one it drives. WebSocket frames are adapted by [`WsIo`]: each MQTT
 //! write becomes one binary message, and incoming binary messages are read as a byte stream.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -13,7 +19,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -54,6 +60,32 @@ pub enum TransportError {
     /// TLS configuration (files, names) is wrong.
     #[error(transparent)]
     TlsConfig(#[from] tls::TlsError),
+    /// The Unix domain socket could not be connected.
+    #[error("cannot reach {}: {source}", path.display())]
+    Unix {
+        /// The socket's path.
+        path: PathBuf,
+        /// OS error.
+        source: io::Error,
+    },
+    /// The local address (`-A`) could not be resolved or bound.
+    #[error("cannot bind the local address {addr}: {source}")]
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// OS error.
+        source: io::Error,
+    },
+    /// The SOCKS5 proxy could not be reached or refused to connect us to the broker.
+    #[error("SOCKS5 proxy {proxy} could not connect to {target}: {reason}")]
+    Proxy {
+        /// host:port of the proxy.
+        proxy: String,
+        /// host:port of the broker.
+        target: String,
+        /// What failed (the proxy's reply or the socket error).
+        reason: String,
+    },
     /// WebSocket upgrade failed.
     #[error("WebSocket upgrade at {url} failed: {reason}")]
     WebSocket {
@@ -62,6 +94,89 @@ pub enum TransportError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// How the socket under the MQTT stream is opened. The default is a plain TCP connection to
+/// the broker URL's host and port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Connect to this Unix domain socket instead (the URL's host and port are then unused,
+    /// as with mosquitto's `--unix`).
+    pub unix: Option<PathBuf>,
+    /// Bind the outgoing TCP socket to this local address (an IP address or a host name
+    /// resolved at connect time; port 0) before connecting: mosquitto's `-A`.
+    pub bind: Option<String>,
+    /// Reach the broker through this SOCKS5 proxy; the proxy resolves the broker's name.
+    pub proxy: Option<Socks5Proxy>,
+}
+
+/// A SOCKS5 proxy (`socks5h://[user[:password]@]host[:port]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Socks5Proxy {
+    /// Proxy host.
+    pub host: String,
+    /// Proxy port (1080 by default).
+    pub port: u16,
+    /// RFC 1929 user name and password; `None` offers "no authentication" only.
+    pub auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Socks5Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socks5Proxy")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.auth.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Socks5Proxy {
+    /// Parse mosquitto's `--proxy` syntax: `socks5h://[user[:password]@]host[:port]`. Only
+    /// `socks5h` (the proxy resolves the broker's name) exists there, so only it is read.
+    ///
+    /// # Errors
+    /// A message saying what is wrong with `s`.
+    pub fn parse(s: &str) -> Result<Socks5Proxy, String> {
+        let rest = s
+            .strip_prefix("socks5h://")
+            .ok_or_else(|| format!("Unsupported proxy protocol: {s}"))?;
+        let (auth, hostport) = match rest.rsplit_once('@') {
+            Some((a, h)) => {
+                let (u, p) = a.split_once(':').unwrap_or((a, ""));
+                (Some((u.to_string(), p.to_string())), h)
+            }
+            None => (None, rest),
+        };
+        let hostport = hostport.strip_suffix('/').unwrap_or(hostport);
+        let (host, port) = match hostport.rsplit_once(':') {
+            // `[::1]` alone has colons but no port.
+            Some((h, p)) if !p.contains(']') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("Invalid proxy port in {s}"))?;
+                (h, port)
+            }
+            _ => (hostport, 1080),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("Invalid proxy host in {s}"));
+        }
+        Ok(Socks5Proxy {
+            host: host.to_string(),
+            port,
+            auth,
+        })
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// Opens a byte stream in place of TCP: the seam through which the simulation tests
@@ -81,6 +196,7 @@ pub struct Connector {
     )>,
     insecure: bool,
     timeout: Duration,
+    socket: SocketOptions,
     #[cfg(test)]
     dial: Option<Dial>,
 }
@@ -108,9 +224,16 @@ impl Connector {
             tls,
             insecure: tls_opts.insecure_skip_verify,
             timeout,
+            socket: SocketOptions::default(),
             #[cfg(test)]
             dial: None,
         })
+    }
+
+    /// Open the socket under the stream as `socket` says (Unix, bound, via a proxy).
+    pub fn with_socket(mut self, socket: SocketOptions) -> Connector {
+        self.socket = socket;
+        self
     }
 
     /// Open connections with `dial` (no TLS, no WebSocket), within the same timeout.
@@ -130,7 +253,10 @@ impl Connector {
     /// # Errors
     /// [`TransportError`] naming the failing step.
     pub async fn connect(&self) -> Result<BoxIo, TransportError> {
-        let addr = self.url.authority();
+        let addr = match &self.socket.unix {
+            Some(path) => path.display().to_string(),
+            None => self.url.authority(),
+        };
         match tokio::time::timeout(self.timeout, self.connect_inner(&addr)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout(self.timeout, addr)),
@@ -145,21 +271,14 @@ impl Connector {
                 source,
             });
         }
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|source| TransportError::Tcp {
-                addr: addr.to_string(),
-                source,
-            })?;
-        // Small acks must not wait for Nagle: measured, this lifts QoS 1/2 rates by ~30 %.
-        let _ = tcp.set_nodelay(true);
+        let stream = self.open_socket(addr).await?;
         if self.insecure {
             tracing::warn!(broker = %self.url, "TLS certificate verification is DISABLED (insecure_skip_verify): anyone on the path can impersonate the broker");
         }
         let stream: BoxIo = match &self.tls {
             Some((config, name)) => {
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name.clone(), tcp)
+                    .connect(name.clone(), stream)
                     .await
                     .map_err(|e| TransportError::Tls {
                         addr: addr.to_string(),
@@ -167,12 +286,105 @@ impl Connector {
                     })?;
                 Box::new(tls)
             }
-            None => Box::new(tcp),
+            None => stream,
         };
         match self.url.transport {
             Transport::Tcp | Transport::Tls => Ok(stream),
             Transport::Ws | Transport::Wss => self.upgrade(stream).await,
         }
+    }
+
+    /// The socket under TLS and WebSocket: Unix, or TCP (bound to `-A`'s address if given)
+    /// to the broker or to the SOCKS5 proxy, which then connects us to the broker.
+    async fn open_socket(&self, addr: &str) -> Result<BoxIo, TransportError> {
+        if let Some(path) = &self.socket.unix {
+            let unix = UnixStream::connect(path)
+                .await
+                .map_err(|source| TransportError::Unix {
+                    path: path.clone(),
+                    source,
+                })?;
+            return Ok(Box::new(unix));
+        }
+        let Some(proxy) = &self.socket.proxy else {
+            return Ok(Box::new(self.tcp(addr).await?));
+        };
+        let proxy_addr = proxy.authority();
+        let tcp = self.tcp(&proxy_addr).await?;
+        let target = (self.url.host.as_str(), self.url.port);
+        let proxy_err = |e: tokio_socks::Error| TransportError::Proxy {
+            proxy: proxy_addr.clone(),
+            target: addr.to_string(),
+            reason: e.to_string(),
+        };
+        // A host name is sent as a name (socks5h): the proxy resolves it, as mosquitto's does.
+        let stream = match &proxy.auth {
+            None => tokio_socks::tcp::Socks5Stream::connect_with_socket(tcp, target).await,
+            Some((user, pass)) => {
+                tokio_socks::tcp::Socks5Stream::connect_with_password_and_socket(
+                    tcp, target, user, pass,
+                )
+                .await
+            }
+        }
+        .map_err(proxy_err)?;
+        Ok(Box::new(stream))
+    }
+
+    /// A TCP connection to `addr`, from the `-A` address when one is set; every address
+    /// `addr` resolves to is tried in turn, as `TcpStream::connect` does.
+    async fn tcp(&self, addr: &str) -> Result<TcpStream, TransportError> {
+        let tcp_err = |source| TransportError::Tcp {
+            addr: addr.to_string(),
+            source,
+        };
+        let tcp = match &self.socket.bind {
+            None => TcpStream::connect(addr).await.map_err(tcp_err)?,
+            Some(local) => {
+                let local_ip = resolve_local(local).await?;
+                let mut last = None;
+                let mut connected = None;
+                for remote in tokio::net::lookup_host(addr).await.map_err(tcp_err)? {
+                    // Only a remote of the bound address's family can be reached from it.
+                    if remote.is_ipv4() != local_ip.is_ipv4() {
+                        continue;
+                    }
+                    let socket = if remote.is_ipv4() {
+                        TcpSocket::new_v4()
+                    } else {
+                        TcpSocket::new_v6()
+                    }
+                    .map_err(tcp_err)?;
+                    socket
+                        .bind(SocketAddr::new(local_ip, 0))
+                        .map_err(|source| TransportError::Bind {
+                            addr: local.clone(),
+                            source,
+                        })?;
+                    match socket.connect(remote).await {
+                        Ok(s) => {
+                            connected = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                match connected {
+                    Some(s) => s,
+                    None => {
+                        return Err(tcp_err(last.unwrap_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::AddrNotAvailable,
+                                format!("no address of the same family as {local_ip}"),
+                            )
+                        })));
+                    }
+                }
+            }
+        };
+        // Small acks must not wait for Nagle: measured, this lifts QoS 1/2 rates by ~30 %.
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
     }
 
     async fn upgrade(&self, stream: BoxIo) -> Result<BoxIo, TransportError> {
@@ -196,6 +408,28 @@ impl Connector {
             read: Bytes::new(),
         }))
     }
+}
+
+/// `-A`'s address: an IP address, or a name resolved to its first address.
+async fn resolve_local(local: &str) -> Result<IpAddr, TransportError> {
+    if let Ok(ip) = local.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let bind_err = |source| TransportError::Bind {
+        addr: local.to_string(),
+        source,
+    };
+    tokio::net::lookup_host((local, 0))
+        .await
+        .map_err(bind_err)?
+        .next()
+        .map(|a| a.ip())
+        .ok_or_else(|| {
+            bind_err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the name has no address",
+            ))
+        })
 }
 
 /// Byte-stream view of a WebSocket carrying MQTT in binary messages.
