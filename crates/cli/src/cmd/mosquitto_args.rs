@@ -13,6 +13,7 @@ use anyhow::anyhow;
 use mqlink::mqtt::client::MqttOptions;
 use mqlink::mqtt::codec::{Protocol, PublishProps, QoS, Will};
 use mqlink::mqtt::tls::TlsOptions;
+use mqlink::mqtt::transport::{SocketOptions, Socks5Proxy};
 use mqlink::mqtt::url::{BrokerUrl, Transport};
 
 use crate::cmd::properties;
@@ -173,14 +174,18 @@ pub struct MosqConnArgs {
     /// Keep retrying when the first connection fails (mqlink only).
     #[arg(long)]
     pub retry: bool,
+    /// Bind the outgoing socket to this local address (IP address or host name).
+    #[arg(short = 'A', value_name = "ADDRESS")]
+    pub bind_address: Option<String>,
+    /// Connect to the broker's Unix domain socket at PATH; -h and -p are then ignored.
+    #[arg(long, value_name = "PATH")]
+    pub unix: Option<PathBuf>,
+    /// Reach the broker through a SOCKS5 proxy: socks5h://[user[:password]@]host[:port]
+    /// (port 1080 by default; the proxy resolves the broker's host name).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
     // mosquitto options mqlink cannot honour: accepted by the parser so the refusal names
     // the option and says why (see `refuse_unsupported`), never silently ignored.
-    #[arg(short = 'A', hide = true)]
-    bind_address: Option<String>,
-    #[arg(long, hide = true)]
-    unix: Option<String>,
-    #[arg(long, hide = true)]
-    proxy: Option<String>,
     #[arg(long, hide = true)]
     psk: Option<String>,
     #[arg(long, hide = true)]
@@ -207,20 +212,7 @@ pub struct Conn {
 
 /// A mosquitto option mqlink does not implement: the refusal says which and why.
 fn refuse_unsupported(args: &MosqConnArgs, tool: &'static str) -> anyhow::Result<()> {
-    let refusals: [(bool, &str); 7] = [
-        (
-            args.bind_address.is_some(),
-            "-A (bind address) is not supported: mqlink cannot choose the local address of \
-             its connection.",
-        ),
-        (
-            args.unix.is_some(),
-            "--unix is not supported: mqlink connects over TCP, TLS or WebSocket only.",
-        ),
-        (
-            args.proxy.is_some(),
-            "--proxy is not supported: mqlink has no SOCKS5 client.",
-        ),
+    let refusals: [(bool, &str); 4] = [
         (
             args.psk.is_some() || args.psk_identity.is_some(),
             "--psk/--psk-identity are not supported: rustls, mqlink's TLS library, has no \
@@ -264,7 +256,8 @@ fn parse_expiry(tool: &'static str, s: &str) -> anyhow::Result<u32> {
 pub const COMPAT_HELP: &str = "\
 mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
   -h -p -L -u -P -i -I -k -M -V (mqttv5|mqttv311|mqttv31, default mqttv311) -c -x --quiet
-  --nodelay --cafile --capath --tls-use-os-certs --cert --key --insecure (host name only)
+  -A --unix --proxy (socks5h://, no auth or user/password) --nodelay --cafile --capath
+  --tls-use-os-certs --cert --key --insecure (host name only)
   --tls-alpn --tls-version --will-topic --will-payload --will-qos --will-retain --help
   pub: -t -m -f -l -s -n -q -r --repeat --repeat-delay
   sub: -t -v -q -C -W (exit 27) -R -N -E -T -U --retained-only --remove-retained
@@ -278,7 +271,7 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
 Different: -d prints mqlink's connection log, not a packet trace; -F %A prints as
   absent (topic aliases are not kept).
-Refused, naming why: -A --unix --proxy --psk --psk-identity --ciphers --tls-engine
+Refused, naming why: --psk --psk-identity --ciphers --tls-engine
   --keyform engine, other -D properties (the engine cannot send them).
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
 
@@ -507,6 +500,14 @@ impl MosqConnArgs {
                  interval.",
             ));
         }
+        o.socket = SocketOptions {
+            unix: self.unix.clone(),
+            bind: self.bind_address.clone(),
+            proxy: match &self.proxy {
+                Some(p) => Some(Socks5Proxy::parse(p).map_err(|m| mosq_usage(tool, m))?),
+                None => None,
+            },
+        };
         o.clean_start = !self.persistent;
         o.session_expiry = (expiry > 0).then(|| Duration::from_secs(u64::from(expiry)));
         // mosquitto_pub/sub announce libmosquitto's MQTT 5 Receive Maximum, 20, whatever
