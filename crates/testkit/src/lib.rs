@@ -36,6 +36,9 @@
 //! assert_eq!(sub.wait_for_lines(1, Duration::from_secs(10)), ["demo/1 hi"]);
 //! ```
 //!
+//! [`Socks5Server`] is a tiny in-process SOCKS5 proxy that records what it was asked to
+//! connect to, for clients' `--proxy`.
+//!
 //! Everything here is synchronous and panics on failure with the peer's log attached:
 //! these are test helpers, and a panic with context is the most useful failure report.
 
@@ -52,6 +55,7 @@ mod process;
 mod rabbitmq;
 mod redis;
 mod server;
+mod socks5;
 mod tls;
 
 use std::net::TcpListener;
@@ -69,6 +73,7 @@ pub use peers::{ALLOWED_PREFIX, DENIED_PREFIX, MqttBroker, PeerOptions};
 pub use postgres::Postgres;
 pub use rabbitmq::RabbitMq;
 pub use redis::Redis;
+pub use socks5::{Socks5Connect, Socks5Server};
 pub use tls::{CLIENT_COMMON_NAME, TlsMaterial};
 
 /// How long a peer may take to start accepting connections before the test fails.

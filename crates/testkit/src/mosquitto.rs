@@ -27,6 +27,9 @@ pub struct MosquittoOptions {
     pub tcp: bool,
     /// MQTT-over-WebSockets listener (`protocol websockets`).
     pub websockets: bool,
+    /// A listener on a Unix domain socket ([`Mosquitto::unix_socket_path`]), besides the
+    /// others.
+    pub unix_socket: bool,
     /// TLS listener using this material's CA, server certificate and key.
     pub tls: Option<TlsMaterial>,
     /// On the TLS listener, require a client certificate signed by the CA
@@ -62,6 +65,7 @@ impl Default for MosquittoOptions {
         Self {
             tcp: true,
             websockets: false,
+            unix_socket: false,
             tls: None,
             require_client_cert: false,
             password: None,
@@ -123,8 +127,8 @@ impl Mosquitto {
     pub fn start(options: MosquittoOptions) -> Self {
         let bin = require_binary("mosquitto", "mosquitto");
         assert!(
-            options.tcp || options.websockets || options.tls.is_some(),
-            "MosquittoOptions enables no listener (tcp, websockets and tls are all off)"
+            options.tcp || options.websockets || options.tls.is_some() || options.unix_socket,
+            "MosquittoOptions enables no listener (tcp, websockets, tls and unix_socket are off)"
         );
         assert!(
             !options.require_client_cert || options.tls.is_some(),
@@ -199,6 +203,19 @@ impl Mosquitto {
     #[must_use]
     pub fn tls_url(&self) -> String {
         format!("mqtts://localhost:{}", self.tls_port())
+    }
+
+    /// Path of the Unix domain socket listener.
+    ///
+    /// # Panics
+    /// If the Unix socket listener is disabled.
+    #[must_use]
+    pub fn unix_socket_path(&self) -> PathBuf {
+        assert!(
+            self.options.unix_socket,
+            "the Unix socket listener is disabled (MosquittoOptions::unix_socket)"
+        );
+        self.dir.path().join("mosquitto.sock")
     }
 
     /// Port of the plain MQTT listener.
@@ -448,10 +465,10 @@ impl Mosquitto {
                 "\nlistener {port} 127.0.0.1\nprotocol websockets\n"
             ));
         }
-        if self.ports.tcp.is_none() && self.ports.tls.is_none() {
+        if o.unix_socket || (self.ports.tcp.is_none() && self.ports.tls.is_none()) {
             // Mosquitto 2.0.11 exits with "Unable to start any listening sockets" when only
             // WebSocket listeners are configured; a Unix socket (port 0) satisfies it
-            // without taking a TCP port.
+            // without taking a TCP port. It is also the listener `unix_socket` asks for.
             c.push_str(&format!(
                 "\nlistener 0 {}\n",
                 path_arg(&self.dir.path().join("mosquitto.sock"))
