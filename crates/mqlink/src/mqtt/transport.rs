@@ -487,3 +487,170 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
         Pin::new(&mut self.ws).poll_close(cx).map_err(ws_io_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, UnixListener};
+
+    fn connector(url: &str, socket: SocketOptions) -> Connector {
+        let url = BrokerUrl::parse(url).unwrap();
+        Connector::new(&url, &TlsOptions::default(), Duration::from_secs(10))
+            .unwrap()
+            .with_socket(socket)
+    }
+
+    /// Bytes written by the client arrive at `accepted`, and back: the stream is the one
+    /// the listener accepted.
+    async fn round_trip(mut client: BoxIo, mut accepted: impl Io) {
+        client.write_all(b"ping").await.unwrap();
+        let mut b = [0; 4];
+        accepted.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"ping");
+        accepted.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"pong");
+    }
+
+    #[test]
+    fn proxy_urls_read_as_mosquitto_writes_them() {
+        let p = Socks5Proxy::parse("socks5h://proxy.example").unwrap();
+        assert_eq!(
+            (p.host.as_str(), p.port, p.auth),
+            ("proxy.example", 1080, None)
+        );
+        let p = Socks5Proxy::parse("socks5h://me:s3:cr@t@[::1]:9050").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("::1", 9050));
+        assert_eq!(p.auth, Some(("me".into(), "s3:cr@t".into())));
+        assert_eq!(p.authority(), "[::1]:9050");
+        let p = Socks5Proxy::parse("socks5h://me@h:1").unwrap();
+        assert_eq!(p.auth, Some(("me".into(), String::new())));
+        assert!(!format!("{p:?}").contains("s3"));
+        for bad in [
+            "socks5://h",
+            "http://h:1",
+            "socks5h://h:x",
+            "socks5h://:1",
+            "h:1",
+        ] {
+            assert!(Socks5Proxy::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Socks5Proxy::parse("http://x").unwrap_err(),
+            "Unsupported proxy protocol: http://x"
+        );
+    }
+
+    /// `--unix`: the URL's host and port are not used at all (the name cannot resolve).
+    #[tokio::test]
+    async fn unix_socket_replaces_the_host_and_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let c = connector(
+            "mqtt://no-such-host.invalid:1",
+            SocketOptions {
+                unix: Some(path.clone()),
+                ..SocketOptions::default()
+            },
+        );
+        let (client, accepted) = tokio::join!(c.connect(), listener.accept());
+        round_trip(client.unwrap(), accepted.unwrap().0).await;
+
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+        let err = c.connect().await.err().unwrap();
+        assert!(matches!(err, TransportError::Unix { .. }), "{err:?}");
+        assert!(err.to_string().contains("broker.sock"), "{err}");
+    }
+
+    /// `-A`: the broker sees the connection come from the bound address (127.0.0.2, which
+    /// the kernel would never pick by itself for 127.0.0.1).
+    #[tokio::test]
+    async fn bind_address_is_the_source_of_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let c = connector(
+            &format!("mqtt://127.0.0.1:{port}"),
+            SocketOptions {
+                bind: Some("127.0.0.2".into()),
+                ..SocketOptions::default()
+            },
+        );
+        let (client, accepted) = tokio::join!(c.connect(), listener.accept());
+        let (accepted, peer) = accepted.unwrap();
+        assert_eq!(peer.ip(), "127.0.0.2".parse::<IpAddr>().unwrap());
+        round_trip(client.unwrap(), accepted).await;
+    }
+
+    #[tokio::test]
+    async fn a_bind_address_that_is_not_local_fails_naming_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let c = connector(
+            &format!("mqtt://127.0.0.1:{port}"),
+            SocketOptions {
+                // TEST-NET-1: documentation only, never a local address.
+                bind: Some("192.0.2.1".into()),
+                ..SocketOptions::default()
+            },
+        );
+        let err = c.connect().await.err().unwrap();
+        assert!(matches!(err, TransportError::Bind { .. }), "{err:?}");
+        assert!(err.to_string().contains("192.0.2.1"), "{err}");
+    }
+
+    /// `--proxy`: the stream goes through the proxy, which is given the broker's name
+    /// (socks5h) and, when configured, the user name and password.
+    #[tokio::test]
+    async fn socks5_proxy_connects_by_name_with_and_without_auth() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for auth in [None, Some(("me", "pw"))] {
+            let proxy = mqlink_testkit::Socks5Server::start(auth);
+            let c = connector(
+                &format!("mqtt://localhost:{port}"),
+                SocketOptions {
+                    proxy: Some(Socks5Proxy {
+                        host: "127.0.0.1".into(),
+                        port: proxy.port(),
+                        auth: auth.map(|(u, p)| (u.into(), p.into())),
+                    }),
+                    ..SocketOptions::default()
+                },
+            );
+            let (client, accepted) = tokio::join!(c.connect(), listener.accept());
+            round_trip(client.unwrap(), accepted.unwrap().0).await;
+            let seen = proxy.connects();
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            assert_eq!(seen[0].target, format!("localhost:{port}"));
+            assert!(seen[0].by_name);
+            assert_eq!(seen[0].user.as_deref(), auth.map(|(u, _)| u));
+        }
+    }
+
+    #[tokio::test]
+    async fn socks5_proxy_refusing_the_password_fails_naming_the_proxy() {
+        let proxy = mqlink_testkit::Socks5Server::start(Some(("me", "pw")));
+        let c = connector(
+            "mqtt://localhost:1",
+            SocketOptions {
+                proxy: Some(Socks5Proxy {
+                    host: "127.0.0.1".into(),
+                    port: proxy.port(),
+                    auth: Some(("me".into(), "wrong".into())),
+                }),
+                ..SocketOptions::default()
+            },
+        );
+        let err = c.connect().await.err().unwrap();
+        assert!(matches!(err, TransportError::Proxy { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("127.0.0.1:{}", proxy.port())),
+            "{err}"
+        );
+        assert!(proxy.connects().is_empty());
+    }
+}
