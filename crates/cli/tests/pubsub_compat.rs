@@ -157,8 +157,10 @@ fn run_sub_row(broker: &Mosquitto, row: &SubRow, n: usize) -> [(Output, Impl); 2
 fn sub_rows_match_mosquitto_sub() {
     let broker = Mosquitto::start(MosquittoOptions {
         extra_config: vec!["log_type unsubscribe".into()],
+        unix_socket: true,
         ..MosquittoOptions::default()
     });
+    let sock = broker.unix_socket_path().to_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let binary = dir.path().join("binary");
     std::fs::write(&binary, [0u8, 1, 2, 0xff, 0xfe, b'\n', 0x80, b'x']).unwrap();
@@ -835,6 +837,42 @@ fn sub_rows_match_mosquitto_sub() {
             unsubscribed: None,
             digits: false,
         },
+        // --unix after -h/-p (the connection arguments come first): the Unix socket is
+        // used. mosquitto_sub reads -h/-p/--unix in order (a later -p would make it try
+        // TCP to a host named like the path); mqlink always ignores -h/-p with --unix.
+        SubRow {
+            name: "--unix",
+            args: s(&["--unix", &sock, "-t", "c/unix", "-v", "-C", "1"]),
+            filter: Some("c/unix".into()),
+            before: vec![],
+            after: vec![s(&["-t", "c/unix", "-m", "over a unix socket"])],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-A 127.0.0.1",
+            args: s(&["-A", "127.0.0.1", "-t", "c/bind", "-v", "-C", "1"]),
+            filter: Some("c/bind".into()),
+            before: vec![],
+            after: vec![s(&["-t", "c/bind", "-m", "bound"])],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+        // Not a local address (TEST-NET-1): both fail before connecting, exit 1. The
+        // messages differ in wording (mosquitto: "Error: Cannot assign requested address");
+        // `bind_failures_are_clear` checks mqlink's.
+        SubRow {
+            name: "-A 192.0.2.1",
+            args: s(&["-A", "192.0.2.1", "-t", "c/bind2"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
     ];
     let mut failures = Vec::new();
     for (n, row) in rows.iter().enumerate() {
@@ -1157,7 +1195,11 @@ fn observe(broker: &Mosquitto, id: &str, filter: &str, n: usize, format: &str) -
 
 #[test]
 fn pub_rows_match_mosquitto_pub() {
-    let broker = Mosquitto::start(MosquittoOptions::default());
+    let broker = Mosquitto::start(MosquittoOptions {
+        unix_socket: true,
+        ..MosquittoOptions::default()
+    });
+    let sock = broker.unix_socket_path().to_str().unwrap().to_string();
     let conn = broker.client_args();
     let dir = tempfile::tempdir().unwrap();
     let binary = dir.path().join("binary");
@@ -1315,6 +1357,21 @@ fn pub_rows_match_mosquitto_pub() {
         PubRow {
             name: "-L",
             args: s(&["-L", &url, "-m", "x"]),
+            stdin: b"",
+            messages: 1,
+            observed_as: OBSERVED,
+        },
+        // After -h/-p: the Unix socket wins (see the sub row).
+        PubRow {
+            name: "--unix",
+            args: s(&["--unix", &sock, "-t", "p/unix", "-q", "1", "-m", "x"]),
+            stdin: b"",
+            messages: 1,
+            observed_as: OBSERVED,
+        },
+        PubRow {
+            name: "-A 127.0.0.1",
+            args: s(&["-A", "127.0.0.1", "-t", "p/bind", "-q", "1", "-m", "x"]),
             stdin: b"",
             messages: 1,
             observed_as: OBSERVED,
@@ -2134,9 +2191,6 @@ fn remove_retained_clears_what_it_received() {
 #[test]
 fn unsupported_options_are_refused_by_name() {
     let cases: &[(&str, &[&str], &str)] = &[
-        ("pub", &["-A", "127.0.0.1"], "-A"),
-        ("sub", &["--unix", "/tmp/mosquitto.sock"], "--unix"),
-        ("pub", &["--proxy", "socks5h://127.0.0.1"], "--proxy"),
         ("sub", &["--psk", "00", "--psk-identity", "me"], "--psk"),
         ("pub", &["--ciphers", "HIGH"], "--ciphers"),
         ("sub", &["--tls-engine", "tpm"], "--tls-engine"),
@@ -2301,4 +2355,146 @@ fn tls_alpn_and_version_match_mosquitto() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `-A` with an address that is not local: the same exit code as mosquitto_pub (1), and one
+/// line naming the address and the OS's reason.
+#[test]
+fn bind_failures_are_clear() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let conn = broker.client_args();
+    let row = PubRow {
+        name: "-A 192.0.2.1",
+        args: s(&["-A", "192.0.2.1", "-t", "p/bind", "-m", "x"]),
+        stdin: b"",
+        messages: 0,
+        observed_as: OBSERVED,
+    };
+    let want = run_pub(Impl::Mosquitto, &conn, &row);
+    let got = run_pub(Impl::Mqlink, &conn, &row);
+    assert_eq!(want.status.code(), Some(1));
+    assert_eq!(got.status.code(), want.status.code());
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(
+        err.starts_with("Error: ")
+            && err.contains("192.0.2.1")
+            && err.contains("Cannot assign requested address")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+/// `--proxy socks5h://[user:pass@]host:port`: the broker connection goes through the proxy,
+/// which is given the broker's host name to resolve (socks5h) and the user name and
+/// password when the URL has them, exactly as mosquitto_pub asks it; `sub` receives through
+/// it; a password the proxy refuses fails both clients with the same exit code
+/// (libmosquitto's MOSQ_ERR_PROXY, 16).
+#[test]
+fn proxy_goes_through_socks5_as_mosquittos_does() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let port = broker.port().to_string();
+    for (n, auth) in [None, Some(("me", "pw"))].into_iter().enumerate() {
+        let proxy = mqlink_testkit::Socks5Server::start(auth);
+        let url = match auth {
+            None => format!("socks5h://127.0.0.1:{}", proxy.port()),
+            Some((u, p)) => format!("socks5h://{u}:{p}@127.0.0.1:{}", proxy.port()),
+        };
+        let via = s(&["-h", "localhost", "-p", &port, "--proxy", &url]);
+        for which in [Impl::Mosquitto, Impl::Mqlink] {
+            let topic = format!("proxy/{n}/{which:?}");
+            let obs = observe(
+                &broker,
+                &format!("obs-proxy-{n}-{which:?}"),
+                &topic,
+                1,
+                "%t %p",
+            );
+            let row = PubRow {
+                name: "--proxy",
+                args: [
+                    via.clone(),
+                    s(&["-t", &topic, "-q", "1", "-m", "via proxy"]),
+                ]
+                .concat(),
+                stdin: b"",
+                messages: 1,
+                observed_as: OBSERVED,
+            };
+            assert_ok(
+                &run_pub(which, &[], &row),
+                &format!("{which:?} pub --proxy"),
+            );
+            let seen = wait_output(obs, "--proxy observer");
+            assert_eq!(
+                String::from_utf8_lossy(&seen.stdout),
+                format!("{topic} via proxy\n")
+            );
+        }
+        let id = format!("proxy-sub-{n}");
+        let mut c = command(Impl::Mqlink, "mosquitto_sub");
+        c.args(&via)
+            .args(["-i", &id, "-t", "proxy/sub", "-v", "-C", "1", "-W", "10"]);
+        let sub = spawn(c);
+        wait_subscribed(&broker, &id, "proxy/sub");
+        let out =
+            mosquitto_pub(&[broker.client_args(), s(&["-t", "proxy/sub", "-m", "in"])].concat());
+        assert_ok(&out, "mosquitto_pub");
+        let got = wait_output(sub, "mqlink sub --proxy");
+        assert_ok(&got, "mqlink sub --proxy");
+        assert_eq!(got.stdout, b"proxy/sub in\n");
+
+        // mosquitto_pub's request, mqlink pub's and mqlink sub's: all the same.
+        let expected = mqlink_testkit::Socks5Connect {
+            target: format!("localhost:{port}"),
+            by_name: true,
+            user: auth.map(|(u, _)| u.to_string()),
+        };
+        assert_eq!(proxy.connects(), vec![expected; 3]);
+    }
+    let proxy = mqlink_testkit::Socks5Server::start(Some(("me", "pw")));
+    let url = format!("socks5h://me:wrong@127.0.0.1:{}", proxy.port());
+    let row = PubRow {
+        name: "--proxy wrong password",
+        args: s(&[
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+            "--proxy",
+            &url,
+            "-t",
+            "p",
+            "-m",
+            "x",
+        ]),
+        stdin: b"",
+        messages: 0,
+        observed_as: OBSERVED,
+    };
+    let want = run_pub(Impl::Mosquitto, &[], &row);
+    let got = run_pub(Impl::Mqlink, &[], &row);
+    assert_eq!(want.status.code(), Some(16));
+    assert_eq!(
+        got.status.code(),
+        want.status.code(),
+        "mosquitto_pub: {}mqlink: {}",
+        String::from_utf8_lossy(&want.stderr),
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(proxy.connects().is_empty());
+    // mosquitto's message for a scheme it does not know, exit 1, before connecting.
+    let row = PubRow {
+        name: "--proxy http",
+        args: s(&["--proxy", "http://x", "-t", "p", "-m", "x"]),
+        stdin: b"",
+        messages: 0,
+        observed_as: OBSERVED,
+    };
+    let want = run_pub(Impl::Mosquitto, &[], &row);
+    let got = run_pub(Impl::Mqlink, &[], &row);
+    assert_eq!(got.status.code(), want.status.code());
+    assert_eq!(
+        String::from_utf8_lossy(&got.stderr).replace("mqlink pub", "mosquitto_pub"),
+        String::from_utf8_lossy(&want.stderr)
+    );
 }

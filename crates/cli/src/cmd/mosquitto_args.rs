@@ -39,6 +39,12 @@ pub struct MosqPlain(pub String);
 #[error("{0}")]
 pub struct TlsFailed(pub String);
 
+/// The first connection failed in the SOCKS5 handshake (the proxy refused us or the
+/// broker); a proxy that cannot be reached at all is an ordinary connection failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProxyFailed(pub String);
+
 pub fn mosq_usage(tool: &'static str, msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(MosqUsage {
         tool,
@@ -522,6 +528,15 @@ impl MosqConnArgs {
     }
 }
 
+/// The broker as errors name it: the Unix socket's path with `--unix` (the URL's host and
+/// port are not used then), the URL otherwise.
+pub fn broker_label(o: &MqttOptions) -> String {
+    match &o.socket.unix {
+        Some(path) => format!("unix socket {}", path.display()),
+        None => o.url.to_string(),
+    }
+}
+
 /// The path of a URL as typed, without its leading `/` (BrokerUrl replaces an empty path
 /// with the WebSocket default).
 fn url_path(url: &str) -> &str {
@@ -600,9 +615,12 @@ pub fn finish(result: anyhow::Result<()>, quiet: bool) -> anyhow::Result<()> {
         None => eprintln!("Error: {}", flag_names(&format!("{e:#}"))),
     }
     // mosquitto_pub/sub exit with libmosquitto's error number for a failed TLS handshake
-    // (MOSQ_ERR_TLS, 8) and 1 for the other failures seen here.
+    // (MOSQ_ERR_TLS, 8) or SOCKS5 handshake (MOSQ_ERR_PROXY, 16) and 1 for the other
+    // failures seen here.
     let code = if e.chain().any(|c| c.is::<TlsFailed>()) {
         8
+    } else if e.chain().any(|c| c.is::<ProxyFailed>()) {
+        16
     } else {
         1
     };

@@ -13,7 +13,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::mosquitto_args::{MosqConnArgs, TlsFailed, finish, mosq_usage};
+use crate::cmd::mosquitto_args::{MosqConnArgs, ProxyFailed, TlsFailed, finish, mosq_usage};
 
 const TOOL: &str = "mosquitto_pub";
 
@@ -94,7 +94,7 @@ async fn publish(args: Args) -> anyhow::Result<()> {
             format!("Invalid publish topic '{topic}', does it contain '+' or '#'?"),
         ));
     }
-    let broker = opts.url.to_string();
+    let broker = crate::cmd::mosquitto_args::broker_label(&opts);
     let (client, _deliveries, event_loop) = client::new(opts)?;
     let shutdown = CancellationToken::new();
     let loop_task = tokio::spawn(event_loop.run(shutdown.clone()));
@@ -231,10 +231,10 @@ pub async fn wait_connected(client: &Client, retry: bool) -> anyhow::Result<()> 
         match &*link.borrow_and_update() {
             LinkState::Connected { .. } => return Ok(()),
             LinkState::Down { reason, cause } if !retry => {
-                return Err(if *cause == "tls" {
-                    anyhow::Error::new(TlsFailed(reason.clone()))
-                } else {
-                    anyhow!("{reason}")
+                return Err(match *cause {
+                    "tls" => anyhow::Error::new(TlsFailed(reason.clone())),
+                    "proxy" => anyhow::Error::new(ProxyFailed(reason.clone())),
+                    _ => anyhow!("{reason}"),
                 });
             }
             LinkState::Stopped => return Err(anyhow!("client stopped")),

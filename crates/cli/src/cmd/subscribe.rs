@@ -149,7 +149,7 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
     {
         return Err(invalid_filter(bad));
     }
-    let broker = opts.url.to_string();
+    let broker = crate::cmd::mosquitto_args::broker_label(&opts);
     let (client, mut deliveries, event_loop) = client::new(opts)?;
     let shutdown = CancellationToken::new();
     let loop_task = tokio::spawn(event_loop.run(shutdown.clone()));
