@@ -862,7 +862,7 @@ fn sub_rows_match_mosquitto_sub() {
         },
         // Not a local address (TEST-NET-1): both fail before connecting, exit 1. The
         // messages differ in wording (mosquitto: "Error: Cannot assign requested address");
-        // `bind_failures_are_clear` checks mqlink's.
+        // `bind_address_is_used_and_failures_are_clear` checks mqlink's.
         SubRow {
             name: "-A 192.0.2.1",
             args: s(&["-A", "192.0.2.1", "-t", "c/bind2"]),
@@ -2357,12 +2357,35 @@ fn tls_alpn_and_version_match_mosquitto() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// `-A` with an address that is not local: the same exit code as mosquitto_pub (1), and one
-/// line naming the address and the OS's reason.
+/// `-A`: the broker sees the connection come from the bound address (127.0.0.2, which the
+/// kernel would never pick by itself to reach 127.0.0.1), for mosquitto_pub and mqlink
+/// alike. An address that is not local fails both with exit 1, and mqlink's one line names
+/// the address and the OS's reason.
 #[test]
-fn bind_failures_are_clear() {
+fn bind_address_is_used_and_failures_are_clear() {
     let broker = Mosquitto::start(MosquittoOptions::default());
     let conn = broker.client_args();
+    for which in [Impl::Mosquitto, Impl::Mqlink] {
+        let id = format!("bound-{which:?}");
+        let row = PubRow {
+            name: "-A 127.0.0.2",
+            args: s(&["-A", "127.0.0.2", "-i", &id, "-t", "p/bind", "-m", "x"]),
+            stdin: b"",
+            messages: 1,
+            observed_as: OBSERVED,
+        };
+        assert_ok(&run_pub(which, &conn, &row), &format!("{which:?} -A"));
+        // "New connection from 127.0.0.2:PORT on port N." then "New client connected from
+        // 127.0.0.2:PORT as ID": the second names the client.
+        assert!(
+            broker
+                .log()
+                .lines()
+                .any(|l| l.contains("from 127.0.0.2:") && l.contains(&format!(" as {id} "))),
+            "{which:?}: {}",
+            broker.log()
+        );
+    }
     let row = PubRow {
         name: "-A 192.0.2.1",
         args: s(&["-A", "192.0.2.1", "-t", "p/bind", "-m", "x"]),
@@ -2382,6 +2405,63 @@ fn bind_failures_are_clear() {
             && err.lines().count() == 1,
         "{err}"
     );
+}
+
+/// `--unix` against a broker with no TCP listener at all, so nothing else could carry the
+/// messages: mosquitto_pub and mqlink pub both deliver through it (mqlink ignoring an
+/// unresolvable -h and a closed -p given before it), and mqlink sub receives through it.
+#[test]
+fn unix_socket_is_the_only_way_in() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        tcp: false,
+        unix_socket: true,
+        ..MosquittoOptions::default()
+    });
+    let sock = broker.unix_socket_path().to_str().unwrap().to_string();
+    let unix = s(&["--unix", &sock]);
+    let mut c = Command::new(require_binary("mosquitto_sub", "mosquitto-clients"));
+    c.args(&unix)
+        .args(["-i", "unix-obs", "-t", "u/#", "-v", "-C", "2", "-W", "10"]);
+    let obs = spawn(c);
+    wait_subscribed(&broker, "unix-obs", "u/#");
+    let ignored = s(&["-h", "no-such-host.invalid", "-p", "1"]);
+    for which in [Impl::Mosquitto, Impl::Mqlink] {
+        let row = PubRow {
+            name: "--unix",
+            args: [
+                unix.clone(),
+                s(&["-t", &format!("u/{which:?}"), "-q", "1", "-m", "x"]),
+            ]
+            .concat(),
+            stdin: b"",
+            messages: 1,
+            observed_as: OBSERVED,
+        };
+        let conn: &[String] = match which {
+            Impl::Mosquitto => &[],
+            Impl::Mqlink => &ignored,
+        };
+        assert_ok(
+            &run_pub(which, conn, &row),
+            &format!("{which:?} pub --unix"),
+        );
+    }
+    let seen = wait_output(obs, "--unix observer");
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout),
+        "u/Mosquitto x\nu/Mqlink x\n"
+    );
+
+    let mut c = command(Impl::Mqlink, "mosquitto_sub");
+    c.args(&unix)
+        .args(["-i", "unix-sub", "-t", "u/sub", "-v", "-C", "1", "-W", "10"]);
+    let sub = spawn(c);
+    wait_subscribed(&broker, "unix-sub", "u/sub");
+    let out = mosquitto_pub(&[unix.clone(), s(&["-t", "u/sub", "-m", "in"])].concat());
+    assert_ok(&out, "mosquitto_pub --unix");
+    let got = wait_output(sub, "mqlink sub --unix");
+    assert_ok(&got, "mqlink sub --unix");
+    assert_eq!(got.stdout, b"u/sub in\n");
 }
 
 /// `--proxy socks5h://[user:pass@]host:port`: the broker connection goes through the proxy,
