@@ -14,7 +14,8 @@
 //! - [`codec`]: our packet types over `mqtt-proto`, for MQTT 3.1, 3.1.1 and 5.
 //! - [`state`]: the session state machine (windows, packet ids, verdicts, replay, limits),
 //!   no I/O, tested packet by packet and by a model against a hostile broker.
-//! - [`transport`]: TCP, TLS and WebSocket connections with a timeout.
+//! - [`transport`]: TCP, TLS and WebSocket connections with a timeout, over TCP (bound to a
+//!   local address or through a SOCKS5 proxy if asked) or a Unix domain socket.
 //! - [`tls`]: rustls client and server configuration from files.
 //! - [`client`]: the connection task (handshake, reconnect with backoff, keepalive, write
 //!   buffer) and the cheap [`client::Client`] handle.
