@@ -838,8 +838,9 @@ fn sub_rows_match_mosquitto_sub() {
             digits: false,
         },
         // --unix after -h/-p (the connection arguments come first): the Unix socket is
-        // used. mosquitto_sub reads -h/-p/--unix in order (a later -p would make it try
-        // TCP to a host named like the path); mqlink always ignores -h/-p with --unix.
+        // used. mosquitto_sub reads -h/-p/--unix in order (a later -p makes it look the
+        // path up as a host name, a later -h as the socket path: checked by hand with
+        // 2.0.11); mqlink always ignores -h/-p with --unix.
         SubRow {
             name: "--unix",
             args: s(&["--unix", &sock, "-t", "c/unix", "-v", "-C", "1"]),
