@@ -9,6 +9,7 @@ use crate::mqtt::url::BrokerUrl;
 use crate::topic::{EventGlob, GlobSet, SlashPolicy, Template, TopicFilter};
 
 use super::secret::Secret;
+pub use super::shared::Backoff;
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,15 +187,6 @@ impl EmbeddedTls {
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8883);
 }
 
-/// Exponential backoff bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// First delay.
-    pub min: Duration,
-    /// Largest delay; `max >= min`.
-    pub max: Duration,
-}
-
 /// Client certificate and key for mutual TLS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientAuth {
@@ -272,16 +264,8 @@ pub struct Broker {
     pub lifecycle: Option<Lifecycle>,
 }
 
-/// MQTT quality of service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum QoS {
-    /// At most once.
-    AtMostOnce = 0,
-    /// At least once.
-    AtLeastOnce = 1,
-    /// Exactly once.
-    ExactlyOnce = 2,
-}
+/// MQTT quality of service: the engine's own type, so config and wire cannot drift.
+pub use crate::mqtt::codec::QoS;
 
 /// What the spool does when it reaches `max_bytes` (`reject` answers HTTP 503, `block`
 /// makes producers wait, `drop_oldest` discards the oldest records, each counted and logged),

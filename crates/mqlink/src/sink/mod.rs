@@ -40,10 +40,11 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ctx::Ctx;
+use crate::config::error::ConfigError;
 use crate::config::node::KeyPath;
-use crate::config::raw::RawBackoff;
-use crate::config::validate::Ctx;
-use crate::config::{Backoff, ConfigError};
+use crate::config::shared::Backoff;
+use crate::config::shared::RawBackoff;
 use crate::topic::{Allowed, FieldRule};
 
 /// The registry: `key: Variant(Config, Sink)`, one line per sink (see the module docs).

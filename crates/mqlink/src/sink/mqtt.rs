@@ -13,8 +13,9 @@ use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_
 use super::with_topic_context;
 use crate::build;
 use crate::config::node::KeyPath;
-use crate::config::validate::Ctx;
-use crate::config::{ConfigError, QoS};
+use crate::config::ctx::Ctx;
+use crate::config::error::ConfigError;
+use crate::mqtt::codec::QoS;
 use crate::mqtt::client::{self, Client, MqttOptions};
 use crate::mqtt::codec::{Publish, PublishProps};
 use crate::mqtt::state::Verdict;
