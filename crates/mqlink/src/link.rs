@@ -63,9 +63,6 @@ pub enum LinkError {
         /// Reason code.
         code: u8,
     },
-    /// A route's payload transform does not compile.
-    #[error(transparent)]
-    Transform(#[from] crate::transform::CompileError),
     /// The link has stopped.
     #[error("the link has stopped")]
     Closed,
@@ -123,7 +120,7 @@ impl Link {
     /// # Errors
     /// [`LinkError`] for a spool that cannot be opened or TLS material that cannot be read.
     pub fn open(config: &Config) -> Result<(Link, LinkTasks), LinkError> {
-        let router = Router::new(config)?;
+        let router = Router::new(config);
         let dir = config.spool.dir.clone();
         let (spool, report) =
             Spool::open(&dir, spool_options(&config.spool)).map_err(|source| LinkError::Spool {

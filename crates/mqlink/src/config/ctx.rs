@@ -12,6 +12,7 @@ use mqlink_spool::FsyncPolicy as Fsync;
 
 use crate::mqtt::codec::QoS;
 use crate::topic::{Allowed, Template};
+use crate::transform::jq::Program;
 
 use super::error::ConfigError;
 use super::node::{KeyPath, Node};
@@ -157,6 +158,13 @@ impl Ctx<'_> {
             (None, Some(f)) => self.secret_file(f, &path.key("password_file")).map(Some),
             (None, None) => Ok(None),
         }
+    }
+
+    /// A jq program, compiled here so that a bad one is a located config error and
+    /// nothing compiles jq after validation.
+    pub(crate) fn jq(&self, code: &str, path: &KeyPath) -> R<Program> {
+        self.non_empty(code, path)?;
+        Program::compile(code).map_err(|m| self.err(path, m))
     }
 
     pub(crate) fn socket_addr(&self, s: &str, path: &KeyPath) -> R<SocketAddr> {

@@ -63,7 +63,7 @@ pub(crate) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> R<Config> {
     let cpath = root.key("connectors");
     for (i, c) in raw.connectors.unwrap_or_default().into_iter().enumerate() {
         let p = cpath.index(i);
-        let conn = connector(c, ctx, &p)?;
+        let conn = connector(c, ctx, &p, &spool.dir, broker.session_expiry)?;
         if let Some(j) = connectors_out.iter().position(|o| o.name == conn.name) {
             return Err(ctx.err(
                 &p.key("name"),
@@ -526,15 +526,12 @@ fn sources(raw: RawSources, ctx: &Ctx<'_>, path: &KeyPath) -> R<Sources> {
     for (i, p) in raw.poll.unwrap_or_default().into_iter().enumerate() {
         let pp = path.key("poll").index(i);
         ctx.non_empty(&p.event, &pp.key("event"))?;
-        if let Some(s) = p.split.as_deref() {
-            ctx.non_empty(s, &pp.key("split"))?;
-        }
         poll.push(Poll {
             url: ctx.http_url(&p.url, &pp.key("url"), &["http", "https"])?,
             every: ctx.positive_duration(Some(&p.every), &pp.key("every"), Duration::ZERO)?,
             event: p.event,
             fields: p.fields.unwrap_or_default(),
-            split: p.split,
+            split: p.split.map(|s| ctx.jq(&s, &pp.key("split"))).transpose()?,
             headers: ctx.headers(p.headers, &pp.key("headers"))?,
             timeout: ctx.positive_duration(
                 p.timeout.as_deref(),
@@ -611,9 +608,10 @@ fn route(
         }
         (None, None) => None,
     };
-    if let Some(t) = p.transform.as_deref() {
-        ctx.non_empty(t, &pp.key("transform"))?;
-    }
+    let transform = p
+        .transform
+        .map(|t| ctx.jq(&t, &pp.key("transform")))
+        .transpose()?;
 
     let prp = path.key("properties");
     let properties = match raw.properties {
@@ -663,13 +661,29 @@ fn route(
         payload: Payload {
             event_field: p.event_field,
             timestamp_field,
-            transform: p.transform,
+            transform,
         },
         properties,
     })
 }
 
-fn connector(raw: RawConnector, ctx: &Ctx<'_>, path: &KeyPath) -> R<Connector> {
+fn connector(
+    raw: RawConnector,
+    ctx: &Ctx<'_>,
+    path: &KeyPath,
+    spool_dir: &std::path::Path,
+    broker_expiry: Option<Duration>,
+) -> R<Connector> {
+    let session = match raw.session {
+        None | Some(RawSession::Persistent) => Session::Persistent,
+        Some(RawSession::Clean) => Session::Clean,
+    };
+    // What the broker keeps of a persistent connector while mqlink is away: the broker
+    // section's expiry, a day unless given.
+    let session_expiry = match session {
+        Session::Persistent => Some(broker_expiry.unwrap_or(DAY)),
+        Session::Clean => None,
+    };
     let np = path.key("name");
     let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if raw.name.is_empty() || !raw.name.chars().all(name_ok) {
@@ -700,30 +714,27 @@ fn connector(raw: RawConnector, ctx: &Ctx<'_>, path: &KeyPath) -> R<Connector> {
     let mut transforms = Vec::new();
     for (i, t) in raw.transforms.unwrap_or_default().into_iter().enumerate() {
         let tp = path.key("transforms").index(i);
-        let (key, t) = match t {
-            RawTransform::Filter(e) => ("filter", Transform::Filter(e)),
-            RawTransform::Map(e) => ("map", Transform::Map(e)),
-            RawTransform::Arraymap(e) => ("arraymap", Transform::ArrayMap(e)),
-        };
-        let (Transform::Filter(e) | Transform::Map(e) | Transform::ArrayMap(e)) = &t;
-        ctx.non_empty(e, &tp.key(key))?;
-        transforms.push(t);
+        transforms.push(match t {
+            RawTransform::Filter(e) => Transform::Filter(ctx.jq(&e, &tp.key("filter"))?),
+            RawTransform::Map(e) => Transform::Map(ctx.jq(&e, &tp.key("map"))?),
+            RawTransform::Arraymap(e) => Transform::ArrayMap(ctx.jq(&e, &tp.key("arraymap"))?),
+        });
     }
+    // Next to the spool unless configured (the spool directory is on a disk mqlink may
+    // write to).
     let dead_letter = match raw.dead_letter {
         Some(d) => {
             ctx.non_empty(&d, &path.key("dead_letter"))?;
-            Some(PathBuf::from(d))
+            PathBuf::from(d)
         }
-        None => None,
+        None => spool_dir.join(format!("dead-letter-{}.jsonl", raw.name)),
     };
     Ok(Connector {
         name: raw.name,
         subscribe,
         qos: ctx.qos(raw.qos, &path.key("qos"), QoS::AtLeastOnce)?,
-        session: match raw.session {
-            None | Some(RawSession::Persistent) => Session::Persistent,
-            Some(RawSession::Clean) => Session::Clean,
-        },
+        session,
+        session_expiry,
         client_id,
         broker,
         format: match raw.format {

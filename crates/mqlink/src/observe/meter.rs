@@ -1,13 +1,12 @@
 //! Meters: the counters and trackers components update on their hot paths, read later by
-//! the observer. A leaf: it imports nothing from the crate, so every component can use it
-//! without depending on what observes it.
+//! the observer. A leaf: it imports nothing from the crate but the leaf `encoding`, so
+//! every component can use it without depending on what observes it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 /// Upper bounds (seconds) of the accept→acknowledge latency buckets.
@@ -179,7 +178,7 @@ fn shown(payload: &[u8]) -> String {
         Err(e) if e.error_len().is_none() => {
             String::from_utf8_lossy(&cut[..e.valid_up_to()]).into_owned()
         }
-        Err(_) => base64::engine::general_purpose::STANDARD.encode(cut),
+        Err(_) => crate::encoding::utf8_or_base64(cut).0,
     }
 }
 

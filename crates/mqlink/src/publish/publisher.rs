@@ -39,7 +39,6 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use mqlink_spool::{Record, Spool, SpoolError};
@@ -141,13 +140,8 @@ impl DeadLetter {
 }
 
 fn payload_json(payload: &[u8]) -> (serde_json::Value, Option<&'static str>) {
-    match std::str::from_utf8(payload) {
-        Ok(s) => (json!(s), None),
-        Err(_) => (
-            json!(base64::engine::general_purpose::STANDARD.encode(payload)),
-            Some("base64"),
-        ),
-    }
+    let (text, base64) = crate::encoding::utf8_or_base64(payload);
+    (json!(text), base64.then_some("base64"))
 }
 
 type PendingFuture =

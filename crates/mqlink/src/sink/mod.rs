@@ -35,7 +35,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -325,10 +324,7 @@ impl Record {
     pub fn to_json(&self) -> Value {
         match &self.body {
             Body::Json(v) => v.clone(),
-            Body::Raw(b) => match std::str::from_utf8(b) {
-                Ok(s) => Value::String(s.to_string()),
-                Err(_) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-            },
+            Body::Raw(b) => Value::String(crate::encoding::utf8_or_base64(b).0),
         }
     }
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_ONLY};
 use super::with_topic_context;
-use crate::build;
 use crate::config::node::KeyPath;
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
@@ -171,7 +170,7 @@ impl Deliver for MqttSink {
             let publish = Publish {
                 topic: Arc::from(topic.as_str()),
                 payload: r.to_bytes(),
-                qos: build::qos(self.qos),
+                qos: self.qos,
                 retain: self.retain,
                 dup: false,
                 pid: None,
