@@ -37,6 +37,7 @@
 pub mod build;
 pub mod config;
 pub mod connector;
+pub mod dead_letter;
 pub(crate) mod encoding;
 pub mod event;
 pub mod link;

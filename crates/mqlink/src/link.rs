@@ -23,13 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build;
 use crate::config::{self, Config};
+use crate::dead_letter::DeadLetter;
 use crate::event::{Event, Source};
 use crate::mqtt::client::{self, Client, ClientError, Deliveries, EventLoop};
 use crate::mqtt::codec::{Publish, QoS};
 use crate::observe::meter::TopicTracker;
 use crate::observe::{Facts, Observer};
 use crate::publish::ingest::{Accepted, Ingest, IngestError};
-use crate::publish::publisher::{DeadLetter, PublishStats, Publisher};
+use crate::publish::publisher::{PublishStats, Publisher};
 use crate::publish::router::Router;
 use crate::topic::TopicFilter;
 

@@ -35,11 +35,12 @@ use jaq_json::Val;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use dead_letter::{DeadLetter, DeadRecord};
+pub use dead_letter::DeadRecord;
 pub use stats::ConnectorStats;
 
 use crate::build;
 use crate::config::{self, RecordFormat};
+use crate::dead_letter::DeadLetter;
 use crate::mqtt::client::{self, Client, ClientClosed, ClientError, Deliveries, MqttOptions};
 use crate::mqtt::codec::Publish;
 use crate::mqtt::state::{AckToken, Delivery};
@@ -178,7 +179,7 @@ impl Connector {
                     source,
                 })?;
         info!(connector = %name, broker = %self.opts.url, sink = %self.cfg.sink.describe(), "connector starting");
-        let dead_letter = DeadLetter::new(&self.cfg.dead_letter, &name);
+        let dead_letter = DeadLetter::new(&self.cfg.dead_letter);
         let worker = Worker {
             cfg: &self.cfg,
             chain: &self.chain,
@@ -426,13 +427,14 @@ impl Worker<'_> {
         if dead.is_empty() {
             return Ok(());
         }
-        let dl = &mut self.dead_letter;
+        let dl = &self.dead_letter;
+        let lines = dead_letter::lines(&self.cfg.name, &dead);
         let mut attempt = 0;
         loop {
             let res = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Err(Stop),
-                r = dl.write(&dead) => r,
+                r = dl.append(&lines) => r,
             };
             match res {
                 Ok(()) => {

@@ -1,0 +1,97 @@
+//! The dead-letter file: where the publisher puts messages the broker refused for good
+//! and connectors put records a transform or their sink refused — one JSON line each,
+//! fsynced before the caller lets the message go (spool ack, MQTT ack).
+//!
+//! One writer for both paths, async end to end: the file is `tokio::fs`, whose writes
+//! and `sync_data` run on tokio's blocking pool, never on a runtime worker thread. Bounded:
+//! one append is in flight per file at a time; other callers wait for the file (a FIFO
+//! lock), each holding only its own lines, and callers await their append before they
+//! take more work. A leaf: imports nothing from the crate.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+/// Appends JSON lines to one file, fsynced per append.
+#[derive(Debug)]
+pub struct DeadLetter {
+    path: PathBuf,
+    file: Mutex<Option<tokio::fs::File>>,
+}
+
+impl DeadLetter {
+    /// Dead letters at `path`; the file is opened (created) on first use.
+    pub fn new(path: impl Into<PathBuf>) -> DeadLetter {
+        DeadLetter {
+            path: path.into(),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append `lines`, one JSON value per line, and fsync them.
+    ///
+    /// # Errors
+    /// I/O errors opening, writing or syncing the file; the caller keeps what it was
+    /// about to let go and tries again later. The file is reopened on the next append, so
+    /// a half-written line is possible after an error, a lost one is not.
+    pub async fn append(&self, lines: &[Value]) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for line in lines {
+            serde_json::to_writer(&mut buf, line)?;
+            buf.push(b'\n');
+        }
+        let mut guard = self.file.lock().await;
+        if guard.is_none() {
+            *guard = Some(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .await?,
+            );
+        }
+        let Some(f) = guard.as_mut() else {
+            return Err(io::Error::other("dead-letter file not open"));
+        };
+        let res = async {
+            f.write_all(&buf).await?;
+            f.flush().await?;
+            f.sync_data().await
+        }
+        .await;
+        if res.is_err() {
+            *guard = None;
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn appends_lines_and_reopens_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("sub");
+        let dl = DeadLetter::new(missing.join("dead.jsonl"));
+        assert!(dl.append(&[serde_json::json!({"a": 1})]).await.is_err());
+        std::fs::create_dir(&missing).unwrap();
+        dl.append(&[serde_json::json!({"a": 1}), serde_json::json!({"b": "ü"})])
+            .await
+            .unwrap();
+        dl.append(&[serde_json::json!(3)]).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dl.path()).unwrap(),
+            "{\"a\":1}\n{\"b\":\"ü\"}\n3\n"
+        );
+    }
+}
