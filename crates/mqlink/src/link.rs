@@ -73,7 +73,7 @@ pub enum LinkError {
 }
 
 /// Spool options from the config section.
-pub fn spool_options(s: &config::Spool) -> SpoolOptions {
+pub(crate) fn spool_options(s: &config::Spool) -> SpoolOptions {
     SpoolOptions {
         max_bytes: s.max_bytes,
         on_full: s.on_full,

@@ -47,7 +47,11 @@ pub struct OpsRoutes {
 }
 
 /// Build the ops routes over `observer` and `ingest`.
-pub fn routes(ingest: Ingest, observer: Arc<Observer>, shutdown: CancellationToken) -> OpsRoutes {
+pub(crate) fn routes(
+    ingest: Ingest,
+    observer: Arc<Observer>,
+    shutdown: CancellationToken,
+) -> OpsRoutes {
     let ops = Ops {
         ingest,
         observer,

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 /// Upper bounds (seconds) of the accept→acknowledge latency buckets.
-pub const LATENCY_BUCKETS: [f64; 14] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
 
@@ -66,7 +66,7 @@ pub enum Dir {
 }
 
 /// Most topics the dashboard tracks; further topics are counted under `(other topics)`.
-pub const MAX_TOPICS: usize = 10_000;
+pub(crate) const MAX_TOPICS: usize = 10_000;
 const MAX_PAYLOAD_SHOWN: usize = 1024;
 const OTHER: &str = "(other topics)";
 

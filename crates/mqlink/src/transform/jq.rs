@@ -72,11 +72,11 @@ impl fmt::Debug for Program {
 }
 
 /// Deepest nesting of `(`, `[`, `{`, `\\(` and block keywords accepted in a jq program.
-pub const MAX_JQ_NESTING: usize = 64;
+pub(crate) const MAX_JQ_NESTING: usize = 64;
 /// Most operators and keywords accepted in one jq program.
-pub const MAX_JQ_OPERATORS: usize = 128;
+pub(crate) const MAX_JQ_OPERATORS: usize = 128;
 /// Longest jq program accepted, in bytes.
-pub const MAX_JQ_LEN: usize = 16 * 1024;
+pub(crate) const MAX_JQ_LEN: usize = 16 * 1024;
 
 /// Refuse programs whose nesting or length would overflow jaq's recursive parser,
 /// compiler or interpreter. A conservative scan, not a parser: it counts what recursion
@@ -84,7 +84,7 @@ pub const MAX_JQ_LEN: usize = 16 * 1024;
 ///
 /// # Errors
 /// Which limit the program exceeds.
-pub fn check_size(code: &str) -> Result<(), String> {
+pub(crate) fn check_size(code: &str) -> Result<(), String> {
     if code.len() > MAX_JQ_LEN {
         return Err(format!(
             "program is {} bytes; at most {MAX_JQ_LEN} are accepted",

@@ -30,11 +30,11 @@ use crate::config::Transform;
 
 pub(crate) mod jq;
 
-pub use jq::{MAX_JQ_LEN, MAX_JQ_NESTING, MAX_JQ_OPERATORS, Program, check_size};
+pub(crate) use jq::Program;
 
 /// Which kind of step, as written in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `filter`
     Filter,
     /// `map`
@@ -45,7 +45,7 @@ pub enum Kind {
 
 impl Kind {
     /// The config key.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Filter => "filter",
             Kind::Map => "map",
@@ -63,7 +63,7 @@ impl fmt::Display for Kind {
 /// A transform step failed on one record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("transforms[{index}] ({kind}): {message}")]
-pub struct RuntimeError {
+pub(crate) struct RuntimeError {
     /// Step index.
     pub index: usize,
     /// Step kind.
@@ -81,7 +81,7 @@ struct Step {
 /// The transform steps of one connector (or one route payload, one poll split), their
 /// programs compiled at validation.
 #[derive(Default, Clone)]
-pub struct Chain {
+pub(crate) struct Chain {
     steps: Vec<Step>,
 }
 
@@ -95,7 +95,7 @@ impl fmt::Debug for Chain {
 
 impl Chain {
     /// The steps of `transforms`, in order.
-    pub fn new(transforms: &[Transform]) -> Chain {
+    pub(crate) fn new(transforms: &[Transform]) -> Chain {
         let steps = transforms
             .iter()
             .map(|t| {
@@ -114,7 +114,7 @@ impl Chain {
     }
 
     /// One step.
-    pub fn single(kind: Kind, program: &Program) -> Chain {
+    pub(crate) fn single(kind: Kind, program: &Program) -> Chain {
         Chain {
             steps: vec![Step {
                 kind,
@@ -124,7 +124,7 @@ impl Chain {
     }
 
     /// No steps: records pass unchanged.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }
 
@@ -132,7 +132,7 @@ impl Chain {
     ///
     /// # Errors
     /// [`RuntimeError`] naming the step that failed.
-    pub fn apply(&self, input: Val) -> Result<Vec<Val>, RuntimeError> {
+    pub(crate) fn apply(&self, input: Val) -> Result<Vec<Val>, RuntimeError> {
         let mut records = vec![input];
         for (index, step) in self.steps.iter().enumerate() {
             let err = |message: String| RuntimeError {
@@ -178,7 +178,7 @@ impl Chain {
     ///
     /// # Errors
     /// [`RuntimeError`] naming the step that failed.
-    pub fn apply_json(&self, input: &Value) -> Result<Vec<Value>, RuntimeError> {
+    pub(crate) fn apply_json(&self, input: &Value) -> Result<Vec<Value>, RuntimeError> {
         Ok(self.apply(to_val(input))?.iter().map(from_val).collect())
     }
 }
@@ -195,7 +195,7 @@ fn kind_of(v: &Val) -> &'static str {
 }
 
 /// A JSON value as a jaq value.
-pub fn to_val(v: &Value) -> Val {
+pub(crate) fn to_val(v: &Value) -> Val {
     match v {
         Value::Null => Val::Null,
         Value::Bool(b) => Val::Bool(*b),
@@ -221,7 +221,7 @@ pub fn to_val(v: &Value) -> Val {
 
 /// A jaq value as JSON: byte strings become (lossy) UTF-8 strings, non-finite numbers
 /// `null` (as jq prints them), non-string object keys their JSON text.
-pub fn from_val(v: &Val) -> Value {
+pub(crate) fn from_val(v: &Val) -> Value {
     match v {
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),

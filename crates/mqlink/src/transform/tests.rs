@@ -1,5 +1,6 @@
 use serde_json::json;
 
+use super::jq::{MAX_JQ_LEN, MAX_JQ_NESTING, MAX_JQ_OPERATORS};
 use super::*;
 
 fn chain(steps: &[Transform]) -> Chain {
