@@ -44,8 +44,10 @@ use crate::mqtt::state::Verdict;
 use crate::observe::meter::TopicTracker;
 use crate::observe::{ConnectorView, Facts, Observer};
 use crate::publish::router::Router;
+#[cfg(feature = "http")]
+use crate::source::http;
 use crate::source::poll::{PollError, PollStats, Poller};
-use crate::source::{http, stdin};
+use crate::source::stdin;
 
 /// Why a topology could not be built, started or reloaded, or why it stopped by itself.
 #[derive(Debug, thiserror::Error)]
@@ -153,39 +155,7 @@ impl Topology {
         // The HTTP API outlives the other sources at shutdown: while the spool drains it
         // keeps answering, with 503 for new events and for /readyz.
         let stop_http = CancellationToken::new();
-        let mut http_task = None;
-        let mut http_addr = None;
-        if let Some(h) = &config.sources.http {
-            let listener = tokio::net::TcpListener::bind(h.listen)
-                .await
-                .map_err(|source| TopologyError::Listen {
-                    addr: h.listen,
-                    source,
-                })?;
-            http_addr = listener.local_addr().ok();
-            let ops = crate::observe::http::routes(
-                link.ingest().clone(),
-                observer.clone(),
-                stop_http.clone(),
-            );
-            let router = http::router(
-                link.ingest().clone(),
-                http::HttpOptions {
-                    tokens: h.tokens.iter().map(|t| t.expose().to_string()).collect(),
-                    max_body: h.max_body,
-                    request_timeout: h.request_timeout,
-                },
-                ops,
-            );
-            tracing::info!(listen = %h.listen, auth = !h.tokens.is_empty(), "HTTP API listening");
-            http_task = Some(tokio::spawn(http::serve_with(
-                listener,
-                router,
-                stop_http.clone(),
-                h.max_connections,
-                h.header_timeout,
-            )));
-        }
+        let (http_task, http_addr) = start_http(&config, &link, &observer, &stop_http).await?;
         let stdin_task = config.sources.stdin.then(|| {
             tokio::spawn(stdin::run(
                 BufReader::new(tokio::io::stdin()),
@@ -446,6 +416,58 @@ async fn count_connections(
             r = watch.changed() => if r.is_err() { return },
         }
     }
+}
+
+/// Bind and serve the HTTP API (`sources.http`) with the ops routes: the task and the
+/// address it listens on.
+#[cfg(feature = "http")]
+async fn start_http(
+    config: &Config,
+    link: &Link,
+    observer: &Arc<Observer>,
+    stop_http: &CancellationToken,
+) -> Result<(Option<JoinHandle<std::io::Result<()>>>, Option<SocketAddr>), TopologyError> {
+    let Some(h) = &config.sources.http else {
+        return Ok((None, None));
+    };
+    let listener = tokio::net::TcpListener::bind(h.listen)
+        .await
+        .map_err(|source| TopologyError::Listen {
+            addr: h.listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().ok();
+    let ops =
+        crate::observe::http::routes(link.ingest().clone(), observer.clone(), stop_http.clone());
+    let router = http::router(
+        link.ingest().clone(),
+        http::HttpOptions {
+            tokens: h.tokens.iter().map(|t| t.expose().to_string()).collect(),
+            max_body: h.max_body,
+            request_timeout: h.request_timeout,
+        },
+        ops,
+    );
+    tracing::info!(listen = %h.listen, auth = !h.tokens.is_empty(), "HTTP API listening");
+    let http_task = tokio::spawn(http::serve_with(
+        listener,
+        router,
+        stop_http.clone(),
+        h.max_connections,
+        h.header_timeout,
+    ));
+    Ok((Some(http_task), http_addr))
+}
+
+/// Without the `http` feature validation refuses `sources.http`: nothing to serve.
+#[cfg(not(feature = "http"))]
+async fn start_http(
+    _: &Config,
+    _: &Link,
+    _: &Arc<Observer>,
+    _: &CancellationToken,
+) -> Result<(Option<JoinHandle<std::io::Result<()>>>, Option<SocketAddr>), TopologyError> {
+    Ok((None, None))
 }
 
 fn build_connectors(config: &Config) -> Vec<(config::Connector, Connector)> {

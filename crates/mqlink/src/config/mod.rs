@@ -250,12 +250,26 @@ pub fn from_str(text: &str, format: Format, origin_name: &str) -> Result<Config,
 }
 
 /// The configuration `mqlink run` uses without `-c`.
+#[cfg(feature = "http")]
 pub const DEFAULT_RUN_YAML: &str = r#"# mqlink's built-in default
 broker:
   url: embedded
 sources:
   http:
     listen: 127.0.0.1:8080
+spool:
+  dir: ./mqlink-data
+routes:
+  - name: default
+    match: ["*"]
+    topic: "events/{event}"
+"#;
+
+/// The configuration `mqlink run` uses without `-c` (a build without the HTTP source).
+#[cfg(not(feature = "http"))]
+pub const DEFAULT_RUN_YAML: &str = r#"# mqlink's built-in default
+broker:
+  url: embedded
 spool:
   dir: ./mqlink-data
 routes:

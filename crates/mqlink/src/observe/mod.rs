@@ -18,9 +18,12 @@
 //! poll index. Per-topic counts exist only for the dashboard ([`meter::TopicTracker`]),
 //! bounded to [`meter::MAX_TOPICS`] topics.
 
+#[cfg(feature = "dashboard")]
 pub(crate) mod dashboard;
+#[cfg(feature = "http")]
 pub(crate) mod http;
 pub(crate) mod meter;
+#[cfg(feature = "http")]
 pub(crate) mod metrics;
 pub(crate) mod status;
 

@@ -46,6 +46,9 @@ use crate::config::shared::Backoff;
 use crate::config::shared::RawBackoff;
 use crate::topic::{Allowed, FieldRule};
 
+// Helpers below marked `cfg_attr(not(all(...)), allow(dead_code))` serve the optional
+// sinks (cargo features `sink-*`): unused in a build without them.
+
 /// The registry: `key: Variant(Config, Sink)`, one line per sink (see the module docs).
 macro_rules! sinks {
     ($(
@@ -169,14 +172,18 @@ sinks! {
     /// JSON lines in a file.
     file: File(FileConfig, FileSink),
     /// HTTP requests.
+    #[cfg(feature = "sink-http")]
     http: Http(HttpConfig, HttpSink),
     /// NATS or JetStream.
+    #[cfg(feature = "sink-nats")]
     nats: Nats(NatsConfig, NatsSink),
     /// Another MQTT broker.
     mqtt: Mqtt(MqttConfig, MqttSink),
     /// Redis Streams (XADD).
+    #[cfg(feature = "sink-redis")]
     redis: Redis(RedisConfig, RedisSink),
     /// PostgreSQL (one transaction per batch).
+    #[cfg(feature = "sink-postgres")]
     postgres: Postgres(PostgresConfig, PostgresSink),
     /// Kafka (acks=all, idempotent producer).
     #[cfg(feature = "sink-kafka")]
@@ -217,6 +224,15 @@ pub(crate) trait Spec: Sized {
 #[derive(Debug)]
 pub(crate) struct OpenEnv<'a> {
     /// The connector's name (de-dup ids, client names).
+    #[cfg_attr(
+        not(all(
+            feature = "sink-http",
+            feature = "sink-nats",
+            feature = "sink-redis",
+            feature = "sink-postgres"
+        )),
+        allow(dead_code)
+    )]
     pub connector: &'a str,
     /// The connector's MQTT client id.
     pub client_id: &'a str,
@@ -370,6 +386,15 @@ pub struct OpenError {
 pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// `url` for messages and plan lines: a password is replaced by `redacted`.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn redacted(url: &url::Url) -> String {
     let mut u = url.clone();
     if u.password().is_some() {
@@ -381,6 +406,15 @@ pub(crate) fn redacted(url: &url::Url) -> String {
 /// Placeholders the `redis`, `postgres` and `kafka` templates may use: the MQTT topic as
 /// `{topic}` or `{mqtt_topic}`, its levels as `{topic_level_1}` … `{topic_level_9}`
 /// (empty when the topic has fewer levels), and `{hostname}`.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 pub(crate) const TOPIC_LEVELS: Allowed<'static> = Allowed {
     event: false,
     hostname: true,
@@ -402,12 +436,30 @@ pub(crate) const TOPIC_LEVELS: Allowed<'static> = Allowed {
 
 /// Renders a [`TOPIC_LEVELS`] template per record, remembering the last topic: records
 /// of one batch mostly share a few topics, and building the context is the costly part.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 #[derive(Debug, Clone)]
 pub(crate) struct TopicRenderer {
     template: crate::topic::Template,
     last: Option<(Arc<str>, String)>,
 }
 
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 impl TopicRenderer {
     pub(crate) fn new(template: crate::topic::Template) -> TopicRenderer {
         TopicRenderer {
@@ -457,6 +509,15 @@ impl TopicRenderer {
 /// The de-duplication id of `record` for connector `connector`: `{connector}-{hex of the
 /// first 128 bits of SHA-256(topic, payload, part)}`. Stable across redeliveries of the
 /// same message (unlike packet ids or arrival times); see `nats.rs` for the trade-off.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn dedup_id(connector: &str, record: &Record) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for part in [record.topic.as_bytes(), b"\0", &record.source, b"\0"] {
@@ -492,6 +553,15 @@ pub(crate) fn with_topic_context<T>(
 
 /// `batch_max`, `linger`, `timeout` and `retry` as the batching engine sinks (Kafka,
 /// PostgreSQL, Redis) take them: validated alike, each sink giving its own defaults.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BatchKeys {
     /// Records per batch, 1..=10000.
@@ -504,6 +574,15 @@ pub(crate) struct BatchKeys {
     pub(crate) retry: Backoff,
 }
 
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 impl BatchKeys {
     /// Validates the four keys under `p`; `batch_max` and `timeout` default as given.
     pub(crate) fn validate(

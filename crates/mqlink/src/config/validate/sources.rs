@@ -11,8 +11,18 @@ use crate::config::types::*;
 
 pub(super) fn sources(raw: RawSources, ctx: &Ctx<'_>, path: &KeyPath) -> R<Sources> {
     let hp = path.key("http");
+    let explicit = raw.http.is_some();
     let h = raw.http.unwrap_or_default();
-    let http = if h.enabled.unwrap_or(true) {
+    // On unless disabled; a build without the HTTP source has it off unless asked for,
+    // and then says why it cannot be.
+    let on = h.enabled.unwrap_or(explicit || cfg!(feature = "http"));
+    if on && !cfg!(feature = "http") {
+        return Err(ctx.err(
+            &hp,
+            "this build of mqlink has no HTTP source (cargo feature `http`)",
+        ));
+    }
+    let http = if on {
         let listen = match h.listen.as_deref() {
             Some(s) => ctx.socket_addr(s, &hp.key("listen"))?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
