@@ -248,7 +248,7 @@ impl Link {
         &self.topics
     }
 
-    /// An [`Observer`] of this link's components, for metrics and status.
+    /// An `Observer` of this link's components, for metrics and status.
     pub fn observer(&self, facts: Facts) -> Observer {
         Observer::new(
             facts,

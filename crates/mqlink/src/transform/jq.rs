@@ -38,7 +38,7 @@ impl Program {
     /// Compile `code`.
     ///
     /// # Errors
-    /// What jaq (or [`check_size`]) says, with the byte offset in `code`.
+    /// What jaq (or `check_size`) says, with the byte offset in `code`.
     pub fn compile(code: &str) -> Result<Program, String> {
         Ok(Program {
             code: code.into(),

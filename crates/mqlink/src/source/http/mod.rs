@@ -13,7 +13,7 @@
 //! | `POST /v1/events/{event}` (JSON object) | 202 `{"id": n}` |
 //! | `POST /v1/events` (JSON array or NDJSON of `{"event": ..}` objects) | 202 `{"accepted": n}`, all or nothing |
 //! | `POST /v1/publish` `{"topic","payload","qos","retain"}` | 202 `{"id": n}` |
-//! | ops routes (`/healthz`, `/readyz`, `/metrics`, `/v1/status`, `/v1/stream`, dashboard) | see [`crate::observe::http`] |
+//! | ops routes (`/healthz`, `/readyz`, `/metrics`, `/v1/status`, `/v1/stream`, dashboard) | see `observe::http` |
 //!
 //! Every error is `{"error": {"code", "message"}}`: 400 bad JSON, 401 bad token, 404, 405,
 //! 408 request timeout, 413 body too large (refused from `Content-Length` before reading,

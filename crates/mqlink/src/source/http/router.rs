@@ -17,7 +17,7 @@ use crate::observe::http::OpsRoutes;
 use crate::publish::ingest::Ingest;
 
 /// Build the router: the ingest routes, and the ops routes `ops` (see
-/// [`crate::observe::http::routes`]) with their protected part behind the same token check.
+/// `observe::http::routes`) with their protected part behind the same token check.
 pub fn router(ingest: Ingest, opts: HttpOptions, ops: OpsRoutes) -> Router {
     let timeout = opts.request_timeout;
     let app = App {

@@ -34,7 +34,7 @@ struct Slot {
 ///
 /// At most `max_connections` connections (the oldest idle one is dropped to admit a new
 /// one); request headers must arrive within `header_read_timeout`; a whole request within
-/// the request timeout (see [`router`]).
+/// the request timeout (see `router`).
 ///
 /// # Errors
 /// I/O errors of the server.
