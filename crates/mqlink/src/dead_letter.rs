@@ -2,24 +2,24 @@
 //! and connectors put records a transform or their sink refused — one JSON line each,
 //! fsynced before the caller lets the message go (spool ack, MQTT ack).
 //!
-//! One writer for both paths, async end to end: the file is `tokio::fs`, whose writes
-//! and `sync_data` run on tokio's blocking pool, never on a runtime worker thread. Bounded:
+//! One writer for both paths, async to its callers: opening, writing and `sync_data` run
+//! on tokio's blocking pool, never on a runtime worker thread. Bounded:
 //! one append is in flight per file at a time; other callers wait for the file (a FIFO
 //! lock), each holding only its own lines, and callers await their append before they
 //! take more work. A leaf: imports nothing from the crate.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 /// Appends JSON lines to one file, fsynced per append.
 #[derive(Debug)]
 pub struct DeadLetter {
     path: PathBuf,
-    file: Mutex<Option<tokio::fs::File>>,
+    file: Arc<Mutex<Option<std::fs::File>>>,
 }
 
 impl DeadLetter {
@@ -27,7 +27,7 @@ impl DeadLetter {
     pub fn new(path: impl Into<PathBuf>) -> DeadLetter {
         DeadLetter {
             path: path.into(),
-            file: Mutex::new(None),
+            file: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -48,29 +48,34 @@ impl DeadLetter {
             serde_json::to_writer(&mut buf, line)?;
             buf.push(b'\n');
         }
-        let mut guard = self.file.lock().await;
-        if guard.is_none() {
-            *guard = Some(
-                tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-                    .await?,
-            );
-        }
-        let Some(f) = guard.as_mut() else {
-            return Err(io::Error::other("dead-letter file not open"));
-        };
-        let res = async {
-            f.write_all(&buf).await?;
-            f.flush().await?;
-            f.sync_data().await
-        }
-        .await;
-        if res.is_err() {
-            *guard = None;
-        }
-        res
+        let mut file = self.file.clone().lock_owned().await;
+        let path = self.path.clone();
+        // Open, write and fsync in one trip to the blocking pool: the file never sits
+        // created and empty while the runtime goes on, and a caller that stops waiting
+        // leaves one bounded write to finish on its own.
+        tokio::task::spawn_blocking(move || {
+            let res = (|| {
+                if file.is_none() {
+                    *file = Some(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)?,
+                    );
+                }
+                let Some(f) = file.as_mut() else {
+                    return Err(io::Error::other("dead-letter file not open"));
+                };
+                f.write_all(&buf)?;
+                f.sync_data()
+            })();
+            if res.is_err() {
+                *file = None;
+            }
+            res
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 }
 
