@@ -2,12 +2,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mqlink::config::Transform;
-use mqlink::transform::Chain;
+use mqlink::config::Program;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(code) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = Chain::compile("fuzz", &[Transform::Map(code.to_string())]);
+    let _ = Program::compile(code);
 });

@@ -283,8 +283,10 @@ fn a_broker_rejection_is_dead_lettered_counted_and_does_not_block_the_rest() {
     assert_eq!(d.post("/v1/events/e2", r#"{"zone":"ok","n":2}"#).0, 202);
     assert_eq!(sub.wait_for_lines(1, T), [r#"ok/e2 {"zone":"ok","n":2}"#]);
     let dead = d.dir.path().join("spool").join("dead-letter.jsonl");
+    // A whole line, not just the file: it is created a moment before the line lands.
     assert!(
-        wait_until(Instant::now() + T, || dead.exists()),
+        wait_until(Instant::now() + T, || std::fs::read_to_string(&dead)
+            .is_ok_and(|s| s.contains('\n'))),
         "{}",
         d.log()
     );
@@ -309,10 +311,13 @@ fn a_broker_rejection_is_dead_lettered_counted_and_does_not_block_the_rest() {
         d.log().contains("broker rejected a message"),
         "logged with topic and reason"
     );
-    let (_, ready) = http(d.http_port, "GET", "/readyz", &[], b"");
-    assert_eq!(
-        json_body(&ready)["spool"]["records"],
-        0,
+    // The record leaves the spool right after its dead-letter line is fsynced (never
+    // before): wait for it rather than race it.
+    assert!(
+        wait_until(Instant::now() + T, || {
+            let (_, ready) = http(d.http_port, "GET", "/readyz", &[], b"");
+            json_body(&ready)["spool"]["records"] == 0
+        }),
         "nothing stuck in the spool"
     );
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mqlink::link::Link;
+use mqlink::Link;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

@@ -7,8 +7,8 @@
 
 use std::error::Error;
 
+use mqlink::Link;
 use mqlink::config::{self, Format};
-use mqlink::link::Link;
 use mqlink::mqtt::codec::QoS;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

@@ -16,7 +16,7 @@ use mqlink::topology::{self, Topology};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args_os().nth(1).ok_or("usage: topology CONFIG")?;
     let config = topology::load(Some(path.as_ref()))?;
-    let mut running = Topology::new(config)?.start().await?;
+    let mut running = Topology::new(config).start().await?;
     println!("running; HTTP API on {:?}", running.http_addr());
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

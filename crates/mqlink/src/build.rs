@@ -8,18 +8,9 @@ use bytes::Bytes;
 
 use crate::config::{self, BrokerTarget, Session};
 use crate::mqtt::client::MqttOptions;
-use crate::mqtt::codec::{Protocol, Publish, PublishProps, QoS, Will};
+use crate::mqtt::codec::{Protocol, Publish, PublishProps, Will};
 use crate::mqtt::tls::TlsOptions;
 use crate::mqtt::url::BrokerUrl;
-
-/// Engine QoS from config QoS.
-pub fn qos(q: config::QoS) -> QoS {
-    match q {
-        config::QoS::AtMostOnce => QoS::AtMostOnce,
-        config::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        config::QoS::ExactlyOnce => QoS::ExactlyOnce,
-    }
-}
 
 /// The URL a client uses to reach the embedded broker listening on `listen`.
 pub fn embedded_url(listen: SocketAddr) -> BrokerUrl {
@@ -69,11 +60,9 @@ pub fn mqtt_options(broker: &config::Broker) -> MqttOptions {
         o.username = e.username.clone();
         o.password = e.password.as_ref().map(|p| p.expose().to_string());
     }
-    (o.protocol, o.fallback_to_311) = match broker.protocol {
-        config::Protocol::V5 => (Protocol::V5, true),
-        config::Protocol::V311 => (Protocol::V311, false),
-        config::Protocol::V31 => (Protocol::V31, false),
-    };
+    // `5` is the default and may fall back; a version asked for by name is kept.
+    o.protocol = broker.protocol;
+    o.fallback_to_311 = broker.protocol == Protocol::V5;
     o.keep_alive = broker.keepalive;
     o.clean_start = broker.session == Session::Clean;
     // This connection publishes QoS 1/2 from the spool: a new process must not resume the
@@ -101,7 +90,7 @@ pub fn mqtt_options(broker: &config::Broker) -> MqttOptions {
         o.will = Some(Will {
             topic: l.topic.clone(),
             payload: Bytes::from(l.offline.clone().into_bytes()),
-            qos: qos(l.qos),
+            qos: l.qos,
             retain: l.retain,
             props: PublishProps::default(),
             delay: None,
@@ -116,7 +105,7 @@ pub fn lifecycle_message(l: &config::Lifecycle, payload: &str) -> Publish {
     Publish {
         topic: Arc::from(l.topic.as_str()),
         payload: Bytes::from(payload.to_string().into_bytes()),
-        qos: qos(l.qos),
+        qos: l.qos,
         retain: l.retain,
         dup: false,
         pid: None,
@@ -141,14 +130,7 @@ pub fn connector_options(c: &config::Connector, broker: &config::Broker) -> Mqtt
     // A connector only subscribes: what the broker queued while it was away is the point
     // of its persistent session, so a new process resumes it.
     o.resume_at_start = true;
-    o.session_expiry = match c.session {
-        Session::Persistent => Some(
-            broker
-                .session_expiry
-                .unwrap_or(std::time::Duration::from_secs(86_400)),
-        ),
-        Session::Clean => None,
-    };
+    o.session_expiry = c.session_expiry;
     o.will = None;
     o.birth = None;
     o

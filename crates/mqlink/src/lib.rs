@@ -12,42 +12,77 @@
 //!
 //! Modules, in the order data meets them:
 //! - [`config`]: YAML/TOML → validated types, every error located as `file:line:col: key`.
-//! - [`build`]: validated config → runtime options (engine options, lifecycle messages).
-//! - [`event`]: what applications hand in: a name and a JSON object.
+//! - `build`: validated config → runtime options (engine options, lifecycle messages).
+//! - `event`: what applications hand in: a name and a JSON object.
 //! - [`topic`]: topic templates (render + sanitise), topic filters, event-name globs.
-//! - [`publish`]: routes, the spool record of a message, ingest (durable before it
+//! - `publish`: routes, the spool record of a message, ingest (durable before it
 //!   answers), the publisher (spool → broker, acknowledged per broker verdict).
-//! - [`source`]: HTTP API, stdin JSON lines, HTTP polling.
+//! - `source`: HTTP API, stdin JSON lines, HTTP polling.
 //! - [`mqtt`]: our MQTT engine: codec over `mqtt-proto`, the pure session state machine,
 //!   transports (TCP, TLS, WebSocket), and the connection task with per-message verdicts.
-//! - [`connector`], [`transform`], [`sink`], [`record`]: the subscribe path: subscribe,
+//! - `connector`, `transform`, `sink`, [`record`]: the subscribe path: subscribe,
 //!   shape records (fluvio/json/raw), jq filter/map/arraymap, deliver, then acknowledge.
-//! - [`observe`]: metrics, status and the dashboard's live topic view.
-//! - [`link`]: the library API ([`link::Link`]): the same pipeline for Rust applications.
-//! - [`topology`]: the whole daemon ([`topology::Topology`]): link, sources, supervised
+//! - `observe`: metrics, status and the dashboard's live topic view.
+//! - `link`: the library API ([`Link`]): the same pipeline for Rust applications.
+//! - [`topology`]: the whole daemon ([`Topology`]): link, sources, supervised
 //!   connectors, the HTTP API and ops routes, reload and the staged shutdown.
+//!
+//! # Public API
+//! What an embedding application uses, re-exported here:
+//! - [`Link`] (with [`LinkTasks`], [`LinkError`]): the publish and subscribe paths for a
+//!   Rust application — `emit(event, json)` durable like the daemon's HTTP 202
+//!   ([`Accepted`], [`IngestError`]), `subscribe(filter, qos)` a stream of [`Publish`].
+//! - [`Topology`] (with [`Running`], [`Reloaded`], [`TopologyError`]): the whole daemon,
+//!   started from a config in a few lines (`examples/topology.rs`).
+//! - [`Config`], [`ConfigError`], [`load_config`]: a YAML/TOML file → a validated config
+//!   (jq compiled, defaults filled), every error located as `file:line:col: key`; the
+//!   schema's types are in [`config`] ([`config::Loader`] for environment and host name).
+//! - [`Event`], [`QoS`], [`Protocol`], [`Publish`], [`DeadLetter`].
+//! - [`mqtt`]: mqlink's MQTT engine (client with per-message verdicts, codec, URLs, TLS),
+//!   which `mqlink pub`, `sub` and `bench` are built on; [`record`]: the record formats
+//!   (fluvio, json, raw); [`topic`]: topic templates and filters.
+//!
+//! The other modules are the daemon's internals. `build`, `connector`, `publish`, `sink`
+//! and `source` stay reachable, hidden from the docs, as seams for the `mqlink` binary,
+//! the integration tests, benches and fuzz targets: they are not API and change freely.
 //!
 //! Durability lives in the separate `mqlink-spool` crate, which knows nothing of MQTT.
 //! Below [`topology`] the library spawns nothing: long-running work is handed back as
-//! futures ([`mqtt::client::EventLoop::run`], [`link::LinkTasks::run`],
-//! [`connector::Connector::run`]) that stop when their cancellation token is cancelled.
-//! [`topology::Running`] owns the tasks it spawns and ends them in
-//! [`topology::Running::stop`].
+//! futures ([`mqtt::client::EventLoop::run`], [`LinkTasks::run`], the connectors' `run`)
+//! that stop when their cancellation token is cancelled. [`Running`] owns the tasks it
+//! spawns and ends them in [`Running::stop`].
 
+#![warn(unreachable_pub)]
+
+#[doc(hidden)]
 pub mod build;
 pub mod config;
+#[doc(hidden)]
 pub mod connector;
-pub mod event;
-pub mod link;
+mod dead_letter;
+mod encoding;
+mod event;
+mod link;
 pub mod mqtt;
-pub mod observe;
+mod observe;
+#[doc(hidden)]
 pub mod publish;
 pub mod record;
+#[doc(hidden)]
 pub mod sink;
+#[doc(hidden)]
 pub mod source;
 pub mod topic;
 pub mod topology;
-pub mod transform;
+mod transform;
 
 #[cfg(test)]
 mod sim;
+
+pub use config::{Config, ConfigError, load as load_config};
+pub use dead_letter::DeadLetter;
+pub use event::{Event, Source};
+pub use link::{Link, LinkError, LinkTasks};
+pub use mqtt::codec::{Protocol, Publish, QoS};
+pub use publish::ingest::{Accepted, IngestError};
+pub use topology::{Reloaded, Running, Topology, TopologyError};

@@ -23,13 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build;
 use crate::config::{self, Config};
+use crate::dead_letter::DeadLetter;
 use crate::event::{Event, Source};
 use crate::mqtt::client::{self, Client, ClientError, Deliveries, EventLoop};
 use crate::mqtt::codec::{Publish, QoS};
 use crate::observe::meter::TopicTracker;
 use crate::observe::{Facts, Observer};
 use crate::publish::ingest::{Accepted, Ingest, IngestError};
-use crate::publish::publisher::{DeadLetter, PublishStats, Publisher};
+use crate::publish::publisher::{PublishStats, Publisher};
 use crate::publish::router::Router;
 use crate::topic::TopicFilter;
 
@@ -63,9 +64,6 @@ pub enum LinkError {
         /// Reason code.
         code: u8,
     },
-    /// A route's payload transform does not compile.
-    #[error(transparent)]
-    Transform(#[from] crate::transform::CompileError),
     /// The link has stopped.
     #[error("the link has stopped")]
     Closed,
@@ -75,7 +73,7 @@ pub enum LinkError {
 }
 
 /// Spool options from the config section.
-pub fn spool_options(s: &config::Spool) -> SpoolOptions {
+pub(crate) fn spool_options(s: &config::Spool) -> SpoolOptions {
     SpoolOptions {
         max_bytes: s.max_bytes,
         on_full: s.on_full,
@@ -123,7 +121,7 @@ impl Link {
     /// # Errors
     /// [`LinkError`] for a spool that cannot be opened or TLS material that cannot be read.
     pub fn open(config: &Config) -> Result<(Link, LinkTasks), LinkError> {
-        let router = Router::new(config)?;
+        let router = Router::new(config);
         let dir = config.spool.dir.clone();
         let (spool, report) =
             Spool::open(&dir, spool_options(&config.spool)).map_err(|source| LinkError::Spool {
@@ -250,7 +248,7 @@ impl Link {
         &self.topics
     }
 
-    /// An [`Observer`] of this link's components, for metrics and status.
+    /// An `Observer` of this link's components, for metrics and status.
     pub fn observer(&self, facts: Facts) -> Observer {
         Observer::new(
             facts,

@@ -10,22 +10,31 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+use crate::encoding::utf8_or_base64;
 use crate::mqtt::codec::Publish;
 
-/// How a message is written out.
+/// A message as a record: a connector's `format:` (the one record-format type; the
+/// config holds it too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// `{"topic", "payload", "qos", "retain", "properties", "received_at"}`; a connector's
+    /// default.
+    Json,
+    /// Fluvio's MQTT source record `{"mqtt_topic", "payload": [bytes]}`.
+    Fluvio,
+    /// The payload bytes.
+    Raw,
+}
+
+/// How `mqlink sub` writes a message out: mosquitto_sub's text, or a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// Payload bytes (with `topic ` in front when verbose), like `mosquitto_sub`.
     Text,
-    /// One JSON object per message.
-    Json,
-    /// Fluvio's MQTT source record.
-    Fluvio,
-    /// Payload bytes only, no separator.
-    Raw,
+    /// One record per message: JSON and Fluvio one per line, raw bytes with no separator.
+    Record(RecordFormat),
 }
 
 impl std::str::FromStr for Format {
@@ -33,9 +42,9 @@ impl std::str::FromStr for Format {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "text" => Ok(Format::Text),
-            "json" => Ok(Format::Json),
-            "fluvio" => Ok(Format::Fluvio),
-            "raw" => Ok(Format::Raw),
+            "json" => Ok(Format::Record(RecordFormat::Json)),
+            "fluvio" => Ok(Format::Record(RecordFormat::Fluvio)),
+            "raw" => Ok(Format::Record(RecordFormat::Raw)),
             other => Err(format!(
                 "unknown format '{other}' (text, json, fluvio, raw)"
             )),
@@ -62,12 +71,12 @@ pub fn write(
             out.write_all(&p.payload)?;
             out.write_all(b"\n")
         }
-        Format::Raw => out.write_all(&p.payload),
-        Format::Fluvio => {
+        Format::Record(RecordFormat::Raw) => out.write_all(&p.payload),
+        Format::Record(RecordFormat::Fluvio) => {
             serde_json::to_writer(&mut *out, &fluvio(p))?;
             out.write_all(b"\n")
         }
-        Format::Json => {
+        Format::Record(RecordFormat::Json) => {
             serde_json::to_writer(&mut *out, &json_record(p, SystemTime::now()))?;
             out.write_all(b"\n")
         }
@@ -87,18 +96,13 @@ pub fn json_record(p: &Publish, at: SystemTime) -> Value {
         Ok(v) => {
             rec.insert("payload".into(), v);
         }
-        Err(_) => match std::str::from_utf8(&p.payload) {
-            Ok(s) => {
-                rec.insert("payload".into(), Value::String(s.to_string()));
-            }
-            Err(_) => {
-                rec.insert(
-                    "payload".into(),
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(&p.payload)),
-                );
+        Err(_) => {
+            let (text, base64) = utf8_or_base64(&p.payload);
+            rec.insert("payload".into(), Value::String(text));
+            if base64 {
                 rec.insert("payload_encoding".into(), Value::String("base64".into()));
             }
-        },
+        }
     }
     rec.insert("qos".into(), json!(p.qos as u8));
     rec.insert("retain".into(), json!(p.retain));
@@ -153,7 +157,7 @@ mod tests {
         let mut out = Vec::new();
         write(
             &mut out,
-            Format::Fluvio,
+            Format::Record(RecordFormat::Fluvio),
             false,
             &publish(topic, b"{\"VP\":1}"),
         )

@@ -2,7 +2,7 @@
 //! and stops, for any application that wants the same pipeline.
 //!
 //! ```text
-//!  Topology::new(config)       compile every jq program, build every connector (no I/O)
+//!  Topology::new(config)       build every connector from the validated config (no I/O)
 //!      │ .start()               spool + connection + publisher (the shared [`Link`] path),
 //!      ▼                        pollers, connectors (supervised), HTTP API + ops routes, stdin
 //!  Running ── reload(config) ─▶ routes, pollers, connectors replaced in place; a connector
@@ -37,16 +37,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build;
 use crate::config::{self, Config, ConfigError};
-use crate::connector::{Connector, ConnectorError};
+use crate::connector::Connector;
 use crate::link::{Link, LinkError};
 use crate::mqtt::client::LinkState;
 use crate::mqtt::state::Verdict;
 use crate::observe::meter::TopicTracker;
 use crate::observe::{ConnectorView, Facts, Observer};
 use crate::publish::router::Router;
+#[cfg(feature = "http")]
+use crate::source::http;
 use crate::source::poll::{PollError, PollStats, Poller};
-use crate::source::{http, stdin};
-use crate::transform::CompileError;
+use crate::source::stdin;
 
 /// Why a topology could not be built, started or reloaded, or why it stopped by itself.
 #[derive(Debug, thiserror::Error)]
@@ -54,17 +55,6 @@ pub enum TopologyError {
     /// The config file does not load or validate.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A jq program (route payload, poll split, connector transform) does not compile.
-    #[error("{origin}: {source}")]
-    Transform {
-        /// The config file (or origin name).
-        origin: String,
-        /// The compiler's error, naming the program.
-        source: CompileError,
-    },
-    /// A connector cannot be built from its config.
-    #[error("{0}")]
-    Connector(#[source] ConnectorError),
     /// A poller cannot be built from its config.
     #[error("{0}")]
     Poll(#[source] PollError),
@@ -94,54 +84,21 @@ impl TopologyError {
     /// True when the error is the configuration's fault (the daemon exits 2 for these);
     /// false for runtime failures (I/O, a failed task).
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            TopologyError::Config(_)
-                | TopologyError::Transform { .. }
-                | TopologyError::Connector(_)
-                | TopologyError::Poll(_)
-        )
+        matches!(self, TopologyError::Config(_) | TopologyError::Poll(_))
     }
 }
 
-/// Load the config at `path` (or the built-in default without one) and [`prepare`] it:
-/// what `mqlink run` and `mqlink check` accept.
+/// Load the config at `path` (or the built-in default without one): what `mqlink run`
+/// and `mqlink check` accept. Validation compiled every jq program and filled every
+/// default, so the result is ready to run.
 ///
 /// # Errors
-/// [`TopologyError::Config`] located as `file:line:col: key`, or
-/// [`TopologyError::Transform`] for a jq program that does not compile.
+/// [`TopologyError::Config`] located as `file:line:col: key`.
 pub fn load(path: Option<&Path>) -> Result<Config, TopologyError> {
-    let mut config = match path {
+    Ok(match path {
         Some(p) => config::load(p)?,
         None => Config::default_run(),
-    };
-    prepare(&mut config)?;
-    Ok(config)
-}
-
-/// Compile every jq program of `config` (routes, poll splits, connector transforms) and
-/// fill the defaults that depend on other sections: a connector's dead letters go next to
-/// the spool unless configured. Idempotent.
-///
-/// # Errors
-/// [`TopologyError::Transform`] naming the file and the program.
-pub fn prepare(config: &mut Config) -> Result<(), TopologyError> {
-    let jq = |source| TopologyError::Transform {
-        origin: config.origin.clone(),
-        source,
-    };
-    Router::new(config).map_err(jq)?;
-    crate::transform::check(config).map_err(jq)?;
-    for (i, p) in config.sources.poll.iter().enumerate() {
-        crate::source::poll::compile_split(i, p).map_err(jq)?;
-    }
-    let dir = config.spool.dir.clone();
-    for c in &mut config.connectors {
-        if c.dead_letter.is_none() {
-            c.dead_letter = Some(dir.join(format!("dead-letter-{}.jsonl", c.name)));
-        }
-    }
-    Ok(())
+    })
 }
 
 /// A checked pipeline, not yet started: every connector is built, so a bad one refuses
@@ -161,14 +118,10 @@ impl std::fmt::Debug for Topology {
 }
 
 impl Topology {
-    /// Check `config` (see [`prepare`]) and build its connectors.
-    ///
-    /// # Errors
-    /// [`TopologyError::Transform`] or [`TopologyError::Connector`].
-    pub fn new(mut config: Config) -> Result<Topology, TopologyError> {
-        prepare(&mut config)?;
-        let connectors = build_connectors(&config)?;
-        Ok(Topology { config, connectors })
+    /// Build the connectors of a validated `config` (no I/O).
+    pub fn new(config: Config) -> Topology {
+        let connectors = build_connectors(&config);
+        Topology { config, connectors }
     }
 
     /// The config this topology runs.
@@ -202,39 +155,7 @@ impl Topology {
         // The HTTP API outlives the other sources at shutdown: while the spool drains it
         // keeps answering, with 503 for new events and for /readyz.
         let stop_http = CancellationToken::new();
-        let mut http_task = None;
-        let mut http_addr = None;
-        if let Some(h) = &config.sources.http {
-            let listener = tokio::net::TcpListener::bind(h.listen)
-                .await
-                .map_err(|source| TopologyError::Listen {
-                    addr: h.listen,
-                    source,
-                })?;
-            http_addr = listener.local_addr().ok();
-            let ops = crate::observe::http::routes(
-                link.ingest().clone(),
-                observer.clone(),
-                stop_http.clone(),
-            );
-            let router = http::router(
-                link.ingest().clone(),
-                http::HttpOptions {
-                    tokens: h.tokens.iter().map(|t| t.expose().to_string()).collect(),
-                    max_body: h.max_body,
-                    request_timeout: h.request_timeout,
-                },
-                ops,
-            );
-            tracing::info!(listen = %h.listen, auth = !h.tokens.is_empty(), "HTTP API listening");
-            http_task = Some(tokio::spawn(http::serve_with(
-                listener,
-                router,
-                stop_http.clone(),
-                h.max_connections,
-                h.header_timeout,
-            )));
-        }
+        let (http_task, http_addr) = start_http(&config, &link, &observer, &stop_http).await?;
         let stdin_task = config.sources.stdin.then(|| {
             tokio::spawn(stdin::run(
                 BufReader::new(tokio::io::stdin()),
@@ -364,7 +285,7 @@ impl Running {
     /// [`Reloaded::ignored`] and logged. Nothing changes when an error is returned.
     ///
     /// # Errors
-    /// The same as [`Topology::new`], and [`TopologyError::Poll`].
+    /// [`TopologyError::Poll`] when a poller's HTTP client cannot be built.
     pub fn reload(&mut self, mut next: Config) -> Result<Reloaded, TopologyError> {
         let mut ignored = Vec::new();
         if next.broker != self.config.broker {
@@ -385,13 +306,9 @@ impl Running {
         next.broker = self.config.broker.clone();
         next.spool = self.config.spool.clone();
         next.sources.http = self.config.sources.http.clone();
-        prepare(&mut next)?;
         // Build everything before changing anything, so a refused reload changes nothing.
-        let router = Router::new(&next).map_err(|source| TopologyError::Transform {
-            origin: next.origin.clone(),
-            source,
-        })?;
-        let built = build_connectors(&next)?;
+        let router = Router::new(&next);
+        let built = build_connectors(&next);
         let pollers = build_pollers(&next, &self.link)?;
         self.link.ingest().set_router(router);
         let mut report = self
@@ -501,13 +418,64 @@ async fn count_connections(
     }
 }
 
-fn build_connectors(config: &Config) -> Result<Vec<(config::Connector, Connector)>, TopologyError> {
+/// Bind and serve the HTTP API (`sources.http`) with the ops routes: the task and the
+/// address it listens on.
+#[cfg(feature = "http")]
+async fn start_http(
+    config: &Config,
+    link: &Link,
+    observer: &Arc<Observer>,
+    stop_http: &CancellationToken,
+) -> Result<(Option<JoinHandle<std::io::Result<()>>>, Option<SocketAddr>), TopologyError> {
+    let Some(h) = &config.sources.http else {
+        return Ok((None, None));
+    };
+    let listener = tokio::net::TcpListener::bind(h.listen)
+        .await
+        .map_err(|source| TopologyError::Listen {
+            addr: h.listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().ok();
+    let ops =
+        crate::observe::http::routes(link.ingest().clone(), observer.clone(), stop_http.clone());
+    let router = http::router(
+        link.ingest().clone(),
+        http::HttpOptions {
+            tokens: h.tokens.iter().map(|t| t.expose().to_string()).collect(),
+            max_body: h.max_body,
+            request_timeout: h.request_timeout,
+        },
+        ops,
+    );
+    tracing::info!(listen = %h.listen, auth = !h.tokens.is_empty(), "HTTP API listening");
+    let http_task = tokio::spawn(http::serve_with(
+        listener,
+        router,
+        stop_http.clone(),
+        h.max_connections,
+        h.header_timeout,
+    ));
+    Ok((Some(http_task), http_addr))
+}
+
+/// Without the `http` feature validation refuses `sources.http`: nothing to serve.
+#[cfg(not(feature = "http"))]
+async fn start_http(
+    _: &Config,
+    _: &Link,
+    _: &Arc<Observer>,
+    _: &CancellationToken,
+) -> Result<(Option<JoinHandle<std::io::Result<()>>>, Option<SocketAddr>), TopologyError> {
+    Ok((None, None))
+}
+
+fn build_connectors(config: &Config) -> Vec<(config::Connector, Connector)> {
     config
         .connectors
         .iter()
-        .map(|c| Connector::new(c, &config.broker).map(|k| (c.clone(), k)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(TopologyError::Connector)
+        .map(|c| (c.clone(), Connector::new(c, &config.broker)))
+        .collect()
 }
 
 fn build_pollers(config: &Config, link: &Link) -> Result<Vec<Poller>, TopologyError> {
@@ -663,13 +631,7 @@ async fn supervise(
     loop {
         let connector = match next.take() {
             Some(c) => c,
-            None => match Connector::new(&cfg, &broker) {
-                Ok(c) => c.with_tracker(topics.clone()),
-                Err(e) => {
-                    tracing::error!(connector = %cfg.name, error = %e, "connector cannot be rebuilt");
-                    return;
-                }
-            },
+            None => Connector::new(&cfg, &broker).with_tracker(topics.clone()),
         };
         match connector.run(stop.clone()).await {
             Ok(()) => return,

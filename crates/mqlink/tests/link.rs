@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use mqlink::Link;
 use mqlink::config::{self, Format};
-use mqlink::link::Link;
 use mqlink::mqtt::codec::QoS;
 use mqlink_testkit::{Mosquitto, MosquittoOptions, mosquitto_pub};
 use serde_json::json;

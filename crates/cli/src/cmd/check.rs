@@ -184,9 +184,9 @@ pub fn plan(c: &Config) -> String {
             .transforms
             .iter()
             .map(|t| match t {
-                Transform::Filter(e) => format!("filter {e}"),
-                Transform::Map(e) => format!("map {e}"),
-                Transform::ArrayMap(e) => format!("arraymap {e}"),
+                Transform::Filter(e) => format!("filter {}", e.code()),
+                Transform::Map(e) => format!("map {}", e.code()),
+                Transform::ArrayMap(e) => format!("arraymap {}", e.code()),
             })
             .collect();
         let _ = writeln!(

@@ -4,8 +4,8 @@
 //! pipeline itself is [`mqlink::topology`]: it starts, reloads (SIGHUP) and stops
 //! everything else.
 //!
-//! Start order: config → flags applied → connectors built ([`Topology::new`], so a bad one
-//! stops the start before anything runs) → embedded broker (if `broker.url: embedded`) →
+//! Start order: config (validated: jq compiled, defaults filled) → flags applied →
+//! connectors built ([`Topology::new`]) → embedded broker (if `broker.url: embedded`) →
 //! [`Topology::start`].
 //!
 //! Shutdown (ctrl-c, SIGTERM, or end of stdin when stdin is the only source):
@@ -49,8 +49,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     config::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Load the config named by `path`, or the defaults, and compile every jq expression in
-/// it (routes, poll splits, connector transforms): config errors are usage errors (exit 2).
+/// Load the config named by `path`, or the defaults (validation compiles every jq
+/// program): config errors are usage errors (exit 2).
 pub fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     topology::load(path.map(PathBuf::as_path)).map_err(|e| usage(e.to_string()))
 }
@@ -92,11 +92,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(d) = args.spool_dir {
         for c in &mut config.connectors {
-            if let Some(dl) = &c.dead_letter
-                && dl.starts_with(&config.spool.dir)
-                && let Ok(rest) = dl.strip_prefix(&config.spool.dir)
-            {
-                c.dead_letter = Some(d.join(rest));
+            // Dead letters defaulted next to the spool move with it.
+            if let Ok(rest) = c.dead_letter.strip_prefix(&config.spool.dir) {
+                c.dead_letter = d.join(rest);
             }
         }
         config.spool.dir = d;
@@ -111,8 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(own) = &own_login {
         own.apply(&mut config);
     }
-    // Build every connector before starting anything, so a bad one stops the start.
-    let topology = Topology::new(config).map_err(exit_error)?;
+    let topology = Topology::new(config);
 
     let embedded = match embedded_settings {
         Some(e) => Some(

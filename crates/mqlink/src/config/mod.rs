@@ -10,17 +10,24 @@
 //! 4. `validate`: defaults and cross-field rules into the `types` callers use; reads
 //!    `password_file`s and checks referenced input files exist, nothing else.
 //!
+//! The sink registry's `sink:` enum lives in `raw` and `types`, and each sink validates
+//! its own section; so what sinks need from here sits in leaves that import no sink:
+//! `ctx` (the shared checks, `Ctx`), `shared` (backoff, fsync, ordered maps), `error`,
+//! `node`, `secret`. A sink imports those files, never this module's re-exports.
+//!
 //! Every error is a [`ConfigError`] naming file, line, column and key path:
 //! `mqlink.yaml:12:5: routes[1].topic: unclosed '{' at byte 5 ...`. Secrets live in
 //! [`Secret`], which never prints. [`Config::default_run`] is what `mqlink run` uses
 //! without a file.
 
+pub(crate) mod ctx;
 mod de;
 mod env;
-mod error;
+pub(crate) mod error;
 pub(crate) mod node;
 pub(crate) mod raw;
-mod secret;
+pub(crate) mod secret;
+pub(crate) mod shared;
 mod toml_tree;
 mod types;
 mod units;
@@ -243,12 +250,26 @@ pub fn from_str(text: &str, format: Format, origin_name: &str) -> Result<Config,
 }
 
 /// The configuration `mqlink run` uses without `-c`.
+#[cfg(feature = "http")]
 pub const DEFAULT_RUN_YAML: &str = r#"# mqlink's built-in default
 broker:
   url: embedded
 sources:
   http:
     listen: 127.0.0.1:8080
+spool:
+  dir: ./mqlink-data
+routes:
+  - name: default
+    match: ["*"]
+    topic: "events/{event}"
+"#;
+
+/// The configuration `mqlink run` uses without `-c` (a build without the HTTP source).
+#[cfg(not(feature = "http"))]
+pub const DEFAULT_RUN_YAML: &str = r#"# mqlink's built-in default
+broker:
+  url: embedded
 spool:
   dir: ./mqlink-data
 routes:

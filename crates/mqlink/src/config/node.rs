@@ -51,19 +51,19 @@ pub(crate) enum Seg {
 pub(crate) struct KeyPath(pub Vec<Seg>);
 
 impl KeyPath {
-    pub fn root() -> Self {
+    pub(crate) fn root() -> Self {
         KeyPath(Vec::new())
     }
 
     /// This path extended by a map key.
-    pub fn key(&self, k: &str) -> KeyPath {
+    pub(crate) fn key(&self, k: &str) -> KeyPath {
         let mut v = self.0.clone();
         v.push(Seg::Key(k.to_string()));
         KeyPath(v)
     }
 
     /// This path extended by a sequence index.
-    pub fn index(&self, i: usize) -> KeyPath {
+    pub(crate) fn index(&self, i: usize) -> KeyPath {
         let mut v = self.0.clone();
         v.push(Seg::Index(i));
         KeyPath(v)
@@ -91,13 +91,13 @@ impl fmt::Display for KeyPath {
 }
 
 impl Node {
-    pub fn new(kind: Kind, loc: Loc) -> Self {
+    pub(crate) fn new(kind: Kind, loc: Loc) -> Self {
         Node { kind, loc }
     }
 
     /// Location of the value at `path`, or of its deepest existing ancestor (a missing
     /// key is reported at the map that lacks it).
-    pub fn locate(&self, path: &KeyPath) -> Loc {
+    pub(crate) fn locate(&self, path: &KeyPath) -> Loc {
         let mut cur = self;
         for seg in &path.0 {
             let next = match (seg, &cur.kind) {
@@ -117,7 +117,7 @@ impl Node {
     }
 
     /// Text of a scalar as written (numbers and booleans in canonical form).
-    pub fn scalar_text(&self) -> Option<String> {
+    pub(crate) fn scalar_text(&self) -> Option<String> {
         match &self.kind {
             Kind::Str(s) | Kind::Plain(s) => Some(s.clone()),
             Kind::Int(i) => Some(i.to_string()),

@@ -6,33 +6,7 @@
 use serde::Deserialize;
 
 use super::secret::Secret;
-
-/// A map kept in file order (user properties and headers may be order-sensitive).
-#[derive(Debug)]
-pub(crate) struct Ordered<V>(pub Vec<(String, V)>);
-
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<V>(std::marker::PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
-            type Value = Ordered<V>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = m.next_entry::<String, V>()? {
-                    out.push((k, v));
-                }
-                Ok(Ordered(out))
-            }
-        }
-        d.deserialize_map(Visit(std::marker::PhantomData))
-    }
-}
+pub(crate) use super::shared::{Ordered, RawBackoff, RawFsync};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -84,13 +58,6 @@ pub(crate) struct RawTls {
     pub alpn: Option<Vec<String>>,
     pub insecure_skip_verify: Option<bool>,
     pub server_name: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawBackoff {
-    pub min: Option<String>,
-    pub max: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -153,14 +120,6 @@ pub(crate) enum RawOnFull {
     Reject,
     Block,
     DropOldest,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum RawFsync {
-    Always,
-    Interval,
-    Never,
 }
 
 #[derive(Debug, Deserialize, Default)]

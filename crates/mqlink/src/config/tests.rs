@@ -830,3 +830,56 @@ fn debug_output_of_a_loaded_config_never_shows_a_secret() {
     }
     assert!(printed.contains("redacted"));
 }
+
+/// Issue 14: validation returns a runnable config — every jq program compiled (a bad one
+/// is a located config error wherever it is) and the defaults that depend on other
+/// sections filled (no `unwrap_or(default)` after validation).
+#[test]
+fn validation_compiles_every_jq_program_and_fills_cross_section_defaults() {
+    let c = yaml(
+        "spool: {dir: /var/lib/mqlink}\n\
+         broker: {url: 'mqtt://b', session: persistent, session_expiry: 2h}\n\
+         sources: {poll: [{url: 'http://s/h', every: 1s, event: e, split: '.items'}]}\n\
+         routes: [{match: ['*'], topic: t, payload: {transform: '.a'}}]\n\
+         connectors:\n\
+         \x20 - {name: p, subscribe: [a], transforms: [{map: '.'}], sink: {stdout: {}}}\n\
+         \x20 - {name: c, subscribe: [a], session: clean, dead_letter: d.jsonl, sink: {stdout: {}}}\n",
+    )
+    .unwrap();
+    assert_eq!(c.sources.poll[0].split.as_ref().unwrap().code(), ".items");
+    assert_eq!(c.routes[0].payload.transform.as_ref().unwrap().code(), ".a");
+    assert!(matches!(&c.connectors[0].transforms[..], [Transform::Map(p)] if p.code() == "."));
+    assert_eq!(
+        c.connectors[0].dead_letter,
+        std::path::Path::new("/var/lib/mqlink/dead-letter-p.jsonl")
+    );
+    assert_eq!(
+        c.connectors[0].session_expiry,
+        Some(Duration::from_secs(7200))
+    );
+    assert_eq!(c.connectors[1].dead_letter, std::path::Path::new("d.jsonl"));
+    assert_eq!(c.connectors[1].session_expiry, None);
+    let day = yaml("connectors: [{name: p, subscribe: [a], sink: {stdout: {}}}]\n").unwrap();
+    assert_eq!(
+        day.connectors[0].session_expiry,
+        Some(Duration::from_secs(86_400))
+    );
+
+    for (text, at) in [
+        (
+            "sources: {poll: [{url: 'http://s/h', every: 1s, event: e, split: '.a |'}]}\n",
+            "mqlink.yaml:1:66: sources.poll[0].split: ",
+        ),
+        (
+            "routes: [{match: ['*'], topic: t, payload: {transform: 'nosuch'}}]\n",
+            "mqlink.yaml:1:56: routes[0].payload.transform: ",
+        ),
+        (
+            "connectors: [{name: p, subscribe: [a], transforms: [{filter: '('}], sink: {stdout: {}}}]\n",
+            "mqlink.yaml:1:62: connectors[0].transforms[0].filter: ",
+        ),
+    ] {
+        let e = yaml_err(text);
+        assert!(e.starts_with(at), "{e}");
+    }
+}

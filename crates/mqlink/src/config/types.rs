@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use crate::mqtt::url::BrokerUrl;
 use crate::topic::{EventGlob, GlobSet, SlashPolicy, Template, TopicFilter};
+pub use crate::transform::jq::Program;
 
 use super::secret::Secret;
+pub use super::shared::Backoff;
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,16 +49,9 @@ impl Config {
     }
 }
 
-/// MQTT protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// MQTT 5 (`5`, the default; the client may fall back to 3.1.1 when refused).
-    V5,
-    /// MQTT 3.1.1 (`3.1.1`, `311`, `4`).
-    V311,
-    /// MQTT 3.1 (`3.1`, `3`).
-    V31,
-}
+/// MQTT protocol version: the engine's own type. In the config `5` (the default; the
+/// client may fall back to 3.1.1 when refused), `3.1.1` (`311`, `4`) or `3.1` (`3`).
+pub use crate::mqtt::codec::Protocol;
 
 /// Session handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,15 +181,6 @@ impl EmbeddedTls {
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8883);
 }
 
-/// Exponential backoff bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// First delay.
-    pub min: Duration,
-    /// Largest delay; `max >= min`.
-    pub max: Duration,
-}
-
 /// Client certificate and key for mutual TLS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientAuth {
@@ -272,16 +258,8 @@ pub struct Broker {
     pub lifecycle: Option<Lifecycle>,
 }
 
-/// MQTT quality of service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum QoS {
-    /// At most once.
-    AtMostOnce = 0,
-    /// At least once.
-    AtLeastOnce = 1,
-    /// Exactly once.
-    ExactlyOnce = 2,
-}
+/// MQTT quality of service: the engine's own type, so config and wire cannot drift.
+pub use crate::mqtt::codec::QoS;
 
 /// What the spool does when it reaches `max_bytes` (`reject` answers HTTP 503, `block`
 /// makes producers wait, `drop_oldest` discards the oldest records, each counted and logged),
@@ -351,8 +329,8 @@ pub struct Poll {
     pub event: String,
     /// Static fields merged into each event.
     pub fields: serde_json::Map<String, serde_json::Value>,
-    /// jq expression turning one response into many events (compiled elsewhere).
-    pub split: Option<String>,
+    /// jq program turning one response into many events (run as an `arraymap`).
+    pub split: Option<Program>,
     /// Request headers, in file order (values may be credentials).
     pub headers: Vec<(String, Secret)>,
     /// Request timeout; default 10s.
@@ -388,8 +366,8 @@ pub struct Payload {
     pub event_field: Option<String>,
     /// Add the received time under this key (OctoPrint's `_timestamp`); default none.
     pub timestamp_field: Option<(String, TimestampFormat)>,
-    /// jq expression applied to the payload (compiled elsewhere); default none.
-    pub transform: Option<String>,
+    /// jq program applied to the payload (run as a `map`); default none.
+    pub transform: Option<Program>,
 }
 
 /// MQTT 5 properties of a route.
@@ -428,26 +406,18 @@ pub struct Route {
     pub properties: Properties,
 }
 
-/// Record format handed to transforms and sinks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordFormat {
-    /// `{"topic", "payload", "qos", "retain", "properties", "received_at"}`; the default.
-    Json,
-    /// Fluvio's `{"mqtt_topic", "payload": [bytes]}`.
-    Fluvio,
-    /// The payload bytes.
-    Raw,
-}
+/// Record format handed to transforms and sinks (the record module's own type).
+pub use crate::record::RecordFormat;
 
-/// One jq transform step (compiled elsewhere).
+/// One jq transform step, compiled during validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transform {
     /// Keep records where the expression is true.
-    Filter(String),
+    Filter(Program),
     /// Replace the record with the expression's value.
-    Map(String),
+    Map(Program),
     /// Expand one record into the elements of the array the expression yields.
-    ArrayMap(String),
+    ArrayMap(Program),
 }
 
 /// Where a connector delivers: one variant per sink, each with its own config struct
@@ -465,6 +435,9 @@ pub struct Connector {
     pub qos: QoS,
     /// Default [`Session::Persistent`] so nothing is lost while mqlink is down.
     pub session: Session,
+    /// MQTT 5 session expiry: with a persistent session [`Broker::session_expiry`], or
+    /// 1 day when that is not set; `None` with a clean one.
+    pub session_expiry: Option<Duration>,
     /// Default `mqlink-{hostname}-{name}`, `{hostname}` rendered.
     pub client_id: String,
     /// A different broker than `broker`; default none (use the top-level broker).
@@ -473,8 +446,9 @@ pub struct Connector {
     pub format: RecordFormat,
     /// Transforms in order; default none.
     pub transforms: Vec<Transform>,
-    /// JSON-lines file receiving records whose transform failed; default none.
-    pub dead_letter: Option<PathBuf>,
+    /// JSON-lines file receiving records a transform or the sink refused; default
+    /// `dead-letter-{name}.jsonl` in the spool directory.
+    pub dead_letter: PathBuf,
     /// Where records go.
     pub sink: Sink,
 }

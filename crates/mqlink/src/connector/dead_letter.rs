@@ -1,12 +1,11 @@
-//! The dead-letter file: one JSON line per record that could not be transformed or that
-//! the sink refused, `{"at","connector","topic","error","record"}`, fsynced before the
-//! source message is acknowledged.
+//! A connector's dead-letter lines: one per record that could not be transformed or that
+//! the sink refused, `{"at","connector","topic","error","record"}`, written through the
+//! shared [`crate::dead_letter::DeadLetter`] and fsynced before the source message is
+//! acknowledged.
 
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 /// One record for the dead-letter file.
 #[derive(Debug, Clone)]
@@ -19,69 +18,19 @@ pub struct DeadRecord {
     pub record: Value,
 }
 
-/// Appends dead records to a file.
-#[derive(Debug)]
-pub struct DeadLetter {
-    path: PathBuf,
-    connector: String,
-    file: Option<tokio::fs::File>,
-}
-
-impl DeadLetter {
-    /// A writer for `path`; the file is opened (created) on first use.
-    pub fn new(path: &Path, connector: &str) -> DeadLetter {
-        DeadLetter {
-            path: path.to_path_buf(),
-            connector: connector.to_string(),
-            file: None,
-        }
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Append and fsync `records`.
-    ///
-    /// # Errors
-    /// The I/O error; the caller retries, holding the acknowledgements.
-    pub async fn write(&mut self, records: &[DeadRecord]) -> std::io::Result<()> {
-        let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let mut buf = Vec::new();
-        for r in records {
-            let line = json!({
+/// The dead-letter lines of `records` refused in connector `connector`.
+pub(crate) fn lines(connector: &str, records: &[DeadRecord]) -> Vec<Value> {
+    let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    records
+        .iter()
+        .map(|r| {
+            json!({
                 "at": at,
-                "connector": self.connector,
+                "connector": connector,
                 "topic": r.topic,
                 "error": r.error,
                 "record": r.record,
-            });
-            serde_json::to_writer(&mut buf, &line)?;
-            buf.push(b'\n');
-        }
-        if self.file.is_none() {
-            self.file = Some(
-                tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-                    .await?,
-            );
-        }
-        let Some(f) = self.file.as_mut() else {
-            return Err(std::io::Error::other("dead-letter file not open"));
-        };
-        let res = async {
-            f.write_all(&buf).await?;
-            f.flush().await?;
-            f.sync_data().await
-        }
-        .await;
-        if res.is_err() {
-            // Reopen next time; a half-written line is possible, a lost one is not.
-            self.file = None;
-        }
-        res
-    }
+            })
+        })
+        .collect()
 }

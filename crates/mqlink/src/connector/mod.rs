@@ -35,25 +35,23 @@ use jaq_json::Val;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use dead_letter::{DeadLetter, DeadRecord};
+pub use dead_letter::DeadRecord;
 pub use stats::ConnectorStats;
 
 use crate::build;
 use crate::config::{self, RecordFormat};
+use crate::dead_letter::DeadLetter;
 use crate::mqtt::client::{self, Client, ClientClosed, ClientError, Deliveries, MqttOptions};
 use crate::mqtt::codec::Publish;
 use crate::mqtt::state::{AckToken, Delivery};
 use crate::observe::meter::{Dir, TopicTracker};
 use crate::record;
 use crate::sink::{self, Body, Meta, OpenError, Record, Sink, SinkError};
-use crate::transform::{self, Chain, CompileError};
+use crate::transform::{self, Chain};
 
 /// Why a connector could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
-    /// A transform does not compile.
-    #[error(transparent)]
-    Transform(#[from] CompileError),
     /// The MQTT options are unusable.
     #[error("connector '{connector}': {source}")]
     Client {
@@ -121,26 +119,19 @@ pub async fn run(
     broker: &config::Broker,
     shutdown: CancellationToken,
 ) -> Result<(), ConnectorError> {
-    Connector::new(cfg, broker)?.run(shutdown).await
+    Connector::new(cfg, broker).run(shutdown).await
 }
 
 impl Connector {
-    /// Compile the transforms and prepare the MQTT options.
-    ///
-    /// # Errors
-    /// [`ConnectorError::Transform`] naming the connector and the step.
-    pub fn new(
-        cfg: &config::Connector,
-        broker: &config::Broker,
-    ) -> Result<Connector, ConnectorError> {
-        let chain = Chain::compile(&format!("connector '{}'", cfg.name), &cfg.transforms)?;
-        Ok(Connector {
+    /// Prepare the MQTT options and the transform chain (compiled at validation).
+    pub fn new(cfg: &config::Connector, broker: &config::Broker) -> Connector {
+        Connector {
             cfg: cfg.clone(),
             opts: build::connector_options(cfg, broker),
-            chain,
+            chain: Chain::new(&cfg.transforms),
             stats: Arc::new(ConnectorStats::default()),
             tracker: None,
-        })
+        }
     }
 
     /// Also count received messages per topic (for the dashboard).
@@ -188,11 +179,7 @@ impl Connector {
                     source,
                 })?;
         info!(connector = %name, broker = %self.opts.url, sink = %self.cfg.sink.describe(), "connector starting");
-        let dead_letter = self
-            .cfg
-            .dead_letter
-            .as_deref()
-            .map(|p| DeadLetter::new(p, &name));
+        let dead_letter = DeadLetter::new(&self.cfg.dead_letter);
         let worker = Worker {
             cfg: &self.cfg,
             chain: &self.chain,
@@ -233,7 +220,7 @@ struct Worker<'a> {
     stats: &'a ConnectorStats,
     client: Client,
     sink: Sink,
-    dead_letter: Option<DeadLetter>,
+    dead_letter: DeadLetter,
     broker_url: String,
     shutdown: CancellationToken,
     tracker: Option<Arc<TopicTracker>>,
@@ -249,7 +236,7 @@ impl Worker<'_> {
             .cfg
             .subscribe
             .iter()
-            .map(|f| (f.as_str().to_string(), build::qos(self.cfg.qos)))
+            .map(|f| (f.as_str().to_string(), self.cfg.qos))
             .collect();
         let codes = tokio::select! {
             biased;
@@ -435,25 +422,19 @@ impl Worker<'_> {
         }
     }
 
-    /// Write records to the dead-letter file, retrying until it works; without a file,
-    /// log them as lost.
+    /// Write records to the dead-letter file, retrying until it works.
     async fn dead_letter(&mut self, dead: Vec<DeadRecord>) -> Result<(), Stop> {
         if dead.is_empty() {
             return Ok(());
         }
-        let Some(dl) = self.dead_letter.as_mut() else {
-            for d in &dead {
-                error!(connector = %self.cfg.name, topic = %d.topic, "record dropped (no dead_letter file configured): {}", d.error);
-            }
-            ConnectorStats::add(&self.stats.dropped, dead.len() as u64);
-            return Ok(());
-        };
+        let dl = &self.dead_letter;
+        let lines = dead_letter::lines(&self.cfg.name, &dead);
         let mut attempt = 0;
         loop {
             let res = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Err(Stop),
-                r = dl.write(&dead) => r,
+                r = dl.append(&lines) => r,
             };
             match res {
                 Ok(()) => {

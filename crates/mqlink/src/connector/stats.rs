@@ -15,7 +15,9 @@ pub struct ConnectorStats {
     pub filtered: AtomicU64,
     /// Records written to the dead-letter file (transform errors, sink rejections).
     pub dead_lettered: AtomicU64,
-    /// Records that failed with no dead-letter file configured: logged and lost.
+    /// Records that failed with no dead-letter file: since validation gives every
+    /// connector one (next to the spool by default) this stays 0; kept so the exported
+    /// metric does not disappear.
     pub dropped: AtomicU64,
     /// Failed sink deliveries (each retry counts).
     pub sink_errors: AtomicU64,

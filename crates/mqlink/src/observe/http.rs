@@ -47,7 +47,11 @@ pub struct OpsRoutes {
 }
 
 /// Build the ops routes over `observer` and `ingest`.
-pub fn routes(ingest: Ingest, observer: Arc<Observer>, shutdown: CancellationToken) -> OpsRoutes {
+pub(crate) fn routes(
+    ingest: Ingest,
+    observer: Arc<Observer>,
+    shutdown: CancellationToken,
+) -> OpsRoutes {
     let ops = Ops {
         ingest,
         observer,
@@ -66,13 +70,22 @@ pub fn routes(ingest: Ingest, observer: Arc<Observer>, shutdown: CancellationTok
         .route("/metrics", get(metrics))
         .with_state(ops)
         // The page loads without a token; its API calls carry one when tokens are set.
-        .merge(super::dashboard::router());
+        .merge(dashboard());
     OpsRoutes { protected, open }
 }
 
 fn json_response(v: Value) -> Response {
     let body = serde_json::to_vec(&v).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The dashboard page, or nothing in a build without the `dashboard` feature.
+fn dashboard() -> Router {
+    #[cfg(feature = "dashboard")]
+    let page = super::dashboard::router();
+    #[cfg(not(feature = "dashboard"))]
+    let page = Router::new();
+    page
 }
 
 async fn metrics(State(ops): State<Ops>) -> Response {

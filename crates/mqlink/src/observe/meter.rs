@@ -1,17 +1,16 @@
 //! Meters: the counters and trackers components update on their hot paths, read later by
-//! the observer. A leaf: it imports nothing from the crate, so every component can use it
-//! without depending on what observes it.
+//! the observer. A leaf: it imports nothing from the crate but the leaf `encoding`, so
+//! every component can use it without depending on what observes it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 /// Upper bounds (seconds) of the accept→acknowledge latency buckets.
-pub const LATENCY_BUCKETS: [f64; 14] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
 
@@ -67,7 +66,7 @@ pub enum Dir {
 }
 
 /// Most topics the dashboard tracks; further topics are counted under `(other topics)`.
-pub const MAX_TOPICS: usize = 10_000;
+pub(crate) const MAX_TOPICS: usize = 10_000;
 const MAX_PAYLOAD_SHOWN: usize = 1024;
 const OTHER: &str = "(other topics)";
 
@@ -179,7 +178,7 @@ fn shown(payload: &[u8]) -> String {
         Err(e) if e.error_len().is_none() => {
             String::from_utf8_lossy(&cut[..e.valid_up_to()]).into_owned()
         }
-        Err(_) => base64::engine::general_purpose::STANDARD.encode(cut),
+        Err(_) => crate::encoding::utf8_or_base64(cut).0,
     }
 }
 

@@ -16,7 +16,7 @@ use crate::source::poll::PollStats;
 
 /// Reads the [`Observer`] at scrape time; register it with a `prometheus_client` registry.
 #[derive(Debug)]
-pub struct MetricsCollector(pub Arc<Observer>);
+pub(crate) struct MetricsCollector(pub Arc<Observer>);
 
 fn counter(
     e: &mut DescriptorEncoder,
@@ -302,7 +302,7 @@ impl prometheus_client::collector::Collector for MetricsCollector {
 }
 
 /// Render the Prometheus text exposition of `observer`.
-pub fn render_metrics(observer: &Arc<Observer>) -> String {
+pub(crate) fn render_metrics(observer: &Arc<Observer>) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(MetricsCollector(observer.clone())));
     let mut out = String::new();

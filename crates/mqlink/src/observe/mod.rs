@@ -18,11 +18,14 @@
 //! poll index. Per-topic counts exist only for the dashboard ([`meter::TopicTracker`]),
 //! bounded to [`meter::MAX_TOPICS`] topics.
 
-pub mod dashboard;
-pub mod http;
-pub mod meter;
-pub mod metrics;
-pub mod status;
+#[cfg(feature = "dashboard")]
+pub(crate) mod dashboard;
+#[cfg(feature = "http")]
+pub(crate) mod http;
+pub(crate) mod meter;
+#[cfg(feature = "http")]
+pub(crate) mod metrics;
+pub(crate) mod status;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +44,6 @@ use crate::publish::publisher::PublishStats;
 use crate::source::poll::PollStats;
 
 use meter::TopicTracker;
-pub use metrics::{MetricsCollector, render_metrics};
 
 /// A connector as the observer sees it.
 #[derive(Debug, Clone)]

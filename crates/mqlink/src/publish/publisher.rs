@@ -30,16 +30,12 @@
 //! Given up (shutdown): left in the spool for the next start.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::SystemTime;
 
-use base64::Engine as _;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use mqlink_spool::{Record, Spool, SpoolError};
@@ -50,6 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{OutMessage, epoch_ms};
+use crate::dead_letter::DeadLetter;
 use crate::mqtt::client::{Client, LinkState, backoff, reason_name};
 use crate::mqtt::state::Verdict;
 use crate::observe::meter::{Dir, LatencyHistogram, TopicTracker};
@@ -100,56 +97,9 @@ pub enum PublisherError {
     ClientClosed,
 }
 
-/// Where refused messages go: one JSON line each, fsynced.
-pub struct DeadLetter {
-    path: PathBuf,
-    file: Mutex<Option<File>>,
-}
-
-impl DeadLetter {
-    /// Dead letters at `path` (opened on first use).
-    pub fn new(path: impl AsRef<Path>) -> DeadLetter {
-        DeadLetter {
-            path: path.as_ref().to_path_buf(),
-            file: Mutex::new(None),
-        }
-    }
-
-    /// Path of the file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Append one entry.
-    ///
-    /// # Errors
-    /// I/O errors opening, writing or syncing the file.
-    pub fn write(&self, entry: &serde_json::Value) -> std::io::Result<()> {
-        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?,
-            );
-        }
-        let file = guard.as_mut().expect("opened above");
-        let mut line = serde_json::to_vec(entry).unwrap_or_default();
-        line.push(b'\n');
-        file.write_all(&line)?;
-        file.sync_data()
-    }
-}
-
 fn payload_json(payload: &[u8]) -> (serde_json::Value, Option<&'static str>) {
-    match std::str::from_utf8(payload) {
-        Ok(s) => (json!(s), None),
-        Err(_) => (
-            json!(base64::engine::general_purpose::STANDARD.encode(payload)),
-            Some("base64"),
-        ),
-    }
+    let (text, base64) = crate::encoding::utf8_or_base64(payload);
+    (json!(text), base64.then_some("base64"))
 }
 
 type PendingFuture =
@@ -276,7 +226,14 @@ impl Publisher {
                     Some((pending, verdict)) = inflight.next(), if !inflight.is_empty() => {
                         calm_since = Instant::now();
                         self.stats.stalled.store(false, Ordering::Relaxed);
-                        if let Some(retry) = self.on_verdict(pending, verdict) {
+                        // A refusal is written to the dead-letter file first (fsync on the
+                        // blocking pool); a stop meanwhile leaves the message in the spool.
+                        let retry = tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => return Ok(()),
+                            r = self.on_verdict(pending, verdict) => r,
+                        };
+                        if let Some(retry) = retry {
                             inflight.push(self.resend(retry));
                         }
                         self.stats.inflight.store(inflight.len() as u64, Ordering::Relaxed);
@@ -287,7 +244,12 @@ impl Publisher {
                             Ok(m) => m,
                             Err(e) => {
                                 self.release(&permit);
-                                self.undecodable(record, &e.to_string());
+                                let why = e.to_string();
+                                tokio::select! {
+                                    biased;
+                                    _ = stop.cancelled() => return Ok(()),
+                                    () = self.undecodable(record, &why) => {}
+                                }
                                 continue;
                             }
                         };
@@ -344,7 +306,7 @@ impl Publisher {
     }
 
     /// Settle a message by its verdict; a message to publish again comes back.
-    fn on_verdict(&self, p: Pending, verdict: Verdict) -> Option<Pending> {
+    async fn on_verdict(&self, p: Pending, verdict: Verdict) -> Option<Pending> {
         let (id, msg) = (p.id, &p.msg);
         match verdict {
             Verdict::Rejected { code, reason } if is_transient(code) => {
@@ -382,7 +344,7 @@ impl Publisher {
                     "payload": payload,
                     "payload_encoding": encoding,
                 });
-                match self.dead.write(&entry) {
+                match self.dead.append(std::slice::from_ref(&entry)).await {
                     Ok(()) => {
                         tracing::warn!(topic = %msg.topic, code, reason = reason_name(code), detail = reason.as_deref().unwrap_or(""), dead_letter = %self.dead.path().display(), "broker rejected a message; moved to the dead-letter file");
                         self.spool.ack(id);
@@ -402,7 +364,7 @@ impl Publisher {
         None
     }
 
-    fn undecodable(&self, record: Record, why: &str) {
+    async fn undecodable(&self, record: Record, why: &str) {
         self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
         let (payload, encoding) = payload_json(&record.payload);
         let entry = json!({
@@ -412,7 +374,7 @@ impl Publisher {
             "payload": payload,
             "payload_encoding": encoding,
         });
-        match self.dead.write(&entry) {
+        match self.dead.append(std::slice::from_ref(&entry)).await {
             Ok(()) => {
                 tracing::error!(
                     id = record.id,

@@ -11,12 +11,11 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::message::{OutMessage, epoch_ms};
-use crate::build;
-use crate::config::{Config, Route, TimestampFormat, Transform};
+use crate::config::{Config, Route, TimestampFormat};
 use crate::event::Event;
 use crate::mqtt::codec::PublishProps;
 use crate::topic::{GlobSet, RenderContext, RenderError};
-use crate::transform::{Chain, CompileError};
+use crate::transform::{Chain, Kind};
 
 /// Why an event cannot be published (HTTP 422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,35 +74,25 @@ pub struct Router {
 }
 
 impl Router {
-    /// Build from a validated config, compiling the routes' payload transforms.
-    ///
-    /// # Errors
-    /// A jq expression that does not compile, located as `routes[i].payload.transform`.
-    pub fn new(config: &Config) -> Result<Router, CompileError> {
+    /// Build from a validated config (payload transforms compiled at validation).
+    pub fn new(config: &Config) -> Router {
         let transforms = config
             .routes
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
+            .map(|r| {
                 r.payload
                     .transform
                     .as_ref()
-                    .map(|expr| {
-                        Chain::compile(
-                            &format!("routes[{i}].payload"),
-                            &[Transform::Map(expr.clone())],
-                        )
-                    })
-                    .transpose()
+                    .map(|p| Chain::single(Kind::Map, p))
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Router {
+            .collect();
+        Router {
             transforms: std::sync::Arc::new(transforms),
             routes: config.routes.clone(),
             set: config.route_set(),
             hostname: config.hostname.clone(),
             prefix: config.topic_prefix.clone(),
-        })
+        }
     }
 
     /// The routes, by index.
@@ -187,7 +176,7 @@ impl Router {
             route: u16::try_from(idx).unwrap_or(u16::MAX - 1),
             topic,
             payload,
-            qos: build::qos(route.qos),
+            qos: route.qos,
             retain: route.retain,
             props,
             accepted_at_ms: epoch_ms(SystemTime::now()),
@@ -234,7 +223,7 @@ mod tests {
     use crate::mqtt::codec::QoS;
 
     fn router(yaml: &str) -> Router {
-        Router::new(&from_str(yaml, Format::Yaml, "t.yaml").unwrap()).unwrap()
+        Router::new(&from_str(yaml, Format::Yaml, "t.yaml").unwrap())
     }
 
     fn event(name: &str, fields: Value) -> Event {
@@ -326,14 +315,15 @@ mod tests {
 
     #[test]
     fn a_bad_route_transform_is_refused_at_load() {
-        let cfg = from_str(
+        let e = from_str(
             "routes:\n  - {match: ['*'], topic: t, payload: {transform: '.a |'}}\n",
             Format::Yaml,
             "t.yaml",
         )
-        .unwrap();
-        let e = Router::new(&cfg).unwrap_err().to_string();
-        assert!(e.contains("routes[0]"), "{e}");
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("t.yaml:2:"), "{e}");
+        assert!(e.contains("routes[0].payload.transform"), "{e}");
     }
 
     #[test]

@@ -19,12 +19,13 @@ use super::disk::SimDisk;
 use super::net::{Close, Net};
 use super::rng::Rng;
 use super::trace::Trace;
+use crate::dead_letter::DeadLetter;
 use crate::mqtt::client::{self, MqttOptions};
 use crate::mqtt::codec::{Protocol, PublishProps, QoS};
 use crate::mqtt::transport::{BoxIo, Dial};
 use crate::mqtt::url::BrokerUrl;
 use crate::publish::message::OutMessage;
-use crate::publish::publisher::{DeadLetter, PublishStats, Publisher};
+use crate::publish::publisher::{PublishStats, Publisher};
 
 /// Simulated time the publish path gets after the final heal to deliver everything: the
 /// longest transient-refusal backoff (30 s), reconnect backoff, keepalive and connect
@@ -462,7 +463,7 @@ impl World {
             client::new_with_dial(o, dial).expect("valid options");
         let cancel = CancellationToken::new();
         let stats = Arc::new(PublishStats::default());
-        let dead = Arc::new(DeadLetter::new(&self.dead_path));
+        let dead = Arc::new(DeadLetter::inline(&self.dead_path));
         let publisher = Publisher::new(spool.clone(), client, dead, stats.clone(), 64);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(event_loop.run(cancel.clone())));

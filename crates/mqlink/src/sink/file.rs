@@ -20,9 +20,10 @@ use std::time::Instant;
 
 use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec};
 use crate::config::node::KeyPath;
-use crate::config::raw::RawFsync;
-use crate::config::validate::Ctx;
-use crate::config::{ConfigError, Fsync};
+use crate::config::shared::RawFsync;
+use crate::config::ctx::Ctx;
+use crate::config::error::ConfigError;
+use mqlink_spool::FsyncPolicy as Fsync;
 
 /// `file: {path, rotate_bytes, fsync, fsync_interval}` as written.
 #[derive(Debug, serde::Deserialize)]

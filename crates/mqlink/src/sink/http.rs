@@ -14,9 +14,11 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::{Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec};
 use crate::config::node::KeyPath;
-use crate::config::raw::{Ordered, RawBackoff};
-use crate::config::validate::Ctx;
-use crate::config::{Backoff, ConfigError, Secret};
+use crate::config::shared::{Ordered, RawBackoff};
+use crate::config::ctx::Ctx;
+use crate::config::error::ConfigError;
+use crate::config::secret::Secret;
+use crate::config::shared::Backoff;
 use crate::mqtt::tls::{self, TlsOptions};
 
 /// Longest server answer kept for error messages.

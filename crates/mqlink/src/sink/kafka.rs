@@ -41,9 +41,11 @@ use super::{
     TopicRenderer, dedup_id,
 };
 use crate::config::node::KeyPath;
-use crate::config::raw::{Ordered, RawBackoff};
-use crate::config::validate::Ctx;
-use crate::config::{Backoff, ConfigError, Secret};
+use crate::config::shared::{Ordered, RawBackoff};
+use crate::config::ctx::Ctx;
+use crate::config::error::ConfigError;
+use crate::config::secret::Secret;
+use crate::config::shared::Backoff;
 use crate::topic::Template;
 
 /// `kafka: {...}` as written.

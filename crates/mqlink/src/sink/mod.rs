@@ -35,16 +35,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ctx::Ctx;
+use crate::config::error::ConfigError;
 use crate::config::node::KeyPath;
-use crate::config::raw::RawBackoff;
-use crate::config::validate::Ctx;
-use crate::config::{Backoff, ConfigError};
+use crate::config::shared::Backoff;
+use crate::config::shared::RawBackoff;
 use crate::topic::{Allowed, FieldRule};
+
+// Helpers below marked `cfg_attr(not(all(...)), allow(dead_code))` serve the optional
+// sinks (cargo features `sink-*`): unused in a build without them.
 
 /// The registry: `key: Variant(Config, Sink)`, one line per sink (see the module docs).
 macro_rules! sinks {
@@ -169,14 +172,18 @@ sinks! {
     /// JSON lines in a file.
     file: File(FileConfig, FileSink),
     /// HTTP requests.
+    #[cfg(feature = "sink-http")]
     http: Http(HttpConfig, HttpSink),
     /// NATS or JetStream.
+    #[cfg(feature = "sink-nats")]
     nats: Nats(NatsConfig, NatsSink),
     /// Another MQTT broker.
     mqtt: Mqtt(MqttConfig, MqttSink),
     /// Redis Streams (XADD).
+    #[cfg(feature = "sink-redis")]
     redis: Redis(RedisConfig, RedisSink),
     /// PostgreSQL (one transaction per batch).
+    #[cfg(feature = "sink-postgres")]
     postgres: Postgres(PostgresConfig, PostgresSink),
     /// Kafka (acks=all, idempotent producer).
     #[cfg(feature = "sink-kafka")]
@@ -217,6 +224,15 @@ pub(crate) trait Spec: Sized {
 #[derive(Debug)]
 pub(crate) struct OpenEnv<'a> {
     /// The connector's name (de-dup ids, client names).
+    #[cfg_attr(
+        not(all(
+            feature = "sink-http",
+            feature = "sink-nats",
+            feature = "sink-redis",
+            feature = "sink-postgres"
+        )),
+        allow(dead_code)
+    )]
     pub connector: &'a str,
     /// The connector's MQTT client id.
     pub client_id: &'a str,
@@ -324,10 +340,7 @@ impl Record {
     pub fn to_json(&self) -> Value {
         match &self.body {
             Body::Json(v) => v.clone(),
-            Body::Raw(b) => match std::str::from_utf8(b) {
-                Ok(s) => Value::String(s.to_string()),
-                Err(_) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-            },
+            Body::Raw(b) => Value::String(crate::encoding::utf8_or_base64(b).0),
         }
     }
 }
@@ -373,6 +386,15 @@ pub struct OpenError {
 pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// `url` for messages and plan lines: a password is replaced by `redacted`.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn redacted(url: &url::Url) -> String {
     let mut u = url.clone();
     if u.password().is_some() {
@@ -384,6 +406,15 @@ pub(crate) fn redacted(url: &url::Url) -> String {
 /// Placeholders the `redis`, `postgres` and `kafka` templates may use: the MQTT topic as
 /// `{topic}` or `{mqtt_topic}`, its levels as `{topic_level_1}` … `{topic_level_9}`
 /// (empty when the topic has fewer levels), and `{hostname}`.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 pub(crate) const TOPIC_LEVELS: Allowed<'static> = Allowed {
     event: false,
     hostname: true,
@@ -405,12 +436,30 @@ pub(crate) const TOPIC_LEVELS: Allowed<'static> = Allowed {
 
 /// Renders a [`TOPIC_LEVELS`] template per record, remembering the last topic: records
 /// of one batch mostly share a few topics, and building the context is the costly part.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 #[derive(Debug, Clone)]
 pub(crate) struct TopicRenderer {
     template: crate::topic::Template,
     last: Option<(Arc<str>, String)>,
 }
 
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 impl TopicRenderer {
     pub(crate) fn new(template: crate::topic::Template) -> TopicRenderer {
         TopicRenderer {
@@ -460,6 +509,15 @@ impl TopicRenderer {
 /// The de-duplication id of `record` for connector `connector`: `{connector}-{hex of the
 /// first 128 bits of SHA-256(topic, payload, part)}`. Stable across redeliveries of the
 /// same message (unlike packet ids or arrival times); see `nats.rs` for the trade-off.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 pub(crate) fn dedup_id(connector: &str, record: &Record) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for part in [record.topic.as_bytes(), b"\0", &record.source, b"\0"] {
@@ -495,6 +553,15 @@ pub(crate) fn with_topic_context<T>(
 
 /// `batch_max`, `linger`, `timeout` and `retry` as the batching engine sinks (Kafka,
 /// PostgreSQL, Redis) take them: validated alike, each sink giving its own defaults.
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BatchKeys {
     /// Records per batch, 1..=10000.
@@ -507,6 +574,15 @@ pub(crate) struct BatchKeys {
     pub(crate) retry: Backoff,
 }
 
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(dead_code)
+)]
 impl BatchKeys {
     /// Validates the four keys under `p`; `batch_max` and `timeout` default as given.
     pub(crate) fn validate(

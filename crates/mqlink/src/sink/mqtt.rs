@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_ONLY};
 use super::with_topic_context;
-use crate::build;
 use crate::config::node::KeyPath;
-use crate::config::validate::Ctx;
-use crate::config::{ConfigError, QoS};
+use crate::config::ctx::Ctx;
+use crate::config::error::ConfigError;
+use crate::mqtt::codec::QoS;
 use crate::mqtt::client::{self, Client, MqttOptions};
 use crate::mqtt::codec::{Publish, PublishProps};
 use crate::mqtt::state::Verdict;
@@ -170,7 +170,7 @@ impl Deliver for MqttSink {
             let publish = Publish {
                 topic: Arc::from(topic.as_str()),
                 payload: r.to_bytes(),
-                qos: build::qos(self.qos),
+                qos: self.qos,
                 retain: self.retain,
                 dup: false,
                 pid: None,

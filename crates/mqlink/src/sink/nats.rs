@@ -24,9 +24,9 @@ use super::{
     Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_ONLY, redacted,
     with_topic_context,
 };
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::config::node::KeyPath;
-use crate::config::validate::Ctx;
+use crate::config::ctx::Ctx;
 use crate::topic::Template;
 
 /// How long a core-NATS flush may take before the batch is retried.

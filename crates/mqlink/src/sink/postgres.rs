@@ -54,9 +54,11 @@ use super::{
     Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, dedup_id,
 };
 use crate::config::node::KeyPath;
-use crate::config::raw::{Ordered, RawBackoff};
-use crate::config::validate::Ctx;
-use crate::config::{Backoff, ConfigError, Secret};
+use crate::config::shared::{Ordered, RawBackoff};
+use crate::config::ctx::Ctx;
+use crate::config::error::ConfigError;
+use crate::config::secret::Secret;
+use crate::config::shared::Backoff;
 
 /// `postgres: {url, password, password_file, table, create_table, columns, batch_max,
 /// linger, timeout, retry}` as written.

@@ -35,9 +35,11 @@ use super::{
     TopicRenderer, dedup_id, redacted,
 };
 use crate::config::node::KeyPath;
-use crate::config::raw::RawBackoff;
-use crate::config::validate::Ctx;
-use crate::config::{Backoff, ConfigError, Secret};
+use crate::config::shared::RawBackoff;
+use crate::config::ctx::Ctx;
+use crate::config::error::ConfigError;
+use crate::config::secret::Secret;
+use crate::config::shared::Backoff;
 use crate::topic::Template;
 
 /// `redis: {url, stream, maxlen, password, password_file, batch_max, linger, timeout,

@@ -6,6 +6,7 @@
 //! - [`stdin`]: JSON lines on standard input.
 //! - [`poll`]: periodic HTTP GET of a JSON endpoint.
 
+#[cfg(feature = "http")]
 pub mod http;
 pub mod poll;
 pub mod stdin;

@@ -13,11 +13,11 @@ use serde_json::{Map, Value};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Transform};
+use crate::config;
 use crate::event::{Event, Source};
 use crate::mqtt::tls::{TlsOptions, client_config};
 use crate::publish::ingest::Ingest;
-use crate::transform::{Chain, CompileError};
+use crate::transform::{Chain, Kind};
 
 /// Counters of one poller.
 #[derive(Debug, Default)]
@@ -33,9 +33,6 @@ pub struct PollStats {
 /// Why a poller cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
-    /// The split expression does not compile.
-    #[error(transparent)]
-    Split(#[from] CompileError),
     /// The HTTP client cannot be built.
     #[error("sources.poll[{index}]: cannot build the HTTP client: {reason}")]
     Client {
@@ -56,29 +53,13 @@ pub struct Poller {
     stats: Arc<PollStats>,
 }
 
-/// Compile a `split` expression (as an arraymap: it must yield an array).
-///
-/// # Errors
-/// The compile error, located as `sources.poll[i].split`.
-pub fn compile_split(index: usize, cfg: &config::Poll) -> Result<Option<Chain>, CompileError> {
-    cfg.split
-        .as_ref()
-        .map(|expr| {
-            Chain::compile(
-                &format!("sources.poll[{index}].split"),
-                &[Transform::ArrayMap(expr.clone())],
-            )
-        })
-        .transpose()
-}
-
 impl Poller {
     /// Prepare polling `cfg` (the `index`-th poll source).
     ///
     /// # Errors
-    /// [`PollError`] for a bad split expression or HTTP client setup.
+    /// [`PollError`] when the HTTP client cannot be built.
     pub fn new(index: usize, cfg: &config::Poll, ingest: Ingest) -> Result<Poller, PollError> {
-        let split = compile_split(index, cfg)?;
+        let split = cfg.split.as_ref().map(|s| Chain::single(Kind::ArrayMap, s));
         let mut builder = reqwest::Client::builder().timeout(cfg.timeout);
         // HTTPS endpoints are verified against the system roots; plain HTTP needs none.
         if cfg.url.scheme() == "https" {

@@ -48,7 +48,7 @@ pub struct Running {
 
 impl Running {
     pub async fn start(cfg: &(config::Connector, config::Broker)) -> Running {
-        let c = Connector::new(&cfg.0, &cfg.1).unwrap();
+        let c = Connector::new(&cfg.0, &cfg.1);
         let stats = c.stats();
         let stop = CancellationToken::new();
         let task = tokio::spawn(c.run(stop.clone()));

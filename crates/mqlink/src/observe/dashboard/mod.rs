@@ -16,15 +16,15 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 /// The page, served at `/`.
-pub const INDEX_HTML: &str = include_str!("index.html");
+pub(crate) const INDEX_HTML: &str = include_str!("index.html");
 /// Its script, served at [`APP_JS_PATH`].
-pub const APP_JS: &str = include_str!("app.js");
+pub(crate) const APP_JS: &str = include_str!("app.js");
 /// Its style sheet, served at [`STYLE_CSS_PATH`].
-pub const STYLE_CSS: &str = include_str!("style.css");
+pub(crate) const STYLE_CSS: &str = include_str!("style.css");
 /// Where the page loads its script from.
-pub const APP_JS_PATH: &str = "/dashboard/app.js";
+pub(crate) const APP_JS_PATH: &str = "/dashboard/app.js";
 /// Where the page loads its style sheet from.
-pub const STYLE_CSS_PATH: &str = "/dashboard/style.css";
+pub(crate) const STYLE_CSS_PATH: &str = "/dashboard/style.css";
 
 /// Only mqlink itself: no CDN, no fonts, no third-party requests. Inline styles are
 /// allowed for the few positions the script sets.
@@ -35,7 +35,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
 /// `GET /`, `GET /dashboard/app.js` and `GET /dashboard/style.css`, each with its content
 /// type and `Cache-Control: no-cache` (a new binary serves a new page without a stale
 /// cache). Stateless, so it merges into a router of any state `S`.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
             "/",
