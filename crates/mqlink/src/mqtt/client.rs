@@ -430,6 +430,7 @@ impl EventLoop {
             tokio::pin!(connect);
             let result = loop {
                 tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => break None,
                     r = &mut connect => break Some(r),
                     cmd = recv_opt(&mut self.cmd_rx), if self.session.queued_len() < MAX_QUEUED => self.on_command(cmd),
@@ -490,6 +491,7 @@ impl EventLoop {
             tokio::pin!(sleep);
             let stop = loop {
                 tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => break true,
                     _ = &mut sleep => break false,
                     cmd = recv_opt(&mut self.cmd_rx), if self.session.queued_len() < MAX_QUEUED => self.on_command(cmd),

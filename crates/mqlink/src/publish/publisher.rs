@@ -254,6 +254,7 @@ impl Publisher {
                             }
                         };
                         let handle = tokio::select! {
+                            biased;
                             _ = stop.cancelled() => return Ok(()),
                             h = self.client.publish(msg.to_publish()) => h.map_err(|_| PublisherError::ClientClosed)?,
                         };
@@ -278,7 +279,11 @@ impl Publisher {
                 }
             }
         };
+        // Biased: the feed first, then the main loop, in the same order on every wake,
+        // so a run is the same run each time (the deterministic simulation replays seeds;
+        // tokio's default picks a random order).
         tokio::select! {
+            biased;
             r = feed => r.map_err(PublisherError::from),
             r = main => r,
         }
