@@ -155,60 +155,54 @@ impl Flood {
 
     fn start(port: u16, topic: &str, first_seq: u64) -> Flood {
         use std::collections::HashMap;
-        use std::io::Read;
         use std::sync::{Arc, Mutex, mpsc};
 
-        fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
+        use bytes::{Bytes, BytesMut};
+        use mqlink::mqtt::codec::{
+            self, Connect, ConnectExtras, Packet, Protocol, Publish, PublishProps, QoS,
+        };
+
+        const V311: Protocol = Protocol::V311;
+        fn send(s: &mut TcpStream, packet: &Packet) -> std::io::Result<()> {
+            let mut out = BytesMut::new();
+            codec::encode(packet, V311, &mut out).expect("encodable packet");
+            s.write_all(&out)
+        }
+        // One whole packet, or None at the end of the stream.
+        fn read_packet(s: &mut TcpStream, buf: &mut BytesMut) -> Option<Packet> {
+            use std::io::Read;
             loop {
-                let mut b = (n % 128) as u8;
-                n /= 128;
-                if n > 0 {
-                    b |= 0x80;
+                if let Some(p) = codec::decode(buf, V311, 1 << 20).expect("well-formed packet") {
+                    return Some(p);
                 }
-                out.push(b);
-                if n == 0 {
-                    return;
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             }
-        }
-        fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-            let mut p = vec![first];
-            remaining_length(body.len(), &mut p);
-            p.extend_from_slice(body);
-            p
-        }
-        fn string(s: &[u8], out: &mut Vec<u8>) {
-            out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-            out.extend_from_slice(s);
-        }
-        // One whole packet: (first byte, body), or None at the end of the stream.
-        fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).ok()?;
-            let (mut len, mut shift) = (0usize, 0);
-            loop {
-                let mut l = [0u8; 1];
-                s.read_exact(&mut l).ok()?;
-                len |= usize::from(l[0] & 0x7f) << shift;
-                shift += 7;
-                if l[0] & 0x80 == 0 {
-                    break;
-                }
-            }
-            let mut body = vec![0u8; len];
-            s.read_exact(&mut body).ok()?;
-            Some((b[0], body))
         }
 
         let mut sock = TcpStream::connect(("127.0.0.1", port)).expect("connect to the broker");
         sock.set_nodelay(true).unwrap();
-        let mut connect = Vec::new();
-        string(b"MQTT", &mut connect);
-        connect.extend([4, 0x02, 0, 60]); // 3.1.1, clean session, keepalive 60 s
-        string(format!("flood-{first_seq}").as_bytes(), &mut connect);
-        sock.write_all(&packet(0x10, &connect)).unwrap();
-        let connack = read_packet(&mut sock).expect("CONNACK");
-        assert_eq!(connack, (0x20, vec![0, 0]), "CONNACK refused");
+        let connect = Connect {
+            client_id: format!("flood-{first_seq}"),
+            keep_alive: 60,
+            clean_start: true,
+            session_expiry: None,
+            receive_max: None,
+            max_packet_size: None,
+            will: None,
+            username: None,
+            password: None,
+            extras: ConnectExtras::default(),
+        };
+        send(&mut sock, &Packet::Connect(Box::new(connect))).unwrap();
+        let mut rbuf = BytesMut::new();
+        match read_packet(&mut sock, &mut rbuf) {
+            Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0, "CONNACK refused: {a:?}"),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
 
         let in_flight: Arc<Mutex<HashMap<u16, u64>>> = Arc::default();
         let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -217,10 +211,9 @@ impl Flood {
         let reader = {
             let (in_flight, acked) = (Arc::clone(&in_flight), Arc::clone(&acked));
             std::thread::spawn(move || {
-                while let Some((first, body)) = read_packet(&mut rsock) {
-                    if first == 0x40 && body.len() >= 2 {
-                        let pid = u16::from_be_bytes([body[0], body[1]]);
-                        let seq = in_flight.lock().unwrap().remove(&pid);
+                while let Some(p) = read_packet(&mut rsock, &mut rbuf) {
+                    if let Packet::PubAck(ack) = p {
+                        let seq = in_flight.lock().unwrap().remove(&ack.pid);
                         if let Some(seq) = seq {
                             acked.lock().unwrap().push(seq);
                             let _ = credit_tx.send(());
@@ -246,11 +239,16 @@ impl Flood {
                 // comes round.
                 let pid = (seq % 65_535 + 1) as u16;
                 in_flight.lock().unwrap().insert(pid, seq);
-                let mut body = Vec::new();
-                string(topic.as_bytes(), &mut body);
-                body.extend_from_slice(&pid.to_be_bytes());
-                body.extend_from_slice(seq.to_string().as_bytes());
-                if sock.write_all(&packet(0x32, &body)).is_err() {
+                let publish = Packet::Publish(Publish {
+                    topic: Arc::from(topic.as_str()),
+                    payload: Bytes::from(seq.to_string()),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    dup: false,
+                    pid: Some(pid),
+                    props: PublishProps::default(),
+                });
+                if send(&mut sock, &publish).is_err() {
                     return;
                 }
             }
