@@ -133,7 +133,30 @@ pub fn connector_options(c: &config::Connector, broker: &config::Broker) -> Mqtt
     o.session_expiry = c.session_expiry;
     o.will = None;
     o.birth = None;
+    let window = connector_window(&c.sink.batching());
+    o.receive_maximum = Some(window);
+    o.delivery_capacity = usize::from(window);
     o
+}
+
+/// The connector's receive window: its MQTT 5 Receive Maximum (how many QoS 1/2 messages
+/// the broker may have unacknowledged with it) and the size of its delivery buffer, the
+/// same number.
+///
+/// Without a Receive Maximum, MQTT 5 means 65,535, and Mosquitto does send that many:
+/// its `max_inflight_messages` only bounds 3.1.1 clients. That is more than the delivery
+/// buffer, and a connector restarted with more unacknowledged messages than its buffer
+/// holds never read its SUBACK (the broker resends them first, the buffer fills, the
+/// engine stops reading, and the worker waits for the SUBACK before it takes
+/// deliveries). So the window is the buffer. It covers the sink's pipeline (`in_flight`
+/// batches plus the one being gathered) so batches stay full, with at least 1024, at
+/// most 65,535 (the field's range).
+pub fn connector_window(b: &crate::sink::Batching) -> u16 {
+    let want = b
+        .max
+        .max(1)
+        .saturating_mul(b.in_flight.max(1).saturating_add(1));
+    u16::try_from(want.clamp(1024, usize::from(u16::MAX))).unwrap_or(u16::MAX)
 }
 
 #[cfg(test)]

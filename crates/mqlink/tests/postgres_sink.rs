@@ -262,3 +262,185 @@ async fn postgres_dedup_id_stops_a_redelivered_record() {
         ["2"]
     );
 }
+
+/// `SELECT count(*)` of `table` (0 while PostgreSQL is away).
+async fn count(pg: &Postgres, table: &str) -> usize {
+    texts(pg, &format!("SELECT count(*)::text FROM {table}"))
+        .await
+        .first()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_stopped_with_statements_in_flight_acked_only_what_was_committed() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let mut pg = Postgres::start();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: crash, client_id: pipe-pg-crash, subscribe: [load/#], format: raw, \
+             session: persistent, sink: {{postgres: {{url: '{}', batch_max: 20, in_flight: 8, \
+             timeout: 2s, retry: {{min: 20ms, max: 250ms}}}}}}}}",
+            pg.url()
+        ),
+    );
+    let in_order = "SELECT convert_from(payload, 'UTF8') FROM mqtt_messages ORDER BY id";
+    let all = numbered("m", 0..20_000);
+    let first = Running::start(&cfg).await;
+    let stats = first.stats.clone();
+    let crash = async {
+        eventually_async("mid-stream", || async {
+            count(&pg, "mqtt_messages").await >= 2_000
+        })
+        .await;
+        // Fast shutdown: the statements on the wire are rolled back or never run.
+        pg.stop();
+        eventually("a delivery failed", || {
+            ConnectorStats::get(&stats.sink_errors) >= 1
+        })
+        .await;
+        ConnectorStats::get(&stats.acked) as usize
+    };
+    let ((), acked) = tokio::join!(publish_lines(&broker, "load/1", all.clone()), crash);
+    first.stop().await;
+    assert!(acked < all.len(), "the stream was over before the stop");
+    pg.restart();
+    let stored = texts(&pg, in_order).await;
+    assert!(
+        stored.len() >= acked && stored[..acked] == all[..acked],
+        "acknowledged {acked} messages but the table has {} rows (first missing: {:?})",
+        stored.len(),
+        all[..acked].iter().find(|m| !stored.contains(m))
+    );
+
+    let second = Running::start(&cfg).await;
+    eventually_async("every row", || async {
+        count(&pg, "mqtt_messages").await >= all.len()
+    })
+    .await;
+    // Exactly once, and in order: nothing after the stop committed ahead of a failure.
+    assert_eq!(texts(&pg, in_order).await, all);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_refusals_in_pipelined_batches_dead_letter_exactly_them_and_acks_stay_in_order() {
+    let broker = Mosquitto::start(logging_broker());
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: pipe, client_id: pipe-pg-refusals, subscribe: ['j/#'], format: raw, \
+             session: persistent, dead_letter: '{}', \
+             sink: {{postgres: {{url: '{}', table: j, columns: {{payload: jsonb}}, \
+             batch_max: 10, in_flight: 8}}}}}}",
+            dead.display(),
+            pg.url()
+        ),
+    );
+    // A backlog, so that several full batches are on the wire at once; the records that
+    // are not JSON (SQLSTATE 22P02) are spread over many of them.
+    Running::start(&cfg).await.stop().await;
+    let good: Vec<String> = (0..600).map(|i| format!("[{i}]")).collect();
+    let bad = numbered("not json ", 0..30);
+    tokio::join!(
+        publish_lines(&broker, "j/good", good.clone()),
+        publish_lines(&broker, "j/bad", bad.clone())
+    );
+    let conn = Running::start(&cfg).await;
+    let stats = conn.stats.clone();
+    eventually("all acked", || ConnectorStats::get(&stats.acked) == 630).await;
+    // Every good row once. A batch with a refused row went in again row by row after the
+    // later batches had committed, so `id` order is not arrival order across it.
+    let mut rows = texts(&pg, "SELECT payload::text FROM j").await;
+    rows.sort();
+    let mut want = good.clone();
+    want.sort();
+    assert_eq!(rows, want);
+    let d = dead_letters(&dead);
+    let refused: Vec<&str> = d.iter().map(|x| x["record"].as_str().unwrap()).collect();
+    assert_eq!(refused, bad);
+    assert!(
+        d.iter()
+            .all(|x| x["error"].as_str().unwrap().contains("22P02"))
+    );
+    assert_acks_in_arrival_order(&broker, "pipe-pg-refusals", 630).await;
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_batch_that_fails_while_the_next_commits_holds_every_ack_behind_it() {
+    let broker = Mosquitto::start(logging_broker());
+    let pg = Postgres::start();
+    let admin = client(&pg).await.unwrap();
+    // The row 'slow' makes its statement outlive `statement_timeout` (SQLSTATE 57014, a
+    // transient error) on its first two tries only: the sequence counts across
+    // rollbacks. The statements behind it on the connection then run and commit.
+    admin
+        .batch_execute(
+            "CREATE TABLE mqtt_messages (id bigserial PRIMARY KEY, dedup_id text NOT NULL UNIQUE, \
+               topic text NOT NULL, payload bytea NOT NULL, received_at timestamptz NOT NULL DEFAULT now());
+             CREATE SEQUENCE slow_tries;
+             CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.payload = 'slow'::bytea AND nextval('slow_tries') <= 2 THEN
+                 PERFORM pg_sleep(5);
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER slow BEFORE INSERT ON mqtt_messages FOR EACH ROW EXECUTE FUNCTION slow();
+             ALTER ROLE postgres SET statement_timeout = '500ms';",
+        )
+        .await
+        .unwrap();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: pipe, client_id: pipe-pg-order, subscribe: ['o/#'], format: raw, \
+             session: persistent, sink: {{postgres: {{url: '{}', batch_max: 10, in_flight: 8, \
+             retry: {{min: 2s, max: 2s}}}}}}}}",
+            pg.url()
+        ),
+    );
+    Running::start(&cfg).await.stop().await;
+    let mut lines = numbered("m", 0..200);
+    lines[45] = "slow".into();
+    publish_lines(&broker, "o/1", lines.clone()).await;
+    let conn = Running::start(&cfg).await;
+    let stats = conn.stats.clone();
+    // While the batch with 'slow' waits for its retry, batches behind it have committed,
+    // and none of their messages may be acknowledged before it.
+    eventually_async("a later batch committed", || async {
+        texts(
+            &pg,
+            "SELECT convert_from(payload, 'UTF8') FROM mqtt_messages WHERE payload = 'm60'",
+        )
+        .await
+            == ["m60"]
+    })
+    .await;
+    assert!(
+        ConnectorStats::get(&stats.acked) <= 45,
+        "acknowledged {} messages while the batch of message 45 was not committed",
+        ConnectorStats::get(&stats.acked)
+    );
+    eventually("all acked", || ConnectorStats::get(&stats.acked) == 200).await;
+    assert_acks_in_arrival_order(&broker, "pipe-pg-order", 200).await;
+    // Every row once; the failed batch's rows came after rows of later batches.
+    let by_id = texts(
+        &pg,
+        "SELECT convert_from(payload, 'UTF8') FROM mqtt_messages ORDER BY id",
+    )
+    .await;
+    let mut sorted = by_id.clone();
+    sorted.sort();
+    let mut want = lines.clone();
+    want.sort();
+    assert_eq!(sorted, want);
+    let pos = |m: &str| by_id.iter().position(|x| x == m).unwrap();
+    assert!(pos("slow") > pos("m60"), "no inversion: {by_id:?}");
+    conn.stop().await;
+}

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use mqlink::connector::ConnectorStats;
 use mqlink_testkit::{Mosquitto, MosquittoOptions, Redis};
 use redis::AsyncCommands as _;
 use support::*;
@@ -12,7 +13,13 @@ use support::*;
 /// Every entry of `stream`: (topic field, record field).
 async fn entries(redis: &Redis, stream: &str) -> Vec<(String, Vec<u8>)> {
     let client = redis::Client::open(redis.url()).unwrap();
-    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+    // A long reply on a loaded machine can outlast redis-rs's default response timeout.
+    let cfg =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut c) = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+    else {
         return Vec::new();
     };
     let reply: redis::streams::StreamRangeReply = match c.xrange_all(stream).await {
@@ -267,4 +274,124 @@ async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
     // And the memory is spent: new records go in.
     sink.deliver(&[rec("good/1", "g3")]).await.unwrap();
     assert_eq!(records(&redis, "s:good").await, ["g0", "g1", "g2", "g3"]);
+}
+
+/// XLEN of `stream` (0 while Redis is away).
+async fn xlen(redis: &Redis, stream: &str) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return 0;
+    };
+    c.xlen(stream).await.unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_crash_with_pipelines_in_flight_acked_only_what_was_stored_and_loses_nothing() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let mut redis = Redis::start();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: crash, client_id: pipe-crash, subscribe: [load/#], format: raw, \
+             session: persistent, sink: {{redis: {{url: '{}', stream: 'load', batch_max: 20, \
+             in_flight: 8, timeout: 1s, retry: {{min: 20ms, max: 250ms}}}}}}}}",
+            redis.url()
+        ),
+    );
+    let all = numbered("m", 0..20_000);
+    let first = Running::start(&cfg).await;
+    let stats = first.stats.clone();
+    let crash = async {
+        eventually_async("mid-stream", || async {
+            xlen(&redis, "load").await >= 2_000
+        })
+        .await;
+        // Frozen: the pipelines on the wire get no answer; they time out, which is the
+        // sign that some were in flight, and nothing can be confirmed from here on.
+        redis.pause();
+        eventually("a pipelined delivery timed out", || {
+            ConnectorStats::get(&stats.sink_errors) >= 1
+        })
+        .await;
+        let acked = ConnectorStats::get(&stats.acked) as usize;
+        // A crash: what Redis had not executed and fsynced is gone.
+        redis.kill();
+        acked
+    };
+    let ((), acked) = tokio::join!(publish_lines(&broker, "load/1", all.clone()), crash);
+    first.stop().await;
+    assert!(acked < all.len(), "the stream was over before the crash");
+    redis.restart();
+    let stored = first_occurrences(&records(&redis, "load").await);
+    assert!(
+        stored.len() >= acked && stored[..acked] == all[..acked],
+        "acknowledged {acked} messages but Redis has {} of them (first missing: {:?})",
+        stored.len(),
+        all[..acked].iter().find(|m| !stored.contains(m))
+    );
+
+    // The persistent session gives back everything not acknowledged.
+    let second = Running::start(&cfg).await;
+    eventually_async("every record", || async {
+        xlen(&redis, "load").await >= all.len()
+            && first_occurrences(&records(&redis, "load").await).len() >= all.len()
+    })
+    .await;
+    let got = records(&redis, "load").await;
+    let firsts = first_occurrences(&got);
+    if let Some(i) = (0..all.len()).find(|&i| firsts.get(i) != Some(&all[i])) {
+        panic!(
+            "lost or reordered from #{i} (acked {acked} before the crash, {} entries, {} stored then): got {:?}, want {:?}",
+            got.len(),
+            stored.len(),
+            &firsts[i.saturating_sub(3)..firsts.len().min(i + 12)],
+            &all[i.saturating_sub(3)..all.len().min(i + 12)]
+        );
+    }
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_refusals_in_pipelined_batches_dead_letter_exactly_them_and_acks_stay_in_order() {
+    let broker = Mosquitto::start(logging_broker());
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let () = c.set("s:bad", "not a stream").await.unwrap();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: pipe, client_id: pipe-refusals, subscribe: ['good/#', 'bad/#'], format: raw, \
+             session: persistent, dead_letter: '{}', \
+             sink: {{redis: {{url: '{}', stream: 's:{{topic_level_1}}', batch_max: 10, in_flight: 8}}}}}}",
+            dead.display(),
+            redis.url()
+        ),
+    );
+    // A backlog, so that batches are full and several are on the wire at once when the
+    // connector comes back; the refused records are spread over many of them.
+    Running::start(&cfg).await.stop().await;
+    let good = numbered("g", 0..600);
+    let bad = numbered("x", 0..30);
+    tokio::join!(
+        publish_lines(&broker, "good/1", good.clone()),
+        publish_lines(&broker, "bad/1", bad.clone())
+    );
+    let conn = Running::start(&cfg).await;
+    let stats = conn.stats.clone();
+    eventually("all acked", || ConnectorStats::get(&stats.acked) == 630).await;
+    // Every good record once, in order: the entries stored after a refused one in the
+    // same pipeline are not added again when its batch is delivered again.
+    assert_eq!(records(&redis, "s:good").await, good);
+    let d = dead_letters(&dead);
+    let refused: Vec<&str> = d.iter().map(|x| x["record"].as_str().unwrap()).collect();
+    assert_eq!(refused, bad);
+    assert!(
+        d.iter()
+            .all(|x| x["error"].as_str().unwrap().contains("WRONGTYPE"))
+    );
+    assert_acks_in_arrival_order(&broker, "pipe-refusals", 630).await;
+    conn.stop().await;
 }

@@ -76,6 +76,20 @@ impl Redis {
             .map(|mut child| child.terminate(STOP_GRACE))
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing more is read,
+    /// executed or answered, as when a server hangs.
+    pub fn pause(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            c.signal(rustix::process::Signal::STOP);
+        }
+    }
+
+    /// Kills the server (SIGKILL, also when paused): what it had not executed and fsynced
+    /// is gone, as in a crash; [`Redis::restart`] brings back the append-only file.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        self.child.take().map(|mut child| child.kill())
+    }
+
     /// Starts the server again on the same port with the same data (after [`Redis::stop`]).
     ///
     /// # Panics

@@ -20,20 +20,35 @@
 //! broker (a persistent session gets them again on restart). The engine renews the
 //! subscriptions on every new session.
 //!
+//! Pipelining: a sink that offers it (`Sink::start`; Redis, PostgreSQL) gets up to its
+//! `in_flight` batches on its connection at once, so the next batch is already on the wire
+//! while the sink confirms the one before. The batches wait in a queue in arrival order
+//! and are finished only from its head, so acknowledgements stay in arrival order and
+//! each comes only after the sink confirmed every record of the message. When a pipelined
+//! attempt fails, only its `done` prefix counts as confirmed; the connector lets every
+//! later attempt finish (keeping their results), delivers the failed batch's rest alone
+//! with `Sink::deliver` (retry with backoff, dead-letter what is refused), and starts no
+//! new batch until the queue is through. A later batch that succeeded before the failed
+//! one is retried is therefore in the sink *before* the failed batch's rest: per-key order
+//! can invert across that boundary, but nothing is lost, acknowledged early or sent twice
+//! by the pipelining itself. `in_flight: 1` keeps the strict order.
+//!
 //! [`Connector::run`] polls the MQTT engine and any sink driver next to its own loop, so a
 //! connector is one future the caller runs where it likes.
 
 mod dead_letter;
 mod stats;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use jaq_json::Val;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use dead_letter::DeadRecord;
 pub use stats::ConnectorStats;
@@ -42,11 +57,11 @@ use crate::build;
 use crate::config::{self, RecordFormat};
 use crate::dead_letter::DeadLetter;
 use crate::mqtt::client::{self, Client, ClientClosed, ClientError, Deliveries, MqttOptions};
-use crate::mqtt::codec::Publish;
+use crate::mqtt::codec::{Publish, QoS};
 use crate::mqtt::state::{AckToken, Delivery};
 use crate::observe::meter::{Dir, TopicTracker};
 use crate::record;
-use crate::sink::{self, Body, Meta, OpenError, Record, Sink, SinkError};
+use crate::sink::{self, Body, InFlight, Meta, OpenError, Record, Sink, SinkError};
 use crate::transform::{self, Chain};
 
 /// Why a connector could not start or had to stop.
@@ -207,6 +222,33 @@ impl Connector {
     }
 }
 
+/// A batch handed to the sink: its records, the messages they came from, and how far the
+/// sink's pipelined first attempt got.
+struct Batch {
+    records: Arc<[Record]>,
+    pending: Vec<Pending>,
+    attempt: Attempt,
+}
+
+/// The state of a batch's first attempt.
+enum Attempt {
+    /// On the wire; its future resolves when the sink answered.
+    Pending(InFlight),
+    /// Answered (or nothing to send).
+    Done(Result<(), SinkError>),
+    /// The sink offered no pipelined attempt: delivered alone when it is the head.
+    Alone,
+}
+
+/// The head batch's pending attempt (never resolves when there is none: the caller
+/// disables the branch then).
+async fn head(queue: &mut VecDeque<Batch>) -> Result<(), SinkError> {
+    match queue.front_mut().map(|b| &mut b.attempt) {
+        Some(Attempt::Pending(f)) => f.await,
+        _ => std::future::pending().await,
+    }
+}
+
 /// Work on one message: its ack token and where its records end in the batch.
 struct Pending {
     ack: Option<AckToken>,
@@ -226,6 +268,9 @@ struct Worker<'a> {
     tracker: Option<Arc<TopicTracker>>,
 }
 
+/// Most deliveries kept while the SUBACK is awaited: one per QoS 1/2 packet id.
+const EARLY_MAX: usize = u16::MAX as usize;
+
 /// Shutdown was requested while work was pending.
 struct Stop;
 
@@ -238,11 +283,117 @@ impl Worker<'_> {
             .iter()
             .map(|f| (f.as_str().to_string(), self.cfg.qos))
             .collect();
-        let codes = tokio::select! {
-            biased;
-            () = self.shutdown.cancelled() => return Ok(()),
-            r = self.client.subscribe(filters.clone()) => r,
+        // Deliveries are taken (and kept) while the SUBACK is on its way: a resumed
+        // session gets its unacknowledged messages again before the SUBACK, possibly more
+        // than the delivery buffer holds, and the engine reads nothing more until they
+        // are taken. They are at most one per packet id, so at most 65,535 at QoS 1/2.
+        let mut early: VecDeque<Delivery> = VecDeque::new();
+        let mut open = true;
+        let codes = {
+            let subscribe = self.client.subscribe(filters.clone());
+            tokio::pin!(subscribe);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = self.shutdown.cancelled() => return Ok(()),
+                    codes = &mut subscribe => break codes,
+                    d = deliveries.recv(), if open && early.len() < EARLY_MAX => match d {
+                        Some(d) => early.push_back(d),
+                        None => open = false,
+                    },
+                }
+            }
         };
+        self.subscribed(&filters, codes)?;
+        let batching = self.cfg.sink.batching();
+        let max = batching.max.max(1);
+        let depth = batching.in_flight.max(1);
+        let mut queue: VecDeque<Batch> = VecDeque::with_capacity(depth);
+        let mut taken: Vec<Delivery> = Vec::with_capacity(max);
+        loop {
+            // The head is settled (or the sink takes it one at a time): finish it, acks
+            // included, before anything behind it.
+            while queue
+                .front()
+                .is_some_and(|b| !matches!(b.attempt, Attempt::Pending(_)))
+            {
+                let Some(b) = queue.pop_front() else { break };
+                if self.finish(b, &mut queue).await.is_err() {
+                    return Ok(());
+                }
+            }
+            // Another batch may go out while every batch ahead of it is on the wire or
+            // done: never behind one that failed or that the sink takes alone.
+            let room = queue.len() < depth
+                && queue
+                    .iter()
+                    .all(|b| matches!(b.attempt, Attempt::Pending(_) | Attempt::Done(Ok(()))));
+            let head_pending = !queue.is_empty();
+            let early_first = if room { early.pop_front() } else { None };
+            let first = if early_first.is_some() {
+                early_first
+            } else {
+                tokio::select! {
+                    biased;
+                    () = self.shutdown.cancelled() => return Ok(()),
+                    r = head(&mut queue), if head_pending => {
+                        if let Some(b) = queue.front_mut() {
+                            b.attempt = Attempt::Done(r);
+                        }
+                        continue;
+                    }
+                    d = deliveries.recv(), if room => d,
+                }
+            };
+            let Some(first) = first else {
+                return if self.shutdown.is_cancelled() {
+                    Ok(())
+                } else {
+                    Err(ConnectorError::Stopped { connector: name })
+                };
+            };
+            taken.clear();
+            taken.push(first);
+            while taken.len() < max {
+                if let Some(d) = early.pop_front() {
+                    taken.push(d);
+                    continue;
+                }
+                match deliveries.try_recv() {
+                    Ok(d) => taken.push(d),
+                    Err(_) => break,
+                }
+            }
+            // A linger trades latency for fuller batches (one transaction, one pipeline)
+            // when messages trickle in; a backlog fills the batch without waiting.
+            if taken.len() < max && !batching.linger.is_zero() {
+                let deadline = tokio::time::Instant::now() + batching.linger;
+                while taken.len() < max {
+                    tokio::select! {
+                        biased;
+                        () = self.shutdown.cancelled() => return Ok(()),
+                        d = deliveries.recv() => match d {
+                            Some(d) => taken.push(d),
+                            None => break,
+                        },
+                        () = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+            }
+            match self.prepare(&mut taken).await {
+                Ok(b) => queue.push_back(b),
+                Err(Stop) => return Ok(()),
+            }
+        }
+    }
+
+    /// Check the SUBACK's codes for `filters`: a refused filter stops the connector.
+    fn subscribed(
+        &self,
+        filters: &[(String, QoS)],
+        codes: Result<Vec<u8>, ClientClosed>,
+    ) -> Result<(), ConnectorError> {
+        let name = &self.cfg.name;
         let codes = codes.map_err(|ClientClosed| ConnectorError::Stopped {
             connector: name.clone(),
         })?;
@@ -259,64 +410,21 @@ impl Worker<'_> {
         }
         self.stats.subscribed.store(true, Ordering::Release);
         info!(connector = %name, filters = ?self.cfg.subscribe.iter().map(|f| f.as_str()).collect::<Vec<_>>(), granted = ?codes, "subscribed");
-
-        let batching = self.cfg.sink.batching();
-        let max = batching.max.max(1);
-        let mut batch: Vec<Delivery> = Vec::with_capacity(max);
-        loop {
-            let first = tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => return Ok(()),
-                d = deliveries.recv() => d,
-            };
-            let Some(first) = first else {
-                return if self.shutdown.is_cancelled() {
-                    Ok(())
-                } else {
-                    Err(ConnectorError::Stopped { connector: name })
-                };
-            };
-            batch.clear();
-            batch.push(first);
-            while batch.len() < max {
-                match deliveries.try_recv() {
-                    Ok(d) => batch.push(d),
-                    Err(_) => break,
-                }
-            }
-            // A linger trades latency for fuller batches (one transaction, one pipeline)
-            // when messages trickle in; a backlog fills the batch without waiting.
-            if batch.len() < max && !batching.linger.is_zero() {
-                let deadline = tokio::time::Instant::now() + batching.linger;
-                while batch.len() < max {
-                    tokio::select! {
-                        biased;
-                        () = self.shutdown.cancelled() => return Ok(()),
-                        d = deliveries.recv() => match d {
-                            Some(d) => batch.push(d),
-                            None => break,
-                        },
-                        () = tokio::time::sleep_until(deadline) => break,
-                    }
-                }
-            }
-            if self.handle(&mut batch).await.is_err() {
-                return Ok(());
-            }
-        }
+        Ok(())
     }
 
-    /// Format, transform, deliver and acknowledge one batch of messages.
-    async fn handle(&mut self, batch: &mut Vec<Delivery>) -> Result<(), Stop> {
-        ConnectorStats::add(&self.stats.records_in, batch.len() as u64);
+    /// Format and transform one batch of messages, dead-letter what failed there, and
+    /// start the sink's pipelined attempt at the records when it offers one.
+    async fn prepare(&mut self, taken: &mut Vec<Delivery>) -> Result<Batch, Stop> {
+        ConnectorStats::add(&self.stats.records_in, taken.len() as u64);
         if let Some(t) = &self.tracker {
-            for d in batch.iter() {
+            for d in taken.iter() {
                 t.record(Dir::In, &d.publish.topic, &d.publish.payload);
             }
         }
-        let mut records: Vec<Record> = Vec::with_capacity(batch.len());
-        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
-        for d in batch.drain(..) {
+        let mut records: Vec<Record> = Vec::with_capacity(taken.len());
+        let mut pending: Vec<Pending> = Vec::with_capacity(taken.len());
+        for d in taken.drain(..) {
             let mut dead = Vec::new();
             match self.records_of(&d.publish) {
                 Ok(recs) => {
@@ -347,8 +455,83 @@ impl Worker<'_> {
             .collect();
         self.dead_letter(dead).await?;
 
-        let mut next_ack = 0;
+        let records: Arc<[Record]> = records.into();
+        let attempt = if records.is_empty() {
+            Attempt::Done(Ok(()))
+        } else {
+            match self.sink.start(&records) {
+                Some(mut f) => {
+                    // Poll once now: that puts the request on the wire, in batch order,
+                    // while earlier batches are still being answered.
+                    match (&mut f).now_or_never() {
+                        Some(r) => Attempt::Done(r),
+                        None => Attempt::Pending(f),
+                    }
+                }
+                None => Attempt::Alone,
+            }
+        };
+        debug!(connector = %self.cfg.name, messages = pending.len(), records = records.len(), pipelined = !matches!(attempt, Attempt::Alone), "batch");
+        Ok(Batch {
+            records,
+            pending,
+            attempt,
+        })
+    }
+
+    /// Finish the head batch `b`: take its pipelined attempt's result, deliver whatever
+    /// is left one batch at a time (retrying, dead-lettering), and acknowledge its
+    /// messages in arrival order. `later` are the batches behind it.
+    async fn finish(&mut self, mut b: Batch, later: &mut VecDeque<Batch>) -> Result<(), Stop> {
         let mut confirmed = 0;
+        match std::mem::replace(&mut b.attempt, Attempt::Alone) {
+            Attempt::Done(Ok(())) => {
+                ConnectorStats::add(&self.stats.records_out, b.records.len() as u64);
+                confirmed = b.records.len();
+            }
+            Attempt::Done(Err(e)) => {
+                let done = match &e {
+                    SinkError::Retry { done, .. } | SinkError::Reject { done, .. } => *done,
+                }
+                .min(b.records.len());
+                ConnectorStats::add(&self.stats.records_out, done as u64);
+                ConnectorStats::add(&self.stats.sink_errors, 1);
+                confirmed = done;
+                warn!(
+                    connector = %self.cfg.name,
+                    pending = b.records.len() - confirmed,
+                    behind = later.len(),
+                    "pipelined delivery failed, delivering its rest alone: {e}"
+                );
+                // What is left of this batch goes alone: the later attempts finish first
+                // (their outcomes are kept), and none starts until the queue is through.
+                for l in later.iter_mut() {
+                    if let Attempt::Pending(f) = &mut l.attempt {
+                        let r = tokio::select! {
+                            biased;
+                            () = self.shutdown.cancelled() => return Err(Stop),
+                            r = f => r,
+                        };
+                        l.attempt = Attempt::Done(r);
+                    }
+                }
+            }
+            Attempt::Pending(_) | Attempt::Alone => {}
+        }
+        self.deliver_rest(&b.records, &mut b.pending, confirmed)
+            .await
+    }
+
+    /// Deliver `records[confirmed..]` one attempt at a time until the sink has all of
+    /// them or dead-lettered what it refused, acknowledging each message, in arrival
+    /// order, once every record it produced is done.
+    async fn deliver_rest(
+        &mut self,
+        records: &[Record],
+        pending: &mut [Pending],
+        mut confirmed: usize,
+    ) -> Result<(), Stop> {
+        let mut next_ack = 0;
         let mut attempt: u32 = 0;
         loop {
             // Acknowledge, in arrival order, every message whose records are all done.

@@ -94,6 +94,7 @@ impl Spec for HttpConfig {
         Batching {
             max: self.batch_max.max(1) as usize,
             linger: Duration::ZERO,
+            in_flight: 1,
         }
     }
 

@@ -301,6 +301,7 @@ impl Spec for KafkaConfig {
         Batching {
             max: self.batch_max as usize,
             linger: self.linger,
+            in_flight: 1,
         }
     }
 

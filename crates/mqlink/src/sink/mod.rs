@@ -22,6 +22,12 @@
 //! [`open`] as a driver future; the connector polls it next to its own loop, so nothing
 //! is spawned that cannot be stopped.
 //!
+//! Pipelining: a sink whose client can have several requests on one connection (Redis's
+//! multiplexed connection, tokio-postgres) also offers [`Deliver::start`], a first attempt
+//! that owns what it needs, so the connector can have up to `in_flight` batches on the
+//! wire at once (see `connector` for what a failure then means). Retries always go
+//! through [`Deliver::deliver`], one batch at a time.
+//!
 //! # Adding a sink
 //! One new file `sink/<key>.rs` and one line in the `sinks!` list below. The file
 //! defines the validated config (`<Kind>Config`, implementing `Spec`: its raw serde
@@ -148,6 +154,17 @@ macro_rules! sinks {
         }
 
         impl Sink {
+            /// Start a pipelined first attempt at `batch` (see [`Deliver::start`]); `None`
+            /// when the sink takes batches one at a time (or cannot right now).
+            pub fn start(&mut self, batch: &Arc<[Record]>) -> Option<InFlight> {
+                if batch.is_empty() {
+                    return None;
+                }
+                match self {
+                    $( $(#[cfg($cfg)])? Sink::$Variant(s) => s.start(batch), )*
+                }
+            }
+
             /// Deliver `batch`; `Ok` only when the sink has every record (see the module
             /// docs).
             ///
@@ -247,7 +264,23 @@ pub trait Deliver: Send {
     /// # Errors
     /// [`SinkError`] saying how many records are confirmed and what to do with the rest.
     fn deliver(&mut self, batch: &[Record]) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// A first attempt at `batch` that borrows nothing from the sink, sent on its
+    /// connection as soon as the future is first polled, so several can be in flight:
+    /// requests go out, and are executed, in the order their futures were first polled.
+    /// `Ok` has the meaning of [`Deliver::deliver`]'s; an error only says how many records
+    /// at the front are confirmed (`done`): the connector then delivers the rest again
+    /// with [`Deliver::deliver`], alone, which decides between retrying and
+    /// dead-lettering. `None` (the default): the sink takes one batch at a time, or has
+    /// no connection to pipeline on yet; the connector calls [`Deliver::deliver`].
+    fn start(&mut self, batch: &Arc<[Record]>) -> Option<InFlight> {
+        let _ = batch;
+        None
+    }
 }
+
+/// A pipelined first attempt at a batch (see [`Deliver::start`]).
+pub type InFlight = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
 
 /// How the connector gathers records before a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,14 +289,47 @@ pub struct Batching {
     pub max: usize,
     /// How long to wait for more records once one is there (zero: take what is ready).
     pub linger: Duration,
+    /// Batches on the wire at once (pipelined first attempts, see [`Deliver::start`]);
+    /// 1 for sinks that take one batch at a time.
+    pub in_flight: usize,
 }
 
 impl Batching {
-    /// What is ready, up to 1024 records.
+    /// What is ready, up to 1024 records, one batch at a time.
     pub const DEFAULT: Batching = Batching {
         max: 1024,
         linger: Duration::ZERO,
+        in_flight: 1,
     };
+}
+
+/// Largest `in_flight` a sink accepts: with `batch_max` it bounds what the connector holds
+/// unacknowledged (`in_flight × batch_max` records).
+#[cfg_attr(
+    not(all(feature = "sink-redis", feature = "sink-postgres")),
+    allow(dead_code)
+)]
+pub(crate) const MAX_IN_FLIGHT: u32 = 64;
+
+/// Validates a pipelining sink's `in_flight` key at `p` (1..=[`MAX_IN_FLIGHT`]).
+#[cfg_attr(
+    not(all(feature = "sink-redis", feature = "sink-postgres")),
+    allow(dead_code)
+)]
+pub(crate) fn in_flight(
+    ctx: &Ctx<'_>,
+    p: &KeyPath,
+    raw: Option<u32>,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    let n = raw.unwrap_or(default);
+    if !(1..=MAX_IN_FLIGHT).contains(&n) {
+        return Err(ctx.err(
+            &p.key("in_flight"),
+            format!("must be between 1 and {MAX_IN_FLIGHT}"),
+        ));
+    }
+    Ok(n)
 }
 
 /// Placeholders a sink's subject/topic template may use: the MQTT topic only.

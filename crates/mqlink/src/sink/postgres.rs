@@ -38,12 +38,21 @@
 //! rest is tried again. Anything else (connection refused or lost, timeouts, shutdown,
 //! resources) is retried with backoff; the connection is rebuilt on the next delivery.
 //!
-//! One connection per connector, not a pool: a connector delivers one batch at a time,
-//! in order, so a second connection would only add reordering. tokio-postgres runs the
-//! connection's I/O as a task that ends when the sink drops its client. TLS is not
+//! One connection per connector, not a pool: a second connection would only add
+//! reordering. Its statements are pipelined (`in_flight`, default 4): up to that many
+//! batches' INSERTs are on the connection at once ([`Deliver::start`]), each with its own
+//! Sync, so each commits on its own and PostgreSQL runs them in the order sent; a failed
+//! one does not stop the next. When one fails, the connector lets the later ones finish,
+//! then delivers the failed batch's rest on its own (row by row under savepoints for a
+//! permanent error, as above): its rows then get higher `id`s than those of the later
+//! batches that committed; `dedup_id` keeps that from duplicating anything.
+//! tokio-postgres runs the connection's I/O as a task that ends when the sink drops its
+//! client (and every pipelined attempt holding it has finished). TLS is not
 //! supported yet (`sslmode=require` is refused at load).
 
 use std::str::FromStr as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
@@ -51,7 +60,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use super::{
     BatchKeys,
-    Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, dedup_id,
+    Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec, dedup_id,
 };
 use crate::config::node::KeyPath;
 use crate::config::shared::{Ordered, RawBackoff};
@@ -61,7 +70,7 @@ use crate::config::secret::Secret;
 use crate::config::shared::Backoff;
 
 /// `postgres: {url, password, password_file, table, create_table, columns, batch_max,
-/// linger, timeout, retry}` as written.
+/// linger, in_flight, timeout, retry}` as written.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
@@ -73,6 +82,7 @@ pub(crate) struct Raw {
     columns: Option<Ordered<String>>,
     batch_max: Option<u32>,
     linger: Option<String>,
+    in_flight: Option<u32>,
     timeout: Option<String>,
     retry: Option<RawBackoff>,
 }
@@ -103,6 +113,9 @@ pub struct Columns {
     pub received_at: bool,
 }
 
+/// Default statements in flight (measured in `bench/NOTES.md`).
+const DEFAULT_IN_FLIGHT: u32 = 4;
+
 /// The `postgres` sink's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostgresConfig {
@@ -120,6 +133,8 @@ pub struct PostgresConfig {
     pub batch_max: u32,
     /// How long a batch waits to fill; default 0 (what is ready).
     pub linger: Duration,
+    /// Batches' statements on the connection at once; default 4, 1..=64.
+    pub in_flight: u32,
     /// Connect and per-batch timeout; default 10s.
     pub timeout: Duration,
     /// Retry backoff; default 100ms..10s.
@@ -254,6 +269,7 @@ impl Spec for PostgresConfig {
             columns: columns(r.columns, ctx, &p.key("columns"))?,
             batch_max: batch.batch_max,
             linger: batch.linger,
+            in_flight: super::in_flight(ctx, p, r.in_flight, DEFAULT_IN_FLIGHT)?,
             timeout: batch.timeout,
             retry: batch.retry,
         })
@@ -296,6 +312,7 @@ impl Spec for PostgresConfig {
         Batching {
             max: self.batch_max as usize,
             linger: self.linger,
+            in_flight: self.in_flight as usize,
         }
     }
 
@@ -335,6 +352,7 @@ impl Spec for PostgresConfig {
                 create_sql: create_sql(&table, &self.columns),
                 insert_sql: insert_sql(&table, &self.columns),
                 conn: None,
+                stale: Arc::new(AtomicBool::new(false)),
             },
             None,
         ))
@@ -412,7 +430,10 @@ pub struct PostgresSink {
     timeout: Duration,
     create_sql: String,
     insert_sql: String,
-    conn: Option<(Client, Statement)>,
+    conn: Option<(Arc<Client>, Statement)>,
+    // Set by a pipelined attempt that failed in a way that leaves the connection in doubt
+    // (a timeout, a transient error): the next delivery connects afresh.
+    stale: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -451,6 +472,25 @@ fn classify(e: &tokio_postgres::Error) -> DbError {
     }
 }
 
+/// The statement's parameters: `a`'s arrays for the columns `c` lists, in order.
+fn params(c: Columns, a: &Arrays) -> Vec<&(dyn ToSql + Sync)> {
+    let mut p: Vec<&(dyn ToSql + Sync)> = vec![&a.dedup];
+    if c.topic {
+        p.push(&a.topic);
+    }
+    match c.payload {
+        PayloadType::Bytea => p.push(&a.bytes),
+        _ => p.push(&a.text),
+    }
+    if c.qos {
+        p.push(&a.qos);
+    }
+    if c.retain {
+        p.push(&a.retain);
+    }
+    p
+}
+
 /// The batch's columns as arrays, in the insert statement's parameter order.
 struct Arrays {
     dedup: Vec<String>,
@@ -463,6 +503,9 @@ struct Arrays {
 
 impl PostgresSink {
     async fn connect(&mut self) -> Result<(), DbError> {
+        if self.stale.swap(false, Ordering::Relaxed) {
+            self.conn = None;
+        }
         if self.conn.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
             return Ok(());
         }
@@ -492,7 +535,7 @@ impl PostgresSink {
             DbError::Permanent(m) => DbError::Permanent(m),
             DbError::Transient(m) => DbError::Transient(m),
         })?;
-        self.conn = Some((client, stmt));
+        self.conn = Some((Arc::new(client), stmt));
         Ok(())
     }
 
@@ -531,22 +574,7 @@ impl PostgresSink {
     }
 
     fn params<'a>(&self, a: &'a Arrays) -> Vec<&'a (dyn ToSql + Sync)> {
-        let c = &self.columns;
-        let mut p: Vec<&(dyn ToSql + Sync)> = vec![&a.dedup];
-        if c.topic {
-            p.push(&a.topic);
-        }
-        match c.payload {
-            PayloadType::Bytea => p.push(&a.bytes),
-            _ => p.push(&a.text),
-        }
-        if c.qos {
-            p.push(&a.qos);
-        }
-        if c.retain {
-            p.push(&a.retain);
-        }
-        p
+        params(self.columns, a)
     }
 
     /// The whole batch as one statement, committed on its own (see the module doc).
@@ -585,6 +613,11 @@ impl PostgresSink {
     ) -> Result<(usize, Option<String>), DbError> {
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = rows.iter().map(|a| self.params(a)).collect();
         let (client, stmt) = self.conn.as_mut().ok_or_else(|| DbError::Transient("no connection".into()))?;
+        // The connector runs this path only once no pipelined attempt is left, so the
+        // client is not shared; a transaction must not take in another batch's statement.
+        let client = Arc::get_mut(client).ok_or_else(|| {
+            DbError::Transient("connection still shared with a pipelined batch".into())
+        })?;
         let mut tx = client.transaction().await.map_err(|e| classify(&e))?;
         let mut done = 0;
         for p in &params {
@@ -656,6 +689,9 @@ impl Deliver for PostgresSink {
     /// message and SQLSTATE), the rows before it committed; [`SinkError::Retry`] for
     /// connection trouble and anything else that may pass.
     async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+        if self.stale.swap(false, Ordering::Relaxed) {
+            self.conn = None;
+        }
         let timeout = self.timeout;
         match tokio::time::timeout(timeout, self.deliver_inner(batch)).await {
             Ok(r) => r,
@@ -671,5 +707,48 @@ impl Deliver for PostgresSink {
                 })
             }
         }
+    }
+
+    /// The batch's INSERT on the open connection, pipelined behind those before it;
+    /// `None` until a connection is up (or when a record cannot be converted: the
+    /// one-at-a-time path finds and refuses it).
+    fn start(&mut self, batch: &Arc<[Record]>) -> Option<InFlight> {
+        if self.stale.load(Ordering::Relaxed) {
+            return None;
+        }
+        let (client, stmt) = self.conn.as_ref().filter(|(c, _)| !c.is_closed())?;
+        let (client, stmt) = (client.clone(), stmt.clone());
+        let arrays = self.arrays(batch).ok()?;
+        let columns = self.columns;
+        let stale = self.stale.clone();
+        let target = self.target.clone();
+        let timeout = self.timeout;
+        // The deadline runs from now, like the one-at-a-time path's.
+        let insert = tokio::time::timeout(timeout, async move {
+            let params = params(columns, &arrays);
+            client.execute(&stmt, &params).await
+        });
+        Some(Box::pin(async move {
+            let reason = match insert.await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => match classify(&e) {
+                    // The statement was refused: the connection is fine; the
+                    // one-at-a-time path finds the record and dead-letters it.
+                    DbError::Permanent(m) => m,
+                    DbError::Transient(m) => {
+                        stale.store(true, Ordering::Relaxed);
+                        m
+                    }
+                },
+                Err(_) => {
+                    stale.store(true, Ordering::Relaxed);
+                    format!("no answer within {timeout:?}")
+                }
+            };
+            Err(SinkError::Retry {
+                done: 0,
+                reason: format!("postgres {target}: {reason}"),
+            })
+        }))
     }
 }

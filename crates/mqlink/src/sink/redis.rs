@@ -22,8 +22,16 @@
 //! The connection is redis-rs's multiplexed connection on Tokio; its I/O task ends when
 //! the sink (the last handle) is dropped. After an error the sink drops it and connects
 //! afresh on the next delivery.
+//!
+//! Pipelining (`in_flight`, default 4): once connected, up to `in_flight` batches' pipelines
+//! are on the connection at once ([`Deliver::start`]); Redis executes them in the order
+//! they were sent. When one fails, the connector lets the later ones finish and delivers
+//! the failed one's rest again on its own: its entries then land after those of the later
+//! batches that succeeded (see `docs/sinks.md` for the order this gives).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Value;
@@ -31,7 +39,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::{
     BatchKeys,
-    Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_LEVELS,
+    Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_LEVELS,
     TopicRenderer, dedup_id, redacted,
 };
 use crate::config::node::KeyPath;
@@ -42,8 +50,8 @@ use crate::config::secret::Secret;
 use crate::config::shared::Backoff;
 use crate::topic::Template;
 
-/// `redis: {url, stream, maxlen, password, password_file, batch_max, linger, timeout,
-/// retry}` as written.
+/// `redis: {url, stream, maxlen, password, password_file, batch_max, linger, in_flight,
+/// timeout, retry}` as written.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
@@ -54,9 +62,13 @@ pub(crate) struct Raw {
     password_file: Option<String>,
     batch_max: Option<u32>,
     linger: Option<String>,
+    in_flight: Option<u32>,
     timeout: Option<String>,
     retry: Option<RawBackoff>,
 }
+
+/// Default pipelines in flight (measured in `bench/NOTES.md`).
+const DEFAULT_IN_FLIGHT: u32 = 4;
 
 /// The `redis` sink's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +85,8 @@ pub struct RedisConfig {
     pub batch_max: u32,
     /// How long a batch waits to fill; default 0 (what is ready).
     pub linger: Duration,
+    /// Pipelines on the connection at once; default 4, 1..=64.
+    pub in_flight: u32,
     /// Connect and reply timeout; default 10s.
     pub timeout: Duration,
     /// Retry backoff; default 100ms..10s.
@@ -121,6 +135,7 @@ impl Spec for RedisConfig {
             password,
             batch_max: batch.batch_max,
             linger: batch.linger,
+            in_flight: super::in_flight(ctx, p, r.in_flight, DEFAULT_IN_FLIGHT)?,
             timeout: batch.timeout,
             retry: batch.retry,
         })
@@ -141,6 +156,7 @@ impl Spec for RedisConfig {
         Batching {
             max: self.batch_max as usize,
             linger: self.linger,
+            in_flight: self.in_flight as usize,
         }
     }
 
@@ -175,7 +191,8 @@ impl Spec for RedisConfig {
                 timeout: self.timeout,
                 stream: TopicRenderer::new(self.stream.clone()),
                 maxlen: self.maxlen,
-                stored: HashSet::new(),
+                stored: Memo::default(),
+                stale: Arc::new(AtomicBool::new(false)),
             },
             None,
         ))
@@ -191,9 +208,10 @@ pub struct RedisSink {
     timeout: Duration,
     stream: TopicRenderer,
     maxlen: Option<u64>,
-    // De-dup ids of records Redis stored after a failed one in the same pipeline: the
-    // connector offers them again and they must not be added twice.
-    stored: HashSet<String>,
+    stored: Memo,
+    // Set when a reply could not be trusted (possibly by a pipelined attempt): the next
+    // delivery connects afresh.
+    stale: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisSink {
@@ -207,6 +225,9 @@ impl std::fmt::Debug for RedisSink {
 
 impl RedisSink {
     async fn connection(&mut self) -> Result<MultiplexedConnection, String> {
+        if self.stale.swap(false, Ordering::Relaxed) {
+            self.conn = None;
+        }
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
@@ -235,25 +256,40 @@ enum Outcome {
     Untried,
 }
 
-impl Deliver for RedisSink {
-    /// One pipeline of `XADD`s; `Ok` when every one answered with an entry id.
-    ///
-    /// # Errors
-    /// [`SinkError::Reject`] for a stream key that cannot be rendered or an entry Redis
-    /// refused (with its message); [`SinkError::Retry`] for connection trouble and
-    /// transient server states.
-    async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
-        // Records an earlier pipeline stored after a failed one come back first in the
-        // connector's next call; they count as stored without a second XADD.
-        let memo = std::mem::take(&mut self.stored);
+/// A batch turned into one pipeline: what is already decided per record, and which
+/// records the pipeline's commands are for.
+struct Plan {
+    outcome: Vec<Outcome>,
+    pipe: redis::Pipeline,
+    sent: Vec<usize>,
+}
+
+/// De-dup ids of records Redis stored after a failed one in the same pipeline, with how
+/// many times each: the connector offers them again and they must not be added twice.
+/// Shared with pipelined attempts, which record into it when they finish. Bounded: only a
+/// failed batch adds to it, at most its own records, and the connector offers them all
+/// again before it takes new messages.
+type Memo = Arc<Mutex<HashMap<String, usize>>>;
+
+impl RedisSink {
+    /// The pipeline for `batch`, skipping records an earlier pipeline stored (the memo).
+    fn plan(&mut self, batch: &[Record]) -> Plan {
         let mut outcome: Vec<Outcome> = Vec::with_capacity(batch.len());
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let mut sent = Vec::with_capacity(batch.len());
+        let mut memo = self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (i, r) in batch.iter().enumerate() {
-            if !memo.is_empty() && memo.contains(&dedup_id(&self.connector, r)) {
-                outcome.push(Outcome::Stored);
-                continue;
+            if !memo.is_empty() {
+                let id = dedup_id(&self.connector, r);
+                if let Some(n) = memo.get_mut(&id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        memo.remove(&id);
+                    }
+                    outcome.push(Outcome::Stored);
+                    continue;
+                }
             }
             let key = match self.stream.render(&r.topic) {
                 Ok(k) if !k.is_empty() => k,
@@ -290,76 +326,157 @@ impl Deliver for RedisSink {
             outcome.push(Outcome::Untried);
             sent.push(i);
         }
+        drop(memo);
         outcome.resize_with(batch.len(), || Outcome::Untried);
-        if !sent.is_empty() {
-            let conn = self.connection().await;
-            let replies: Result<Vec<Value>, String> = match conn {
-                Ok(mut c) => pipe
+        Plan {
+            outcome,
+            pipe,
+            sent,
+        }
+    }
+}
+
+/// How far `batch` got, from its plan and the pipeline's replies. Records stored after
+/// the first failed one go into `memo`; an answer that cannot be trusted marks the
+/// connection `stale` (rebuilt on the next delivery).
+fn conclude(
+    batch: &[Record],
+    plan: Plan,
+    replies: Option<Result<Vec<Value>, String>>,
+    ctx: &Shared,
+) -> Result<(), SinkError> {
+    let Plan {
+        mut outcome, sent, ..
+    } = plan;
+    match replies {
+        None => {}
+        Some(Ok(replies)) if replies.len() == sent.len() => {
+            for (&i, v) in sent.iter().zip(replies) {
+                outcome[i] = match v {
+                    Value::ServerError(e) => Outcome::Failed {
+                        permanent: permanent(e.code()),
+                        reason: format!(
+                            "XADD refused: {} {}",
+                            e.code(),
+                            e.details().unwrap_or_default()
+                        ),
+                    },
+                    _ => Outcome::Stored,
+                };
+            }
+        }
+        Some(Ok(replies)) => {
+            ctx.stale.store(true, Ordering::Relaxed);
+            let reason = format!("{} replies to {} XADDs", replies.len(), sent.len());
+            for &i in &sent {
+                outcome[i] = Outcome::Failed {
+                    permanent: false,
+                    reason: reason.clone(),
+                };
+            }
+        }
+        Some(Err(reason)) => {
+            // Unknown how far Redis got: everything sent is retried.
+            ctx.stale.store(true, Ordering::Relaxed);
+            return Err(SinkError::Retry {
+                done: outcome
+                    .iter()
+                    .take_while(|o| matches!(o, Outcome::Stored))
+                    .count(),
+                reason,
+            });
+        }
+    }
+    let done = outcome
+        .iter()
+        .take_while(|o| matches!(o, Outcome::Stored))
+        .count();
+    let Some(Outcome::Failed { permanent, reason }) = outcome.get(done) else {
+        return Ok(());
+    };
+    let mut memo = ctx.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (r, o) in batch.iter().zip(&outcome).skip(done + 1) {
+        if matches!(o, Outcome::Stored) {
+            *memo.entry(dedup_id(&ctx.connector, r)).or_insert(0) += 1;
+        }
+    }
+    let reason = format!("redis {}: {reason}", ctx.target);
+    Err(if *permanent {
+        SinkError::Reject {
+            done,
+            count: 1,
+            reason,
+        }
+    } else {
+        SinkError::Retry { done, reason }
+    })
+}
+
+/// What a delivery's conclusion needs, shared by the sink and its pipelined attempts.
+struct Shared {
+    connector: String,
+    target: String,
+    stored: Memo,
+    stale: Arc<AtomicBool>,
+}
+
+impl RedisSink {
+    fn shared(&self) -> Shared {
+        Shared {
+            connector: self.connector.clone(),
+            target: self.target.clone(),
+            stored: self.stored.clone(),
+            stale: self.stale.clone(),
+        }
+    }
+}
+
+impl Deliver for RedisSink {
+    /// One pipeline of `XADD`s; `Ok` when every one answered with an entry id.
+    ///
+    /// # Errors
+    /// [`SinkError::Reject`] for a stream key that cannot be rendered or an entry Redis
+    /// refused (with its message); [`SinkError::Retry`] for connection trouble and
+    /// transient server states.
+    async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
+        let plan = self.plan(batch);
+        let replies = if plan.sent.is_empty() {
+            None
+        } else {
+            Some(match self.connection().await {
+                Ok(mut c) => plan
+                    .pipe
                     .query_async(&mut c)
                     .await
                     .map_err(|e| format!("redis {}: {e}", self.target)),
                 Err(e) => Err(e),
-            };
-            match replies {
-                Ok(replies) if replies.len() == sent.len() => {
-                    for (&i, v) in sent.iter().zip(replies) {
-                        outcome[i] = match v {
-                            Value::ServerError(e) => Outcome::Failed {
-                                permanent: permanent(e.code()),
-                                reason: format!(
-                                    "XADD refused: {} {}",
-                                    e.code(),
-                                    e.details().unwrap_or_default()
-                                ),
-                            },
-                            _ => Outcome::Stored,
-                        };
-                    }
-                }
-                Ok(replies) => {
-                    self.conn = None;
-                    let reason = format!("{} replies to {} XADDs", replies.len(), sent.len());
-                    for &i in &sent {
-                        outcome[i] = Outcome::Failed {
-                            permanent: false,
-                            reason: reason.clone(),
-                        };
-                    }
-                }
-                Err(reason) => {
-                    // Unknown how far Redis got: everything sent is retried.
-                    self.conn = None;
-                    return Err(SinkError::Retry {
-                        done: outcome
-                            .iter()
-                            .take_while(|o| matches!(o, Outcome::Stored))
-                            .count(),
-                        reason,
-                    });
-                }
-            }
-        }
-        let done = outcome
-            .iter()
-            .take_while(|o| matches!(o, Outcome::Stored))
-            .count();
-        let Some(Outcome::Failed { permanent, reason }) = outcome.get(done) else {
-            return Ok(());
+            })
         };
-        for (r, o) in batch.iter().zip(&outcome).skip(done + 1) {
-            if matches!(o, Outcome::Stored) {
-                self.stored.insert(dedup_id(&self.connector, r));
-            }
+        conclude(batch, plan, replies, &self.shared())
+    }
+
+    /// The same pipeline on the open multiplexed connection, which keeps the order in
+    /// which pipelines are handed to it; `None` until a connection is up.
+    fn start(&mut self, batch: &Arc<[Record]>) -> Option<InFlight> {
+        if self.stale.load(Ordering::Relaxed) {
+            return None;
         }
-        let reason = format!("redis {}: {reason}", self.target);
-        Err(if *permanent {
-            SinkError::Reject {
-                done,
-                count: 1,
-                reason,
-            }
-        } else {
-            SinkError::Retry { done, reason }
-        })
+        let mut conn = self.conn.clone()?;
+        let plan = self.plan(batch);
+        let ctx = self.shared();
+        let batch = batch.clone();
+        Some(Box::pin(async move {
+            let replies = if plan.sent.is_empty() {
+                None
+            } else {
+                Some(
+                    plan.pipe
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| format!("redis {}: {e}", ctx.target)),
+                )
+            };
+            conclude(&batch, plan, replies, &ctx)
+        }))
     }
 }

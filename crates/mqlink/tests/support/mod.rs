@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mqlink::config;
 use mqlink::connector::{Connector, ConnectorError, ConnectorStats};
-use mqlink_testkit::{Mosquitto, mosquitto_pub_with_stdin};
+use mqlink_testkit::{Mosquitto, MosquittoOptions, mosquitto_pub_with_stdin};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -156,4 +156,65 @@ pub fn dead_letters(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// Mosquitto options whose log shows every PUBLISH sent and PUBACK received (`log_type
+/// all`), for [`assert_acks_in_arrival_order`].
+pub fn logging_broker() -> MosquittoOptions {
+    MosquittoOptions {
+        extra_config: vec!["log_type all".into()],
+        ..MosquittoOptions::default()
+    }
+}
+
+/// From Mosquitto's `log_type all` log: the packet ids of the first deliveries it sent
+/// to `client` (`Sending PUBLISH to ID (d0, q1, r0, mN, …`) and of the PUBACKs it
+/// received from it (`Received PUBACK from ID (Mid: N, …`), each in log order.
+pub fn publishes_and_pubacks(log: &str, client: &str) -> (Vec<u16>, Vec<u16>) {
+    let sent_tag = format!("Sending PUBLISH to {client} (d0, ");
+    let ack_tag = format!("Received PUBACK from {client} (Mid: ");
+    let number = |s: &str| -> u16 {
+        let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no packet id in: {s}"))
+    };
+    let (mut sent, mut acked) = (Vec::new(), Vec::new());
+    for line in log.lines() {
+        if let Some(i) = line.find(&sent_tag) {
+            // `q1, r0, m12, 'topic', …`: the third field.
+            let rest = &line[i + sent_tag.len()..];
+            let m = rest.split(", ").nth(2).and_then(|f| f.strip_prefix('m'));
+            sent.push(number(
+                m.unwrap_or_else(|| panic!("unexpected line: {line}")),
+            ));
+        } else if let Some(i) = line.find(&ack_tag) {
+            acked.push(number(&line[i + ack_tag.len()..]));
+        }
+    }
+    (sent, acked)
+}
+
+/// Every PUBACK `client` sent answers the oldest unacknowledged message the broker sent
+/// it: acknowledgements in arrival order (packet ids are not reused within `sent`).
+pub async fn assert_acks_in_arrival_order(broker: &Mosquitto, client: &str, at_least: usize) {
+    // The connector counts an acknowledgement when it hands it to its MQTT engine; the
+    // broker logs it when the PUBACK arrived.
+    eventually(
+        &format!("{at_least} PUBACKs from {client} in the broker's log"),
+        || publishes_and_pubacks(&broker.log(), client).1.len() >= at_least,
+    )
+    .await;
+    let (sent, acked) = publishes_and_pubacks(&broker.log(), client);
+    assert!(acked.len() <= sent.len(), "more PUBACKs than PUBLISHes");
+    if let Some(i) = (0..acked.len()).find(|&i| acked[i] != sent[i]) {
+        panic!(
+            "PUBACK #{i} from {client} is for packet {} but the oldest unacknowledged is {} \
+             (sent {:?}…, acked {:?}…)",
+            acked[i],
+            sent[i],
+            &sent[i..sent.len().min(i + 10)],
+            &acked[i..acked.len().min(i + 10)]
+        );
+    }
 }
