@@ -818,24 +818,26 @@ class Bench:
                 return until()
             return wait_until("probe", once, timeout, every=0.2)
 
-        # mosquitto_sub > file
-        prefix = self.topic()
-        out = self.work / "mosquitto_sub.out"
-        sub_cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-c", "-i", f"msub-{self.runs}", "-q", "1", "-t", prefix + "/#"]
-        self.commands["mosquitto_sub"] = " ".join(sub_cmd).replace(prefix, "PREFIX") + " -C N > file"
-        reg = subprocess.Popen(sub_cmd, stdout=open(out, "wb"), stderr=subprocess.DEVNULL)
-        probe(prefix, lambda: count_lines(out) >= 1)
-        stop(reg)
-        backlog(prefix)
-        cpu = CpuWindow(broker.proc.pid)
-        t0 = time.monotonic()
-        wrapped, rf = timed(sub_cmd + ["-C", str(n)])
-        r = subprocess.run(wrapped, stdout=open(out, "wb"), stderr=subprocess.DEVNULL, timeout=600)
-        secs = time.monotonic() - t0
-        got = count_lines(out)
-        rows.append({"name": "mosquitto_sub -c -q 1 > file", "rate": got / secs, "n": n, "received": got, "missing": n - got,
-                     "rss_kib": read_rss(rf), "broker_cpu": cpu.stop(), "ok": r.returncode == 0 and got == n})
-        log(f"  mosquitto_sub > file: {got / secs:,.0f} msg/s")
+        # `--sinks-only`: just the engine sinks and their references (before/after runs).
+        if not self.args.sinks_only:
+            # mosquitto_sub > file
+            prefix = self.topic()
+            out = self.work / "mosquitto_sub.out"
+            sub_cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-c", "-i", f"msub-{self.runs}", "-q", "1", "-t", prefix + "/#"]
+            self.commands["mosquitto_sub"] = " ".join(sub_cmd).replace(prefix, "PREFIX") + " -C N > file"
+            reg = subprocess.Popen(sub_cmd, stdout=open(out, "wb"), stderr=subprocess.DEVNULL)
+            probe(prefix, lambda: count_lines(out) >= 1)
+            stop(reg)
+            backlog(prefix)
+            cpu = CpuWindow(broker.proc.pid)
+            t0 = time.monotonic()
+            wrapped, rf = timed(sub_cmd + ["-C", str(n)])
+            r = subprocess.run(wrapped, stdout=open(out, "wb"), stderr=subprocess.DEVNULL, timeout=600)
+            secs = time.monotonic() - t0
+            got = count_lines(out)
+            rows.append({"name": "mosquitto_sub -c -q 1 > file", "rate": got / secs, "n": n, "received": got, "missing": n - got,
+                         "rss_kib": read_rss(rf), "broker_cpu": cpu.stop(), "ok": r.returncode == 0 and got == n})
+            log(f"  mosquitto_sub > file: {got / secs:,.0f} msg/s")
 
         def connector(name, sink, done, label, setup=None, distinct=None, count_lines_total=None):
             prefix = self.topic()
@@ -875,12 +877,12 @@ class Bench:
                          "rss_kib": rss, "broker_cpu": cpu.stop(), "ok": ok})
             log(f"  {name}: {got / secs:,.0f} msg/s")
 
-        for fsync in ("always", "never"):
+        for fsync in () if self.args.sinks_only else ("always", "never"):
             path = self.work / f"connector-{fsync}.out"
             connector(f"mqlink connector → file (fsync {fsync})", f"{{file: {{path: '{path}', fsync: {fsync}}}}}",
                       lambda k, path=path: count_lines(path) if k is None else count_lines(path) >= k, f"connector-file-{fsync}",
                       distinct=lambda path=path: distinct_seqs(path), count_lines_total=lambda path=path: distinct_seqs(path, total=True))
-        if nats:
+        if nats and not self.args.sinks_only:
             stream = f"BENCH{self.runs}"
             subj = f"js{self.runs}"
 
@@ -890,7 +892,7 @@ class Bench:
 
             connector("mqlink connector → JetStream", f"{{nats: {{url: '{nats.url}', subject: '{subj}.bench', jetstream: true, stream: {stream}}}}}",
                       lambda k: nats.stream_messages(stream) if k is None else nats.stream_messages(stream) >= k, "connector-jetstream", setup=create)
-        if self.node_red_version:
+        if self.node_red_version and not self.args.sinks_only:
             rows.append(self.node_red_drain(broker, probe, backlog))
         if redis:
             key = f"sink{self.runs + 1}"
@@ -1446,6 +1448,8 @@ def main():
     ap.add_argument("--no-node-red", dest="node_red", action="store_false", help="leave the Node-RED rows out")
     ap.add_argument("--sinks", default="redis,postgres",
                     help="engine sinks in section 2: redis, postgres, kafka (tansu; its counts are not trusted yet: bench/NOTES.md)")
+    ap.add_argument("--sinks-only", action="store_true",
+                    help="section 2: only the engine sinks of --sinks and their reference clients (for before/after runs)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the median is shown")
     ap.add_argument("--latency-secs", type=float, default=10.0, help="seconds per fixed-rate latency run")
     ap.add_argument("--only", action="append", help="only publish rows whose name contains this (repeatable)")
