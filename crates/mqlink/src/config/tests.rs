@@ -655,6 +655,52 @@ fn redis_postgres_and_kafka_sinks_validate_with_defaults_and_located_errors() {
     assert_eq!(e.path, "connectors[0].sink.postgres.columns.qos");
 }
 
+#[test]
+fn pipelining_sinks_take_in_flight_and_the_connector_window_covers_it() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    for (sink, key) in [
+        ("redis: {url: 'redis://h'", "redis"),
+        ("postgres: {url: 'postgres://u@h/db'", "postgres"),
+    ] {
+        let c = yaml(&base(&format!("{{{sink}}}}}"))).unwrap();
+        assert_eq!(
+            c.connectors[0].sink.batching().in_flight,
+            4,
+            "{key} default"
+        );
+        let c = yaml(&base(&format!(
+            "{{{sink}, in_flight: 64, batch_max: 2000}}}}"
+        )))
+        .unwrap();
+        let b = c.connectors[0].sink.batching();
+        assert_eq!((b.in_flight, b.max), (64, 2000));
+        // 65 batches' worth is more than MQTT allows: the window stops at 65,535.
+        assert_eq!(crate::build::connector_window(&b), u16::MAX);
+        for bad in [0, 65] {
+            let e = yaml(&base(&format!("{{{sink}, in_flight: {bad}}}}}"))).unwrap_err();
+            assert_eq!(e.path, format!("connectors[0].sink.{key}.in_flight"));
+            assert!(e.message.contains("between 1 and 64"), "{e}");
+        }
+    }
+    // The default pipeline (4 × 500, plus the batch being gathered) fits the window.
+    let c = yaml(&base("{redis: {url: 'redis://h'}}")).unwrap();
+    assert_eq!(
+        crate::build::connector_window(&c.connectors[0].sink.batching()),
+        2500
+    );
+    // Sinks that take one batch at a time have no such key, and a window of 1024 or more.
+    let e = yaml(&base("{file: {path: out.jsonl, in_flight: 2}}")).unwrap_err();
+    assert!(e.message.contains("in_flight"), "{e}");
+    let c = yaml(&base("{stdout: {}}")).unwrap();
+    assert_eq!(c.connectors[0].sink.batching().in_flight, 1);
+    assert_eq!(
+        crate::build::connector_window(&c.connectors[0].sink.batching()),
+        2048
+    );
+}
+
 #[cfg(feature = "sink-kafka")]
 #[test]
 fn kafka_sink_validates_with_defaults_and_located_errors() {
