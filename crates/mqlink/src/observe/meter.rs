@@ -183,7 +183,7 @@ fn shown(payload: &[u8]) -> String {
 }
 
 /// Milliseconds since the epoch for `t`.
-pub fn epoch_ms(t: SystemTime) -> u64 {
+pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

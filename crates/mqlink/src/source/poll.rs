@@ -44,7 +44,7 @@ pub enum PollError {
 }
 
 /// One polled endpoint.
-pub struct Poller {
+pub(crate) struct Poller {
     index: usize,
     cfg: config::Poll,
     client: reqwest::Client,
@@ -58,7 +58,11 @@ impl Poller {
     ///
     /// # Errors
     /// [`PollError`] when the HTTP client cannot be built.
-    pub fn new(index: usize, cfg: &config::Poll, ingest: Ingest) -> Result<Poller, PollError> {
+    pub(crate) fn new(
+        index: usize,
+        cfg: &config::Poll,
+        ingest: Ingest,
+    ) -> Result<Poller, PollError> {
         let split = cfg.split.as_ref().map(|s| Chain::single(Kind::ArrayMap, s));
         let mut builder = reqwest::Client::builder().timeout(cfg.timeout);
         // HTTPS endpoints are verified against the system roots; plain HTTP needs none.
@@ -84,12 +88,12 @@ impl Poller {
     }
 
     /// The poller's counters.
-    pub fn stats(&self) -> Arc<PollStats> {
+    pub(crate) fn stats(&self) -> Arc<PollStats> {
         self.stats.clone()
     }
 
     /// Poll until `stop`.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(self.cfg.every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
