@@ -8,5 +8,6 @@
 
 #[cfg(feature = "http")]
 pub(crate) mod http;
+#[cfg(feature = "poll")]
 pub(crate) mod poll;
 pub(crate) mod stdin;

@@ -7,7 +7,7 @@
 //! counted; the next tick tries again. Ticks that fall behind are delayed, never bunched.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use serde_json::{Map, Value};
 use tokio::time::MissedTickBehavior;
@@ -16,19 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config;
 use crate::event::{Event, Source};
 use crate::mqtt::tls::{TlsOptions, client_config};
+use crate::observe::meter::PollStats;
 use crate::publish::ingest::Ingest;
 use crate::transform::{Chain, Kind};
-
-/// Counters of one poller.
-#[derive(Debug, Default)]
-pub struct PollStats {
-    /// Successful polls.
-    pub polls: AtomicU64,
-    /// Failed polls (request, status, body, split or ingest).
-    pub failures: AtomicU64,
-    /// Events produced.
-    pub events: AtomicU64,
-}
 
 /// Why a poller cannot be built.
 #[derive(Debug, thiserror::Error)]
