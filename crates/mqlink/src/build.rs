@@ -141,6 +141,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_broker_section_left_empty_gives_the_engines_own_defaults() {
+        let cfg = config::from_str(
+            "broker:\n  url: mqtt://b:1883\n",
+            config::Format::Yaml,
+            "t.yaml",
+        )
+        .unwrap();
+        let daemon = mqtt_options(&cfg.broker);
+        let engine = MqttOptions::new(broker_url(&cfg.broker));
+        let limits = |o: &MqttOptions| {
+            (
+                o.protocol,
+                o.fallback_to_311,
+                o.keep_alive,
+                o.reconnect_min,
+                o.reconnect_max,
+                o.max_packet_size,
+                o.max_inflight,
+                o.connect_timeout,
+            )
+        };
+        assert_eq!(limits(&daemon), limits(&engine));
+    }
+
+    #[test]
     fn embedded_on_all_interfaces_is_reached_on_loopback() {
         let u = embedded_url("0.0.0.0:1999".parse().unwrap());
         assert_eq!(u.to_string(), "mqtt://127.0.0.1:1999");
