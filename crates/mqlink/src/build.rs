@@ -151,7 +151,7 @@ pub(crate) fn connector_options(c: &config::Connector, broker: &config::Broker) 
 /// deliveries). So the window is the buffer. It covers the sink's pipeline (`in_flight`
 /// batches plus the one being gathered) so batches stay full, with at least 1024, at
 /// most 65,535 (the field's range).
-pub fn connector_window(b: &crate::sink::Batching) -> u16 {
+pub(crate) fn connector_window(b: &crate::sink::Batching) -> u16 {
     let want = b
         .max
         .max(1)
