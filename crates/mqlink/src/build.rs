@@ -143,12 +143,12 @@ pub(crate) fn connector_options(c: &config::Connector, broker: &config::Broker) 
 /// the broker may have unacknowledged with it) and the size of its delivery buffer, the
 /// same number.
 ///
-/// Without a Receive Maximum, MQTT 5 means 65,535, and Mosquitto does send that many:
-/// its `max_inflight_messages` only bounds 3.1.1 clients. That is more than the delivery
-/// buffer, and a connector restarted with more unacknowledged messages than its buffer
-/// holds never read its SUBACK (the broker resends them first, the buffer fills, the
-/// engine stops reading, and the worker waits for the SUBACK before it takes
-/// deliveries). So the window is the buffer. It covers the sink's pipeline (`in_flight`
+/// Without a Receive Maximum, MQTT 5 means 65,535, and the broker decides what it sends:
+/// Mosquitto 2.0.11 was seen sending 10,000 (its `max_inflight_messages`) and resending
+/// 5,140 to a reconnecting connector before the SUBACK, more than the delivery buffer
+/// (the worker keeps what arrives before the SUBACK, see `connector`, so this no longer
+/// stalls it). With the window equal to the buffer, a broker that honours it never sends
+/// more than the connector can hold. It covers the sink's pipeline (`in_flight`
 /// batches plus the one being gathered) so batches stay full, with at least 1024, at
 /// most 65,535 (the field's range).
 pub(crate) fn connector_window(b: &crate::sink::Batching) -> u16 {
