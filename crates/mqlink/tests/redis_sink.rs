@@ -396,3 +396,33 @@ async fn redis_refusals_in_pipelined_batches_dead_letter_exactly_them_and_acks_s
     assert_acks_in_arrival_order(&broker, "pipe-refusals", 420).await;
     conn.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_sent_before_the_suback_is_drained_not_stalled_on() {
+    // Mosquitto sends a resumed session up to `max_inflight_messages` of its queue before
+    // it answers the SUBSCRIBE: far more than the connector's delivery buffer. MQTT 3.1.1
+    // has no Receive Maximum to stop it.
+    let broker = Mosquitto::start(MosquittoOptions {
+        max_inflight_messages: Some(10_000),
+        ..MosquittoOptions::default()
+    });
+    let redis = Redis::start();
+    let cfg = connector_cfg(
+        &format!("{}', protocol: '3.1.1", broker.url()),
+        &format!(
+            "{{name: backlog, client_id: pipe-backlog, subscribe: [b/#], format: raw, \
+             session: persistent, sink: {{redis: {{url: '{}', stream: 'b'}}}}}}",
+            redis.url()
+        ),
+    );
+    Running::start(&cfg).await.stop().await;
+    let all = numbered("m", 0..5_000);
+    publish_lines(&broker, "b/1", all.clone()).await;
+    let conn = Running::start(&cfg).await;
+    eventually_async("the backlog drained", || async {
+        xlen(&redis, "b").await >= all.len()
+    })
+    .await;
+    assert_eq!(first_occurrences(&records(&redis, "b").await), all);
+    conn.stop().await;
+}
