@@ -338,7 +338,7 @@ impl RedisSink {
             .query_async(&mut conn)
             .await;
         if let Err(err) = named {
-            tracing::debug!(target = %self.target, error = %err, "redis CLIENT SETNAME refused");
+            tracing::debug!(sink = %self.target, error = %err, "redis CLIENT SETNAME refused");
         }
         Ok(Leased::new(conn, lease))
     }
