@@ -383,6 +383,15 @@ class KafkaMock(Tansu):
         self.env = env
         self.watcher = None
 
+    def create(self, *topics):
+        # The mock has no CreateTopics API: kafka-mock creates them when told on stdin.
+        for t in topics:
+            self.proc.stdin.write(f"create {t}\n")
+            self.proc.stdin.flush()
+            answer = self.proc.stdout.readline().strip()
+            if answer != "ok":
+                raise RuntimeError(f"kafka-mock create {t}: {answer}")
+
     def close(self):
         if self.watcher:
             self.watcher[1].stdin.close()
@@ -550,7 +559,8 @@ class Bench:
     def setup_kafka(self):
         """confluent-kafka for the Kafka reference producer, into bench/.venv/site like paho."""
         site = BENCH / ".venv" / "site"
-        probe = [self.python, "-c", "import confluent_kafka; print(confluent_kafka.version()[0])"]
+        # version() is (string, int) in some releases and a string in others (2.16).
+        probe = [self.python, "-c", "import confluent_kafka as c; v = c.version(); print(v[0] if isinstance(v, tuple) else v)"]
         env = {**os.environ, "PYTHONPATH": str(site)}
         r = subprocess.run(probe, capture_output=True, text=True, env=env, timeout=30)
         if r.returncode != 0:
@@ -953,6 +963,7 @@ class Bench:
             sink_row = rows[-1]
             rows.append(self.kafka_reference(kafka))
             sink_row["reference"] = rows[-1]
+            rows.append(self.kafka_reference_rust(kafka))
         base = rows[0]["rate"]
         for r in rows:
             r["ratio"] = r["rate"] / base if base else 0
@@ -976,6 +987,29 @@ class Bench:
             log(f"  kafka reference: exit {r.returncode}: {r.stderr.decode(errors='replace')[-500:]}")
         where = KafkaMock.LABEL if isinstance(kafka, KafkaMock) else "tansu"
         name = f"reference: confluent-kafka {self.kafka_version} producer (acks=all, idempotent; {where})"
+        log(f"  {name}: {got / secs:,.0f} msg/s")
+        return {"name": name, "rate": got / secs, "n": n, "received": got, "missing": n - got, "rss_kib": read_rss(rf),
+                "broker_cpu": None, "ok": r.returncode == 0 and got == n, "reference_client": True}
+
+    def kafka_reference_rust(self, kafka):
+        """bench/tools kafka-produce: the same records and settings as kafka_reference, from
+        Rust through rdkafka (the sink's client library), without Python's per-record cost."""
+        n = self.n_drain
+        topic = f"refrs{self.runs}"
+        kafka.create(topic)
+        path = self.lines(n)
+        cmd = [str(self.release / "kafka-produce"), kafka.brokers, topic, str(path), f"b/{self.runs}/0"]
+        self.commands.setdefault("reference-kafka-rust", shlex.join(cmd).replace(str(ROOT) + "/", "").replace(str(self.work), "$WORK")
+                                 .replace(str(self.release) + "/", ""))
+        wrapped, rf = timed(cmd)
+        t0 = time.monotonic()
+        r = subprocess.run(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+        secs = time.monotonic() - t0
+        got = kafka.records(topic)
+        if r.returncode != 0:
+            log(f"  kafka rust reference: exit {r.returncode}: {r.stderr.decode(errors='replace')[-500:]}")
+        where = KafkaMock.LABEL if isinstance(kafka, KafkaMock) else "tansu"
+        name = f"reference: rdkafka (Rust) producer (acks=all, idempotent; {where})"
         log(f"  {name}: {got / secs:,.0f} msg/s")
         return {"name": name, "rate": got / secs, "n": n, "received": got, "missing": n - got, "rss_kib": read_rss(rf),
                 "broker_cpu": None, "ok": r.returncode == 0 and got == n, "reference_client": True}

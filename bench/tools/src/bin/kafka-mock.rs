@@ -4,14 +4,17 @@
 //!
 //! ```text
 //! kafka-mock [BROKERS]   start BROKERS (default 1) mock brokers on free loopback ports,
-//!                        print their bootstrap list on one line, run until stdin closes
+//!                        print their bootstrap list on one line, then serve stdin:
+//!   create TOPIC         a topic with one partition (the mock has no CreateTopics API);
+//!                        answers `ok` or `error: …` on one line
+//!   (end of input)       stop
 //! ```
 //!
 //! The connector and the reference producer both write to it over TCP. It is not a
 //! durable Kafka: records live in this process's memory, nothing is replicated or
 //! written to disk, so its figures compare clients, not brokers.
 
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 
 use rdkafka::mocking::MockCluster;
@@ -41,7 +44,22 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     // The parent closes stdin (or exits) to stop the cluster.
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let answer = match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["create", topic] => match mock.create_topic(topic, 1, brokers.min(3)) {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => format!("error: {e}"),
+            },
+            _ => format!("error: unknown command '{line}' (create TOPIC)"),
+        };
+        if writeln!(out, "{answer}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
     drop(mock);
     ExitCode::SUCCESS
 }
