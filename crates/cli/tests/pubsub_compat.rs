@@ -2579,3 +2579,347 @@ fn proxy_goes_through_socks5_as_mosquittos_does() {
         String::from_utf8_lossy(&want.stderr)
     );
 }
+
+/// -h, -p, -L and --unix in every order that changes the outcome: mosquitto_pub reads them
+/// in order into a host slot and a port slot (--unix writes both: its path, and port 0,
+/// which libmosquitto takes to mean a Unix socket at the host; -L writes both), and the
+/// last writer wins. Each row runs through mosquitto_pub and mqlink pub; where each one's
+/// message went (or that it failed) and the exit code must agree, and the expected column
+/// (written from what strace showed mosquitto_pub connect to) must hold for both. Wrong
+/// routes are made to fail: a missing socket path, a closed port, an unresolvable host.
+#[test]
+fn unix_host_port_and_url_are_read_in_order_as_mosquitto_reads_them() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        unix_socket: true,
+        ..MosquittoOptions::default()
+    });
+    let sock = broker.unix_socket_path().to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir
+        .path()
+        .join("missing.sock")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let port = broker.port().to_string();
+    let closed = mqlink_testkit::free_port().to_string();
+    let url = |port: &str, topic: &str| format!("mqtt://127.0.0.1:{port}/{topic}");
+    // (name, arguments given the row's topic, delivered?)
+    type Row = (&'static str, Box<dyn Fn(&str) -> Vec<String>>, bool);
+    let t = |v: &[&str], topic: &str| [s(v), s(&["-t", topic])].concat();
+    let rows: Vec<Row> = vec![
+        (
+            "--unix then -h: -h is the socket path",
+            {
+                let (sock, missing) = (sock.clone(), missing.clone());
+                Box::new(move |tp| t(&["--unix", &sock, "-h", &missing], tp))
+            },
+            false,
+        ),
+        (
+            "-h then --unix",
+            {
+                let sock = sock.clone();
+                Box::new(move |tp| t(&["-h", "no-such-host.invalid", "--unix", &sock], tp))
+            },
+            true,
+        ),
+        (
+            "--unix then -p: TCP to a host named by the path",
+            {
+                let (sock, port) = (sock.clone(), port.clone());
+                Box::new(move |tp| t(&["--unix", &sock, "-p", &port], tp))
+            },
+            false,
+        ),
+        (
+            "-p then --unix",
+            {
+                let (sock, closed) = (sock.clone(), closed.clone());
+                Box::new(move |tp| t(&["-p", &closed, "--unix", &sock], tp))
+            },
+            true,
+        ),
+        (
+            "-p 0: a Unix socket at the host",
+            {
+                let sock = sock.clone();
+                Box::new(move |tp| t(&["-p", "0", "-h", &sock], tp))
+            },
+            true,
+        ),
+        (
+            "--unix then -h and -p: TCP",
+            {
+                let (missing, port) = (missing.clone(), port.clone());
+                Box::new(move |tp| t(&["--unix", &missing, "-h", "127.0.0.1", "-p", &port], tp))
+            },
+            true,
+        ),
+        (
+            "--unix then -L",
+            {
+                let (sock, closed) = (sock.clone(), closed.clone());
+                Box::new(move |tp| s(&["--unix", &sock, "-L", &url(&closed, tp)]))
+            },
+            false,
+        ),
+        (
+            "-L then --unix",
+            {
+                let (sock, closed) = (sock.clone(), closed.clone());
+                Box::new(move |tp| s(&["-L", &url(&closed, tp), "--unix", &sock]))
+            },
+            true,
+        ),
+        (
+            "--unix (missing) then -L",
+            {
+                let (missing, port) = (missing.clone(), port.clone());
+                Box::new(move |tp| s(&["--unix", &missing, "-L", &url(&port, tp)]))
+            },
+            true,
+        ),
+        (
+            "-L with port 0, then -h: a Unix socket at -h",
+            {
+                let sock = sock.clone();
+                Box::new(move |tp| s(&["-L", &url("0", tp), "-h", &sock]))
+            },
+            true,
+        ),
+        (
+            "-h then -L: the URL's host",
+            {
+                let port = port.clone();
+                Box::new(move |tp| s(&["-h", "no-such-host.invalid", "-L", &url(&port, tp)]))
+            },
+            true,
+        ),
+        (
+            "-L then -h",
+            {
+                let port = port.clone();
+                Box::new(move |tp| s(&["-L", &url(&port, tp), "-h", "no-such-host.invalid"]))
+            },
+            false,
+        ),
+        (
+            "-p then -L: the URL's port",
+            {
+                let (port, closed) = (port.clone(), closed.clone());
+                Box::new(move |tp| s(&["-p", &closed, "-L", &url(&port, tp)]))
+            },
+            true,
+        ),
+        (
+            "-L then -p",
+            {
+                let (port, closed) = (port.clone(), closed.clone());
+                Box::new(move |tp| s(&["-L", &url(&closed, tp), "-p", &port]))
+            },
+            true,
+        ),
+        // One topic is kept: the last of -t and -L's path.
+        (
+            "-t then -L: the URL's topic",
+            {
+                let port = port.clone();
+                Box::new(move |tp| s(&["-t", "order/not-this", "-L", &url(&port, tp)]))
+            },
+            true,
+        ),
+        (
+            "-L then -t",
+            {
+                let port = port.clone();
+                Box::new(move |tp| s(&["-L", &url(&port, "order/not-this"), "-t", tp]))
+            },
+            true,
+        ),
+    ];
+    let delivered = rows.iter().filter(|r| r.2).count() * 2;
+    let obs = observe(&broker, "order-obs", "order/#", delivered + 1, "%t");
+    let mut want_topics = Vec::new();
+    let mut failures = Vec::new();
+    for (n, (name, args, delivers)) in rows.iter().enumerate() {
+        let mut codes = Vec::new();
+        for which in [Impl::Mosquitto, Impl::Mqlink] {
+            let topic = format!("order/{n}/{which:?}");
+            let row = PubRow {
+                name,
+                args: [args(&topic), s(&["-q", "1", "-m", "x"])].concat(),
+                stdin: b"",
+                messages: usize::from(*delivers),
+                observed_as: OBSERVED,
+            };
+            let out = run_pub(which, &[], &row);
+            if out.status.success() != *delivers {
+                failures.push(format!(
+                    "{name}: {which:?} {:?} {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            if *delivers {
+                want_topics.push(topic);
+            }
+            codes.push(out.status.code());
+        }
+        if codes[0] != codes[1] {
+            failures.push(format!("{name}: exit codes {codes:?}"));
+        }
+    }
+    let end = mosquitto_pub(
+        &[
+            broker.client_args(),
+            s(&["-t", "order/end", "-q", "1", "-m", "x"]),
+        ]
+        .concat(),
+    );
+    assert_ok(&end, "sentinel");
+    want_topics.push("order/end".into());
+    let seen = wait_output(obs, "order observer");
+    let mut got: Vec<String> = String::from_utf8_lossy(&seen.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    want_topics.sort();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(got, want_topics);
+}
+
+/// TLS under --unix and --proxy, which mosquitto_pub allows: over a Unix socket
+/// libmosquitto verifies the broker's certificate chain but no host name (the host is the
+/// socket's path), so a foreign CA fails and an -h naming nothing in the certificate does
+/// not; through a SOCKS5 proxy the TLS handshake runs end to end with the broker, and the
+/// proxy is asked for the host by name. (mosquitto_pub/sub 2.0 have no WebSocket client,
+/// so WebSocket under --unix or --proxy, an mqlink extra, has no row to compare.)
+#[test]
+fn tls_goes_over_unix_sockets_and_proxies_as_mosquittos_does() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        tls: Some(mqlink_testkit::TlsMaterial::generate()),
+        unix_socket: true,
+        unix_socket_tls: true,
+        ..MosquittoOptions::default()
+    });
+    let sock = broker.unix_socket_path().to_str().unwrap().to_string();
+    let tls = broker.tls().unwrap();
+    let ca = tls.ca_file().to_str().unwrap().to_string();
+    let other_ca = tls.other_ca_file().to_str().unwrap().to_string();
+    let tls_port = broker.tls_port().to_string();
+    let proxy = mqlink_testkit::Socks5Server::start(None);
+    let via = format!("socks5h://127.0.0.1:{}", proxy.port());
+    // (name, arguments, delivered?)
+    let rows: Vec<(&str, Vec<String>, bool)> = vec![
+        (
+            "--unix --cafile",
+            s(&["--unix", &sock, "--cafile", &ca]),
+            true,
+        ),
+        // Before: mqlink checked the certificate against -h, which names no socket.
+        (
+            "-h then --unix --cafile",
+            s(&["-h", "127.0.0.9", "--unix", &sock, "--cafile", &ca]),
+            true,
+        ),
+        (
+            "--unix with a foreign CA",
+            s(&["--unix", &sock, "--cafile", &other_ca]),
+            false,
+        ),
+        // Plain MQTT to a TLS listener: the broker hangs up.
+        ("--unix without TLS", s(&["--unix", &sock]), false),
+        (
+            "--proxy --cafile",
+            s(&[
+                "--proxy",
+                &via,
+                "-h",
+                "localhost",
+                "-p",
+                &tls_port,
+                "--cafile",
+                &ca,
+            ]),
+            true,
+        ),
+        (
+            "--proxy with a foreign CA",
+            s(&[
+                "--proxy",
+                &via,
+                "-h",
+                "localhost",
+                "-p",
+                &tls_port,
+                "--cafile",
+                &other_ca,
+            ]),
+            false,
+        ),
+    ];
+    let delivered = rows.iter().filter(|r| r.2).count() * 2;
+    let plain = broker.client_args();
+    let mut c = Command::new(require_binary("mosquitto_sub", "mosquitto-clients"));
+    c.args(&plain)
+        .args(["-i", "tls-obs", "-t", "tlsx/#", "-q", "1", "-F", "%t"])
+        .args(["-C", &(delivered + 1).to_string(), "-W", "20"]);
+    let obs = spawn(c);
+    wait_subscribed(&broker, "tls-obs", "tlsx/#");
+    let mut failures = Vec::new();
+    let mut want_topics = Vec::new();
+    for (n, (name, args, delivers)) in rows.iter().enumerate() {
+        let mut codes = Vec::new();
+        for which in [Impl::Mosquitto, Impl::Mqlink] {
+            let topic = format!("tlsx/{n}/{which:?}");
+            let row = PubRow {
+                name,
+                args: [args.clone(), s(&["-t", &topic, "-q", "1", "-m", "x"])].concat(),
+                stdin: b"",
+                messages: usize::from(*delivers),
+                observed_as: OBSERVED,
+            };
+            let out = run_pub(which, &[], &row);
+            if out.status.success() != *delivers {
+                failures.push(format!(
+                    "{name}: {which:?} {:?} {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            if *delivers {
+                want_topics.push(topic);
+            }
+            codes.push(out.status.code());
+        }
+        // A failed handshake: mosquitto_pub exits 8 (MOSQ_ERR_TLS) when it fails inside
+        // mosquitto_connect and 1 or 7 when the network loop notices it: a race. mqlink
+        // exits 8 for a TLS failure, 7 (lost connection) never.
+        let same = codes[0] == codes[1]
+            || (matches!(codes[0], Some(1 | 7 | 8)) && matches!(codes[1], Some(1 | 8)));
+        if !same {
+            failures.push(format!("{name}: exit codes {codes:?}"));
+        }
+    }
+    let end = mosquitto_pub(&[plain, s(&["-t", "tlsx/end", "-q", "1", "-m", "x"])].concat());
+    assert_ok(&end, "sentinel");
+    want_topics.push("tlsx/end".into());
+    let seen = wait_output(obs, "tls observer");
+    let mut got: Vec<String> = String::from_utf8_lossy(&seen.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    want_topics.sort();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(got, want_topics);
+    // Both clients asked the proxy for the broker by name, twice each.
+    let expected = mqlink_testkit::Socks5Connect {
+        target: format!("localhost:{tls_port}"),
+        by_name: true,
+        user: None,
+    };
+    assert_eq!(proxy.connects(), vec![expected; 4]);
+}
