@@ -1613,13 +1613,14 @@ fn read_varint(r: &mut impl std::io::Read) -> usize {
 /// A raw-socket fake broker for one client: it answers CONNECT, SUBSCRIBE, UNSUBSCRIBE,
 /// PUBLISH (QoS 1 and 2 flows) and PINGREQ as a broker would, and records every packet
 /// the client sent after CONNECT (first byte, then the rest after the length) until the
-/// client's DISCONNECT or end of stream.
+/// client's DISCONNECT or end of stream. `PORT` in an argument is the fake broker's port.
 fn packets_seen(which: Impl, tool: &str, args: &[&str]) -> Vec<(u8, Vec<u8>)> {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let mut c = command(which, tool);
-    c.args(["-h", "127.0.0.1", "-p", &port]).args(args);
+    c.args(["-h", "127.0.0.1", "-p", &port])
+        .args(args.iter().map(|a| a.replace("PORT", &port)));
     let child = spawn(c);
     let (mut sock, _) = listener.accept().unwrap();
     sock.set_read_timeout(Some(T)).unwrap();
@@ -1779,6 +1780,21 @@ fn packets_after_connect_match_mosquitto_on_the_wire() {
         (
             "mosquitto_sub",
             &["-i", "w", "-t", "a", "-U", "b/#", "-U", "c", "-E"],
+        ),
+        // -L's topic is subscribed to in its place among the -t filters.
+        (
+            "mosquitto_sub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "x",
+                "-L",
+                "mqtt://127.0.0.1:PORT/y",
+                "-t",
+                "z",
+                "-E",
+            ],
         ),
         (
             "mosquitto_sub",

@@ -230,6 +230,9 @@ pub struct Positions {
     pub unix: Option<usize>,
     /// `pub -t`: with -L, whichever comes last names the topic, as in mosquitto_pub.
     pub topic: Option<usize>,
+    /// `sub`: how many -t filters come before -L, whose topic mosquitto_sub subscribes to
+    /// in its place among them.
+    pub topics_before_url: usize,
 }
 
 impl Positions {
@@ -246,10 +249,18 @@ impl Positions {
             // Index 0 is the command's name: every option given comes after it.
             m.indices_of(id).and_then(Iterator::max)
         };
+        let url = at("url");
+        let topics_before_url = match (m.try_contains_id("topics"), url) {
+            (Ok(_), Some(u)) => m
+                .indices_of("topics")
+                .map_or(0, |i| i.filter(|&i| i < u).count()),
+            _ => 0,
+        };
         Positions {
+            topics_before_url,
             host: at("host"),
             port: at("port"),
-            url: at("url"),
+            url,
             unix: at("unix"),
             topic: at("topic"),
         }

@@ -107,7 +107,11 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
     };
     let conn = args.conn.options(TOOL)?;
     let (mut opts, url_topic) = (conn.opts, conn.url_topic);
-    args.topics.extend(url_topic);
+    // mosquitto_sub subscribes in command-line order, -L's topic among the -t filters.
+    if let Some(t) = url_topic {
+        let at = args.conn.positions.topics_before_url.min(args.topics.len());
+        args.topics.insert(at, t);
+    }
     // Only asked for when given, as mosquitto_sub does (3.x has no such option).
     opts.subscribe_options.retain_as_published = args.retain_as_published;
     if args.no_retained && args.retained_only {
