@@ -17,8 +17,11 @@
 //! - [`transport`]: TCP, TLS and WebSocket connections with a timeout, over TCP (bound to a
 //!   local address or through a SOCKS5 proxy if asked) or a Unix domain socket.
 //! - [`tls`]: rustls client and server configuration from files.
-//! - [`client`]: the connection task (handshake, reconnect with backoff, keepalive, write
-//!   buffer) and the cheap [`client::Client`] handle.
+//! - [`client`]: the cheap [`client::Client`] handle and the connection task, one concern
+//!   per file: `handle`, `options`, `event_loop` (reconnect with backoff, commands, session
+//!   outputs), `handshake` (CONNECT/CONNACK, fallback to 3.1.1), `connection` (one biased
+//!   `select!`, one method per arm: shutdown, write, read, acks, deliveries, commands,
+//!   keepalive) and `reason` (reason codes in words).
 pub mod client;
 pub mod codec;
 pub mod state;
