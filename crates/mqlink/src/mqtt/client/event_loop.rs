@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection::ConnEnd;
 use super::handle::{Command, LinkState};
 use super::handshake::establish;
+use super::observer::{self, Direction};
 use super::options::MqttOptions;
 use crate::mqtt::codec::{self, Packet, Protocol};
 use crate::mqtt::state::{AckToken, Delivery, Loss, Output, Session, Token, Verdict};
@@ -74,6 +75,7 @@ impl EventLoop {
                 self.opts.fallback_to_311,
                 self.opts.max_packet_size as usize,
                 self.opts.connect_timeout,
+                self.opts.packet_observer.clone(),
             );
             tokio::pin!(connect);
             let result = loop {
@@ -268,6 +270,7 @@ impl EventLoop {
                         }
                         continue;
                     }
+                    observer::notify(self.opts.packet_observer.as_ref(), Direction::Sent, &packet);
                     if let Some(t) = written {
                         qos0.push_back((base + wbuf.len() as u64, t));
                     }

@@ -36,11 +36,13 @@
 //!   read, acks, deliveries, commands, keepalive) are one method each; their order is
 //!   their priority and part of the deterministic simulation's trace (`crate::sim`).
 //! - `reason`: words for CONNACK and MQTT 5 reason codes ([`refusal`], [`reason_name`]).
+//! - `observer`: [`PacketObserver`], told of every packet sent and received (traces).
 
 mod connection;
 mod event_loop;
 mod handle;
 mod handshake;
+mod observer;
 mod options;
 mod reason;
 
@@ -58,6 +60,7 @@ pub(crate) use event_loop::JITTER;
 pub use event_loop::{EventLoop, STABLE_AFTER, backoff};
 pub use handle::{Client, ClientClosed, Deliveries, LinkState, PublishHandle};
 pub use handshake::ConnectError;
+pub use observer::{Direction, PacketObserver};
 pub use options::{MqttOptions, default_client_id};
 pub use reason::{reason_name, refusal};
 

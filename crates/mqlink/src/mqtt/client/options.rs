@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::observer::PacketObserver;
 use crate::mqtt::codec::{ConnectExtras, Protocol, Publish, SubscribeOptions, Will};
 use crate::mqtt::tls::TlsOptions;
 use crate::mqtt::transport::SocketOptions;
@@ -66,6 +67,8 @@ pub struct MqttOptions {
     /// MQTT 5 options and properties sent with every SUBSCRIBE (mqlink sub's
     /// `--retain-as-published` and `-D SUBSCRIBE ...`).
     pub subscribe_options: SubscribeOptions,
+    /// Told of every packet sent and received, in order (mqlink pub/sub's `-d` trace).
+    pub packet_observer: Option<PacketObserver>,
 }
 
 impl std::fmt::Debug for MqttOptions {
@@ -113,6 +116,7 @@ impl MqttOptions {
             receive_maximum: None,
             connect_extras: ConnectExtras::default(),
             subscribe_options: SubscribeOptions::default(),
+            packet_observer: None,
         }
     }
 }
