@@ -164,9 +164,6 @@ fn main() -> ExitCode {
     // engine's per-attempt connection warnings would repeat it.
     let default_level = match &cli.command {
         Command::Run(_) | Command::Broker(_) => "info",
-        // -d: mqlink's connection log, in place of mosquitto's packet trace.
-        Command::Pub(a) if a.conn.debug => "debug",
-        Command::Sub(a) if a.conn.debug => "debug",
         Command::Pub(_) | Command::Sub(_) => "warn,mqlink::mqtt::client=error",
         _ => "warn",
     };

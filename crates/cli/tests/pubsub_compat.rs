@@ -2939,3 +2939,176 @@ fn tls_goes_over_unix_sockets_and_proxies_as_mosquittos_does() {
     };
     assert_eq!(proxy.connects(), vec![expected; 4]);
 }
+
+/// Every `auto-…` client id (assigned by the broker) as `auto-ID`.
+fn mask_assigned_ids(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            line.split(' ')
+                .map(|w| if w.starts_with("auto-") { "auto-ID" } else { w })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A subscriber's `-d` output in four streams, each in its order: the trace lines but the
+/// ones below, the acknowledgement lines (PUBACK, PUBREC, PUBREL, PUBCOMP), the UNSUBACK
+/// lines (their place among the messages and acks is timing), and the messages printed.
+fn split_trace(out: &str) -> [Vec<String>; 4] {
+    let is_ack = |l: &str| {
+        [
+            "sending PUBACK",
+            "sending PUBREC",
+            "received PUBREL",
+            "sending PUBCOMP",
+        ]
+        .iter()
+        .any(|a| l.contains(a))
+    };
+    let mut streams: [Vec<String>; 4] = Default::default();
+    for l in out.lines() {
+        let traced = l.starts_with("Client ") || l.starts_with("Subscribed (mid: ");
+        let at = match (traced, is_ack(l)) {
+            _ if l.ends_with(" received UNSUBACK") => 2,
+            (true, false) => 0,
+            (true, true) => 1,
+            (false, _) => 3,
+        };
+        streams[at].push(l.to_string());
+    }
+    streams
+}
+
+/// `-d`: libmosquitto's packet trace on stdout, compared with mosquitto_pub's and
+/// mosquitto_sub's against the same Mosquitto. pub traces must be byte-identical (client
+/// ids the broker assigns masked as `auto-ID`). sub traces differ in one place, on
+/// purpose: mosquitto_sub acknowledges a message before printing it, mqlink after (so a
+/// message is never acknowledged unprinted); and where a message's output falls among the
+/// trace lines is timing (mqlink's engine decodes what one read brought before the
+/// printing task runs; libmosquitto calls back packet by packet). So the trace lines, the
+/// acknowledgement lines (PUBACK, PUBREC, PUBREL, PUBCOMP), the UNSUBACK lines and the
+/// messages are compared as four streams, each exactly and in its order.
+#[test]
+fn debug_trace_matches_libmosquittos() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        extra_config: vec!["log_type unsubscribe".into()],
+        ..MosquittoOptions::default()
+    });
+    let conn = broker.client_args();
+    let pub_rows: &[&[&str]] = &[
+        &["-i", "dbg", "-t", "d/a", "-m", "x", "--repeat", "2"],
+        &["-i", "dbg", "-t", "d/a", "-m", "hello", "-q", "1", "-r"],
+        &["-i", "dbg", "-t", "d/a", "-n", "-q", "2"],
+        &["-i", "dbg", "-t", "d/a", "-m", "x", "-q", "1", "-V", "5"],
+        &["-i", "dbg", "-t", "d/a", "-m", "x", "-q", "2", "-V", "31"],
+        // No id on MQTT 5: "(null)" until the CONNACK assigns one.
+        &["-t", "d/a", "-m", "x", "-q", "1", "-V", "5"],
+        &["-i", "dbg", "-t", "d/a", "-m", "x", "-d", "--quiet"],
+    ];
+    let mut failures = Vec::new();
+    for args in pub_rows {
+        let row = PubRow {
+            name: "-d",
+            args: [s(&["-d"]), s(args)].concat(),
+            stdin: b"",
+            messages: 1,
+            observed_as: OBSERVED,
+        };
+        let want = run_pub(Impl::Mosquitto, &conn, &row);
+        let got = run_pub(Impl::Mqlink, &conn, &row);
+        assert_ok(&want, "mosquitto_pub -d");
+        assert_ok(&got, "mqlink pub -d");
+        let (want, got) = (
+            mask_assigned_ids(&String::from_utf8_lossy(&want.stdout)),
+            mask_assigned_ids(&String::from_utf8_lossy(&got.stdout)),
+        );
+        if want != got || want.is_empty() {
+            failures.push(format!("pub {args:?}:\nmosquitto:\n{want}mqlink:\n{got}"));
+        }
+    }
+    let sub_rows = [
+        SubRow {
+            name: "-d QoS 1, two filters, -U",
+            args: s(&[
+                "-d", "-t", "e/#", "-t", "f", "-q", "1", "-U", "f", "-v", "-C", "2",
+            ]),
+            filter: Some("f".into()),
+            before: vec![s(&["-t", "e/kept", "-m", "old", "-r", "-q", "1"])],
+            after: vec![
+                s(&["-t", "e/x", "-m", "1", "-q", "2"]),
+                s(&["-t", "f", "-m", "no"]),
+            ],
+            compare_stderr: false,
+            unsubscribed: Some("f".into()),
+            digits: false,
+        },
+        SubRow {
+            name: "-d QoS 0, MQTT 5",
+            args: s(&["-d", "-t", "g/#", "-q", "2", "-V", "5", "-C", "1"]),
+            filter: Some("g/#".into()),
+            before: vec![],
+            after: vec![s(&["-t", "g/y", "-n"])],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+        // The last message counted is a QoS 2 one: mosquitto_sub prints it at its PUBREL,
+        // so its exchange is complete before the DISCONNECT; mqlink prints it at once and
+        // completes the exchange before disconnecting.
+        SubRow {
+            name: "-d QoS 2 last",
+            args: s(&["-d", "-t", "g2/#", "-q", "2", "-C", "1"]),
+            filter: Some("g2/#".into()),
+            before: vec![],
+            after: vec![s(&["-t", "g2/x", "-m", "two", "-q", "2"])],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-d -E, retain-as-published, subscription identifier",
+            args: s(&[
+                "-d",
+                "-t",
+                "h",
+                "-V",
+                "5",
+                "--retain-as-published",
+                "-D",
+                "SUBSCRIBE",
+                "subscription-identifier",
+                "3",
+                "-E",
+            ]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+    ];
+    for (n, row) in sub_rows.iter().enumerate() {
+        let [(want, _), (got, _)] = run_sub_row(&broker, row, 100 + n);
+        let unify = |o: &Output, which: Impl| {
+            String::from_utf8_lossy(&o.stdout)
+                .replace(&format!("compat-{}-{which:?}", 100 + n), "ID")
+        };
+        let want_streams = split_trace(&unify(&want, Impl::Mosquitto));
+        let got_streams = split_trace(&unify(&got, Impl::Mqlink));
+        if want.status.code() != got.status.code()
+            || want_streams != got_streams
+            || want_streams[0].is_empty()
+        {
+            failures.push(format!(
+                "{}: {:?} vs {:?}\nmosquitto: {want_streams:#?}\nmqlink: {got_streams:#?}",
+                row.name,
+                want.status.code(),
+                got.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

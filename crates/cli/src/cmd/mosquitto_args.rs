@@ -167,8 +167,7 @@ pub struct MosqConnArgs {
     // start with `-` stay options.
     #[arg(short = 'D', long = "property", num_args = 3..=4, allow_negative_numbers = true, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
     pub property: Vec<String>,
-    /// Log the connection (mqlink's log at debug level, on stderr; not mosquitto's packet
-    /// trace).
+    /// Print libmosquitto's packet trace on stdout ("Client ID sending CONNECT", ...).
     #[arg(short = 'd', long)]
     pub debug: bool,
     /// Print no runtime errors (argument errors still are).
@@ -654,6 +653,16 @@ impl MosqConnArgs {
         // mosquitto_pub/sub announce libmosquitto's MQTT 5 Receive Maximum, 20, whatever
         // -M says (-M only limits what they send); -D CONNECT receive-maximum overrides it.
         o.receive_maximum = Some(20);
+        if self.debug {
+            let trace = crate::cmd::packet_trace::PacketTrace::new();
+            o.packet_observer = Some(crate::cmd::packet_trace::observer(
+                if tool == "mosquitto_sub" && !self.quiet {
+                    trace.with_subscribed_lines()
+                } else {
+                    trace
+                },
+            ));
+        }
         let publish_props = properties::apply(tool, &self.property, protocol, &mut o)?;
         Ok(Conn {
             opts: o,

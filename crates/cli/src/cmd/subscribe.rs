@@ -161,7 +161,17 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot subscribe at {broker}"))?;
     let filters: Vec<(String, QoS)> = args.topics.iter().map(|t| (t.clone(), qos)).collect();
-    let codes = client.subscribe(filters).await?;
+    // mosquitto_sub sends one UNSUBSCRIBE per -U filter right after the SUBSCRIBE, without
+    // waiting for the SUBACK: `join` polls the subscription first, so its command is
+    // queued (and its packet written) first.
+    let unsubscribes = futures_util::future::join_all(
+        args.unsubscribe
+            .iter()
+            .map(|f| client.unsubscribe(vec![f.clone()])),
+    );
+    let (codes, unsubscribed) =
+        futures_util::future::join(client.subscribe(filters), unsubscribes).await;
+    let codes = codes?;
     for (t, c) in args.topics.iter().zip(&codes) {
         if *c == 0x8F {
             shutdown.cancel();
@@ -175,9 +185,8 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
             ));
         }
     }
-    // mosquitto_sub: subscriptions first, then one UNSUBSCRIBE per -U filter.
-    for f in &args.unsubscribe {
-        client.unsubscribe(vec![f.clone()]).await?;
+    for u in unsubscribed {
+        u?;
     }
     if args.exit_after_sub {
         drop(client);
@@ -199,7 +208,9 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
     let deadline = args
         .timeout
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    // Stdout is not held locked: -d's trace prints from the connection task between our
+    // flushes.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let mut received = 0u64;
     let mut timed_out = false;
     let mut pending_acks = Vec::new();
