@@ -382,8 +382,9 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
       receive-maximum request-problem-information request-response-information
       user-property; SUBSCRIBE subscription-identifier user-property; WILL all
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
-Different: -d prints mqlink's connection log, not a packet trace; -F %A prints as
-  absent (topic aliases are not kept).
+  -d: libmosquitto's packet trace on stdout (sub: a message's acknowledgement is traced
+      after its output, as mqlink acknowledges only what it printed)
+Different: -F %A prints as absent (topic aliases are not kept).
 Refused, naming why: --psk --psk-identity --ciphers --tls-engine
   --keyform engine, other -D properties (the engine cannot send them).
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
