@@ -1855,6 +1855,27 @@ fn packets_after_connect_match_mosquitto_on_the_wire() {
             "mosquitto_pub",
             &["-i", "w", "-t", "p", "-m", "x", "-V", "31", "-q", "2", "-r"],
         ),
+        // A topic alias is set by the first PUBLISH; libmosquitto sends the next ones with
+        // an empty topic.
+        (
+            "mosquitto_pub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "p/a",
+                "-m",
+                "x",
+                "-q",
+                "1",
+                "--repeat",
+                "3",
+                "-D",
+                "PUBLISH",
+                "topic-alias",
+                "4",
+            ],
+        ),
     ];
     let mut failures = Vec::new();
     for (tool, args) in cases {
@@ -1916,6 +1937,10 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
         (
             "mosquitto_sub",
             &["-t", "a", "-D", "CONNECT", "receive-maximum", "3"],
+        ),
+        (
+            "mosquitto_sub",
+            &["-t", "a", "-D", "CONNECT", "topic-alias-maximum", "7"],
         ),
         (
             "mosquitto_pub",
@@ -3006,6 +3031,21 @@ fn debug_trace_matches_libmosquittos() {
         // No id on MQTT 5: "(null)" until the CONNACK assigns one.
         &["-t", "d/a", "-m", "x", "-q", "1", "-V", "5"],
         &["-i", "dbg", "-t", "d/a", "-m", "x", "-d", "--quiet"],
+        // The topic goes once; then the alias alone ('(null)' in libmosquitto's words).
+        &[
+            "-i",
+            "dbg",
+            "-t",
+            "d/a",
+            "-m",
+            "x",
+            "--repeat",
+            "2",
+            "-D",
+            "PUBLISH",
+            "topic-alias",
+            "1",
+        ],
     ];
     let mut failures = Vec::new();
     for args in pub_rows {

@@ -208,3 +208,52 @@ async fn a_clean_end_completes_the_incoming_qos2_exchanges_first() {
     let seen = broker.await.unwrap();
     assert_eq!(seen, [0x50, 0x70, 0xE0], "PUBREC, PUBCOMP, DISCONNECT");
 }
+
+/// MQTT 5 topic aliases from the broker: a PUBLISH with a topic and an alias sets it, the
+/// next one with the alias alone is delivered with that topic (before, with an empty one).
+#[tokio::test]
+async fn topic_aliases_from_the_broker_are_resolved() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mqtt://{}", listener.local_addr().unwrap());
+    let broker = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let connect = common::read_packet(&mut s, &mut buf).await.unwrap();
+        assert_eq!(connect[0], 0x10);
+        // CONNACK (v5); PUBLISH QoS 0 "t" with Topic Alias 1 (0x23), payload "x"; then
+        // the alias alone, payload "y".
+        s.write_all(&[0x20, 3, 0, 0, 0]).await.unwrap();
+        s.write_all(&[0x30, 8, 0, 1, b't', 3, 0x23, 0, 1, b'x'])
+            .await
+            .unwrap();
+        s.write_all(&[0x30, 7, 0, 0, 3, 0x23, 0, 1, b'y'])
+            .await
+            .unwrap();
+        // Hold the connection until the client leaves.
+        while common::read_packet(&mut s, &mut buf).await.is_some() {}
+    });
+    let mut o = options(&url);
+    o.protocol = mqlink::mqtt::codec::Protocol::V5;
+    o.connect_extras.topic_alias_maximum = Some(4);
+    let (client, mut deliveries, event_loop) = client::new(o).unwrap();
+    let run = tokio::spawn(event_loop.run(CancellationToken::new()));
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = deliveries.recv().await.unwrap();
+        got.push((d.publish.topic.to_string(), d.publish.payload.clone()));
+    }
+    assert_eq!(
+        got,
+        [
+            ("t".to_string(), Bytes::from_static(b"x")),
+            ("t".to_string(), Bytes::from_static(b"y"))
+        ]
+    );
+    drop(client);
+    drop(deliveries);
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the loop ends by itself")
+        .unwrap();
+    broker.await.unwrap();
+}

@@ -378,15 +378,16 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
        -F: every % field (%A %C %D %E %F %I %j %J %l %m %P %p %q %R %r %S %t %U %x %X %%)
        with - and 0 flags, width and .precision; @ strftime codes (@N, @@); \\ escapes
   -D: PUBLISH content-type correlation-data message-expiry-interval payload-format-indicator
-      response-topic user-property; CONNECT session-expiry-interval maximum-packet-size
-      receive-maximum request-problem-information request-response-information
-      user-property; SUBSCRIBE subscription-identifier user-property; WILL all
+      response-topic topic-alias user-property; CONNECT session-expiry-interval
+      maximum-packet-size receive-maximum request-problem-information
+      request-response-information topic-alias-maximum user-property; SUBSCRIBE
+      subscription-identifier user-property; WILL all
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
   -d: libmosquitto's packet trace on stdout (sub: a message's acknowledgement is traced
       after its output, as mqlink acknowledges only what it printed)
-Different: -F %A prints as absent (topic aliases are not kept).
 Refused, naming why: --psk --psk-identity --ciphers --tls-engine
-  --keyform engine, other -D properties (the engine cannot send them).
+  --keyform engine, other -D properties (UNSUBSCRIBE, DISCONNECT, authentication,
+  payload-format-indicator 2-255: the engine cannot send them).
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
 
 /// `-V` as mosquitto spells it, plus the bare numbers.

@@ -88,6 +88,10 @@ pub struct PublishProps {
     /// The Subscription Identifier a broker attached (received only: never encoded, a
     /// client must not send it).
     pub subscription_id: Option<u32>,
+    /// Topic Alias. Sent as given (the connection sends an empty topic once the alias
+    /// stands for it on that connection, as libmosquitto does); received, the connection
+    /// has put the topic it stands for in [`Publish::topic`].
+    pub topic_alias: Option<u16>,
     /// The order the properties came in (received only).
     pub order: PropOrder,
 }
@@ -281,6 +285,8 @@ pub struct ConnectExtras {
     pub request_response_info: Option<bool>,
     /// User properties, in order.
     pub user: Vec<(String, String)>,
+    /// Topic Alias Maximum: how many topic aliases the broker may use towards us.
+    pub topic_alias_maximum: Option<u16>,
 }
 
 impl std::fmt::Debug for Connect {
@@ -728,6 +734,7 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             connect.properties.receive_max = c.receive_max;
             connect.properties.request_problem_info = c.extras.request_problem_info;
             connect.properties.request_response_info = c.extras.request_response_info;
+            connect.properties.topic_alias_max = c.extras.topic_alias_maximum;
             connect.properties.user_properties = c
                 .extras
                 .user
@@ -783,6 +790,7 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             props.content_type = p.props.content_type.as_deref().map(arc);
             props.message_expiry_interval = p.props.message_expiry;
             props.payload_is_utf8 = p.props.payload_utf8;
+            props.topic_alias = p.props.topic_alias;
             props.response_topic = match &p.props.response_topic {
                 Some(t) => Some(topic_name(t)?),
                 None => None,
@@ -913,6 +921,7 @@ fn from_v5(p: v5::Packet) -> Packet {
             extras: ConnectExtras {
                 request_problem_info: c.properties.request_problem_info,
                 request_response_info: c.properties.request_response_info,
+                topic_alias_maximum: c.properties.topic_alias_max,
                 user: c
                     .properties
                     .user_properties
@@ -954,6 +963,7 @@ fn from_v5(p: v5::Packet) -> Packet {
                     response_topic: props.response_topic.map(|t| t.to_string()),
                     correlation_data: props.correlation_data,
                     subscription_id: props.subscription_id.map(|i| i.value()),
+                    topic_alias: props.topic_alias,
                     order: PropOrder::default(),
                 },
             })

@@ -105,6 +105,7 @@ impl EventLoop {
             session_present: connack.session_present,
         });
         self.session.connected(&connack);
+        self.aliases.reset();
         if let Some(birth) = self.opts.birth.clone() {
             let token = INTERNAL | self.next_token.fetch_add(1, Ordering::Relaxed);
             self.session.publish(token, birth);
@@ -321,7 +322,12 @@ impl EventLoop {
     fn decode_all(&mut self, rbuf: &mut BytesMut, max: usize) -> Result<(), (String, Loss)> {
         loop {
             match codec::decode(rbuf, self.protocol, max) {
-                Ok(Some(packet)) => {
+                Ok(Some(mut packet)) => {
+                    if let Packet::Publish(p) = &mut packet
+                        && let Err(e) = self.aliases.incoming(p)
+                    {
+                        return Err((format!("bad packet from broker: {e}"), Loss::Other));
+                    }
                     observer::notify(
                         self.opts.packet_observer.as_ref(),
                         Direction::Received,

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::aliases::TopicAliases;
 use super::connection::ConnEnd;
 use super::handle::{Command, LinkState};
 use super::handshake::establish;
@@ -43,6 +44,8 @@ pub struct EventLoop {
     pub(super) unsub_replies: HashMap<Token, oneshot::Sender<()>>,
     pub(super) backlog: VecDeque<Delivery>,
     pub(super) early_closes: u32,
+    /// The topic aliases of the current connection.
+    pub(super) aliases: TopicAliases,
 }
 
 /// Tokens with this bit are the loop's own messages (birth); their verdicts are only logged.
@@ -241,7 +244,16 @@ impl EventLoop {
     ) {
         while let Some(out) = self.session.poll_output() {
             match out {
-                Output::Send { packet, written } => {
+                Output::Send {
+                    mut packet,
+                    written,
+                } => {
+                    // A topic alias already set on this connection goes without its topic.
+                    if let Packet::Publish(p) = &packet
+                        && let Some(short) = self.aliases.outgoing(p)
+                    {
+                        packet = Packet::Publish(short);
+                    }
                     let before = wbuf.len();
                     let refused = match codec::encode(&packet, self.protocol, wbuf) {
                         Err(e) => Some((0x90, e.to_string())),
@@ -262,6 +274,7 @@ impl EventLoop {
                             // A message we were handed: refuse it instead of poisoning the
                             // connection; what waits behind it goes on.
                             Packet::Publish(p) => {
+                                self.aliases.not_sent(p);
                                 self.session.refuse(p.pid, written, code, reason);
                             }
                             other => {

@@ -37,7 +37,9 @@
 //!   their priority and part of the deterministic simulation's trace (`crate::sim`).
 //! - `reason`: words for CONNACK and MQTT 5 reason codes ([`refusal`], [`reason_name`]).
 //! - `observer`: [`PacketObserver`], told of every packet sent and received (traces).
+//! - `aliases`: the MQTT 5 topic aliases of one connection, both ways.
 
+mod aliases;
 mod connection;
 mod event_loop;
 mod handle;
@@ -133,6 +135,7 @@ pub fn new(opts: MqttOptions) -> Result<(Client, Deliveries, EventLoop), ClientE
             unsub_replies: HashMap::new(),
             backlog: VecDeque::new(),
             early_closes: 0,
+            aliases: aliases::TopicAliases::default(),
         },
     ))
 }
