@@ -656,7 +656,7 @@ impl MosqConnArgs {
         // -M says (-M only limits what they send); -D CONNECT receive-maximum overrides it.
         o.receive_maximum = Some(20);
         if self.debug {
-            let trace = crate::cmd::packet_trace::PacketTrace::new();
+            let trace = crate::cmd::packet_trace::PacketTrace::new(protocol == Protocol::V5);
             o.packet_observer = Some(crate::cmd::packet_trace::observer(
                 if tool == "mosquitto_sub" && !self.quiet {
                     trace.with_subscribed_lines()

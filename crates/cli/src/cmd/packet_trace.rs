@@ -27,12 +27,17 @@ pub struct PacketTrace {
     /// mosquitto_sub's line after each SUBACK (its subscribe callback prints it with -d,
     /// unless --quiet).
     subscribed_lines: bool,
+    /// MQTT 5: subscription options beyond the QoS exist on the wire (and in the trace).
+    v5: bool,
 }
 
 impl PacketTrace {
-    /// A trace for a client that has not connected yet.
-    pub fn new() -> PacketTrace {
-        PacketTrace::default()
+    /// A trace for a client that has not connected yet and will speak MQTT 5 (`v5`) or 3.
+    pub fn new(v5: bool) -> PacketTrace {
+        PacketTrace {
+            v5,
+            ..PacketTrace::default()
+        }
     }
 
     /// A trace that also prints mosquitto_sub's `Subscribed (mid: M): Q, ...` after each
@@ -110,8 +115,14 @@ impl PacketTrace {
                 options,
             } => {
                 self.last_mid = *pid;
-                // The option bits above the QoS, as libmosquitto prints them.
-                let opts: u8 = if options.retain_as_published { 0x08 } else { 0 };
+                // The option bits above the QoS as sent: Retain-As-Published (0x08) and
+                // Retain Handling (bits 4-5) on MQTT 5, none on 3 (libmosquitto prints what
+                // it sends).
+                let opts: u8 = if self.v5 {
+                    u8::from(options.retain_as_published) << 3 | (options.retain_handling & 3) << 4
+                } else {
+                    0
+                };
                 filters
                     .iter()
                     .map(|(f, q)| {
@@ -209,7 +220,7 @@ mod tests {
     /// assigned the id) and for `-q 0 --repeat 2`.
     #[test]
     fn a_publish_is_traced_in_libmosquittos_words() {
-        let mut t = PacketTrace::new();
+        let mut t = PacketTrace::new(false);
         let mut lines = Vec::new();
         let connack = ConnAck {
             assigned_client_id: Some("auto-1".into()),
@@ -238,7 +249,7 @@ mod tests {
                 "Client auto-1 sending DISCONNECT",
             ]
         );
-        let mut t = PacketTrace::new();
+        let mut t = PacketTrace::new(false);
         t.lines(true, &connect("q"));
         let q0 = publish("a", QoS::AtMostOnce, None, 1);
         assert_eq!(
@@ -253,7 +264,7 @@ mod tests {
     /// What mosquitto_sub 2.0.11 -d printed for two filters, -U and QoS 1 and 0 messages.
     #[test]
     fn a_subscription_is_traced_in_libmosquittos_words() {
-        let mut t = PacketTrace::new().with_subscribed_lines();
+        let mut t = PacketTrace::new(false).with_subscribed_lines();
         t.lines(true, &connect("s"));
         let sub = Packet::Subscribe {
             pid: 1,

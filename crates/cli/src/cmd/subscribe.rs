@@ -114,6 +114,11 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
     }
     // Only asked for when given, as mosquitto_sub does (3.x has no such option).
     opts.subscribe_options.retain_as_published = args.retain_as_published;
+    // mosquitto_sub -R also asks an MQTT 5 broker not to send retained messages at all
+    // (Retain Handling 2); they are still skipped here for MQTT 3.
+    if args.no_retained {
+        opts.subscribe_options.retain_handling = 2;
+    }
     if args.no_retained && args.retained_only {
         // mosquitto_sub's own layout for this one: a blank line first, no --help line.
         return Err(anyhow::Error::new(MosqPlain(

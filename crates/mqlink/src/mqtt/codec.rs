@@ -186,6 +186,9 @@ impl PublishProps {
 pub struct SubscribeOptions {
     /// Retain-As-Published: live messages keep the publisher's retain flag.
     pub retain_as_published: bool,
+    /// Retain Handling: 0 send retained messages at subscribe, 1 only for a new
+    /// subscription, 2 never (mosquitto_sub `-R`). Values above 2 are not encodable.
+    pub retain_handling: u8,
     /// Subscription Identifier property (1..=268435455).
     pub subscription_id: Option<u32>,
     /// User properties, in order.
@@ -835,6 +838,8 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
                     .map(|(f, q)| {
                         let mut o = v5::SubscriptionOptions::new(q.to_proto());
                         o.retain_as_published = options.retain_as_published;
+                        o.retain_handling = v5::RetainHandling::from_u8(options.retain_handling)
+                            .ok_or("bad retain handling")?;
                         Ok((topic_filter(f)?, o))
                     })
                     .collect::<Result<_, String>>()?,
@@ -992,6 +997,7 @@ fn from_v5(p: v5::Packet) -> Packet {
             pid: s.pid.value(),
             options: SubscribeOptions {
                 retain_as_published: s.topics.first().is_some_and(|(_, o)| o.retain_as_published),
+                retain_handling: s.topics.first().map_or(0, |(_, o)| o.retain_handling as u8),
                 subscription_id: s.properties.subscription_id.map(|i| i.value()),
                 user: s
                     .properties
