@@ -381,13 +381,14 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
       response-topic topic-alias user-property; CONNECT session-expiry-interval
       maximum-packet-size receive-maximum request-problem-information
       request-response-information topic-alias-maximum user-property; SUBSCRIBE
-      subscription-identifier user-property; WILL all
+      subscription-identifier user-property; UNSUBSCRIBE user-property; DISCONNECT
+      session-expiry-interval reason-string server-reference user-property; WILL all
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
   -d: libmosquitto's packet trace on stdout (sub: a message's acknowledgement is traced
       after its output, as mqlink acknowledges only what it printed)
 Refused, naming why: --psk --psk-identity --ciphers --tls-engine
-  --keyform engine, other -D properties (UNSUBSCRIBE, DISCONNECT, authentication,
-  payload-format-indicator 2-255: the engine cannot send them).
+  --keyform engine, -D authentication-method/-data (no AUTH exchange) and
+  payload-format-indicator 2-255 (kept as a flag by the codec).
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
 
 /// `-V` as mosquitto spells it, plus the bare numbers.

@@ -133,7 +133,7 @@ impl PacketTrace {
                     })
                     .collect()
             }
-            Packet::Unsubscribe { pid, filters } => {
+            Packet::Unsubscribe { pid, filters, .. } => {
                 self.last_mid = *pid;
                 filters
                     .iter()
@@ -277,6 +277,7 @@ mod tests {
         let unsub = Packet::Unsubscribe {
             pid: 2,
             filters: vec!["b".into()],
+            user: Vec::new(),
         };
         let lines = [
             t.lines(true, &sub),

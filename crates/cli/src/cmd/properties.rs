@@ -8,11 +8,14 @@
 //! payload-format-indicator (0 or 1), response-topic, topic-alias, user-property; CONNECT
 //! session-expiry-interval, maximum-packet-size, receive-maximum,
 //! request-problem-information, request-response-information, topic-alias-maximum,
-//! user-property; SUBSCRIBE subscription-identifier, user-property. Properties of a packet the command never sends
+//! user-property; SUBSCRIBE subscription-identifier, user-property; UNSUBSCRIBE
+//! user-property; DISCONNECT session-expiry-interval, reason-string, server-reference,
+//! user-property. Properties of a packet the command never sends
 //! are accepted and ignored, as mosquitto does (sub: PUBLISH; pub: SUBSCRIBE, UNSUBSCRIBE).
 //! WILL: all its properties (ignored without `--will-topic`, as by mosquitto).
-//! Everything else the engine has no field for (UNSUBSCRIBE and DISCONNECT properties,
-//! authentication) is refused by name.
+//! Everything else (authentication, which needs an AUTH exchange the engine does not
+//! speak, and a payload-format-indicator above 1, which the codec keeps as a flag) is
+//! refused by name.
 
 use bytes::Bytes;
 use mqlink::mqtt::client::MqttOptions;
@@ -382,6 +385,25 @@ pub fn apply(
                 }
                 opts.subscribe_options.subscription_id = Some(number as u32);
             }
+            ("UNSUBSCRIBE", "user-property") => {
+                opts.subscribe_options
+                    .unsubscribe_user
+                    .push((g.key.to_string(), value.to_string()));
+            }
+            ("DISCONNECT", "session-expiry-interval") => {
+                opts.disconnect.session_expiry = Some(number as u32);
+            }
+            ("DISCONNECT", "reason-string") => {
+                opts.disconnect.reason_string = Some(value.to_string());
+            }
+            ("DISCONNECT", "server-reference") => {
+                opts.disconnect.server_reference = Some(value.to_string());
+            }
+            ("DISCONNECT", "user-property") => {
+                opts.disconnect
+                    .user
+                    .push((g.key.to_string(), value.to_string()));
+            }
             ("SUBSCRIBE", "user-property") => {
                 opts.subscribe_options
                     .user
@@ -489,7 +511,7 @@ mod tests {
         assert!(e(&["PUBLISH", "subscription-identifier", "2"]).contains("not supported for"));
         assert!(e(&["PUBLISH", "message-expiry-interval", "-1"]).contains("out of range"));
         assert!(e(&["CONNECT", "user-property", "a"]).contains("not enough arguments"));
-        assert!(e(&["DISCONNECT", "session-expiry-interval", "5"]).contains("not supported"));
+        assert!(e(&["CONNECT", "authentication-method", "x"]).contains("is not supported"));
     }
 
     #[test]

@@ -189,6 +189,8 @@ pub struct SubscribeOptions {
     /// Retain Handling: 0 send retained messages at subscribe, 1 only for a new
     /// subscription, 2 never (mosquitto_sub `-R`). Values above 2 are not encodable.
     pub retain_handling: u8,
+    /// User properties sent with every UNSUBSCRIBE, in order.
+    pub unsubscribe_user: Vec<(String, String)>,
     /// Subscription Identifier property (1..=268435455).
     pub subscription_id: Option<u32>,
     /// User properties, in order.
@@ -334,6 +336,12 @@ pub struct Disconnect {
     pub reason: u8,
     /// v5 reason string.
     pub reason_string: Option<String>,
+    /// v5 session expiry interval (seconds), changing the one given in CONNECT.
+    pub session_expiry: Option<u32>,
+    /// v5 server reference.
+    pub server_reference: Option<String>,
+    /// v5 user properties, in order.
+    pub user: Vec<(String, String)>,
 }
 
 /// A control packet, independent of protocol version.
@@ -375,6 +383,8 @@ pub enum Packet {
         pid: u16,
         /// Filters.
         filters: Vec<String>,
+        /// v5 user properties, in order.
+        user: Vec<(String, String)>,
     },
     /// UNSUBACK.
     UnsubAck {
@@ -571,6 +581,23 @@ fn topic_filter(t: &str) -> Result<mqtt_proto::TopicFilter, String> {
     mqtt_proto::TopicFilter::try_from(t).map_err(|e| format!("invalid topic filter '{t}': {e}"))
 }
 
+fn user_properties(pairs: &[(String, String)]) -> Vec<v5::UserProperty> {
+    pairs
+        .iter()
+        .map(|(k, v)| v5::UserProperty {
+            name: arc(k),
+            value: arc(v),
+        })
+        .collect()
+}
+
+fn pairs(props: &[v5::UserProperty]) -> Vec<(String, String)> {
+    props
+        .iter()
+        .map(|u| (u.name.to_string(), u.value.to_string()))
+        .collect()
+}
+
 fn arc(s: &str) -> Arc<str> {
     Arc::from(s)
 }
@@ -625,7 +652,9 @@ fn to_v3(packet: &Packet, protocol: Protocol) -> Result<v3::Packet, String> {
                 .map(|(f, q)| Ok((topic_filter(f)?, q.to_proto())))
                 .collect::<Result<_, String>>()?,
         )),
-        Packet::Unsubscribe { pid: p, filters } => v3::Packet::Unsubscribe(v3::Unsubscribe::new(
+        Packet::Unsubscribe {
+            pid: p, filters, ..
+        } => v3::Packet::Unsubscribe(v3::Unsubscribe::new(
             pid(*p)?,
             filters
                 .iter()
@@ -718,6 +747,7 @@ fn from_v3(p: v3::Packet) -> Packet {
         v3::Packet::Unsubscribe(u) => Packet::Unsubscribe {
             pid: u.pid.value(),
             filters: u.topics.into_iter().map(|f| f.to_string()).collect(),
+            user: Vec::new(),
         },
         v3::Packet::Unsuback(p) => Packet::UnsubAck { pid: p.value() },
         v3::Packet::Pingreq => Packet::PingReq,
@@ -861,18 +891,34 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
                 .collect();
             v5::Packet::Subscribe(subscribe)
         }
-        Packet::Unsubscribe { pid: p, filters } => v5::Packet::Unsubscribe(v5::Unsubscribe::new(
-            pid(*p)?,
-            filters
-                .iter()
-                .map(|f| topic_filter(f))
-                .collect::<Result<_, _>>()?,
-        )),
+        Packet::Unsubscribe {
+            pid: p,
+            filters,
+            user,
+        } => {
+            let mut unsubscribe = v5::Unsubscribe::new(
+                pid(*p)?,
+                filters
+                    .iter()
+                    .map(|f| topic_filter(f))
+                    .collect::<Result<_, _>>()?,
+            );
+            unsubscribe.properties.user_properties = user_properties(user);
+            v5::Packet::Unsubscribe(unsubscribe)
+        }
         Packet::PingReq => v5::Packet::Pingreq,
         Packet::PingResp => v5::Packet::Pingresp,
-        Packet::Disconnect(d) => v5::Packet::Disconnect(v5::Disconnect::new(
-            v5::DisconnectReasonCode::from_u8(d.reason).ok_or("bad DISCONNECT reason")?,
-        )),
+        Packet::Disconnect(d) => {
+            let mut disconnect = v5::Disconnect::new(
+                v5::DisconnectReasonCode::from_u8(d.reason).ok_or("bad DISCONNECT reason")?,
+            );
+            let props = &mut disconnect.properties;
+            props.session_expiry_interval = d.session_expiry;
+            props.reason_string = d.reason_string.as_deref().map(arc);
+            props.server_reference = d.server_reference.as_deref().map(arc);
+            props.user_properties = user_properties(&d.user);
+            v5::Packet::Disconnect(disconnect)
+        }
         Packet::ConnAck(c) => v5::Packet::Connack(v5::Connack::new(
             c.session_present,
             v5::ConnectReasonCode::from_u8(c.code).ok_or("bad CONNACK reason")?,
@@ -1005,6 +1051,7 @@ fn from_v5(p: v5::Packet) -> Packet {
                     .iter()
                     .map(|u| (u.name.to_string(), u.value.to_string()))
                     .collect(),
+                unsubscribe_user: Vec::new(),
             },
             filters: s
                 .topics
@@ -1019,6 +1066,7 @@ fn from_v5(p: v5::Packet) -> Packet {
         v5::Packet::Unsubscribe(u) => Packet::Unsubscribe {
             pid: u.pid.value(),
             filters: u.topics.into_iter().map(|f| f.to_string()).collect(),
+            user: pairs(&u.properties.user_properties),
         },
         v5::Packet::Unsuback(u) => Packet::UnsubAck { pid: u.pid.value() },
         v5::Packet::Pingreq => Packet::PingReq,
@@ -1026,6 +1074,9 @@ fn from_v5(p: v5::Packet) -> Packet {
         v5::Packet::Disconnect(d) => Packet::Disconnect(Disconnect {
             reason: d.reason_code as u8,
             reason_string: opt_string(&d.properties.reason_string),
+            session_expiry: d.properties.session_expiry_interval,
+            server_reference: opt_string(&d.properties.server_reference),
+            user: pairs(&d.properties.user_properties),
         }),
         v5::Packet::Auth(_) => Packet::Auth,
     }

@@ -870,6 +870,7 @@ impl Session {
                 Request::Unsubscribe(filters) => Packet::Unsubscribe {
                     pid,
                     filters: filters.clone(),
+                    user: self.subscribe_options.unsubscribe_user.clone(),
                 },
             };
             self.requests_sent.insert(pid, (Some(token), req));

@@ -75,14 +75,18 @@ impl Conn {
 
     /// Arm 1, shutdown: write what is buffered and a DISCONNECT (so the will is not
     /// published), each within a second.
-    async fn on_shutdown(&mut self, observer: Option<&PacketObserver>) -> ConnEnd {
+    async fn on_shutdown(
+        &mut self,
+        disconnect: &Disconnect,
+        observer: Option<&PacketObserver>,
+    ) -> ConnEnd {
         if !self.wbuf.is_empty() {
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), self.wr.write_all(&self.wbuf)).await;
         }
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
-            write_disconnect(&mut self.wr, self.protocol, observer),
+            write_disconnect(&mut self.wr, self.protocol, disconnect, observer),
         )
         .await;
         ConnEnd::Shutdown
@@ -146,8 +150,13 @@ impl EventLoop {
             // session, and mosquitto_sub, which prints a QoS 2 message only at its PUBREL,
             // never leaves one open. A lost connection does not wait for them.
             if self.finished() && self.session.awaiting_pubrel_len() == 0 && c.wbuf.is_empty() {
-                let _ = write_disconnect(&mut c.wr, c.protocol, self.opts.packet_observer.as_ref())
-                    .await;
+                let _ = write_disconnect(
+                    &mut c.wr,
+                    c.protocol,
+                    &self.opts.disconnect,
+                    self.opts.packet_observer.as_ref(),
+                )
+                .await;
                 return ConnEnd::Finished;
             }
             let ping_at = c.ping_at();
@@ -155,7 +164,7 @@ impl EventLoop {
             // Biased: the arms' order is their priority and the simulation's trace.
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => ControlFlow::Break(c.on_shutdown(self.opts.packet_observer.as_ref()).await),
+                _ = shutdown.cancelled() => ControlFlow::Break(c.on_shutdown(&self.opts.disconnect, self.opts.packet_observer.as_ref()).await),
                 r = c.wr.write_buf(&mut c.wbuf), if !c.wbuf.is_empty() => self.on_written(&mut c, r).await,
                 r = c.rd.read_buf(&mut c.rbuf), if self.backlog.is_empty() => self.on_read(&mut c, r),
                 Some(t) = self.ack_rx.recv() => {
@@ -379,10 +388,11 @@ async fn sleep_until_opt(at: Option<Instant>) {
 async fn write_disconnect<W: tokio::io::AsyncWrite + Unpin>(
     wr: &mut W,
     protocol: Protocol,
+    disconnect: &Disconnect,
     observer: Option<&PacketObserver>,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
-    let disconnect = Packet::Disconnect(Disconnect::default());
+    let disconnect = Packet::Disconnect(disconnect.clone());
     if codec::encode(&disconnect, protocol, &mut buf).is_ok() {
         observer::notify(observer, Direction::Sent, &disconnect);
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::observer::PacketObserver;
-use crate::mqtt::codec::{ConnectExtras, Protocol, Publish, SubscribeOptions, Will};
+use crate::mqtt::codec::{ConnectExtras, Disconnect, Protocol, Publish, SubscribeOptions, Will};
 use crate::mqtt::tls::TlsOptions;
 use crate::mqtt::transport::SocketOptions;
 use crate::mqtt::url::BrokerUrl;
@@ -69,6 +69,9 @@ pub struct MqttOptions {
     pub subscribe_options: SubscribeOptions,
     /// Told of every packet sent and received, in order (mqlink pub/sub's `-d` trace).
     pub packet_observer: Option<PacketObserver>,
+    /// The DISCONNECT sent when the client ends cleanly: its MQTT 5 properties (mqlink
+    /// pub/sub's `-D DISCONNECT ...`); 3.x sends a bare DISCONNECT.
+    pub disconnect: Disconnect,
 }
 
 impl std::fmt::Debug for MqttOptions {
@@ -117,6 +120,7 @@ impl MqttOptions {
             connect_extras: ConnectExtras::default(),
             subscribe_options: SubscribeOptions::default(),
             packet_observer: None,
+            disconnect: Disconnect::default(),
         }
     }
 }
