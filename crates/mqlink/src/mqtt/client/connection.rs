@@ -20,23 +20,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::event_loop::{EventLoop, INTERNAL, MAX_QUEUED, MAX_WBUF, recv_opt};
+use super::event_loop::{ConnEnd, EventLoop, INTERNAL, MAX_QUEUED, MAX_WBUF, recv_opt};
 use super::handle::{Command, LinkState};
 use super::observer::{self, Direction, PacketObserver};
 use super::reason::reason_name;
 use crate::mqtt::codec::{self, ConnAck, Disconnect, Packet, Protocol};
 use crate::mqtt::state::{AckToken, Delivery, Loss, SessionError, Token};
 use crate::mqtt::transport::BoxIo;
-
-/// How a connection ended.
-pub(super) enum ConnEnd {
-    /// The shutdown token was cancelled; a DISCONNECT was sent.
-    Shutdown,
-    /// Every client is gone and nothing is left to send; a DISCONNECT was sent.
-    Finished,
-    /// Lost: why, and whether a message of ours may be the cause.
-    Lost(String, Loss),
-}
 
 /// One connection's I/O state, apart from the session (which outlives it).
 struct Conn {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 // Tokio's clock, not the OS's: the same in production, and paused or simulated time in
@@ -19,12 +19,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::aliases::TopicAliases;
-use super::connection::ConnEnd;
 use super::handle::{Command, LinkState};
 use super::handshake::establish;
 use super::observer::{self, Direction};
 use super::options::MqttOptions;
-use crate::mqtt::codec::{self, Packet, Protocol};
+use crate::mqtt::codec::{self, Connect, Packet, Protocol};
 use crate::mqtt::state::{AckToken, Delivery, Loss, Output, Session, Token, Verdict};
 use crate::mqtt::transport::Connector;
 
@@ -57,6 +56,16 @@ pub(super) const MAX_QUEUED: usize = 4096;
 pub(super) const MAX_WBUF: usize = 1 << 20;
 /// A connection that lived this long after CONNACK was a real one: the backoff starts over.
 pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// How a connection ended.
+pub(super) enum ConnEnd {
+    /// The shutdown token was cancelled; a DISCONNECT was sent.
+    Shutdown,
+    /// Every client is gone and nothing is left to send; a DISCONNECT was sent.
+    Finished,
+    /// Lost: why, and whether a message of ours may be the cause.
+    Lost(String, Loss),
+}
 
 impl EventLoop {
     /// Run until `shutdown` is cancelled or every [`Client`](super::Client) is gone and all work is done.
@@ -172,6 +181,32 @@ impl EventLoop {
         } else {
             self.early_closes = 0;
         }
+    }
+
+    /// The CONNECT for the next attempt: whether it resumes a session is the session's
+    /// call (see `Session::clean_start`).
+    pub(super) fn connect_packet(&self) -> Packet {
+        Packet::Connect(Box::new(Connect {
+            client_id: self.opts.client_id.clone(),
+            keep_alive: u16::try_from(self.opts.keep_alive.as_secs()).unwrap_or(u16::MAX),
+            clean_start: self
+                .session
+                .clean_start(!self.opts.clean_start, self.opts.resume_at_start),
+            session_expiry: self
+                .opts
+                .session_expiry
+                .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+            receive_max: self.opts.receive_maximum,
+            max_packet_size: Some(self.opts.max_packet_size),
+            will: self.opts.will.clone(),
+            username: self.opts.username.clone(),
+            password: self
+                .opts
+                .password
+                .as_ref()
+                .map(|p| Bytes::from(p.clone().into_bytes())),
+            extras: self.opts.connect_extras.clone(),
+        }))
     }
 
     pub(super) fn on_command(&mut self, cmd: Option<Command>) {

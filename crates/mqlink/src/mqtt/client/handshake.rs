@@ -1,46 +1,17 @@
-//! Opening a connection: the CONNECT packet from the options and the session, then the
-//! transport (TCP | TLS | WebSocket, see `mqtt::transport`) and CONNECT/CONNACK within the
-//! connect timeout. A refusal is a [`ConnectError::Refused`] with the broker's code in
+//! Opening a connection: the transport (TCP | TLS | WebSocket, see `mqtt::transport`) and
+//! CONNECT/CONNACK within the connect timeout (the CONNECT packet itself is the event
+//! loop's: it depends on the session). A refusal is a [`ConnectError::Refused`] with the broker's code in
 //! words; only an explicit refusal of MQTT 5 falls back to 3.1.1.
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::event_loop::EventLoop;
 use super::observer::{self, Direction, PacketObserver};
 use super::reason::refusal;
-use crate::mqtt::codec::{self, ConnAck, Connect, Packet, Protocol};
+use crate::mqtt::codec::{self, ConnAck, Packet, Protocol};
 use crate::mqtt::transport::{BoxIo, Connector, TransportError};
-
-impl EventLoop {
-    /// The CONNECT for the next attempt: whether it resumes a session is the session's
-    /// call (see `Session::clean_start`).
-    pub(super) fn connect_packet(&self) -> Packet {
-        Packet::Connect(Box::new(Connect {
-            client_id: self.opts.client_id.clone(),
-            keep_alive: u16::try_from(self.opts.keep_alive.as_secs()).unwrap_or(u16::MAX),
-            clean_start: self
-                .session
-                .clean_start(!self.opts.clean_start, self.opts.resume_at_start),
-            session_expiry: self
-                .opts
-                .session_expiry
-                .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
-            receive_max: self.opts.receive_maximum,
-            max_packet_size: Some(self.opts.max_packet_size),
-            will: self.opts.will.clone(),
-            username: self.opts.username.clone(),
-            password: self
-                .opts
-                .password
-                .as_ref()
-                .map(|p| Bytes::from(p.clone().into_bytes())),
-            extras: self.opts.connect_extras.clone(),
-        }))
-    }
-}
 
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]

@@ -29,15 +29,20 @@
 //! - `handle`: what the application holds: [`Client`], [`PublishHandle`], [`Deliveries`],
 //!   [`LinkState`]; commands go to the loop over a bounded channel.
 //! - `event_loop`: [`EventLoop::run`]: connect, reconnect with [`backoff`], shutdown; the
-//!   commands and the session's outputs (verdicts, deliveries, packets to write).
-//! - `handshake`: the CONNECT packet, TCP/TLS/WebSocket + CONNECT/CONNACK within the
-//!   connect timeout, the fallback to 3.1.1 ([`ConnectError`]).
+//!   CONNECT packet, the commands and the session's outputs (verdicts, deliveries, packets
+//!   to write).
+//! - `handshake`: TCP/TLS/WebSocket + CONNECT/CONNACK within the connect timeout, the
+//!   fallback to 3.1.1 ([`ConnectError`]).
 //! - `connection`: one live connection: a biased `select!` whose arms (shutdown, write,
 //!   read, acks, deliveries, commands, keepalive) are one method each; their order is
 //!   their priority and part of the deterministic simulation's trace (`crate::sim`).
 //! - `reason`: words for CONNACK and MQTT 5 reason codes ([`refusal`], [`reason_name`]).
 //! - `observer`: [`PacketObserver`], told of every packet sent and received (traces).
 //! - `aliases`: the MQTT 5 topic aliases of one connection, both ways.
+//!
+//! The files import downwards only (`tests/import_cycles.rs`): `connection` uses
+//! `event_loop`, which uses `handshake`, `handle` and `options`; `reason`, `observer`
+//! and `aliases` are leaves.
 
 mod aliases;
 mod connection;

@@ -89,6 +89,21 @@ impl std::fmt::Debug for MqttOptions {
 }
 
 impl MqttOptions {
+    /// The protocol tried first unless set (falling back to 3.1.1 on an explicit refusal).
+    pub const DEFAULT_PROTOCOL: Protocol = Protocol::V5;
+    /// Keepalive unless set.
+    pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
+    /// Reconnect backoff floor unless set.
+    pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_secs(1);
+    /// Reconnect backoff ceiling unless set.
+    pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(60);
+    /// Largest packet unless set: 16 MiB.
+    pub const DEFAULT_MAX_PACKET_SIZE: u32 = 16 * 1024 * 1024;
+    /// Unacknowledged QoS 1/2 messages unless set: Mosquitto's per-client default.
+    pub const DEFAULT_MAX_INFLIGHT: u16 = 20;
+    /// Deadline for TCP + TLS + WebSocket + CONNACK unless set.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// Defaults for `url`: client id `mqlink-{hostname}`, MQTT 5 with fallback, keepalive
     /// 60 s, clean start, 16 MiB packets, 20 in flight (Mosquitto's per-client default).
     pub fn new(url: BrokerUrl) -> MqttOptions {
@@ -99,9 +114,9 @@ impl MqttOptions {
             client_id: default_client_id(),
             username,
             password,
-            protocol: Protocol::V5,
+            protocol: MqttOptions::DEFAULT_PROTOCOL,
             fallback_to_311: true,
-            keep_alive: Duration::from_secs(60),
+            keep_alive: MqttOptions::DEFAULT_KEEP_ALIVE,
             clean_start: true,
             resume_at_start: true,
             session_expiry: None,
@@ -109,11 +124,11 @@ impl MqttOptions {
             birth: None,
             tls: TlsOptions::default(),
             socket: SocketOptions::default(),
-            reconnect_min: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(60),
-            max_packet_size: 16 * 1024 * 1024,
-            max_inflight: 20,
-            connect_timeout: Duration::from_secs(10),
+            reconnect_min: MqttOptions::DEFAULT_RECONNECT_MIN,
+            reconnect_max: MqttOptions::DEFAULT_RECONNECT_MAX,
+            max_packet_size: MqttOptions::DEFAULT_MAX_PACKET_SIZE,
+            max_inflight: MqttOptions::DEFAULT_MAX_INFLIGHT,
+            connect_timeout: MqttOptions::DEFAULT_CONNECT_TIMEOUT,
             queue_capacity: 1024,
             delivery_capacity: 1024,
             receive_maximum: None,
