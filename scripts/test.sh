@@ -9,7 +9,8 @@
 #    for the interop suite (crates/cli/tests/interop.rs) RabbitMQ (Debian), amqtt (pip)
 #    and Aedes (npm ci in tests/interop, versions pinned by its package-lock.json).
 # 2. Fails loudly if any of them is still missing: tests never skip for a missing peer.
-# 3. Runs all tests (cargo-nextest when installed, else cargo test), then the doctests,
+# 3. Runs all tests (cargo-nextest when installed, else cargo test), the lean library's
+#    unit tests (`-p mqlink --no-default-features --lib`), then the doctests,
 #    which nextest does not run, then a short fault-injection campaign (scripts/campaign.sh,
 #    about 3 minutes). All always run; the exit status is non-zero if any failed.
 # 4. Renders the broker matrix of docs/INTEROP.md from the interop suite's results and
@@ -171,6 +172,15 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     echo "==> cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
     cargo test --workspace --no-fail-fast || status=$?
+fi
+
+# The lean library (no HTTP source, no poll source, only the built-in sinks) is a build of
+# its own: its unit tests run too, with a short simulation (the full one ran above).
+echo "==> cargo nextest run -p mqlink --no-default-features --lib (the lean library)"
+if cargo nextest --version >/dev/null 2>&1; then
+    MQLINK_SIM_SEEDS=50 cargo nextest run -p mqlink --no-default-features --lib || status=$?
+else
+    MQLINK_SIM_SEEDS=50 cargo test -p mqlink --no-default-features --lib || status=$?
 fi
 
 echo "==> cargo test --workspace --doc"

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mqlink::source::http::{BodyKind, parse_batch};
+use mqlink::internals::{BodyKind, parse_batch};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, body)) = data.split_first() else {

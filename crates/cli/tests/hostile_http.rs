@@ -173,7 +173,7 @@ fn ten_thousand_slow_connections_do_not_lock_out_a_good_request() {
     );
     let fds = open_fds(d.pid());
     assert!(
-        fds < mqlink::source::http::MAX_CONNECTIONS + 200,
+        fds < mqlink::config::HttpSource::DEFAULT_MAX_CONNECTIONS + 200,
         "daemon holds {fds} descriptors"
     );
     // While they hang, a good request is answered quickly.

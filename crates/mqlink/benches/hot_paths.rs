@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mqlink::internals::OutMessage;
 use mqlink::mqtt::codec::{self, Packet, Protocol, Publish, PublishProps, QoS};
-use mqlink::publish::message::OutMessage;
 use mqlink::record;
 use mqlink::topic::{EventGlob, GlobSet, RenderContext, SlashPolicy, Template};
 use serde_json::json;

@@ -49,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 link.emit(&event, fields).await?;
                 seq += concurrency;
             }
-            Ok::<(), mqlink::publish::ingest::IngestError>(())
+            Ok::<(), mqlink::IngestError>(())
         });
     }
     while let Some(r) = workers.join_next().await {

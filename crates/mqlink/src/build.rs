@@ -13,7 +13,7 @@ use crate::mqtt::tls::TlsOptions;
 use crate::mqtt::url::BrokerUrl;
 
 /// The URL a client uses to reach the embedded broker listening on `listen`.
-pub fn embedded_url(listen: SocketAddr) -> BrokerUrl {
+pub(crate) fn embedded_url(listen: SocketAddr) -> BrokerUrl {
     let host = if listen.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {
@@ -39,7 +39,7 @@ fn unreachable_url(listen: SocketAddr) -> BrokerUrl {
 }
 
 /// The broker URL of a `broker` section.
-pub fn broker_url(broker: &config::Broker) -> BrokerUrl {
+pub(crate) fn broker_url(broker: &config::Broker) -> BrokerUrl {
     match &broker.target {
         BrokerTarget::Embedded(e) => embedded_url(e.listen),
         BrokerTarget::Remote(url) => url.clone(),
@@ -47,7 +47,7 @@ pub fn broker_url(broker: &config::Broker) -> BrokerUrl {
 }
 
 /// Engine options for the daemon's publishing connection.
-pub fn mqtt_options(broker: &config::Broker) -> MqttOptions {
+pub(crate) fn mqtt_options(broker: &config::Broker) -> MqttOptions {
     let mut o = MqttOptions::new(broker_url(broker));
     o.client_id = broker.client_id.clone();
     if broker.username.is_some() {
@@ -93,7 +93,7 @@ pub fn mqtt_options(broker: &config::Broker) -> MqttOptions {
 }
 
 /// The lifecycle message carrying `payload` (online or offline).
-pub fn lifecycle_message(l: &config::Lifecycle, payload: &str) -> Publish {
+pub(crate) fn lifecycle_message(l: &config::Lifecycle, payload: &str) -> Publish {
     Publish {
         topic: Arc::from(l.topic.as_str()),
         payload: Bytes::from(payload.to_string().into_bytes()),
@@ -108,7 +108,7 @@ pub fn lifecycle_message(l: &config::Lifecycle, payload: &str) -> Publish {
 /// Engine options for a connector: the broker section, with the connector's own client
 /// id, session and (optionally) URL. No lifecycle messages: those belong to the daemon's
 /// publishing connection.
-pub fn connector_options(c: &config::Connector, broker: &config::Broker) -> MqttOptions {
+pub(crate) fn connector_options(c: &config::Connector, broker: &config::Broker) -> MqttOptions {
     let mut o = mqtt_options(broker);
     if let Some(url) = &c.broker {
         o.url = url.clone();
@@ -131,6 +131,31 @@ pub fn connector_options(c: &config::Connector, broker: &config::Broker) -> Mqtt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broker_section_left_empty_gives_the_engines_own_defaults() {
+        let cfg = config::from_str(
+            "broker:\n  url: mqtt://b:1883\n",
+            config::Format::Yaml,
+            "t.yaml",
+        )
+        .unwrap();
+        let daemon = mqtt_options(&cfg.broker);
+        let engine = MqttOptions::new(broker_url(&cfg.broker));
+        let limits = |o: &MqttOptions| {
+            (
+                o.protocol,
+                o.fallback_to_311,
+                o.keep_alive,
+                o.reconnect_min,
+                o.reconnect_max,
+                o.max_packet_size,
+                o.max_inflight,
+                o.connect_timeout,
+            )
+        };
+        assert_eq!(limits(&daemon), limits(&engine));
+    }
 
     #[test]
     fn embedded_on_all_interfaces_is_reached_on_loopback() {

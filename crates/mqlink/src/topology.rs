@@ -41,12 +41,14 @@ use crate::connector::Connector;
 use crate::link::{Link, LinkError};
 use crate::mqtt::client::LinkState;
 use crate::mqtt::state::Verdict;
+use crate::observe::meter::PollStats;
 use crate::observe::meter::TopicTracker;
 use crate::observe::{ConnectorView, Facts, Observer};
 use crate::publish::router::Router;
 #[cfg(feature = "http")]
 use crate::source::http;
-use crate::source::poll::{PollError, PollStats, Poller};
+#[cfg(feature = "poll")]
+use crate::source::poll::{PollError, Poller};
 use crate::source::stdin;
 
 /// Why a topology could not be built, started or reloaded, or why it stopped by itself.
@@ -56,6 +58,7 @@ pub enum TopologyError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A poller cannot be built from its config.
+    #[cfg(feature = "poll")]
     #[error("{0}")]
     Poll(#[source] PollError),
     /// The spool or the connection cannot be opened.
@@ -84,7 +87,12 @@ impl TopologyError {
     /// True when the error is the configuration's fault (the daemon exits 2 for these);
     /// false for runtime failures (I/O, a failed task).
     pub fn is_config(&self) -> bool {
-        matches!(self, TopologyError::Config(_) | TopologyError::Poll(_))
+        match self {
+            TopologyError::Config(_) => true,
+            #[cfg(feature = "poll")]
+            TopologyError::Poll(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -478,6 +486,7 @@ fn build_connectors(config: &Config) -> Vec<(config::Connector, Connector)> {
         .collect()
 }
 
+#[cfg(feature = "poll")]
 fn build_pollers(config: &Config, link: &Link) -> Result<Vec<Poller>, TopologyError> {
     config
         .sources
@@ -486,6 +495,29 @@ fn build_pollers(config: &Config, link: &Link) -> Result<Vec<Poller>, TopologyEr
         .enumerate()
         .map(|(i, p)| Poller::new(i, p, link.ingest().clone()).map_err(TopologyError::Poll))
         .collect()
+}
+
+/// A build without the `poll` feature has no pollers: validation refuses `sources.poll`
+/// there, so the list is always empty.
+#[cfg(not(feature = "poll"))]
+fn build_pollers(_config: &Config, _link: &Link) -> Result<Vec<Poller>, TopologyError> {
+    Ok(Vec::new())
+}
+
+/// No value of it exists: it stands for the poller in a build without the `poll` feature,
+/// so the reload and shutdown code is the same in both builds.
+#[cfg(not(feature = "poll"))]
+enum Poller {}
+
+#[cfg(not(feature = "poll"))]
+impl Poller {
+    fn stats(&self) -> Arc<PollStats> {
+        match *self {}
+    }
+
+    async fn run(self, _stop: CancellationToken) {
+        match self {}
+    }
 }
 
 /// A task a reload may replace.

@@ -16,10 +16,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mqlink::IngestError;
 use mqlink::config::{self, Format};
 use mqlink::mqtt::client::LinkState;
 use mqlink::mqtt::codec::Protocol;
-use mqlink::publish::ingest::IngestError;
 use mqlink::{Link, LinkError};
 use mqlink_testkit::{Mosquitto, MosquittoOptions, MosquittoSub};
 use serde_json::json;

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use mqlink::build;
 use mqlink::config::{BrokerTarget, Config, Fsync, Session, Transform};
 
 #[derive(clap::Args, Debug)]
@@ -205,6 +204,5 @@ pub fn plan(c: &Config) -> String {
             }
         );
     }
-    let _ = build::broker_url(&c.broker);
     s
 }

@@ -292,15 +292,26 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// A retry backoff (a sink's `retry`): 1s..60s unless set.
     pub(crate) fn backoff(&self, raw: Option<RawBackoff>, path: &KeyPath) -> R<Backoff> {
+        let default = Backoff {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        self.backoff_or(raw, path, default)
+    }
+
+    /// A backoff whose unset bounds come from `default` (the broker's reconnect takes the
+    /// engine's).
+    pub(crate) fn backoff_or(
+        &self,
+        raw: Option<RawBackoff>,
+        path: &KeyPath,
+        default: Backoff,
+    ) -> R<Backoff> {
         let raw = raw.unwrap_or_default();
-        let min =
-            self.positive_duration(raw.min.as_deref(), &path.key("min"), Duration::from_secs(1))?;
-        let max = self.positive_duration(
-            raw.max.as_deref(),
-            &path.key("max"),
-            Duration::from_secs(60),
-        )?;
+        let min = self.positive_duration(raw.min.as_deref(), &path.key("min"), default.min)?;
+        let max = self.positive_duration(raw.max.as_deref(), &path.key("max"), default.max)?;
         if max < min {
             return Err(self.err(&path.key("max"), "must not be smaller than min"));
         }

@@ -40,6 +40,7 @@ fn render(t: &crate::topic::Template, event: &str, fields: serde_json::Value) ->
     .unwrap()
 }
 
+#[cfg(all(feature = "http", feature = "poll", feature = "sink-nats"))]
 const PRODUCT_EXAMPLE: &str = r#"
 broker:
   url: mqtts://broker.example:8883    # a comment with ${UNSET} is never expanded
@@ -82,6 +83,8 @@ connectors:
     sink: { nats: { url: "nats://127.0.0.1:4222", subject: mqtt.hfp, jetstream: true } }
 "#;
 
+// The example uses the HTTP source, a poll source and a NATS sink.
+#[cfg(all(feature = "http", feature = "poll", feature = "sink-nats"))]
 #[test]
 fn the_product_example_loads_with_its_values() {
     let c = yaml(PRODUCT_EXAMPLE).unwrap();
@@ -192,10 +195,14 @@ fn default_run_is_embedded_http_spool_and_one_route() {
         panic!("expected the embedded broker")
     };
     assert_eq!(e.listen.to_string(), "127.0.0.1:1883");
-    assert_eq!(
-        c.sources.http.as_ref().unwrap().listen.to_string(),
-        "127.0.0.1:8080"
-    );
+    if cfg!(feature = "http") {
+        assert_eq!(
+            c.sources.http.as_ref().unwrap().listen.to_string(),
+            "127.0.0.1:8080"
+        );
+    } else {
+        assert!(c.sources.http.is_none());
+    }
     assert_eq!(c.spool.dir, std::path::PathBuf::from("./mqlink-data"));
     assert_eq!(c.routes.len(), 1);
     assert_eq!(
@@ -218,11 +225,15 @@ fn an_empty_file_gets_every_default() {
     assert_eq!(c.broker.reconnect.max, Duration::from_secs(60));
     assert_eq!(c.spool.on_full, OnFull::Reject);
     assert_eq!(c.spool.fsync, Fsync::Always);
-    let http = c.sources.http.unwrap();
-    assert_eq!(http.max_body, 1 << 20);
-    assert_eq!(http.request_timeout, Duration::from_secs(30));
-    assert_eq!(http.max_connections, 1024);
-    assert_eq!(http.header_timeout, Duration::from_secs(10));
+    if cfg!(feature = "http") {
+        let http = c.sources.http.unwrap();
+        assert_eq!(http.max_body, 1 << 20);
+        assert_eq!(http.request_timeout, Duration::from_secs(30));
+        assert_eq!(http.max_connections, 1024);
+        assert_eq!(http.header_timeout, Duration::from_secs(10));
+    } else {
+        assert!(c.sources.http.is_none());
+    }
     assert!(!c.sources.stdin);
     assert!(c.routes.is_empty());
 }
@@ -334,10 +345,13 @@ fn units_are_validated_with_location() {
     assert!(e.message.contains("268435455"), "{e}");
     let e = yaml("broker: {reconnect: {min: 10s, max: 1s}}").unwrap_err();
     assert_eq!(e.path, "broker.reconnect.max");
-    let e = yaml("sources: {poll: [{url: 'http://x', every: 0s, event: e}]}").unwrap_err();
-    assert_eq!(e.path, "sources.poll[0].every");
+    if cfg!(feature = "poll") {
+        let e = yaml("sources: {poll: [{url: 'http://x', every: 0s, event: e}]}").unwrap_err();
+        assert_eq!(e.path, "sources.poll[0].every");
+    }
 }
 
+#[cfg(feature = "http")]
 #[test]
 fn http_source_refuses_the_network_without_tokens() {
     let e = yaml("sources:\n  http:\n    listen: 0.0.0.0:8080\n").unwrap_err();
@@ -351,6 +365,7 @@ fn http_source_refuses_the_network_without_tokens() {
     assert!(c.sources.http.is_none() && c.sources.stdin);
 }
 
+#[cfg(feature = "http")]
 #[test]
 fn http_connection_limits_are_configurable_and_checked() {
     let c = yaml("sources: {http: {max_connections: 64, header_timeout: 2s}}").unwrap();
@@ -514,6 +529,7 @@ fn no_error_message_contains_a_secret() {
     }
 }
 
+#[cfg(feature = "sink-http")]
 #[test]
 fn connectors_validate_filters_sinks_and_names() {
     let base = |sink: &str| {
@@ -589,6 +605,7 @@ fn connectors_validate_filters_sinks_and_names() {
     assert_eq!(e.path, "connectors[0].client_id");
 }
 
+#[cfg(all(feature = "sink-redis", feature = "sink-postgres"))]
 #[test]
 fn redis_postgres_and_kafka_sinks_validate_with_defaults_and_located_errors() {
     let base = |sink: &str| {
@@ -723,6 +740,28 @@ fn redis_and_postgres_tls_is_validated_and_shown_in_the_plan_without_secrets() {
     ))
     .unwrap();
     assert!(!c.connectors[0].sink.describe().contains("TLS"));
+}
+
+#[cfg(not(feature = "poll"))]
+#[test]
+fn a_build_without_the_poll_feature_refuses_poll_sources_where_they_are() {
+    let e = yaml(
+        "sources:\n  poll:\n    - {url: 'http://x.example/', every: 10s, event: E}\n\
+         routes:\n  - {match: ['*'], topic: t}\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "sources.poll", "{e}");
+    assert!(e.message.contains("cargo feature `poll`"), "{e}");
+}
+
+#[cfg(not(feature = "http"))]
+#[test]
+fn a_build_without_the_http_feature_refuses_an_http_source_where_it_is() {
+    let e = yaml("sources:\n  http:\n    listen: 127.0.0.1:8080\n").unwrap_err();
+    assert_eq!(e.path, "sources.http", "{e}");
+    assert!(e.message.contains("cargo feature `http`"), "{e}");
+    let c = yaml("sources: {http: {enabled: false}, stdin: {enabled: true}}").unwrap();
+    assert!(c.sources.http.is_none() && c.sources.stdin);
 }
 
 #[cfg(feature = "sink-kafka")]
@@ -860,6 +899,8 @@ fn route_set_finds_enabled_routes_only() {
     assert_eq!(set.matches("Other"), vec![2]);
 }
 
+// The config shows secrets in the HTTP source's tokens and a poll source's headers.
+#[cfg(all(feature = "http", feature = "poll"))]
 #[test]
 fn debug_output_of_a_loaded_config_never_shows_a_secret() {
     let cfg = yaml(
@@ -904,6 +945,8 @@ fn debug_output_of_a_loaded_config_never_shows_a_secret() {
 /// Issue 14: validation returns a runnable config — every jq program compiled (a bad one
 /// is a located config error wherever it is) and the defaults that depend on other
 /// sections filled (no `unwrap_or(default)` after validation).
+// A poll source's `split` is one of the programs.
+#[cfg(feature = "poll")]
 #[test]
 fn validation_compiles_every_jq_program_and_fills_cross_section_defaults() {
     let c = yaml(

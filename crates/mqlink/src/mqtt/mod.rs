@@ -17,8 +17,12 @@
 //! - [`transport`]: TCP, TLS and WebSocket connections with a timeout, over TCP (bound to a
 //!   local address or through a SOCKS5 proxy if asked) or a Unix domain socket.
 //! - [`tls`]: rustls client and server configuration from files.
-//! - [`client`]: the connection task (handshake, reconnect with backoff, keepalive, write
-//!   buffer) and the cheap [`client::Client`] handle.
+//! - [`client`]: the cheap [`client::Client`] handle and the connection task, one concern
+//!   per file: `handle`, `options`, `event_loop` (reconnect with backoff, commands, session
+//!   outputs), `handshake` (CONNECT/CONNACK, fallback to 3.1.1), `connection` (one biased
+//!   `select!`, one method per arm: shutdown, write, read, acks, deliveries, commands,
+//!   keepalive), `reason` (reason codes in words) and `observer` (an optional callback
+//!   told of every packet sent and received, for traces).
 pub mod client;
 pub mod codec;
 pub mod state;

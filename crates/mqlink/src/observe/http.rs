@@ -39,7 +39,7 @@ struct Ops {
 /// HTTP source's token check; `open` (health, readiness, metrics, the dashboard page) do
 /// not. `shutdown` ends open streams.
 #[derive(Debug)]
-pub struct OpsRoutes {
+pub(crate) struct OpsRoutes {
     /// Routes that require a token when tokens are configured.
     pub protected: Router,
     /// Routes served without a token.

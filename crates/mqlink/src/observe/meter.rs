@@ -14,6 +14,20 @@ pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
 
+/// Counters of one poller (`source::poll`); here so the observer reads them in a build
+/// without the poll source too.
+#[derive(Debug, Default)]
+// Written by the poller, read by `/metrics`: a build with neither has no use for them.
+#[cfg_attr(not(any(feature = "poll", feature = "http")), allow(dead_code))]
+pub struct PollStats {
+    /// Successful polls.
+    pub polls: AtomicU64,
+    /// Failed polls (request, status, body, split or ingest).
+    pub failures: AtomicU64,
+    /// Events produced.
+    pub events: AtomicU64,
+}
+
 /// A fixed-bucket histogram of atomics: observing is two relaxed adds.
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
@@ -183,7 +197,7 @@ fn shown(payload: &[u8]) -> String {
 }
 
 /// Milliseconds since the epoch for `t`.
-pub fn epoch_ms(t: SystemTime) -> u64 {
+pub(crate) fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use super::Observer;
 use crate::connector::ConnectorStats;
 use crate::mqtt::client::LinkState;
-use crate::source::poll::PollStats;
+use crate::observe::meter::PollStats;
 
 /// Reads the [`Observer`] at scrape time; register it with a `prometheus_client` registry.
 #[derive(Debug)]
@@ -317,9 +317,9 @@ mod tests {
 
     use super::*;
     use crate::connector::ConnectorStats;
+    use crate::observe::meter::PollStats;
     use crate::observe::meter::TopicTracker;
     use crate::observe::{ConnectorView, Facts};
-    use crate::source::poll::PollStats;
 
     #[test]
     fn connector_drops_and_poll_events_are_exported() {

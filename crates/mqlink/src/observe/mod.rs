@@ -39,9 +39,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::connector::ConnectorStats;
 use crate::mqtt::client::LinkState;
+use crate::observe::meter::PollStats;
 use crate::publish::ingest::IngestStats;
 use crate::publish::publisher::PublishStats;
-use crate::source::poll::PollStats;
 
 use meter::TopicTracker;
 

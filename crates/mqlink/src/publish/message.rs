@@ -29,7 +29,7 @@ use crate::mqtt::codec::{Publish, PublishProps, QoS};
 
 const VERSION: u8 = 1;
 /// Route index of messages published with `POST /v1/publish`.
-pub const RAW_ROUTE: u16 = u16::MAX;
+pub(crate) const RAW_ROUTE: u16 = u16::MAX;
 
 /// One message to publish, as stored in the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub struct OutMessage {
 #[error("undecodable spool record: {0}")]
 pub struct DecodeError(&'static str);
 
-pub use crate::observe::meter::epoch_ms;
+pub(crate) use crate::observe::meter::epoch_ms;
 
 impl OutMessage {
     /// Encode into a spool record.

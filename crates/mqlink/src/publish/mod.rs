@@ -14,7 +14,7 @@
 //! - [`publisher`]: read the spool in order, publish with a window in flight, acknowledge
 //!   the spool per broker verdict.
 
-pub mod ingest;
-pub mod message;
-pub mod publisher;
-pub mod router;
+pub(crate) mod ingest;
+pub(crate) mod message;
+pub(crate) mod publisher;
+pub(crate) mod router;

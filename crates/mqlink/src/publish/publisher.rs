@@ -79,12 +79,12 @@ pub struct PublishStats {
 }
 
 /// Refusal codes that say "not now", not "not this message" (MQTT 5 reason codes).
-pub fn is_transient(code: u8) -> bool {
+pub(crate) fn is_transient(code: u8) -> bool {
     matches!(code, 0x97 | 0x89 | 0x93 | 0x96)
 }
 
 /// Bytes read ahead of the broker's verdicts, by default.
-pub const WINDOW_BYTES: usize = 8 << 20;
+pub(crate) const WINDOW_BYTES: usize = 8 << 20;
 
 /// Why the publisher stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +106,7 @@ type PendingFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = (Pending, Verdict)> + Send>>;
 
 /// Reads the spool and publishes.
-pub struct Publisher {
+pub(crate) struct Publisher {
     spool: Spool,
     client: Client,
     dead: Arc<DeadLetter>,
@@ -132,7 +132,7 @@ fn retry_delay(attempt: u32) -> Duration {
 
 impl Publisher {
     /// A publisher keeping up to `window` messages between the spool and a verdict.
-    pub fn new(
+    pub(crate) fn new(
         spool: Spool,
         client: Client,
         dead: Arc<DeadLetter>,
@@ -151,21 +151,15 @@ impl Publisher {
         }
     }
 
-    /// Bound the bytes read ahead of the broker's verdicts (at least 64 KiB).
-    pub fn with_window_bytes(mut self, bytes: usize) -> Publisher {
-        self.window_bytes = bytes.max(64 << 10);
-        self
-    }
-
     /// How long a live connection may go with messages waiting and no verdict before the
     /// publisher counts as stalled.
-    pub fn with_stall_timeout(mut self, timeout: Duration) -> Publisher {
+    pub(crate) fn with_stall_timeout(mut self, timeout: Duration) -> Publisher {
         self.stall_timeout = timeout;
         self
     }
 
     /// Also count acknowledged messages per topic (for the dashboard).
-    pub fn with_tracker(mut self, tracker: Arc<TopicTracker>) -> Publisher {
+    pub(crate) fn with_tracker(mut self, tracker: Arc<TopicTracker>) -> Publisher {
         self.tracker = Some(tracker);
         self
     }
@@ -175,7 +169,7 @@ impl Publisher {
     /// # Errors
     /// A spool failure, or the client stopping underneath. [`PublishStats::failed`] is set
     /// first, so readiness turns false before the caller sees the error.
-    pub async fn run(self, stop: CancellationToken) -> Result<(), PublisherError> {
+    pub(crate) async fn run(self, stop: CancellationToken) -> Result<(), PublisherError> {
         let r = self.run_inner(stop).await;
         if r.is_err() {
             self.stats.failed.store(true, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 //! - [`poll`]: periodic HTTP GET of a JSON endpoint.
 
 #[cfg(feature = "http")]
-pub mod http;
-pub mod poll;
-pub mod stdin;
+pub(crate) mod http;
+#[cfg(feature = "poll")]
+pub(crate) mod poll;
+pub(crate) mod stdin;

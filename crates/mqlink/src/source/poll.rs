@@ -7,7 +7,7 @@
 //! counted; the next tick tries again. Ticks that fall behind are delayed, never bunched.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use serde_json::{Map, Value};
 use tokio::time::MissedTickBehavior;
@@ -16,19 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config;
 use crate::event::{Event, Source};
 use crate::mqtt::tls::{TlsOptions, client_config};
+use crate::observe::meter::PollStats;
 use crate::publish::ingest::Ingest;
 use crate::transform::{Chain, Kind};
-
-/// Counters of one poller.
-#[derive(Debug, Default)]
-pub struct PollStats {
-    /// Successful polls.
-    pub polls: AtomicU64,
-    /// Failed polls (request, status, body, split or ingest).
-    pub failures: AtomicU64,
-    /// Events produced.
-    pub events: AtomicU64,
-}
 
 /// Why a poller cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +34,7 @@ pub enum PollError {
 }
 
 /// One polled endpoint.
-pub struct Poller {
+pub(crate) struct Poller {
     index: usize,
     cfg: config::Poll,
     client: reqwest::Client,
@@ -58,7 +48,11 @@ impl Poller {
     ///
     /// # Errors
     /// [`PollError`] when the HTTP client cannot be built.
-    pub fn new(index: usize, cfg: &config::Poll, ingest: Ingest) -> Result<Poller, PollError> {
+    pub(crate) fn new(
+        index: usize,
+        cfg: &config::Poll,
+        ingest: Ingest,
+    ) -> Result<Poller, PollError> {
         let split = cfg.split.as_ref().map(|s| Chain::single(Kind::ArrayMap, s));
         let mut builder = reqwest::Client::builder().timeout(cfg.timeout);
         // HTTPS endpoints are verified against the system roots; plain HTTP needs none.
@@ -84,12 +78,12 @@ impl Poller {
     }
 
     /// The poller's counters.
-    pub fn stats(&self) -> Arc<PollStats> {
+    pub(crate) fn stats(&self) -> Arc<PollStats> {
         self.stats.clone()
     }
 
     /// Poll until `stop`.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(self.cfg.every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {

@@ -13,7 +13,7 @@ use crate::publish::ingest::Ingest;
 
 /// Counts of one stdin run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct StdinSummary {
+pub(crate) struct StdinSummary {
     /// Lines accepted.
     pub accepted: u64,
     /// Lines refused (logged).
@@ -21,7 +21,7 @@ pub struct StdinSummary {
 }
 
 /// Read events until EOF or `stop`.
-pub async fn run(
+pub(crate) async fn run(
     input: impl AsyncBufRead + Unpin,
     ingest: Ingest,
     stop: CancellationToken,

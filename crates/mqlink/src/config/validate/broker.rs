@@ -2,8 +2,8 @@
 //! reconnect, limits and the lifecycle (birth/will) messages.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use crate::mqtt::client::MqttOptions;
 use crate::mqtt::url::BrokerUrl;
 use crate::topic::{Allowed, validate_topic_name};
 
@@ -153,7 +153,7 @@ pub(super) fn broker(raw: RawBroker, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str
         prefix,
     )?;
     let protocol = match raw.protocol.as_deref() {
-        None => Protocol::V5,
+        None => MqttOptions::DEFAULT_PROTOCOL,
         Some(s) => protocol(s).ok_or_else(|| {
             ctx.err(
                 &path.key("protocol"),
@@ -162,7 +162,11 @@ pub(super) fn broker(raw: RawBroker, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str
         })?,
     };
     let kp = path.key("keepalive");
-    let keepalive = ctx.duration(raw.keepalive.as_deref(), &kp, Duration::from_secs(60))?;
+    let keepalive = ctx.duration(
+        raw.keepalive.as_deref(),
+        &kp,
+        MqttOptions::DEFAULT_KEEP_ALIVE,
+    )?;
     let keepalive = ctx.whole_seconds(keepalive, &kp, u64::from(u16::MAX))?;
 
     let session = match raw.session {
@@ -185,14 +189,26 @@ pub(super) fn broker(raw: RawBroker, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str
     };
 
     let tls = tls(raw.tls, &target, ctx, &path.key("tls"))?;
-    let reconnect = ctx.backoff(raw.reconnect, &path.key("reconnect"))?;
+    let reconnect = ctx.backoff_or(
+        raw.reconnect,
+        &path.key("reconnect"),
+        Backoff {
+            min: MqttOptions::DEFAULT_RECONNECT_MIN,
+            max: MqttOptions::DEFAULT_RECONNECT_MAX,
+        },
+    )?;
     let mp = path.key("max_packet_size");
-    let max_packet_size = ctx.bytes(raw.max_packet_size.as_deref(), &mp, 16 << 20, 128)?;
+    let max_packet_size = ctx.bytes(
+        raw.max_packet_size.as_deref(),
+        &mp,
+        u64::from(MqttOptions::DEFAULT_MAX_PACKET_SIZE),
+        128,
+    )?;
     if max_packet_size > MQTT_MAX_PACKET {
         return Err(ctx.err(&mp, format!("MQTT allows at most {MQTT_MAX_PACKET} bytes")));
     }
     let max_inflight = match raw.max_inflight {
-        None => 20,
+        None => MqttOptions::DEFAULT_MAX_INFLIGHT,
         Some(n) => u16::try_from(n)
             .ok()
             .filter(|n| *n > 0)
@@ -201,7 +217,7 @@ pub(super) fn broker(raw: RawBroker, ctx: &Ctx<'_>, path: &KeyPath, prefix: &str
     let connect_timeout = ctx.positive_duration(
         raw.connect_timeout.as_deref(),
         &path.key("connect_timeout"),
-        Duration::from_secs(10),
+        MqttOptions::DEFAULT_CONNECT_TIMEOUT,
     )?;
     let lifecycle = match raw.lifecycle {
         None => None,

@@ -68,8 +68,15 @@ pub(super) fn sources(raw: RawSources, ctx: &Ctx<'_>, path: &KeyPath) -> R<Sourc
     } else {
         None
     };
+    let raw_poll = raw.poll.unwrap_or_default();
+    if !raw_poll.is_empty() && !cfg!(feature = "poll") {
+        return Err(ctx.err(
+            &path.key("poll"),
+            "this build of mqlink has no poll source (cargo feature `poll`)",
+        ));
+    }
     let mut poll = Vec::new();
-    for (i, p) in raw.poll.unwrap_or_default().into_iter().enumerate() {
+    for (i, p) in raw_poll.into_iter().enumerate() {
         let pp = path.key("poll").index(i);
         ctx.non_empty(&p.event, &pp.key("event"))?;
         poll.push(Poll {

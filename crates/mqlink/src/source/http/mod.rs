@@ -21,9 +21,10 @@
 //! field / invalid topic, 503 spool full (with `Retry-After`) or shutting down.
 //! 202 is sent only after the spool has the events.
 //!
-//! Bounds (configurable; defaults below): [`MAX_CONNECTIONS`] connections (the oldest idle
-//! one is dropped to admit a new one, so silent clients cannot lock out good ones), request
-//! headers within [`MAX_HEADER_READ`], the body within `max_body`, the whole request within the request
+//! Bounds (configurable; defaults with the validated config): `max_connections`
+//! ([`crate::config::HttpSource::DEFAULT_MAX_CONNECTIONS`]) connections (the oldest idle one is dropped to
+//! admit a new one, so silent clients cannot lock out good ones), request headers within
+//! `header_timeout` ([`crate::config::HttpSource::DEFAULT_HEADER_TIMEOUT`]), the body within `max_body`, the whole request within the request
 //! timeout. Body parsing ([`parse_batch`]) is pure and fuzzed (`fuzz/`).
 
 mod auth;
@@ -40,12 +41,12 @@ use serde_json::{Value, json};
 use crate::publish::ingest::{Ingest, IngestError};
 
 pub use ingest::{BodyKind, parse_batch};
-pub use router::router;
-pub use serve::{MAX_CONNECTIONS, MAX_HEADER_READ, serve_with};
+pub(crate) use router::router;
+pub(crate) use serve::serve_with;
 
 /// Settings of the HTTP source.
 #[derive(Clone)]
-pub struct HttpOptions {
+pub(crate) struct HttpOptions {
     /// Accepted bearer tokens; empty means no authentication (loopback only, enforced by config).
     pub tokens: Vec<String>,
     /// Largest request body.

@@ -18,7 +18,7 @@ use crate::publish::ingest::Ingest;
 
 /// Build the router: the ingest routes, and the ops routes `ops` (see
 /// `observe::http::routes`) with their protected part behind the same token check.
-pub fn router(ingest: Ingest, opts: HttpOptions, ops: OpsRoutes) -> Router {
+pub(crate) fn router(ingest: Ingest, opts: HttpOptions, ops: OpsRoutes) -> Router {
     let timeout = opts.request_timeout;
     let app = App {
         ingest,

@@ -12,16 +12,6 @@ use axum::extract::Request;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HttpSource;
-
-/// Default for the most connections served at once (`sources.http.max_connections`);
-/// defined with the validated config, where its default is applied.
-pub const MAX_CONNECTIONS: usize = HttpSource::DEFAULT_MAX_CONNECTIONS;
-
-/// Default for the longest time a client may take to send its request headers
-/// (`sources.http.header_timeout`).
-pub const MAX_HEADER_READ: Duration = HttpSource::DEFAULT_HEADER_TIMEOUT;
-
 /// One accepted connection, as the accept loop sees it.
 struct Slot {
     /// Requests in progress on the connection.
@@ -38,7 +28,7 @@ struct Slot {
 ///
 /// # Errors
 /// I/O errors of the server.
-pub async fn serve_with(
+pub(crate) async fn serve_with(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
