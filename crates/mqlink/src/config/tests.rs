@@ -672,6 +672,7 @@ fn redis_postgres_and_kafka_sinks_validate_with_defaults_and_located_errors() {
     assert_eq!(e.path, "connectors[0].sink.postgres.columns.qos");
 }
 
+#[cfg(all(feature = "sink-redis", feature = "sink-postgres"))]
 #[test]
 fn redis_and_postgres_tls_is_validated_and_shown_in_the_plan_without_secrets() {
     let base = |sink: &str| {
