@@ -16,10 +16,8 @@ use crate::transform::jq::Program;
 
 use super::error::ConfigError;
 use super::node::{KeyPath, Node};
-use super::raw::RawTls;
 use super::secret::Secret;
-use super::shared::{Backoff, Ordered, RawBackoff, RawFsync};
-use super::types::{ClientAuth, Tls};
+use super::shared::{Backoff, ClientAuth, Ordered, RawBackoff, RawFsync, RawTls, Tls};
 use super::units::{parse_bytes, parse_duration};
 
 type R<T> = Result<T, ConfigError>;

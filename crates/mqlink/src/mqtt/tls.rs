@@ -34,9 +34,9 @@ pub struct TlsOptions {
     pub tls13_only: bool,
 }
 
-impl From<&crate::config::Tls> for TlsOptions {
+impl From<&crate::config::shared::Tls> for TlsOptions {
     /// A config file's `tls:` block (the broker's, or a TLS-capable sink's).
-    fn from(t: &crate::config::Tls) -> TlsOptions {
+    fn from(t: &crate::config::shared::Tls) -> TlsOptions {
         TlsOptions {
             ca_file: t.ca_file.clone(),
             cert_file: t.client_auth.as_ref().map(|c| c.cert_file.clone()),

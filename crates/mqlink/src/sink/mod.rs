@@ -409,7 +409,7 @@ pub(crate) fn redacted(url: &url::Url) -> String {
 
 /// `, TLS` and what it trusts, for plan lines (`redis`, `postgres`).
 #[cfg(any(feature = "sink-redis", feature = "sink-postgres"))]
-pub(crate) fn tls_plan(t: &crate::config::Tls) -> String {
+pub(crate) fn tls_plan(t: &crate::config::shared::Tls) -> String {
     let mut s = String::from(", TLS");
     if let Some(ca) = &t.ca_file {
         s.push_str(&format!(" ca {}", ca.display()));

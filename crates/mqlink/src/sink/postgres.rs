@@ -68,9 +68,8 @@ use super::{
     BatchKeys,
     Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, dedup_id, tls_plan,
 };
-use crate::config::Tls;
 use crate::config::node::KeyPath;
-use crate::config::raw::RawTls;
+use crate::config::shared::{RawTls, Tls};
 use crate::config::shared::{Ordered, RawBackoff};
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;

@@ -47,9 +47,8 @@ use super::{
     Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_LEVELS,
     TopicRenderer, dedup_id, redacted, tls_plan,
 };
-use crate::config::Tls;
 use crate::config::node::KeyPath;
-use crate::config::raw::RawTls;
+use crate::config::shared::{RawTls, Tls};
 use crate::config::shared::RawBackoff;
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
