@@ -80,8 +80,8 @@ pub struct ClientAuth {
     pub key_file: PathBuf,
 }
 
-/// TLS settings (`broker.tls`). Relative paths are resolved against the config file's
-/// directory.
+/// TLS settings (`broker.tls`, and the `redis` and `postgres` sinks' `tls`). Relative
+/// paths are resolved against the config file's directory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tls {
     /// CA bundle; `None` = the system roots.
