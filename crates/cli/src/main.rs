@@ -7,7 +7,7 @@ mod exit;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Link applications to MQTT brokers without losing a message.
 #[derive(Parser)]
@@ -139,10 +139,23 @@ fn usage_error(e: clap::Error, tool: Option<&'static str>) -> ExitCode {
 
 fn main() -> ExitCode {
     let (args, tool) = argv();
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(m) => m,
         Err(e) => return usage_error(e, tool),
     };
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e.format(&mut Cli::command()), tool),
+    };
+    // pub/sub read -h, -p, -L and --unix in order, as mosquitto does: the derived
+    // arguments lose the order, the matches keep it.
+    if let Some((_, m)) = matches.subcommand() {
+        match &mut cli.command {
+            Command::Pub(a) => a.conn.positions = cmd::mosquitto_args::Positions::from_matches(m),
+            Command::Sub(a) => a.conn.positions = cmd::mosquitto_args::Positions::from_matches(m),
+            _ => {}
+        }
+    }
     // One crypto provider for the whole process, before anything touches TLS: crates that
     // bring their own would otherwise make the first handshake panic.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -151,9 +164,6 @@ fn main() -> ExitCode {
     // engine's per-attempt connection warnings would repeat it.
     let default_level = match &cli.command {
         Command::Run(_) | Command::Broker(_) => "info",
-        // -d: mqlink's connection log, in place of mosquitto's packet trace.
-        Command::Pub(a) if a.conn.debug => "debug",
-        Command::Sub(a) if a.conn.debug => "debug",
         Command::Pub(_) | Command::Sub(_) => "warn,mqlink::mqtt::client=error",
         _ => "warn",
     };

@@ -1613,13 +1613,14 @@ fn read_varint(r: &mut impl std::io::Read) -> usize {
 /// A raw-socket fake broker for one client: it answers CONNECT, SUBSCRIBE, UNSUBSCRIBE,
 /// PUBLISH (QoS 1 and 2 flows) and PINGREQ as a broker would, and records every packet
 /// the client sent after CONNECT (first byte, then the rest after the length) until the
-/// client's DISCONNECT or end of stream.
+/// client's DISCONNECT or end of stream. `PORT` in an argument is the fake broker's port.
 fn packets_seen(which: Impl, tool: &str, args: &[&str]) -> Vec<(u8, Vec<u8>)> {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let mut c = command(which, tool);
-    c.args(["-h", "127.0.0.1", "-p", &port]).args(args);
+    c.args(["-h", "127.0.0.1", "-p", &port])
+        .args(args.iter().map(|a| a.replace("PORT", &port)));
     let child = spawn(c);
     let (mut sock, _) = listener.accept().unwrap();
     sock.set_read_timeout(Some(T)).unwrap();
@@ -1780,6 +1781,37 @@ fn packets_after_connect_match_mosquitto_on_the_wire() {
             "mosquitto_sub",
             &["-i", "w", "-t", "a", "-U", "b/#", "-U", "c", "-E"],
         ),
+        // -R on MQTT 5 also asks the broker for no retained messages (Retain Handling 2).
+        (
+            "mosquitto_sub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "a",
+                "-V",
+                "5",
+                "-R",
+                "--retain-as-published",
+                "-E",
+            ],
+        ),
+        ("mosquitto_sub", &["-i", "w", "-t", "a", "-R", "-E"]),
+        // -L's topic is subscribed to in its place among the -t filters.
+        (
+            "mosquitto_sub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "x",
+                "-L",
+                "mqtt://127.0.0.1:PORT/y",
+                "-t",
+                "z",
+                "-E",
+            ],
+        ),
         (
             "mosquitto_sub",
             &["-i", "w", "-t", "a", "-U", "b", "-V", "5", "-E"],
@@ -1838,6 +1870,91 @@ fn packets_after_connect_match_mosquitto_on_the_wire() {
         (
             "mosquitto_pub",
             &["-i", "w", "-t", "p", "-m", "x", "-V", "31", "-q", "2", "-r"],
+        ),
+        // UNSUBSCRIBE and DISCONNECT properties (written in the codec's order: session
+        // expiry, reason string, user properties).
+        (
+            "mosquitto_sub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "a",
+                "-U",
+                "b",
+                "-V",
+                "5",
+                "-D",
+                "UNSUBSCRIBE",
+                "user-property",
+                "k",
+                "v",
+                "-E",
+            ],
+        ),
+        (
+            "mosquitto_sub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "a",
+                "-V",
+                "5",
+                "-D",
+                "DISCONNECT",
+                "user-property",
+                "k",
+                "v",
+                "-E",
+            ],
+        ),
+        (
+            "mosquitto_pub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "p",
+                "-m",
+                "x",
+                "-V",
+                "5",
+                "-D",
+                "DISCONNECT",
+                "session-expiry-interval",
+                "0",
+                "-D",
+                "DISCONNECT",
+                "reason-string",
+                "bye",
+                "-D",
+                "DISCONNECT",
+                "user-property",
+                "k",
+                "v",
+            ],
+        ),
+        // A topic alias is set by the first PUBLISH; libmosquitto sends the next ones with
+        // an empty topic.
+        (
+            "mosquitto_pub",
+            &[
+                "-i",
+                "w",
+                "-t",
+                "p/a",
+                "-m",
+                "x",
+                "-q",
+                "1",
+                "--repeat",
+                "3",
+                "-D",
+                "PUBLISH",
+                "topic-alias",
+                "4",
+            ],
         ),
     ];
     let mut failures = Vec::new();
@@ -1900,6 +2017,10 @@ fn persistent_session_flags_match_mosquitto_on_the_wire() {
         (
             "mosquitto_sub",
             &["-t", "a", "-D", "CONNECT", "receive-maximum", "3"],
+        ),
+        (
+            "mosquitto_sub",
+            &["-t", "a", "-D", "CONNECT", "topic-alias-maximum", "7"],
         ),
         (
             "mosquitto_pub",
@@ -2196,20 +2317,17 @@ fn unsupported_options_are_refused_by_name() {
         ("pub", &["--ciphers", "HIGH"], "--ciphers"),
         ("sub", &["--tls-engine", "tpm"], "--tls-engine"),
         ("pub", &["--keyform", "engine"], "--keyform"),
+        // An AUTH exchange the engine does not speak.
         (
             "sub",
-            &["-V", "5", "-D", "UNSUBSCRIBE", "user-property", "k", "v"],
-            "UNSUBSCRIBE user-property is not supported",
+            &["-D", "CONNECT", "authentication-method", "SCRAM-SHA-1"],
+            "CONNECT authentication-method is not supported",
         ),
+        // The codec keeps the payload format as a flag.
         (
             "pub",
-            &["-D", "PUBLISH", "topic-alias", "1"],
-            "topic-alias is not supported",
-        ),
-        (
-            "pub",
-            &["-D", "DISCONNECT", "session-expiry-interval", "5"],
-            "DISCONNECT session-expiry-interval is not supported",
+            &["-D", "PUBLISH", "payload-format-indicator", "2"],
+            "PUBLISH payload-format-indicator is not supported",
         ),
         (
             "pub",
@@ -2578,4 +2696,567 @@ fn proxy_goes_through_socks5_as_mosquittos_does() {
         String::from_utf8_lossy(&got.stderr).replace("mqlink pub", "mosquitto_pub"),
         String::from_utf8_lossy(&want.stderr)
     );
+}
+
+/// -h, -p, -L and --unix in every order that changes the outcome: mosquitto_pub reads them
+/// in order into a host slot and a port slot (--unix writes both: its path, and port 0,
+/// which libmosquitto takes to mean a Unix socket at the host; -L writes both), and the
+/// last writer wins. Each row runs through mosquitto_pub and mqlink pub; where each one's
+/// message went (or that it failed) and the exit code must agree, and the expected column
+/// (written from what strace showed mosquitto_pub connect to) must hold for both. Wrong
+/// routes are made to fail: a missing socket path, a closed port, an unresolvable host.
+#[test]
+fn unix_host_port_and_url_are_read_in_order_as_mosquitto_reads_them() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        unix_socket: true,
+        ..MosquittoOptions::default()
+    });
+    let sock = broker.unix_socket_path().to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir
+        .path()
+        .join("missing.sock")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let port = broker.port().to_string();
+    let closed = mqlink_testkit::free_port().to_string();
+    let url = |port: &str, topic: &str| format!("mqtt://127.0.0.1:{port}/{topic}");
+    // (name, arguments given the row's topic, delivered?)
+    type Row = (&'static str, Box<dyn Fn(&str) -> Vec<String>>, bool);
+    let t = |v: &[&str], topic: &str| [s(v), s(&["-t", topic])].concat();
+    let rows: Vec<Row> = vec![
+        (
+            "--unix then -h: -h is the socket path",
+            {
+                let (sock, missing) = (sock.clone(), missing.clone());
+                Box::new(move |tp| t(&["--unix", &sock, "-h", &missing], tp))
+            },
+            false,
+        ),
+        (
+            "-h then --unix",
+            {
+                let sock = sock.clone();
+                Box::new(move |tp| t(&["-h", "no-such-host.invalid", "--unix", &sock], tp))
+            },
+            true,
+        ),
+        (
+            "--unix then -p: TCP to a host named by the path",
+            {
+                let (sock, port) = (sock.clone(), port.clone());
+                Box::new(move |tp| t(&["--unix", &sock, "-p", &port], tp))
+            },
+            false,
+        ),
+        (
+            "-p then --unix",
+            {
+                let (sock, closed) = (sock.clone(), closed.clone());
+                Box::new(move |tp| t(&["-p", &closed, "--unix", &sock], tp))
+            },
+            true,
+        ),
+        (
+            "-p 0: a Unix socket at the host",
+            {
+                let sock = sock.clone();
+                Box::new(move |tp| t(&["-p", "0", "-h", &sock], tp))
+            },
+            true,
+        ),
+        (
+            "--unix then -h and -p: TCP",
+            {
+                let (missing, port) = (missing.clone(), port.clone());
+                Box::new(move |tp| t(&["--unix", &missing, "-h", "127.0.0.1", "-p", &port], tp))
+            },
+            true,
+        ),
+        (
+            "--unix then -L",
+            {
+                let (sock, closed) = (sock.clone(), closed.clone());
+                Box::new(move |tp| s(&["--unix", &sock, "-L", &url(&closed, tp)]))
+            },
+            false,
+        ),
+        (
+            "-L then --unix",
+            {
+                let (sock, closed) = (sock.clone(), closed.clone());
+                Box::new(move |tp| s(&["-L", &url(&closed, tp), "--unix", &sock]))
+            },
+            true,
+        ),
+        (
+            "--unix (missing) then -L",
+            {
+                let (missing, port) = (missing.clone(), port.clone());
+                Box::new(move |tp| s(&["--unix", &missing, "-L", &url(&port, tp)]))
+            },
+            true,
+        ),
+        (
+            "-L with port 0, then -h: a Unix socket at -h",
+            {
+                let sock = sock.clone();
+                Box::new(move |tp| s(&["-L", &url("0", tp), "-h", &sock]))
+            },
+            true,
+        ),
+        (
+            "-h then -L: the URL's host",
+            {
+                let port = port.clone();
+                Box::new(move |tp| s(&["-h", "no-such-host.invalid", "-L", &url(&port, tp)]))
+            },
+            true,
+        ),
+        (
+            "-L then -h",
+            {
+                let port = port.clone();
+                Box::new(move |tp| s(&["-L", &url(&port, tp), "-h", "no-such-host.invalid"]))
+            },
+            false,
+        ),
+        (
+            "-p then -L: the URL's port",
+            {
+                let (port, closed) = (port.clone(), closed.clone());
+                Box::new(move |tp| s(&["-p", &closed, "-L", &url(&port, tp)]))
+            },
+            true,
+        ),
+        (
+            "-L then -p",
+            {
+                let (port, closed) = (port.clone(), closed.clone());
+                Box::new(move |tp| s(&["-L", &url(&closed, tp), "-p", &port]))
+            },
+            true,
+        ),
+        // One topic is kept: the last of -t and -L's path.
+        (
+            "-t then -L: the URL's topic",
+            {
+                let port = port.clone();
+                Box::new(move |tp| s(&["-t", "order/not-this", "-L", &url(&port, tp)]))
+            },
+            true,
+        ),
+        (
+            "-L then -t",
+            {
+                let port = port.clone();
+                Box::new(move |tp| s(&["-L", &url(&port, "order/not-this"), "-t", tp]))
+            },
+            true,
+        ),
+    ];
+    let delivered = rows.iter().filter(|r| r.2).count() * 2;
+    let obs = observe(&broker, "order-obs", "order/#", delivered + 1, "%t");
+    let mut want_topics = Vec::new();
+    let mut failures = Vec::new();
+    for (n, (name, args, delivers)) in rows.iter().enumerate() {
+        let mut codes = Vec::new();
+        for which in [Impl::Mosquitto, Impl::Mqlink] {
+            let topic = format!("order/{n}/{which:?}");
+            let row = PubRow {
+                name,
+                args: [args(&topic), s(&["-q", "1", "-m", "x"])].concat(),
+                stdin: b"",
+                messages: usize::from(*delivers),
+                observed_as: OBSERVED,
+            };
+            let out = run_pub(which, &[], &row);
+            if out.status.success() != *delivers {
+                failures.push(format!(
+                    "{name}: {which:?} {:?} {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            if *delivers {
+                want_topics.push(topic);
+            }
+            codes.push(out.status.code());
+        }
+        if codes[0] != codes[1] {
+            failures.push(format!("{name}: exit codes {codes:?}"));
+        }
+    }
+    let end = mosquitto_pub(
+        &[
+            broker.client_args(),
+            s(&["-t", "order/end", "-q", "1", "-m", "x"]),
+        ]
+        .concat(),
+    );
+    assert_ok(&end, "sentinel");
+    want_topics.push("order/end".into());
+    let seen = wait_output(obs, "order observer");
+    let mut got: Vec<String> = String::from_utf8_lossy(&seen.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    want_topics.sort();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(got, want_topics);
+}
+
+/// TLS under --unix and --proxy, which mosquitto_pub allows: over a Unix socket
+/// libmosquitto verifies the broker's certificate chain but no host name (the host is the
+/// socket's path), so a foreign CA fails and an -h naming nothing in the certificate does
+/// not; through a SOCKS5 proxy the TLS handshake runs end to end with the broker, and the
+/// proxy is asked for the host by name. (mosquitto_pub/sub 2.0 have no WebSocket client,
+/// so WebSocket under --unix or --proxy, an mqlink extra, has no row to compare.)
+#[test]
+fn tls_goes_over_unix_sockets_and_proxies_as_mosquittos_does() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        tls: Some(mqlink_testkit::TlsMaterial::generate()),
+        unix_socket: true,
+        unix_socket_tls: true,
+        ..MosquittoOptions::default()
+    });
+    let sock = broker.unix_socket_path().to_str().unwrap().to_string();
+    let tls = broker.tls().unwrap();
+    let ca = tls.ca_file().to_str().unwrap().to_string();
+    let other_ca = tls.other_ca_file().to_str().unwrap().to_string();
+    let tls_port = broker.tls_port().to_string();
+    let proxy = mqlink_testkit::Socks5Server::start(None);
+    let via = format!("socks5h://127.0.0.1:{}", proxy.port());
+    // (name, arguments, delivered?)
+    let rows: Vec<(&str, Vec<String>, bool)> = vec![
+        (
+            "--unix --cafile",
+            s(&["--unix", &sock, "--cafile", &ca]),
+            true,
+        ),
+        // Before: mqlink checked the certificate against -h, which names no socket.
+        (
+            "-h then --unix --cafile",
+            s(&["-h", "127.0.0.9", "--unix", &sock, "--cafile", &ca]),
+            true,
+        ),
+        (
+            "--unix with a foreign CA",
+            s(&["--unix", &sock, "--cafile", &other_ca]),
+            false,
+        ),
+        // Plain MQTT to a TLS listener: the broker hangs up.
+        ("--unix without TLS", s(&["--unix", &sock]), false),
+        (
+            "--proxy --cafile",
+            s(&[
+                "--proxy",
+                &via,
+                "-h",
+                "localhost",
+                "-p",
+                &tls_port,
+                "--cafile",
+                &ca,
+            ]),
+            true,
+        ),
+        (
+            "--proxy with a foreign CA",
+            s(&[
+                "--proxy",
+                &via,
+                "-h",
+                "localhost",
+                "-p",
+                &tls_port,
+                "--cafile",
+                &other_ca,
+            ]),
+            false,
+        ),
+    ];
+    let delivered = rows.iter().filter(|r| r.2).count() * 2;
+    let plain = broker.client_args();
+    let mut c = Command::new(require_binary("mosquitto_sub", "mosquitto-clients"));
+    c.args(&plain)
+        .args(["-i", "tls-obs", "-t", "tlsx/#", "-q", "1", "-F", "%t"])
+        .args(["-C", &(delivered + 1).to_string(), "-W", "20"]);
+    let obs = spawn(c);
+    wait_subscribed(&broker, "tls-obs", "tlsx/#");
+    let mut failures = Vec::new();
+    let mut want_topics = Vec::new();
+    for (n, (name, args, delivers)) in rows.iter().enumerate() {
+        let mut codes = Vec::new();
+        for which in [Impl::Mosquitto, Impl::Mqlink] {
+            let topic = format!("tlsx/{n}/{which:?}");
+            let row = PubRow {
+                name,
+                args: [args.clone(), s(&["-t", &topic, "-q", "1", "-m", "x"])].concat(),
+                stdin: b"",
+                messages: usize::from(*delivers),
+                observed_as: OBSERVED,
+            };
+            let out = run_pub(which, &[], &row);
+            if out.status.success() != *delivers {
+                failures.push(format!(
+                    "{name}: {which:?} {:?} {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            if *delivers {
+                want_topics.push(topic);
+            }
+            codes.push(out.status.code());
+        }
+        // A failed handshake: mosquitto_pub exits 8 (MOSQ_ERR_TLS) when it fails inside
+        // mosquitto_connect and 1 or 7 when the network loop notices it: a race. mqlink
+        // exits 8 for a TLS failure, 7 (lost connection) never.
+        let same = codes[0] == codes[1]
+            || (matches!(codes[0], Some(1 | 7 | 8)) && matches!(codes[1], Some(1 | 8)));
+        if !same {
+            failures.push(format!("{name}: exit codes {codes:?}"));
+        }
+    }
+    let end = mosquitto_pub(&[plain, s(&["-t", "tlsx/end", "-q", "1", "-m", "x"])].concat());
+    assert_ok(&end, "sentinel");
+    want_topics.push("tlsx/end".into());
+    let seen = wait_output(obs, "tls observer");
+    let mut got: Vec<String> = String::from_utf8_lossy(&seen.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    want_topics.sort();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(got, want_topics);
+    // Both clients asked the proxy for the broker by name, twice each.
+    let expected = mqlink_testkit::Socks5Connect {
+        target: format!("localhost:{tls_port}"),
+        by_name: true,
+        user: None,
+    };
+    assert_eq!(proxy.connects(), vec![expected; 4]);
+}
+
+/// Every `auto-…` client id (assigned by the broker) as `auto-ID`.
+fn mask_assigned_ids(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            line.split(' ')
+                .map(|w| if w.starts_with("auto-") { "auto-ID" } else { w })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A subscriber's `-d` output in four streams, each in its order: the trace lines but the
+/// ones below, the acknowledgement lines (PUBACK, PUBREC, PUBREL, PUBCOMP), the UNSUBACK
+/// lines (their place among the messages and acks is timing), and the messages printed.
+fn split_trace(out: &str) -> [Vec<String>; 4] {
+    let is_ack = |l: &str| {
+        [
+            "sending PUBACK",
+            "sending PUBREC",
+            "received PUBREL",
+            "sending PUBCOMP",
+        ]
+        .iter()
+        .any(|a| l.contains(a))
+    };
+    let mut streams: [Vec<String>; 4] = Default::default();
+    for l in out.lines() {
+        let traced = l.starts_with("Client ") || l.starts_with("Subscribed (mid: ");
+        let at = match (traced, is_ack(l)) {
+            _ if l.ends_with(" received UNSUBACK") => 2,
+            (true, false) => 0,
+            (true, true) => 1,
+            (false, _) => 3,
+        };
+        streams[at].push(l.to_string());
+    }
+    streams
+}
+
+/// `-d`: libmosquitto's packet trace on stdout, compared with mosquitto_pub's and
+/// mosquitto_sub's against the same Mosquitto. pub traces must be byte-identical (client
+/// ids the broker assigns masked as `auto-ID`). sub traces differ in one place, on
+/// purpose: mosquitto_sub acknowledges a message before printing it, mqlink after (so a
+/// message is never acknowledged unprinted); and where a message's output falls among the
+/// trace lines is timing (mqlink's engine decodes what one read brought before the
+/// printing task runs; libmosquitto calls back packet by packet). So the trace lines, the
+/// acknowledgement lines (PUBACK, PUBREC, PUBREL, PUBCOMP), the UNSUBACK lines and the
+/// messages are compared as four streams, each exactly and in its order.
+#[test]
+fn debug_trace_matches_libmosquittos() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        extra_config: vec!["log_type unsubscribe".into()],
+        ..MosquittoOptions::default()
+    });
+    let conn = broker.client_args();
+    let pub_rows: &[&[&str]] = &[
+        &["-i", "dbg", "-t", "d/a", "-m", "x", "--repeat", "2"],
+        &["-i", "dbg", "-t", "d/a", "-m", "hello", "-q", "1", "-r"],
+        &["-i", "dbg", "-t", "d/a", "-n", "-q", "2"],
+        &["-i", "dbg", "-t", "d/a", "-m", "x", "-q", "1", "-V", "5"],
+        &["-i", "dbg", "-t", "d/a", "-m", "x", "-q", "2", "-V", "31"],
+        // No id on MQTT 5: "(null)" until the CONNACK assigns one.
+        &["-t", "d/a", "-m", "x", "-q", "1", "-V", "5"],
+        &["-i", "dbg", "-t", "d/a", "-m", "x", "-d", "--quiet"],
+        // The topic goes once; then the alias alone ('(null)' in libmosquitto's words).
+        &[
+            "-i",
+            "dbg",
+            "-t",
+            "d/a",
+            "-m",
+            "x",
+            "--repeat",
+            "2",
+            "-D",
+            "PUBLISH",
+            "topic-alias",
+            "1",
+        ],
+    ];
+    let mut failures = Vec::new();
+    for args in pub_rows {
+        let row = PubRow {
+            name: "-d",
+            args: [s(&["-d"]), s(args)].concat(),
+            stdin: b"",
+            messages: 1,
+            observed_as: OBSERVED,
+        };
+        let want = run_pub(Impl::Mosquitto, &conn, &row);
+        let got = run_pub(Impl::Mqlink, &conn, &row);
+        assert_ok(&want, "mosquitto_pub -d");
+        assert_ok(&got, "mqlink pub -d");
+        let (want, got) = (
+            mask_assigned_ids(&String::from_utf8_lossy(&want.stdout)),
+            mask_assigned_ids(&String::from_utf8_lossy(&got.stdout)),
+        );
+        if want != got || want.is_empty() {
+            failures.push(format!("pub {args:?}:\nmosquitto:\n{want}mqlink:\n{got}"));
+        }
+    }
+    let sub_rows = [
+        SubRow {
+            name: "-d QoS 1, two filters, -U",
+            args: s(&[
+                "-d", "-t", "e/#", "-t", "f", "-q", "1", "-U", "f", "-v", "-C", "2",
+            ]),
+            filter: Some("f".into()),
+            before: vec![s(&["-t", "e/kept", "-m", "old", "-r", "-q", "1"])],
+            after: vec![
+                s(&["-t", "e/x", "-m", "1", "-q", "2"]),
+                s(&["-t", "f", "-m", "no"]),
+            ],
+            compare_stderr: false,
+            unsubscribed: Some("f".into()),
+            digits: false,
+        },
+        SubRow {
+            name: "-d QoS 0, MQTT 5",
+            args: s(&["-d", "-t", "g/#", "-q", "2", "-V", "5", "-C", "1"]),
+            filter: Some("g/#".into()),
+            before: vec![],
+            after: vec![s(&["-t", "g/y", "-n"])],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+        // The last message counted is a QoS 2 one: mosquitto_sub prints it at its PUBREL,
+        // so its exchange is complete before the DISCONNECT; mqlink prints it at once and
+        // completes the exchange before disconnecting.
+        SubRow {
+            name: "-d QoS 2 last",
+            args: s(&["-d", "-t", "g2/#", "-q", "2", "-C", "1"]),
+            filter: Some("g2/#".into()),
+            before: vec![],
+            after: vec![s(&["-t", "g2/x", "-m", "two", "-q", "2"])],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-d -R --retain-as-published on MQTT 5",
+            args: s(&[
+                "-d",
+                "-t",
+                "h",
+                "-t",
+                "i",
+                "-V",
+                "5",
+                "-R",
+                "--retain-as-published",
+                "-E",
+            ]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-d -R --retain-as-published on MQTT 3.1.1",
+            args: s(&["-d", "-t", "h", "-R", "--retain-as-published", "-E"]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+        SubRow {
+            name: "-d -E, retain-as-published, subscription identifier",
+            args: s(&[
+                "-d",
+                "-t",
+                "h",
+                "-V",
+                "5",
+                "--retain-as-published",
+                "-D",
+                "SUBSCRIBE",
+                "subscription-identifier",
+                "3",
+                "-E",
+            ]),
+            filter: None,
+            before: vec![],
+            after: vec![],
+            compare_stderr: false,
+            unsubscribed: None,
+            digits: false,
+        },
+    ];
+    for (n, row) in sub_rows.iter().enumerate() {
+        let [(want, _), (got, _)] = run_sub_row(&broker, row, 100 + n);
+        let unify = |o: &Output, which: Impl| {
+            String::from_utf8_lossy(&o.stdout)
+                .replace(&format!("compat-{}-{which:?}", 100 + n), "ID")
+        };
+        let want_streams = split_trace(&unify(&want, Impl::Mosquitto));
+        let got_streams = split_trace(&unify(&got, Impl::Mqlink));
+        if want.status.code() != got.status.code()
+            || want_streams != got_streams
+            || want_streams[0].is_empty()
+        {
+            failures.push(format!(
+                "{}: {:?} vs {:?}\nmosquitto: {want_streams:#?}\nmqlink: {got_streams:#?}",
+                row.name,
+                want.status.code(),
+                got.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

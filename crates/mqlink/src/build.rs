@@ -71,15 +71,7 @@ pub(crate) fn mqtt_options(broker: &config::Broker) -> MqttOptions {
     o.resume_at_start = false;
     o.session_expiry = broker.session_expiry;
     if let Some(t) = &broker.tls {
-        o.tls = TlsOptions {
-            ca_file: t.ca_file.clone(),
-            cert_file: t.client_auth.as_ref().map(|c| c.cert_file.clone()),
-            key_file: t.client_auth.as_ref().map(|c| c.key_file.clone()),
-            alpn: t.alpn.clone(),
-            insecure_skip_verify: t.insecure_skip_verify,
-            server_name: t.server_name.clone(),
-            ..TlsOptions::default()
-        };
+        o.tls = TlsOptions::from(t);
     }
     o.reconnect_min = broker.reconnect.min;
     o.reconnect_max = broker.reconnect.max;

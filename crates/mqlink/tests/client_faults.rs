@@ -3,6 +3,8 @@
 //! connection right after CONNACK is not hammered, and an application that stops taking
 //! deliveries does not make the engine declare the broker dead.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -157,4 +159,101 @@ async fn an_application_that_stops_taking_deliveries_does_not_fail_the_keepalive
     assert!(changed.is_err(), "link state changed: {:?}", *w.borrow());
     stop.cancel();
     task.await.unwrap();
+}
+
+/// Regression: with every handle dropped right after acknowledging an incoming QoS 2
+/// message, the engine sent its DISCONNECT straight after the PUBREC, leaving the
+/// exchange open (the broker keeps it for a resumed session; mosquitto_sub, which prints
+/// such a message only at its PUBREL, never leaves one open). A clean end now waits for
+/// the PUBREL and answers it: the fake broker must see PUBREC, PUBCOMP, DISCONNECT.
+#[tokio::test]
+async fn a_clean_end_completes_the_incoming_qos2_exchanges_first() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mqtt://{}", listener.local_addr().unwrap());
+    let broker = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let connect = common::read_packet(&mut s, &mut buf).await.unwrap();
+        assert_eq!(connect[0], 0x10);
+        // CONNACK (3.1.1), then PUBLISH QoS 2, pid 7, topic "t", payload "x".
+        s.write_all(&[0x20, 2, 0, 0, 0x34, 6, 0, 1, b't', 0, 7, b'x'])
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while let Some(p) = common::read_packet(&mut s, &mut buf).await {
+            seen.push(p[0]);
+            if p[0] == 0x50 {
+                // PUBREL for the PUBREC.
+                s.write_all(&[0x62, 2, 0, 7]).await.unwrap();
+            }
+            if p[0] == 0xE0 {
+                break;
+            }
+        }
+        seen
+    });
+    let mut o = options(&url);
+    o.protocol = mqlink::mqtt::codec::Protocol::V311;
+    let (client, mut deliveries, event_loop) = client::new(o).unwrap();
+    let run = tokio::spawn(event_loop.run(CancellationToken::new()));
+    let d = deliveries.recv().await.unwrap();
+    assert_eq!(d.publish.qos, QoS::ExactlyOnce);
+    client.ack(d.ack.unwrap());
+    drop(client);
+    drop(deliveries);
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the loop ends by itself")
+        .unwrap();
+    let seen = broker.await.unwrap();
+    assert_eq!(seen, [0x50, 0x70, 0xE0], "PUBREC, PUBCOMP, DISCONNECT");
+}
+
+/// MQTT 5 topic aliases from the broker: a PUBLISH with a topic and an alias sets it, the
+/// next one with the alias alone is delivered with that topic (before, with an empty one).
+#[tokio::test]
+async fn topic_aliases_from_the_broker_are_resolved() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mqtt://{}", listener.local_addr().unwrap());
+    let broker = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let connect = common::read_packet(&mut s, &mut buf).await.unwrap();
+        assert_eq!(connect[0], 0x10);
+        // CONNACK (v5); PUBLISH QoS 0 "t" with Topic Alias 1 (0x23), payload "x"; then
+        // the alias alone, payload "y".
+        s.write_all(&[0x20, 3, 0, 0, 0]).await.unwrap();
+        s.write_all(&[0x30, 8, 0, 1, b't', 3, 0x23, 0, 1, b'x'])
+            .await
+            .unwrap();
+        s.write_all(&[0x30, 7, 0, 0, 3, 0x23, 0, 1, b'y'])
+            .await
+            .unwrap();
+        // Hold the connection until the client leaves.
+        while common::read_packet(&mut s, &mut buf).await.is_some() {}
+    });
+    let mut o = options(&url);
+    o.protocol = mqlink::mqtt::codec::Protocol::V5;
+    o.connect_extras.topic_alias_maximum = Some(4);
+    let (client, mut deliveries, event_loop) = client::new(o).unwrap();
+    let run = tokio::spawn(event_loop.run(CancellationToken::new()));
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = deliveries.recv().await.unwrap();
+        got.push((d.publish.topic.to_string(), d.publish.payload.clone()));
+    }
+    assert_eq!(
+        got,
+        [
+            ("t".to_string(), Bytes::from_static(b"x")),
+            ("t".to_string(), Bytes::from_static(b"y"))
+        ]
+    );
+    drop(client);
+    drop(deliveries);
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the loop ends by itself")
+        .unwrap();
+    broker.await.unwrap();
 }

@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use mqlink::connector::ConnectorStats;
-use mqlink_testkit::{Mosquitto, MosquittoOptions, Postgres};
+use mqlink_testkit::{Mosquitto, MosquittoOptions, Postgres, TlsMaterial};
 use support::*;
 
 async fn client(pg: &Postgres) -> Option<tokio_postgres::Client> {
@@ -232,7 +232,7 @@ async fn postgres_dedup_id_stops_a_redelivered_record() {
             pg.url()
         ),
     );
-    let (mut sink, _) = mqlink::sink::open(
+    let (mut sink, driver) = mqlink::sink::open(
         &cfg.sink,
         "dd",
         "dd",
@@ -240,6 +240,8 @@ async fn postgres_dedup_id_stops_a_redelivered_record() {
     )
     .await
     .unwrap();
+    // The sink's connection I/O runs in its driver, which a connector would poll.
+    tokio::spawn(driver.unwrap());
     let rec = mqlink::sink::Record {
         topic: "dup/topic".into(),
         source: bytes::Bytes::from_static(b"same"),
@@ -261,6 +263,186 @@ async fn postgres_dedup_id_stops_a_redelivered_record() {
         texts(&pg, "SELECT count(*)::text FROM mqtt_messages").await,
         ["2"]
     );
+}
+
+/// `sql` → its rows' first column as text, run on a runtime of the test's own (for tests
+/// that keep the connector's runtime free of anything else).
+fn texts_on(aux: &tokio::runtime::Runtime, pg: &Postgres, sql: &str) -> Vec<String> {
+    let (url, sql) = (pg.url(), sql.to_string());
+    aux.block_on(async move {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.query(&sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    })
+}
+
+#[test]
+fn a_stopped_connector_leaves_no_task_and_closes_its_postgres_connection_even_when_it_hangs() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let pg = Postgres::start();
+    let aux = tokio::runtime::Runtime::new().unwrap();
+    let backends = "SELECT pid::text FROM pg_stat_activity WHERE application_name = 'mqlink-hang'";
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: hang, subscribe: [hang/#], format: raw, session: clean, \
+             sink: {{postgres: {{url: '{}', timeout: 300ms, \
+             retry: {{min: 20ms, max: 100ms}}}}}}}}",
+            pg.url()
+        ),
+    );
+    let mut frozen = None;
+    let rt = run_alone(&cfg, async |stats| {
+        publish_lines(&broker, "hang/1", vec!["one".into()]).await;
+        eventually("one acked", || ConnectorStats::get(&stats.acked) == 1).await;
+        let pids =
+            std::thread::scope(|s| s.spawn(|| texts_on(&aux, &pg, backends)).join()).unwrap();
+        assert_eq!(pids.len(), 1, "{pids:?}");
+        // The backend serving the sink hangs: the next insert is never answered. The sink
+        // gives up on that connection (its timeout) and goes on with a new one.
+        let pid: i32 = pids[0].parse().unwrap();
+        pg.signal_backend(pid, true);
+        frozen = Some(pid);
+        publish_lines(&broker, "hang/1", vec!["two".into()]).await;
+        eventually("two acked", || ConnectorStats::get(&stats.acked) == 2).await;
+        assert!(ConnectorStats::get(&stats.sink_errors) >= 1);
+    });
+    // The connector has returned: nothing of it may still be on its runtime (the
+    // connection I/O was polled by the connector, not spawned).
+    let left = rt.metrics().num_alive_tasks();
+    if let Some(pid) = frozen {
+        pg.signal_backend(pid, false);
+    }
+    assert_eq!(left, 0, "tasks left behind");
+    aux.block_on(eventually_async(
+        "the connections closed at PostgreSQL",
+        || async {
+            let (url, sql) = (pg.url(), backends);
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c.query(sql, &[]).await.unwrap().is_empty()
+        },
+    ));
+    drop(rt);
+}
+
+/// A `postgres` sink for `url` with `tls` (YAML flow mapping body), opened and its driver
+/// spawned.
+async fn open_tls_sink(url: &str, tls: &str) -> mqlink::sink::Sink {
+    let (cfg, _) = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        &format!(
+            "{{name: tls, subscribe: ['#'], format: raw, \
+             sink: {{postgres: {{url: '{url}', timeout: 5s, tls: {{{tls}}}}}}}}}"
+        ),
+    );
+    assert!(
+        cfg.sink.describe().contains(", TLS"),
+        "{}",
+        cfg.sink.describe()
+    );
+    let (sink, driver) = mqlink::sink::open(
+        &cfg.sink,
+        "tls",
+        "tls",
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(driver.unwrap());
+    sink
+}
+
+fn raw_record(payload: &'static str) -> mqlink::sink::Record {
+    mqlink::sink::Record {
+        topic: "t/1".into(),
+        source: bytes::Bytes::from_static(payload.as_bytes()),
+        part: 0,
+        body: mqlink::sink::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
+        meta: Default::default(),
+    }
+}
+
+const STORED: &str = "SELECT convert_from(payload, 'UTF8') FROM mqtt_messages ORDER BY id";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_over_tls_verifies_the_server_against_the_configured_ca() {
+    let tls = TlsMaterial::generate();
+    let pg = Postgres::start_tls(&tls, false);
+    let url = pg.url();
+    let ca = |f: &std::path::Path| format!("ca_file: '{}'", f.display());
+
+    let mut sink = open_tls_sink(&url, &ca(tls.ca_file())).await;
+    sink.deliver(&[raw_record("over tls")]).await.unwrap();
+    assert_eq!(texts(&pg, STORED).await, ["over tls"]);
+    // The server saw it as a TLS connection.
+    assert_eq!(
+        texts(
+            &pg,
+            "SELECT ssl::text FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE application_name = 'mqlink-tls'"
+        )
+        .await,
+        ["true"]
+    );
+
+    // A CA that did not sign the server's certificate: refused, nothing stored.
+    let mut wrong = open_tls_sink(&url, &ca(tls.other_ca_file())).await;
+    let err = wrong
+        .deliver(&[raw_record("must not land")])
+        .await
+        .unwrap_err();
+    let mqlink::sink::SinkError::Retry { done: 0, reason } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        reason.starts_with(&format!("postgres {url}")) && reason.contains("UnknownIssuer"),
+        "{reason}"
+    );
+    assert!(reason.contains("check tls.ca_file"), "{reason}");
+    assert_eq!(texts(&pg, STORED).await, ["over tls"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_over_mutual_tls_presents_the_client_certificate() {
+    let tls = TlsMaterial::generate();
+    let pg = Postgres::start_tls(&tls, true);
+    let url = pg.url();
+    let ca = format!("ca_file: '{}'", tls.ca_file().display());
+
+    // Without a client certificate the server refuses the connection.
+    let mut anonymous = open_tls_sink(&url, &ca).await;
+    let err = anonymous
+        .deliver(&[raw_record("anonymous")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, mqlink::sink::SinkError::Retry { done: 0, reason } if reason.contains("certificate")),
+        "{err:?}"
+    );
+
+    let mut sink = open_tls_sink(
+        &url,
+        &format!(
+            "{ca}, cert_file: '{}', key_file: '{}'",
+            tls.client_cert().display(),
+            tls.client_key().display()
+        ),
+    )
+    .await;
+    sink.deliver(&[raw_record("with a client certificate")])
+        .await
+        .unwrap();
+    assert_eq!(texts(&pg, STORED).await, ["with a client certificate"]);
 }
 
 /// `SELECT count(*)` of `table` (0 while PostgreSQL is away).

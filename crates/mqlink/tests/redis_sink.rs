@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use mqlink::connector::ConnectorStats;
-use mqlink_testkit::{Mosquitto, MosquittoOptions, Redis};
+use mqlink_testkit::{Mosquitto, MosquittoOptions, Redis, TlsMaterial};
 use redis::AsyncCommands as _;
 use support::*;
 
@@ -240,7 +240,7 @@ async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
             redis.url()
         ),
     );
-    let (mut sink, _) = mqlink::sink::open(
+    let (mut sink, driver) = mqlink::sink::open(
         &cfg.sink,
         "memo",
         "memo",
@@ -248,6 +248,8 @@ async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
     )
     .await
     .unwrap();
+    // The sink's connection I/O runs in its driver, which a connector would poll.
+    tokio::spawn(driver.unwrap());
     let rec = |topic: &str, payload: &'static str| mqlink::sink::Record {
         topic: topic.into(),
         source: bytes::Bytes::from_static(payload.as_bytes()),
@@ -274,6 +276,164 @@ async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
     // And the memory is spent: new records go in.
     sink.deliver(&[rec("good/1", "g3")]).await.unwrap();
     assert_eq!(records(&redis, "s:good").await, ["g0", "g1", "g2", "g3"]);
+}
+
+/// Connections Redis lists under `name` (`CLIENT LIST`, over the plain port, blocking).
+fn clients_named(redis: &Redis, name: &str) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    list.lines()
+        .filter(|l| l.split(' ').any(|f| f == format!("name={name}")))
+        .count()
+}
+
+#[test]
+fn a_stopped_connector_leaves_no_task_and_closes_its_redis_connection_even_when_redis_hangs() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let mut redis = Redis::start();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: hang, subscribe: [hang/#], format: raw, session: clean, \
+             sink: {{redis: {{url: '{}', stream: hang, timeout: 300ms, \
+             retry: {{min: 20ms, max: 100ms}}}}}}}}",
+            redis.url()
+        ),
+    );
+    let rt = run_alone(&cfg, async |stats| {
+        publish_lines(&broker, "hang/1", vec!["one".into()]).await;
+        eventually("one acked", || ConnectorStats::get(&stats.acked) == 1).await;
+        assert_eq!(clients_named(&redis, "mqlink-hang"), 1);
+        // Redis hangs while a pipeline larger than the socket buffers is being written:
+        // the write can never finish. The sink gives up on that connection (its reply
+        // timeout) and on every new one (connect timeout).
+        redis.pause();
+        let mut args = broker.client_args();
+        args.extend(["-q", "1", "-t", "hang/1", "-s"].map(String::from));
+        for _ in 0..3 {
+            let args = args.clone();
+            let out = tokio::task::spawn_blocking(move || {
+                mqlink_testkit::mosquitto_pub_with_stdin(&args, &vec![b'x'; 12 << 20])
+            })
+            .await
+            .unwrap();
+            assert!(out.status.success(), "mosquitto_pub: {out:?}");
+        }
+        eventually("failed deliveries", || {
+            ConnectorStats::get(&stats.sink_errors) >= 2
+        })
+        .await;
+    });
+    // The connector has returned: nothing of it may still be on its runtime (the
+    // connection I/O was polled by the connector, not spawned).
+    assert_eq!(rt.metrics().num_alive_tasks(), 0, "tasks left behind");
+    redis.resume();
+    let aux = tokio::runtime::Runtime::new().unwrap();
+    aux.block_on(eventually("the connection closed at Redis", || {
+        clients_named(&redis, "mqlink-hang") == 0
+    }));
+    drop(rt);
+}
+
+/// A `redis` sink for `url` with `tls` (YAML flow mapping body, may be empty), opened and
+/// its driver spawned.
+async fn open_sink(url: &str, tls: &str) -> mqlink::sink::Sink {
+    let tls = if tls.is_empty() {
+        String::new()
+    } else {
+        format!(", tls: {{{tls}}}")
+    };
+    let (cfg, _) = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        &format!(
+            "{{name: tls, subscribe: ['#'], format: raw, \
+             sink: {{redis: {{url: '{url}', stream: 's', timeout: 5s{tls}}}}}}}"
+        ),
+    );
+    let (sink, driver) = mqlink::sink::open(
+        &cfg.sink,
+        "tls",
+        "tls",
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(driver.unwrap());
+    sink
+}
+
+fn raw_record(payload: &'static str) -> mqlink::sink::Record {
+    mqlink::sink::Record {
+        topic: "t/1".into(),
+        source: bytes::Bytes::from_static(payload.as_bytes()),
+        part: 0,
+        body: mqlink::sink::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
+        meta: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_over_tls_verifies_the_server_against_the_configured_ca() {
+    let tls = TlsMaterial::generate();
+    let redis = Redis::start_tls(&tls, false);
+    let url = redis.tls_url();
+    let ca = |f: &std::path::Path| format!("ca_file: '{}'", f.display());
+
+    let mut sink = open_sink(&url, &ca(tls.ca_file())).await;
+    sink.deliver(&[raw_record("over tls")]).await.unwrap();
+    assert_eq!(records(&redis, "s").await, ["over tls"]);
+
+    // A CA that did not sign the server's certificate: refused, nothing stored.
+    let mut wrong = open_sink(&url, &ca(tls.other_ca_file())).await;
+    let err = wrong
+        .deliver(&[raw_record("must not land")])
+        .await
+        .unwrap_err();
+    let mqlink::sink::SinkError::Retry { done: 0, reason } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        reason.starts_with(&format!("redis {url}")) && reason.contains("UnknownIssuer"),
+        "{reason}"
+    );
+    assert!(reason.contains("check tls.ca_file"), "{reason}");
+    assert_eq!(records(&redis, "s").await, ["over tls"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_over_mutual_tls_presents_the_client_certificate() {
+    let tls = TlsMaterial::generate();
+    let redis = Redis::start_tls(&tls, true);
+    let url = redis.tls_url();
+    let ca = format!("ca_file: '{}'", tls.ca_file().display());
+
+    // Without a client certificate the server ends the handshake.
+    let mut anonymous = open_sink(&url, &ca).await;
+    let err = anonymous
+        .deliver(&[raw_record("anonymous")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, mqlink::sink::SinkError::Retry { done: 0, .. }),
+        "{err:?}"
+    );
+
+    let mut sink = open_sink(
+        &url,
+        &format!(
+            "{ca}, cert_file: '{}', key_file: '{}'",
+            tls.client_cert().display(),
+            tls.client_key().display()
+        ),
+    )
+    .await;
+    sink.deliver(&[raw_record("with a client certificate")])
+        .await
+        .unwrap();
+    assert_eq!(records(&redis, "s").await, ["with a client certificate"]);
 }
 
 /// XLEN of `stream` (0 while Redis is away).

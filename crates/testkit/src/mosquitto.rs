@@ -32,6 +32,9 @@ pub struct MosquittoOptions {
     pub unix_socket: bool,
     /// TLS listener using this material's CA, server certificate and key.
     pub tls: Option<TlsMaterial>,
+    /// The Unix socket listener speaks TLS too, with [`tls`](Self::tls)'s material (needs
+    /// both `unix_socket` and `tls`).
+    pub unix_socket_tls: bool,
     /// On the TLS listener, require a client certificate signed by the CA
     /// (`require_certificate true`).
     pub require_client_cert: bool,
@@ -67,6 +70,7 @@ impl Default for MosquittoOptions {
             websockets: false,
             unix_socket: false,
             tls: None,
+            unix_socket_tls: false,
             require_client_cert: false,
             password: None,
             max_queued_messages: 1_000_000,
@@ -133,6 +137,10 @@ impl Mosquitto {
         assert!(
             !options.require_client_cert || options.tls.is_some(),
             "MosquittoOptions::require_client_cert needs MosquittoOptions::tls"
+        );
+        assert!(
+            !options.unix_socket_tls || (options.tls.is_some() && options.unix_socket),
+            "MosquittoOptions::unix_socket_tls needs MosquittoOptions::tls and unix_socket"
         );
         let dir = tempfile::Builder::new()
             .prefix("mqlink-mosquitto-")
@@ -473,6 +481,14 @@ impl Mosquitto {
                 "\nlistener 0 {}\n",
                 path_arg(&self.dir.path().join("mosquitto.sock"))
             ));
+            if let (true, Some(tls)) = (o.unix_socket_tls, &o.tls) {
+                c.push_str(&format!(
+                    "cafile {}\ncertfile {}\nkeyfile {}\n",
+                    path_arg(tls.ca_file()),
+                    path_arg(tls.server_cert()),
+                    path_arg(tls.server_key()),
+                ));
+            }
         }
         if let (Some(port), Some(tls)) = (self.ports.tls, &o.tls) {
             c.push_str(&format!(

@@ -1,4 +1,5 @@
-//! A private Redis server on a free port, its data in a temporary directory.
+//! A private Redis server on a free port, its data in a temporary directory; optionally
+//! with a TLS port beside the plain one (Debian's `redis-server` is built with TLS).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::process::ChildGuard;
-use crate::{STARTUP_TIMEOUT, free_port, require_binary, wait_until};
+use crate::{STARTUP_TIMEOUT, TlsMaterial, free_port, require_binary, wait_until};
 
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: usize = 5;
@@ -26,6 +27,14 @@ pub struct Redis {
     child: Option<ChildGuard>,
     dir: TempDir,
     port: u16,
+    tls: Option<TlsPort>,
+}
+
+/// The TLS listener's settings: its port and the `--tls-*` arguments.
+#[derive(Debug, Clone)]
+struct TlsPort {
+    port: u16,
+    args: Vec<String>,
 }
 
 impl Redis {
@@ -36,18 +45,50 @@ impl Redis {
     /// [`STARTUP_TIMEOUT`](crate::STARTUP_TIMEOUT); the message includes its log.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// Like [`Redis::start`], plus a TLS port ([`Redis::tls_url`]) presenting
+    /// `material`'s server certificate. With `client_certs`, the TLS port also requires a
+    /// client certificate signed by `material`'s CA (Redis's `tls-auth-clients yes`). The
+    /// plain port stays open for the test's own checks.
+    ///
+    /// # Panics
+    /// As [`Redis::start`].
+    #[must_use]
+    pub fn start_tls(material: &TlsMaterial, client_certs: bool) -> Self {
+        let path = |p: &Path| p.display().to_string();
+        let args = vec![
+            "--tls-cert-file".to_owned(),
+            path(material.server_cert()),
+            "--tls-key-file".to_owned(),
+            path(material.server_key()),
+            "--tls-ca-cert-file".to_owned(),
+            path(material.ca_file()),
+            "--tls-auth-clients".to_owned(),
+            if client_certs { "yes" } else { "no" }.to_owned(),
+        ];
+        Self::start_inner(Some(args))
+    }
+
+    fn start_inner(tls_args: Option<Vec<String>>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mqlink-redis-")
             .tempdir()
             .expect("create temporary directory for redis-server");
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port();
-            match spawn(dir.path(), port) {
+            let tls = tls_args.clone().map(|args| TlsPort {
+                port: free_port(),
+                args,
+            });
+            match spawn(dir.path(), port, tls.as_ref()) {
                 Ok(child) => {
                     return Self {
                         child: Some(child),
                         dir,
                         port,
+                        tls,
                     };
                 }
                 Err(log) if log.contains("Address already in use") && attempt < START_ATTEMPTS => {}
@@ -69,19 +110,36 @@ impl Redis {
         self.port
     }
 
+    /// `rediss://127.0.0.1:TLS_PORT`.
+    ///
+    /// # Panics
+    /// If the server was not started with [`Redis::start_tls`].
+    #[must_use]
+    pub fn tls_url(&self) -> String {
+        let tls = self.tls.as_ref().expect("started with Redis::start_tls");
+        format!("rediss://127.0.0.1:{}", tls.port)
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, like a
+    /// server that hangs.
+    pub fn pause(&mut self) {
+        if let Some(child) = &mut self.child {
+            child.signal(rustix::process::Signal::STOP);
+        }
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&mut self) {
+        if let Some(child) = &mut self.child {
+            child.signal(rustix::process::Signal::CONT);
+        }
+    }
+
     /// Stops the server (SIGTERM: it finishes its append-only file), SIGKILL after 10 s.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         self.child
             .take()
             .map(|mut child| child.terminate(STOP_GRACE))
-    }
-
-    /// Freezes the server (SIGSTOP): connections stay open, nothing more is read,
-    /// executed or answered, as when a server hangs.
-    pub fn pause(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            c.signal(rustix::process::Signal::STOP);
-        }
     }
 
     /// Kills the server (SIGKILL, also when paused): what it had not executed and fsynced
@@ -96,7 +154,7 @@ impl Redis {
     /// If it does not come back (e.g. the port was taken meanwhile).
     pub fn restart(&mut self) {
         self.stop();
-        match spawn(self.dir.path(), self.port) {
+        match spawn(self.dir.path(), self.port, self.tls.as_ref()) {
             Ok(child) => self.child = Some(child),
             Err(log) => panic!(
                 "redis-server did not restart on port {}; log:\n{log}",
@@ -112,11 +170,16 @@ impl Redis {
     }
 }
 
-fn spawn(dir: &Path, port: u16) -> Result<ChildGuard, String> {
+fn spawn(dir: &Path, port: u16, tls: Option<&TlsPort>) -> Result<ChildGuard, String> {
     let bin = require_binary("redis-server", "redis-server");
     let log_path = dir.join("redis.log");
     let log = File::create(&log_path).expect("create redis log");
-    let child = Command::new(&bin)
+    let mut cmd = Command::new(&bin);
+    if let Some(tls) = tls {
+        cmd.args(["--tls-port", &tls.port.to_string()])
+            .args(&tls.args);
+    }
+    let child = cmd
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
             "--save",

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod check;
 pub mod mosquitto_args;
 pub mod options_file;
+pub mod packet_trace;
 pub mod properties;
 pub mod publish;
 pub mod run;

@@ -167,8 +167,7 @@ pub struct MosqConnArgs {
     // start with `-` stay options.
     #[arg(short = 'D', long = "property", num_args = 3..=4, allow_negative_numbers = true, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
     pub property: Vec<String>,
-    /// Log the connection (mqlink's log at debug level, on stderr; not mosquitto's packet
-    /// trace).
+    /// Print libmosquitto's packet trace on stdout ("Client ID sending CONNECT", ...).
     #[arg(short = 'd', long)]
     pub debug: bool,
     /// Print no runtime errors (argument errors still are).
@@ -183,7 +182,8 @@ pub struct MosqConnArgs {
     /// Bind the outgoing socket to this local address (IP address or host name).
     #[arg(short = 'A', value_name = "ADDRESS")]
     pub bind_address: Option<String>,
-    /// Connect to the broker's Unix domain socket at PATH; -h and -p are then ignored.
+    /// Connect to the broker's Unix domain socket at PATH. As in mosquitto, it sets the
+    /// host to PATH and the port to 0 (a Unix socket): a later -h, -p or -L overrides it.
     #[arg(long, value_name = "PATH")]
     pub unix: Option<PathBuf>,
     /// Reach the broker through a SOCKS5 proxy: socks5h://[user[:password]@]host[:port]
@@ -204,6 +204,112 @@ pub struct MosqConnArgs {
     keyform: Option<String>,
     #[arg(long, hide = true)]
     tls_engine_kpass_sha1: Option<String>,
+    /// Where -h, -p, -L and --unix stand on the command line (filled in by `main`).
+    #[arg(skip)]
+    pub positions: Positions,
+}
+
+/// Where on the command line -h, -p, -L and --unix were last given (clap's argument
+/// indices; a value from the environment counts as given before the command line).
+///
+/// mosquitto_pub/sub read their options in order into two slots, the host and the port:
+/// -h writes the host, -p the port, -L both (the port from the URL, or its scheme's
+/// default), --unix both (its path, and port 0, which libmosquitto takes to mean "a Unix
+/// socket at the host"). The last writer of each slot wins, so `--unix P -h H` connects to
+/// the Unix socket `H` and `--unix P -p 1883` to TCP host `P` (a lookup failure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Positions {
+    /// `-h`.
+    pub host: Option<usize>,
+    /// `-p`.
+    pub port: Option<usize>,
+    /// `-L`.
+    pub url: Option<usize>,
+    /// `--unix`.
+    pub unix: Option<usize>,
+    /// `pub -t`: with -L, whichever comes last names the topic, as in mosquitto_pub.
+    pub topic: Option<usize>,
+    /// `sub`: how many -t filters come before -L, whose topic mosquitto_sub subscribes to
+    /// in its place among them.
+    pub topics_before_url: usize,
+}
+
+impl Positions {
+    /// The positions in the matches of a `pub` or `sub` command line.
+    pub fn from_matches(m: &clap::ArgMatches) -> Positions {
+        let at = |id: &str| {
+            // `sub` has no `topic` (its -t is `topics`, where -L's topic is added).
+            if m.try_contains_id(id).is_err() {
+                return None;
+            }
+            if m.value_source(id)? != clap::parser::ValueSource::CommandLine {
+                return Some(0);
+            }
+            // Index 0 is the command's name: every option given comes after it.
+            m.indices_of(id).and_then(Iterator::max)
+        };
+        let url = at("url");
+        let topics_before_url = match (m.try_contains_id("topics"), url) {
+            (Ok(_), Some(u)) => m
+                .indices_of("topics")
+                .map_or(0, |i| i.filter(|&i| i < u).count()),
+            _ => 0,
+        };
+        Positions {
+            topics_before_url,
+            host: at("host"),
+            port: at("port"),
+            url,
+            unix: at("unix"),
+            topic: at("topic"),
+        }
+    }
+}
+
+/// Which option last wrote a slot (see [`Positions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Flag,
+    Url,
+    Unix,
+}
+
+/// The option that wrote a slot last: `flag` (-h or -p), -L or --unix, each with its
+/// position and whether it was given. An option given without a known position (arguments
+/// not parsed by `main`) counts as first, and ties go to --unix, then -h/-p, then -L.
+fn last_writer(
+    flag: (Option<usize>, bool),
+    url: (Option<usize>, bool),
+    unix: (Option<usize>, bool),
+) -> Option<Writer> {
+    [
+        (url, Writer::Url),
+        (flag, Writer::Flag),
+        (unix, Writer::Unix),
+    ]
+    .into_iter()
+    .filter_map(|((at, given), w)| at.or(given.then_some(0)).map(|at| (at, w)))
+    // max_by_key returns the last of equal elements: the tie order above.
+    .max_by_key(|(at, _)| *at)
+    .map(|(_, w)| w)
+}
+
+/// The port `-L` writes, when the URL names none: its scheme's default, as mosquitto sets
+/// it (`--cafile -L mqtt://host/topic` is TLS on 1883). None for an explicit port (the URL
+/// carries it) and for mqlink's ws:// and wss:// URLs (their own defaults).
+fn url_default_port(url: &str) -> Option<u16> {
+    if has_port(url) {
+        return None;
+    }
+    let scheme = url
+        .trim()
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("mqtt") => Some(1883),
+        Some("mqtts") => Some(8883),
+        _ => None,
+    }
 }
 
 /// What the connection options produced besides the [`MqttOptions`].
@@ -263,6 +369,7 @@ pub const COMPAT_HELP: &str = "\
 mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
   -h -p -L -u -P -i -I -k -M -V (mqttv5|mqttv311|mqttv31, default mqttv311) -c -x --quiet
   -A --unix --proxy (socks5h://, no auth or user/password) --nodelay --cafile --capath
+  (-h -p -L --unix are read in order, the last one wins, as in mosquitto)
   --tls-use-os-certs --cert --key --insecure (host name only)
   --tls-alpn --tls-version --will-topic --will-payload --will-qos --will-retain --help
   pub: -t -m -f -l -s -n -q -r --repeat --repeat-delay
@@ -271,14 +378,17 @@ mosquitto_pub/mosquitto_sub 2.0 options supported with the same meaning:
        -F: every % field (%A %C %D %E %F %I %j %J %l %m %P %p %q %R %r %S %t %U %x %X %%)
        with - and 0 flags, width and .precision; @ strftime codes (@N, @@); \\ escapes
   -D: PUBLISH content-type correlation-data message-expiry-interval payload-format-indicator
-      response-topic user-property; CONNECT session-expiry-interval maximum-packet-size
-      receive-maximum request-problem-information request-response-information
-      user-property; SUBSCRIBE subscription-identifier user-property; WILL all
+      response-topic topic-alias user-property; CONNECT session-expiry-interval
+      maximum-packet-size receive-maximum request-problem-information
+      request-response-information topic-alias-maximum user-property; SUBSCRIBE
+      subscription-identifier user-property; UNSUBSCRIBE user-property; DISCONNECT
+      session-expiry-interval reason-string server-reference user-property; WILL all
   The options file $XDG_CONFIG_HOME/mosquitto_pub|_sub (or ~/.config/...) is read first.
-Different: -d prints mqlink's connection log, not a packet trace; -F %A prints as
-  absent (topic aliases are not kept).
+  -d: libmosquitto's packet trace on stdout (sub: a message's acknowledgement is traced
+      after its output, as mqlink acknowledges only what it printed)
 Refused, naming why: --psk --psk-identity --ciphers --tls-engine
-  --keyform engine, other -D properties (the engine cannot send them).
+  --keyform engine, -D authentication-method/-data (no AUTH exchange) and
+  payload-format-indicator 2-255 (kept as a flag by the codec).
 Run as mosquitto_pub / mosquitto_sub (a symlink to mqlink), it is this command.";
 
 /// `-V` as mosquitto spells it, plus the bare numbers.
@@ -451,9 +561,25 @@ impl MosqConnArgs {
             },
             fallback_to_311: false,
         };
+        // The host and port slots as mosquitto fills them (see `Positions`).
+        let mut core = self.core.clone();
+        let p = &self.positions;
+        let url = (p.url, self.core.url.is_some());
+        let unix = (p.unix, self.unix.is_some());
+        match last_writer((p.host, self.core.host.is_some()), url, unix) {
+            Some(Writer::Url) => core.host = None,
+            Some(Writer::Unix) => {
+                core.host = self.unix.as_ref().map(|u| u.to_string_lossy().into_owned());
+            }
+            Some(Writer::Flag) | None => {}
+        }
+        match last_writer((p.port, self.core.port.is_some()), url, unix) {
+            Some(Writer::Url) => core.port = self.core.url.as_deref().and_then(url_default_port),
+            Some(Writer::Unix) => core.port = Some(0),
+            Some(Writer::Flag) | None => {}
+        }
         let (mut o, url_topic) =
-            self.core
-                .build(&defaults)
+            core.build(&defaults)
                 .map_err(|e| match e.downcast::<ConnUsage>() {
                     Ok(u) => mosq_usage(tool, u.0),
                     Err(e) => e,
@@ -506,8 +632,19 @@ impl MosqConnArgs {
                  interval.",
             ));
         }
+        // libmosquitto: port 0 means a Unix socket whose path is the host (`--unix`, and
+        // also `-p 0` or a URL with port 0), unless a SOCKS5 proxy is set: the proxy is
+        // then asked for that host and port 0, as libmosquitto asks it.
+        let unix = (o.url.port == 0 && self.proxy.is_none()).then(|| PathBuf::from(&o.url.host));
+        if unix.is_some() {
+            // The host is not a name over a Unix socket: libmosquitto verifies the broker's
+            // certificate chain there but no host name, and so does mqlink (the name below
+            // is only what TLS sends as SNI).
+            o.url.host = "localhost".into();
+            o.tls.skip_hostname_check = true;
+        }
         o.socket = SocketOptions {
-            unix: self.unix.clone(),
+            unix,
             bind: self.bind_address.clone(),
             proxy: match &self.proxy {
                 Some(p) => Some(Socks5Proxy::parse(p).map_err(|m| mosq_usage(tool, m))?),
@@ -519,6 +656,16 @@ impl MosqConnArgs {
         // mosquitto_pub/sub announce libmosquitto's MQTT 5 Receive Maximum, 20, whatever
         // -M says (-M only limits what they send); -D CONNECT receive-maximum overrides it.
         o.receive_maximum = Some(20);
+        if self.debug {
+            let trace = crate::cmd::packet_trace::PacketTrace::new(protocol == Protocol::V5);
+            o.packet_observer = Some(crate::cmd::packet_trace::observer(
+                if tool == "mosquitto_sub" && !self.quiet {
+                    trace.with_subscribed_lines()
+                } else {
+                    trace
+                },
+            ));
+        }
         let publish_props = properties::apply(tool, &self.property, protocol, &mut o)?;
         Ok(Conn {
             opts: o,
@@ -625,4 +772,83 @@ pub fn finish(result: anyhow::Result<()>, quiet: bool) -> anyhow::Result<()> {
         1
     };
     Err(anyhow::Error::new(crate::exit::Quiet(code)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    #[command(disable_help_flag = true)]
+    struct Line {
+        #[command(flatten)]
+        conn: MosqConnArgs,
+    }
+
+    /// The options from a command line, positions filled in as `main` does.
+    fn conn(args: &[&str]) -> Conn {
+        let m =
+            Line::command().get_matches_from(std::iter::once("mqlink").chain(args.iter().copied()));
+        let mut line = Line::from_arg_matches(&m).unwrap();
+        line.conn.positions = Positions::from_matches(&m);
+        line.conn.options("mosquitto_pub").unwrap()
+    }
+
+    fn endpoint(args: &[&str]) -> (Transport, String, u16, Option<PathBuf>) {
+        let o = conn(args).opts;
+        (o.url.transport, o.url.host, o.url.port, o.socket.unix)
+    }
+
+    /// What strace showed mosquitto_pub 2.0.11 connect to for these lines (ports 1883 and
+    /// 8883 cannot be used by the comparison suite: Debian's broker may hold them).
+    #[test]
+    fn the_url_writes_the_port_of_its_scheme_as_mosquitto_does() {
+        let tcp = |host: &str, port| (Transport::Tcp, host.to_string(), port, None);
+        let tls = |host: &str, port| (Transport::Tls, host.to_string(), port, None);
+        assert_eq!(endpoint(&["-p", "5", "-L", "mqtt://h/t"]), tcp("h", 1883));
+        assert_eq!(endpoint(&["-L", "mqtt://h/t", "-p", "5"]), tcp("h", 5));
+        assert_eq!(endpoint(&["-L", "mqtt://h:7/t"]), tcp("h", 7));
+        assert_eq!(
+            endpoint(&["--cafile", "/ca.pem", "-L", "mqtt://h/t"]),
+            tls("h", 1883)
+        );
+        assert_eq!(
+            endpoint(&["--cafile", "/ca.pem", "-h", "h"]),
+            tls("h", 8883)
+        );
+        assert_eq!(endpoint(&["-p", "5", "-L", "mqtts://h/t"]).2, 8883);
+    }
+
+    #[test]
+    fn unix_writes_the_host_and_port_zero_and_the_last_writer_wins() {
+        let unix = |p: &str| {
+            (
+                Transport::Tcp,
+                "localhost".to_string(),
+                0,
+                Some(PathBuf::from(p)),
+            )
+        };
+        assert_eq!(endpoint(&["--unix", "/s", "-h", "/t"]), unix("/t"));
+        assert_eq!(
+            endpoint(&["-h", "h", "-p", "5", "--unix", "/s"]),
+            unix("/s")
+        );
+        assert_eq!(endpoint(&["-p", "0"]), unix("localhost"));
+        assert_eq!(
+            endpoint(&["--unix", "/s", "-p", "5"]),
+            (Transport::Tcp, "/s".to_string(), 5, None)
+        );
+        // Over the socket the certificate's host name is not checked, as in libmosquitto.
+        let o = conn(&["--cafile", "/ca.pem", "--unix", "/s"]).opts;
+        assert!(o.tls.skip_hostname_check);
+        assert_eq!(o.socket.unix, Some(PathBuf::from("/s")));
+        // With a proxy, the proxy is asked for the path and port 0, as by libmosquitto.
+        let o = conn(&["--proxy", "socks5h://p", "--unix", "/s"]).opts;
+        assert_eq!(
+            (o.url.host.as_str(), o.url.port, o.socket.unix),
+            ("/s", 0, None)
+        );
+    }
 }

@@ -5,14 +5,17 @@
 //! applied, the others are refused by name, never dropped.
 //!
 //! Sent: PUBLISH content-type, correlation-data, message-expiry-interval,
-//! payload-format-indicator (0 or 1), response-topic, user-property; CONNECT
+//! payload-format-indicator (0 or 1), response-topic, topic-alias, user-property; CONNECT
 //! session-expiry-interval, maximum-packet-size, receive-maximum,
-//! request-problem-information, request-response-information, user-property; SUBSCRIBE
-//! subscription-identifier, user-property. Properties of a packet the command never sends
+//! request-problem-information, request-response-information, topic-alias-maximum,
+//! user-property; SUBSCRIBE subscription-identifier, user-property; UNSUBSCRIBE
+//! user-property; DISCONNECT session-expiry-interval, reason-string, server-reference,
+//! user-property. Properties of a packet the command never sends
 //! are accepted and ignored, as mosquitto does (sub: PUBLISH; pub: SUBSCRIBE, UNSUBSCRIBE).
 //! WILL: all its properties (ignored without `--will-topic`, as by mosquitto).
-//! Everything else the engine has no field for (topic aliases and topic-alias-maximum,
-//! UNSUBSCRIBE and DISCONNECT properties, authentication) is refused by name.
+//! Everything else (authentication, which needs an AUTH exchange the engine does not
+//! speak, and a payload-format-indicator above 1, which the codec keeps as a flag) is
+//! refused by name.
 
 use bytes::Bytes;
 use mqlink::mqtt::client::MqttOptions;
@@ -357,6 +360,9 @@ pub fn apply(
                     .user
                     .push((g.key.to_string(), value.to_string()));
             }
+            ("CONNECT", "topic-alias-maximum") => {
+                opts.connect_extras.topic_alias_maximum = Some(number as u16);
+            }
             ("CONNECT", "maximum-packet-size") => {
                 // The engine needs room for a CONNACK and small PUBLISHes.
                 if number < 64 {
@@ -378,6 +384,25 @@ pub fn apply(
                     ));
                 }
                 opts.subscribe_options.subscription_id = Some(number as u32);
+            }
+            ("UNSUBSCRIBE", "user-property") => {
+                opts.subscribe_options
+                    .unsubscribe_user
+                    .push((g.key.to_string(), value.to_string()));
+            }
+            ("DISCONNECT", "session-expiry-interval") => {
+                opts.disconnect.session_expiry = Some(number as u32);
+            }
+            ("DISCONNECT", "reason-string") => {
+                opts.disconnect.reason_string = Some(value.to_string());
+            }
+            ("DISCONNECT", "server-reference") => {
+                opts.disconnect.server_reference = Some(value.to_string());
+            }
+            ("DISCONNECT", "user-property") => {
+                opts.disconnect
+                    .user
+                    .push((g.key.to_string(), value.to_string()));
             }
             ("SUBSCRIBE", "user-property") => {
                 opts.subscribe_options
@@ -403,6 +428,8 @@ fn publish_property(
         "response-topic" => props.response_topic = Some(value.to_string()),
         "correlation-data" => props.correlation_data = Some(Bytes::from(value.as_bytes().to_vec())),
         "message-expiry-interval" => props.message_expiry = Some(number as u32),
+        // check_all has refused 0; WILL has no topic alias (check_one refused it there).
+        "topic-alias" => props.topic_alias = Some(number as u16),
         // mosquitto sends any byte; MQTT 5 defines 0 and 1, the codec carries a flag.
         "payload-format-indicator" if number <= 1 => props.payload_utf8 = Some(number == 1),
         "user-property" => props.user.push((key.to_string(), value.to_string())),
@@ -479,12 +506,12 @@ mod tests {
         assert!(e(&["PUBLISH", "session-expiry-interval", "5"]).contains("not allowed for"));
         assert!(e(&["BOGUS", "content-type", "x"]).contains("Invalid command"));
         assert!(e(&["PUBLISH", "bogus", "x"]).contains("Invalid property name"));
-        assert!(e(&["PUBLISH", "topic-alias", "3"]).contains("topic-alias is not supported"));
+        assert!(e(&["PUBLISH", "topic-alias", "0"]).contains("protocol error"));
         assert!(e(&["PUBLISH", "payload-format-indicator", "2"]).contains("is not supported"));
         assert!(e(&["PUBLISH", "subscription-identifier", "2"]).contains("not supported for"));
         assert!(e(&["PUBLISH", "message-expiry-interval", "-1"]).contains("out of range"));
         assert!(e(&["CONNECT", "user-property", "a"]).contains("not enough arguments"));
-        assert!(e(&["DISCONNECT", "session-expiry-interval", "5"]).contains("not supported"));
+        assert!(e(&["CONNECT", "authentication-method", "x"]).contains("is not supported"));
     }
 
     #[test]

@@ -79,9 +79,15 @@ async fn publish(args: Args) -> anyhow::Result<()> {
     // first connect starts a new session; mosquitto_pub resumes it. QoS 0 uses no packet
     // ids: resuming is safe, and done as mosquitto does.
     opts.resume_at_start = qos == QoS::AtMostOnce;
+    let positions = args.conn.positions;
     let topic = match (args.topic.clone(), url_topic) {
-        (Some(_), Some(_)) => {
-            return Err(mosq_usage(TOOL, "Only one topic can be supplied."));
+        // mosquitto_pub keeps one topic: the last of -t and -L's path.
+        (Some(t), Some(u)) => {
+            if positions.topic > positions.url {
+                t
+            } else {
+                u
+            }
         }
         (Some(t), None) | (None, Some(t)) => t,
         (None, None) => {

@@ -107,9 +107,18 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
     };
     let conn = args.conn.options(TOOL)?;
     let (mut opts, url_topic) = (conn.opts, conn.url_topic);
-    args.topics.extend(url_topic);
+    // mosquitto_sub subscribes in command-line order, -L's topic among the -t filters.
+    if let Some(t) = url_topic {
+        let at = args.conn.positions.topics_before_url.min(args.topics.len());
+        args.topics.insert(at, t);
+    }
     // Only asked for when given, as mosquitto_sub does (3.x has no such option).
     opts.subscribe_options.retain_as_published = args.retain_as_published;
+    // mosquitto_sub -R also asks an MQTT 5 broker not to send retained messages at all
+    // (Retain Handling 2); they are still skipped here for MQTT 3.
+    if args.no_retained {
+        opts.subscribe_options.retain_handling = 2;
+    }
     if args.no_retained && args.retained_only {
         // mosquitto_sub's own layout for this one: a blank line first, no --help line.
         return Err(anyhow::Error::new(MosqPlain(
@@ -157,7 +166,17 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot subscribe at {broker}"))?;
     let filters: Vec<(String, QoS)> = args.topics.iter().map(|t| (t.clone(), qos)).collect();
-    let codes = client.subscribe(filters).await?;
+    // mosquitto_sub sends one UNSUBSCRIBE per -U filter right after the SUBSCRIBE, without
+    // waiting for the SUBACK: `join` polls the subscription first, so its command is
+    // queued (and its packet written) first.
+    let unsubscribes = futures_util::future::join_all(
+        args.unsubscribe
+            .iter()
+            .map(|f| client.unsubscribe(vec![f.clone()])),
+    );
+    let (codes, unsubscribed) =
+        futures_util::future::join(client.subscribe(filters), unsubscribes).await;
+    let codes = codes?;
     for (t, c) in args.topics.iter().zip(&codes) {
         if *c == 0x8F {
             shutdown.cancel();
@@ -171,9 +190,8 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
             ));
         }
     }
-    // mosquitto_sub: subscriptions first, then one UNSUBSCRIBE per -U filter.
-    for f in &args.unsubscribe {
-        client.unsubscribe(vec![f.clone()]).await?;
+    for u in unsubscribed {
+        u?;
     }
     if args.exit_after_sub {
         drop(client);
@@ -195,7 +213,9 @@ async fn subscribe(mut args: Args) -> anyhow::Result<()> {
     let deadline = args
         .timeout
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    // Stdout is not held locked: -d's trace prints from the connection task between our
+    // flushes.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let mut received = 0u64;
     let mut timed_out = false;
     let mut pending_acks = Vec::new();

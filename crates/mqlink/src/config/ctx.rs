@@ -17,7 +17,7 @@ use crate::transform::jq::Program;
 use super::error::ConfigError;
 use super::node::{KeyPath, Node};
 use super::secret::Secret;
-use super::shared::{Backoff, Ordered, RawBackoff, RawFsync};
+use super::shared::{Backoff, ClientAuth, Ordered, RawBackoff, RawFsync, RawTls, Tls};
 use super::units::{parse_bytes, parse_duration};
 
 type R<T> = Result<T, ConfigError>;
@@ -112,6 +112,43 @@ impl Ctx<'_> {
         } else {
             self.base_dir.join(p)
         }
+    }
+
+    /// A `tls:` block (`ca_file`, `cert_file` + `key_file`, `alpn`, `server_name`,
+    /// `insecure_skip_verify`), as the broker and the TLS-capable sinks take it: files
+    /// exist, client certificate and key come together, names are not empty.
+    pub(crate) fn tls(&self, raw: RawTls, path: &KeyPath) -> R<Tls> {
+        let ca_file = match raw.ca_file.as_deref() {
+            Some(f) => Some(self.input_file(f, &path.key("ca_file"))?),
+            None => None,
+        };
+        let client_auth = match (raw.cert_file.as_deref(), raw.key_file.as_deref()) {
+            (Some(c), Some(k)) => Some(ClientAuth {
+                cert_file: self.input_file(c, &path.key("cert_file"))?,
+                key_file: self.input_file(k, &path.key("key_file"))?,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.err(&path.key("cert_file"), "cert_file needs key_file too"));
+            }
+            (None, Some(_)) => {
+                return Err(self.err(&path.key("key_file"), "key_file needs cert_file too"));
+            }
+        };
+        let alpn = raw.alpn.unwrap_or_default();
+        for (i, a) in alpn.iter().enumerate() {
+            self.non_empty(a, &path.key("alpn").index(i))?;
+        }
+        if let Some(s) = raw.server_name.as_deref() {
+            self.non_empty(s, &path.key("server_name"))?;
+        }
+        Ok(Tls {
+            ca_file,
+            client_auth,
+            alpn,
+            insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+            server_name: raw.server_name,
+        })
     }
 
     /// An input file: resolved against the config's directory and required to exist.

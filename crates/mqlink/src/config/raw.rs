@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use super::secret::Secret;
-pub(crate) use super::shared::{Ordered, RawBackoff, RawFsync};
+pub(crate) use super::shared::{Ordered, RawBackoff, RawFsync, RawTls};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -47,17 +47,6 @@ pub(crate) struct RawBroker {
 pub(crate) enum RawSession {
     Clean,
     Persistent,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTls {
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-    pub alpn: Option<Vec<String>>,
-    pub insecure_skip_verify: Option<bool>,
-    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

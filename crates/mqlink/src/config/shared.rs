@@ -3,6 +3,7 @@
 //! imports nothing from the crate, so `sink/*.rs` can use it while `config::{raw, types}`
 //! hold the sink registry's `sink:` enum without an import cycle.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -56,4 +57,41 @@ pub struct Backoff {
     pub min: Duration,
     /// Largest delay; `max >= min`.
     pub max: Duration,
+}
+
+/// A `tls:` block as written (the broker's, and the `redis` and `postgres` sinks').
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub insecure_skip_verify: Option<bool>,
+    pub server_name: Option<String>,
+}
+
+/// Client certificate and key for mutual TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientAuth {
+    /// PEM certificate chain (file exists at load).
+    pub cert_file: PathBuf,
+    /// PEM private key (file exists at load).
+    pub key_file: PathBuf,
+}
+
+/// TLS settings (`broker.tls`, and the `redis` and `postgres` sinks' `tls`). Relative
+/// paths are resolved against the config file's directory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tls {
+    /// CA bundle; `None` = the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (both or neither).
+    pub client_auth: Option<ClientAuth>,
+    /// ALPN protocols, in preference order; default none.
+    pub alpn: Vec<String>,
+    /// Skip server certificate verification (testing only); default false.
+    pub insecure_skip_verify: bool,
+    /// SNI / verification name override; default the URL's host.
+    pub server_name: Option<String>,
 }

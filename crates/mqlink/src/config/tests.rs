@@ -634,7 +634,7 @@ fn redis_postgres_and_kafka_sinks_validate_with_defaults_and_located_errors() {
         c.connectors[0].sink.batching().linger,
         Duration::from_millis(5)
     );
-    let e = yaml(&base("{redis: {url: 'rediss://h'}}")).unwrap_err();
+    let e = yaml(&base("{redis: {url: 'unix:///run/redis.sock'}}")).unwrap_err();
     assert_eq!(e.path, "connectors[0].sink.redis.url");
     let e = yaml(&base("{redis: {url: 'redis://h', stream: 'x:{event}'}}")).unwrap_err();
     assert_eq!(e.path, "connectors[0].sink.redis.stream");
@@ -717,6 +717,77 @@ fn pipelining_sinks_take_in_flight_and_the_connector_window_covers_it() {
         crate::build::connector_window(&c.connectors[0].sink.batching()),
         2048
     );
+}
+
+#[cfg(all(feature = "sink-redis", feature = "sink-postgres"))]
+#[test]
+fn redis_and_postgres_tls_is_validated_and_shown_in_the_plan_without_secrets() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    // rediss:// alone: TLS with the system's roots.
+    let c = yaml(&base("{redis: {url: 'rediss://u:s3cret@h:6380'}}")).unwrap();
+    let plan = c.connectors[0].sink.describe();
+    assert_eq!(
+        plan,
+        "redis rediss://u:redacted@h:6380 stream mqtt:{topic}, TLS"
+    );
+    let c = yaml(&base(&format!(
+        "{{redis: {{url: 'rediss://h', tls: {{ca_file: '{file}', cert_file: '{file}', key_file: '{file}'}}}}}}"
+    )))
+    .unwrap();
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        format!("redis rediss://h stream mqtt:{{topic}}, TLS ca {file} + client cert")
+    );
+    let e = yaml(&base(&format!(
+        "{{redis: {{url: 'redis://h', tls: {{ca_file: '{file}'}}}}}}"
+    )))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.tls");
+    assert!(e.message.contains("rediss://"), "{e}");
+    let e = yaml(&base(
+        "{redis: {url: 'rediss://h', tls: {ca_file: '/nonexistent/ca.pem'}}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.tls.ca_file");
+    let e = yaml(&base(&format!(
+        "{{redis: {{url: 'rediss://h', tls: {{cert_file: '{file}'}}}}}}"
+    )))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.tls.cert_file");
+
+    // postgres: a tls: block or sslmode=require turns TLS on (and requires it).
+    let c = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db?sslmode=require'}}",
+    ))
+    .unwrap();
+    assert!(
+        c.connectors[0]
+            .sink
+            .describe()
+            .ends_with("received_at), TLS"),
+        "{}",
+        c.connectors[0].sink.describe()
+    );
+    let c = yaml(&base(&format!(
+        "{{postgres: {{url: 'postgres://u@h/db', password: s3cret, tls: {{ca_file: '{file}'}}}}}}"
+    )))
+    .unwrap();
+    let plan = c.connectors[0].sink.describe();
+    assert!(plan.ends_with(&format!(", TLS ca {file}")), "{plan}");
+    assert!(!plan.contains("s3cret"), "{plan}");
+    let e = yaml(&base(&format!(
+        "{{postgres: {{url: 'postgres://u@h/db?sslmode=disable', tls: {{ca_file: '{file}'}}}}}}"
+    )))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.postgres.tls");
+    let c = yaml(&base(
+        "{postgres: {url: 'postgres://u@h/db?sslmode=prefer'}}",
+    ))
+    .unwrap();
+    assert!(!c.connectors[0].sink.describe().contains("TLS"));
 }
 
 #[cfg(not(feature = "poll"))]

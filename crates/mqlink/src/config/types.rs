@@ -181,30 +181,7 @@ impl EmbeddedTls {
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8883);
 }
 
-/// Client certificate and key for mutual TLS.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientAuth {
-    /// PEM certificate chain (file exists at load).
-    pub cert_file: PathBuf,
-    /// PEM private key (file exists at load).
-    pub key_file: PathBuf,
-}
-
-/// TLS settings (`broker.tls`). Relative paths are resolved against the config file's
-/// directory.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Tls {
-    /// CA bundle; `None` = the system roots.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key (both or neither).
-    pub client_auth: Option<ClientAuth>,
-    /// ALPN protocols, in preference order; default none.
-    pub alpn: Vec<String>,
-    /// Skip server certificate verification (testing only); default false.
-    pub insecure_skip_verify: bool,
-    /// SNI / verification name override; default the URL's host.
-    pub server_name: Option<String>,
-}
+pub use super::shared::{ClientAuth, Tls};
 
 /// Birth / will / clean-shutdown messages (`broker.lifecycle`).
 #[derive(Debug, Clone, PartialEq)]

@@ -88,6 +88,10 @@ pub struct PublishProps {
     /// The Subscription Identifier a broker attached (received only: never encoded, a
     /// client must not send it).
     pub subscription_id: Option<u32>,
+    /// Topic Alias. Sent as given (the connection sends an empty topic once the alias
+    /// stands for it on that connection, as libmosquitto does); received, the connection
+    /// has put the topic it stands for in [`Publish::topic`].
+    pub topic_alias: Option<u16>,
     /// The order the properties came in (received only).
     pub order: PropOrder,
 }
@@ -182,6 +186,11 @@ impl PublishProps {
 pub struct SubscribeOptions {
     /// Retain-As-Published: live messages keep the publisher's retain flag.
     pub retain_as_published: bool,
+    /// Retain Handling: 0 send retained messages at subscribe, 1 only for a new
+    /// subscription, 2 never (mosquitto_sub `-R`). Values above 2 are not encodable.
+    pub retain_handling: u8,
+    /// User properties sent with every UNSUBSCRIBE, in order.
+    pub unsubscribe_user: Vec<(String, String)>,
     /// Subscription Identifier property (1..=268435455).
     pub subscription_id: Option<u32>,
     /// User properties, in order.
@@ -281,6 +290,8 @@ pub struct ConnectExtras {
     pub request_response_info: Option<bool>,
     /// User properties, in order.
     pub user: Vec<(String, String)>,
+    /// Topic Alias Maximum: how many topic aliases the broker may use towards us.
+    pub topic_alias_maximum: Option<u16>,
 }
 
 impl std::fmt::Debug for Connect {
@@ -325,6 +336,12 @@ pub struct Disconnect {
     pub reason: u8,
     /// v5 reason string.
     pub reason_string: Option<String>,
+    /// v5 session expiry interval (seconds), changing the one given in CONNECT.
+    pub session_expiry: Option<u32>,
+    /// v5 server reference.
+    pub server_reference: Option<String>,
+    /// v5 user properties, in order.
+    pub user: Vec<(String, String)>,
 }
 
 /// A control packet, independent of protocol version.
@@ -366,6 +383,8 @@ pub enum Packet {
         pid: u16,
         /// Filters.
         filters: Vec<String>,
+        /// v5 user properties, in order.
+        user: Vec<(String, String)>,
     },
     /// UNSUBACK.
     UnsubAck {
@@ -562,6 +581,23 @@ fn topic_filter(t: &str) -> Result<mqtt_proto::TopicFilter, String> {
     mqtt_proto::TopicFilter::try_from(t).map_err(|e| format!("invalid topic filter '{t}': {e}"))
 }
 
+fn user_properties(pairs: &[(String, String)]) -> Vec<v5::UserProperty> {
+    pairs
+        .iter()
+        .map(|(k, v)| v5::UserProperty {
+            name: arc(k),
+            value: arc(v),
+        })
+        .collect()
+}
+
+fn pairs(props: &[v5::UserProperty]) -> Vec<(String, String)> {
+    props
+        .iter()
+        .map(|u| (u.name.to_string(), u.value.to_string()))
+        .collect()
+}
+
 fn arc(s: &str) -> Arc<str> {
     Arc::from(s)
 }
@@ -616,7 +652,9 @@ fn to_v3(packet: &Packet, protocol: Protocol) -> Result<v3::Packet, String> {
                 .map(|(f, q)| Ok((topic_filter(f)?, q.to_proto())))
                 .collect::<Result<_, String>>()?,
         )),
-        Packet::Unsubscribe { pid: p, filters } => v3::Packet::Unsubscribe(v3::Unsubscribe::new(
+        Packet::Unsubscribe {
+            pid: p, filters, ..
+        } => v3::Packet::Unsubscribe(v3::Unsubscribe::new(
             pid(*p)?,
             filters
                 .iter()
@@ -709,6 +747,7 @@ fn from_v3(p: v3::Packet) -> Packet {
         v3::Packet::Unsubscribe(u) => Packet::Unsubscribe {
             pid: u.pid.value(),
             filters: u.topics.into_iter().map(|f| f.to_string()).collect(),
+            user: Vec::new(),
         },
         v3::Packet::Unsuback(p) => Packet::UnsubAck { pid: p.value() },
         v3::Packet::Pingreq => Packet::PingReq,
@@ -728,6 +767,7 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             connect.properties.receive_max = c.receive_max;
             connect.properties.request_problem_info = c.extras.request_problem_info;
             connect.properties.request_response_info = c.extras.request_response_info;
+            connect.properties.topic_alias_max = c.extras.topic_alias_maximum;
             connect.properties.user_properties = c
                 .extras
                 .user
@@ -783,6 +823,7 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
             props.content_type = p.props.content_type.as_deref().map(arc);
             props.message_expiry_interval = p.props.message_expiry;
             props.payload_is_utf8 = p.props.payload_utf8;
+            props.topic_alias = p.props.topic_alias;
             props.response_topic = match &p.props.response_topic {
                 Some(t) => Some(topic_name(t)?),
                 None => None,
@@ -827,6 +868,8 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
                     .map(|(f, q)| {
                         let mut o = v5::SubscriptionOptions::new(q.to_proto());
                         o.retain_as_published = options.retain_as_published;
+                        o.retain_handling = v5::RetainHandling::from_u8(options.retain_handling)
+                            .ok_or("bad retain handling")?;
                         Ok((topic_filter(f)?, o))
                     })
                     .collect::<Result<_, String>>()?,
@@ -848,18 +891,34 @@ fn to_v5(packet: &Packet) -> Result<v5::Packet, String> {
                 .collect();
             v5::Packet::Subscribe(subscribe)
         }
-        Packet::Unsubscribe { pid: p, filters } => v5::Packet::Unsubscribe(v5::Unsubscribe::new(
-            pid(*p)?,
-            filters
-                .iter()
-                .map(|f| topic_filter(f))
-                .collect::<Result<_, _>>()?,
-        )),
+        Packet::Unsubscribe {
+            pid: p,
+            filters,
+            user,
+        } => {
+            let mut unsubscribe = v5::Unsubscribe::new(
+                pid(*p)?,
+                filters
+                    .iter()
+                    .map(|f| topic_filter(f))
+                    .collect::<Result<_, _>>()?,
+            );
+            unsubscribe.properties.user_properties = user_properties(user);
+            v5::Packet::Unsubscribe(unsubscribe)
+        }
         Packet::PingReq => v5::Packet::Pingreq,
         Packet::PingResp => v5::Packet::Pingresp,
-        Packet::Disconnect(d) => v5::Packet::Disconnect(v5::Disconnect::new(
-            v5::DisconnectReasonCode::from_u8(d.reason).ok_or("bad DISCONNECT reason")?,
-        )),
+        Packet::Disconnect(d) => {
+            let mut disconnect = v5::Disconnect::new(
+                v5::DisconnectReasonCode::from_u8(d.reason).ok_or("bad DISCONNECT reason")?,
+            );
+            let props = &mut disconnect.properties;
+            props.session_expiry_interval = d.session_expiry;
+            props.reason_string = d.reason_string.as_deref().map(arc);
+            props.server_reference = d.server_reference.as_deref().map(arc);
+            props.user_properties = user_properties(&d.user);
+            v5::Packet::Disconnect(disconnect)
+        }
         Packet::ConnAck(c) => v5::Packet::Connack(v5::Connack::new(
             c.session_present,
             v5::ConnectReasonCode::from_u8(c.code).ok_or("bad CONNACK reason")?,
@@ -913,6 +972,7 @@ fn from_v5(p: v5::Packet) -> Packet {
             extras: ConnectExtras {
                 request_problem_info: c.properties.request_problem_info,
                 request_response_info: c.properties.request_response_info,
+                topic_alias_maximum: c.properties.topic_alias_max,
                 user: c
                     .properties
                     .user_properties
@@ -954,6 +1014,7 @@ fn from_v5(p: v5::Packet) -> Packet {
                     response_topic: props.response_topic.map(|t| t.to_string()),
                     correlation_data: props.correlation_data,
                     subscription_id: props.subscription_id.map(|i| i.value()),
+                    topic_alias: props.topic_alias,
                     order: PropOrder::default(),
                 },
             })
@@ -982,6 +1043,7 @@ fn from_v5(p: v5::Packet) -> Packet {
             pid: s.pid.value(),
             options: SubscribeOptions {
                 retain_as_published: s.topics.first().is_some_and(|(_, o)| o.retain_as_published),
+                retain_handling: s.topics.first().map_or(0, |(_, o)| o.retain_handling as u8),
                 subscription_id: s.properties.subscription_id.map(|i| i.value()),
                 user: s
                     .properties
@@ -989,6 +1051,7 @@ fn from_v5(p: v5::Packet) -> Packet {
                     .iter()
                     .map(|u| (u.name.to_string(), u.value.to_string()))
                     .collect(),
+                unsubscribe_user: Vec::new(),
             },
             filters: s
                 .topics
@@ -1003,6 +1066,7 @@ fn from_v5(p: v5::Packet) -> Packet {
         v5::Packet::Unsubscribe(u) => Packet::Unsubscribe {
             pid: u.pid.value(),
             filters: u.topics.into_iter().map(|f| f.to_string()).collect(),
+            user: pairs(&u.properties.user_properties),
         },
         v5::Packet::Unsuback(u) => Packet::UnsubAck { pid: u.pid.value() },
         v5::Packet::Pingreq => Packet::PingReq,
@@ -1010,6 +1074,9 @@ fn from_v5(p: v5::Packet) -> Packet {
         v5::Packet::Disconnect(d) => Packet::Disconnect(Disconnect {
             reason: d.reason_code as u8,
             reason_string: opt_string(&d.properties.reason_string),
+            session_expiry: d.properties.session_expiry_interval,
+            server_reference: opt_string(&d.properties.server_reference),
+            user: pairs(&d.properties.user_properties),
         }),
         v5::Packet::Auth(_) => Packet::Auth,
     }

@@ -21,7 +21,8 @@
 //!   per file: `handle`, `options`, `event_loop` (reconnect with backoff, commands, session
 //!   outputs), `handshake` (CONNECT/CONNACK, fallback to 3.1.1), `connection` (one biased
 //!   `select!`, one method per arm: shutdown, write, read, acks, deliveries, commands,
-//!   keepalive) and `reason` (reason codes in words).
+//!   keepalive), `reason` (reason codes in words) and `observer` (an optional callback
+//!   told of every packet sent and received, for traces).
 pub mod client;
 pub mod codec;
 pub mod state;

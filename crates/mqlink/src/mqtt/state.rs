@@ -306,6 +306,11 @@ impl Session {
         self.inflight.len()
     }
 
+    /// Incoming QoS 2 messages answered with PUBREC whose PUBREL has not come yet.
+    pub fn awaiting_pubrel_len(&self) -> usize {
+        self.awaiting_pubrel.len()
+    }
+
     /// QoS 1/2 messages sent on this connection and not yet acknowledged: what the window
     /// bounds.
     fn on_wire(&self) -> usize {
@@ -865,6 +870,7 @@ impl Session {
                 Request::Unsubscribe(filters) => Packet::Unsubscribe {
                     pid,
                     filters: filters.clone(),
+                    user: self.subscribe_options.unsubscribe_user.clone(),
                 },
             };
             self.requests_sent.insert(pid, (Some(token), req));

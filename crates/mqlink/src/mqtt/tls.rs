@@ -34,6 +34,21 @@ pub struct TlsOptions {
     pub tls13_only: bool,
 }
 
+impl From<&crate::config::shared::Tls> for TlsOptions {
+    /// A config file's `tls:` block (the broker's, or a TLS-capable sink's).
+    fn from(t: &crate::config::shared::Tls) -> TlsOptions {
+        TlsOptions {
+            ca_file: t.ca_file.clone(),
+            cert_file: t.client_auth.as_ref().map(|c| c.cert_file.clone()),
+            key_file: t.client_auth.as_ref().map(|c| c.key_file.clone()),
+            alpn: t.alpn.clone(),
+            insecure_skip_verify: t.insecure_skip_verify,
+            server_name: t.server_name.clone(),
+            ..TlsOptions::default()
+        }
+    }
+}
+
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -326,18 +341,24 @@ pub fn explain(err: &std::io::Error) -> String {
         .and_then(|e| e.downcast_ref::<rustls::Error>())
         .map(|e| e.to_string())
         .unwrap_or_else(|| err.to_string());
-    let hint = if inner.contains("UnknownIssuer") {
+    format!("{inner}{}", hint(&inner))
+}
+
+/// What an operator should check, for the text of a TLS handshake failure (empty when
+/// there is nothing to add). The words name the `tls:` keys shared by the broker and the
+/// sinks.
+pub fn hint(inner: &str) -> &'static str {
+    if inner.contains("UnknownIssuer") {
         " (the server certificate is not signed by a trusted CA: check tls.ca_file)"
     } else if inner.contains("NotValidForName") {
         " (the server certificate does not match the host name: check the URL or tls.server_name)"
     } else if inner.contains("Expired") {
         " (the server certificate has expired)"
     } else if inner.contains("CertificateRequired") || inner.contains("certificate required") {
-        " (the broker requires a client certificate: set tls.cert_file and tls.key_file)"
+        " (the server requires a client certificate: set tls.cert_file and tls.key_file)"
     } else {
         ""
-    };
-    format!("{inner}{hint}")
+    }
 }
 
 #[cfg(test)]

@@ -327,7 +327,7 @@ impl Broker {
             if v5 {
                 let d = Disconnect {
                     reason,
-                    reason_string: None,
+                    ..Disconnect::default()
                 };
                 let _ = codec::encode(&Packet::Disconnect(d), p, out);
             }

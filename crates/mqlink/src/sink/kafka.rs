@@ -341,7 +341,12 @@ impl KafkaConfig {
             .set("enable.idempotence", "true")
             .set("compression.type", self.compression)
             .set("message.max.bytes", self.max_message_bytes.to_string())
-            .set("message.timeout.ms", self.timeout.as_millis().to_string());
+            .set("message.timeout.ms", self.timeout.as_millis().to_string())
+            // The connector hands over whole batches (its own `batch_max` and `linger`)
+            // and waits for every report before the next one, so librdkafka's wait for
+            // more records (5 ms by default) would only delay each batch: it bounded the
+            // sink at about batch_max / 5 ms (bench/NOTES.md). `options` may set it.
+            .set("linger.ms", "0");
         let protocol = match (self.tls.is_some(), self.sasl.is_some()) {
             (false, false) => "plaintext",
             (true, false) => "ssl",
@@ -589,6 +594,12 @@ mod tests {
         assert_eq!(c.get("sasl.mechanisms"), Some("PLAIN"));
         assert_eq!(c.get("linger.ms"), Some("7"));
         assert_eq!(c.get("client.id"), Some("mqlink-conn"));
+    }
+
+    #[test]
+    fn librdkafka_sends_each_batch_at_once_unless_options_say_otherwise() {
+        let c = config("{brokers: ['k:9092'], topic: t}").client_config("conn");
+        assert_eq!(c.get("linger.ms"), Some("0"));
     }
 
     #[test]

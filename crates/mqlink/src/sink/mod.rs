@@ -18,9 +18,10 @@
 //! holds the acknowledgements; `Reject` for records the sink will never take (a 4xx, a
 //! topic that cannot be rendered) — the connector dead-letters them and moves on.
 //!
-//! Sinks that need a background task (the `mqtt` sink's connection) hand it back from
-//! [`open`] as a driver future; the connector polls it next to its own loop, so nothing
-//! is spawned that cannot be stopped.
+//! Sinks that need a background task (the `mqtt` sink's connection; the `redis` and
+//! `postgres` sinks' connection I/O, one per reconnect, gathered by `driver::Tasks`) hand
+//! it back from [`open`] as a driver future; the connector polls it next to its own
+//! loop, so nothing is spawned that cannot be stopped.
 //!
 //! Pipelining: a sink whose client can have several requests on one connection (Redis's
 //! multiplexed connection, tokio-postgres) also offers [`Deliver::start`], a first attempt
@@ -182,6 +183,9 @@ macro_rules! sinks {
         }
     };
 }
+
+#[cfg(any(feature = "sink-redis", feature = "sink-postgres"))]
+mod driver;
 
 sinks! {
     /// JSON lines on stdout.
@@ -467,6 +471,22 @@ pub(crate) fn redacted(url: &url::Url) -> String {
         let _ = u.set_password(Some("redacted"));
     }
     u.to_string()
+}
+
+/// `, TLS` and what it trusts, for plan lines (`redis`, `postgres`).
+#[cfg(any(feature = "sink-redis", feature = "sink-postgres"))]
+pub(crate) fn tls_plan(t: &crate::config::shared::Tls) -> String {
+    let mut s = String::from(", TLS");
+    if let Some(ca) = &t.ca_file {
+        s.push_str(&format!(" ca {}", ca.display()));
+    }
+    if t.client_auth.is_some() {
+        s.push_str(" + client cert");
+    }
+    if t.insecure_skip_verify {
+        s.push_str(" NOT VERIFIED");
+    }
+    s
 }
 
 /// Placeholders the `redis`, `postgres` and `kafka` templates may use: the MQTT topic as

@@ -45,38 +45,58 @@
 //! one does not stop the next. When one fails, the connector lets the later ones finish,
 //! then delivers the failed batch's rest on its own (row by row under savepoints for a
 //! permanent error, as above): its rows then get higher `id`s than those of the later
-//! batches that committed; `dedup_id` keeps that from duplicating anything.
-//! tokio-postgres runs the connection's I/O as a task that ends when the sink drops its
-//! client (and every pipelined attempt holding it has finished). TLS is not
-//! supported yet (`sslmode=require` is refused at load).
+//! batches that committed; `dedup_id` keeps that from duplicating anything. The
+//! connection is let go only once every pipelined attempt holding it has finished. The
+//! connection's I/O
+//! future (tokio-postgres's `Connection`) goes to the sink's driver (`driver::Tasks`),
+//! polled by the connector, not spawned: it ends when the sink drops its client (after a
+//! Terminate message) or the connector stops. The connection's `application_name` is
+//! `mqlink-{connector}` unless the URL sets one.
+//!
+//! TLS: a `tls:` block (the broker's keys: `ca_file`, `cert_file` + `key_file`,
+//! `server_name`) or `sslmode=require` in the URL turns it on, and then it is required
+//! (never a silent fall back to plain text). rustls with mqlink's one client
+//! configuration (`mqtt::tls::client_config`) through `tokio-postgres-rustls`; the server
+//! certificate is always verified, chain and host name (libpq's `verify-full`), against
+//! the system's roots or `tls.ca_file`. A certificate that does not verify fails the
+//! connection like an outage (retried, acknowledgements held) with rustls's reason.
 
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Socket, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::driver::{Leased, Tasks};
 use super::{
     BatchKeys,
     Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec, dedup_id,
+    tls_plan,
 };
 use crate::config::node::KeyPath;
+use crate::config::shared::{RawTls, Tls};
 use crate::config::shared::{Ordered, RawBackoff};
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
 use crate::config::secret::Secret;
 use crate::config::shared::Backoff;
+use crate::mqtt::tls::{self, TlsOptions};
 
-/// `postgres: {url, password, password_file, table, create_table, columns, batch_max,
-/// linger, in_flight, timeout, retry}` as written.
+/// `postgres: {url, password, password_file, tls, table, create_table, columns,
+/// batch_max, linger, in_flight, timeout, retry}` as written.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
     url: String,
     password: Option<Secret>,
     password_file: Option<String>,
+    tls: Option<RawTls>,
     table: Option<String>,
     create_table: Option<bool>,
     columns: Option<Ordered<String>>,
@@ -123,6 +143,8 @@ pub struct PostgresConfig {
     pub url: String,
     /// From `password` or `password_file`.
     pub password: Option<Secret>,
+    /// TLS, required when set (a `tls:` block or `sslmode=require`).
+    pub tls: Option<Tls>,
     /// Table name, `name` or `schema.name`; default `mqtt_messages`.
     pub table: String,
     /// Create the table when absent; default true.
@@ -246,9 +268,17 @@ impl Spec for PostgresConfig {
                 "put the password in password or password_file, not in the URL",
             ));
         }
-        if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(ctx.err(&up, "TLS to PostgreSQL is not supported yet (sslmode)"));
-        }
+        let tls = match (parsed.get_ssl_mode(), r.tls) {
+            (SslMode::Disable, Some(_)) => {
+                return Err(ctx.err(
+                    &p.key("tls"),
+                    "tls is set but the URL says sslmode=disable; give one or the other",
+                ));
+            }
+            (_, Some(raw)) => Some(ctx.tls(raw, &p.key("tls"))?),
+            (SslMode::Require, None) => Some(Tls::default()),
+            (_, None) => None,
+        };
         if parsed.get_hosts().is_empty() {
             return Err(ctx.err(&up, "needs a host, like postgres://user@127.0.0.1/db"));
         }
@@ -264,6 +294,7 @@ impl Spec for PostgresConfig {
         Ok(PostgresConfig {
             url,
             password: ctx.password(r.password, r.password_file.as_deref(), p)?,
+            tls,
             table,
             create_table: r.create_table.unwrap_or(true),
             columns: columns(r.columns, ctx, &p.key("columns"))?,
@@ -296,7 +327,7 @@ impl Spec for PostgresConfig {
             cols.push("received_at");
         }
         format!(
-            "postgres {} table {} ({}){}",
+            "postgres {} table {} ({}){}{}",
             self.url,
             self.table,
             cols.join(", "),
@@ -304,7 +335,8 @@ impl Spec for PostgresConfig {
                 ""
             } else {
                 " (not created)"
-            }
+            },
+            self.tls.as_ref().map(tls_plan).unwrap_or_default()
         )
     }
 
@@ -334,6 +366,22 @@ impl Spec for PostgresConfig {
         if pg.get_application_name().is_none() {
             pg.application_name(format!("mqlink-{}", env.connector));
         }
+        // Files are read now, so a missing CA or key stops the connector at start with
+        // its path, instead of failing every delivery.
+        let tls = match &self.tls {
+            None => None,
+            Some(t) => {
+                let opts = TlsOptions::from(t);
+                let config = tls::client_config(&opts).map_err(|e| err(e.to_string()))?;
+                // Required, never a silent fall back to plain text.
+                pg.ssl_mode(SslMode::Require);
+                Some(PgTls {
+                    inner: MakeRustlsConnect::new((*config).clone()),
+                    server_name: opts.server_name,
+                })
+            }
+        };
+        let (tasks, driver) = Tasks::new(env.shutdown);
         let table = table_name(&self.table)
             .map_err(err)?
             .iter()
@@ -346,6 +394,8 @@ impl Spec for PostgresConfig {
                 connector: env.connector.to_string(),
                 target: format!("{} table {}", self.url, self.table),
                 pg,
+                tls,
+                tasks,
                 create_table: self.create_table,
                 columns: self.columns,
                 timeout: self.timeout,
@@ -354,8 +404,27 @@ impl Spec for PostgresConfig {
                 conn: None,
                 stale: Arc::new(AtomicBool::new(false)),
             },
-            None,
+            Some(driver),
         ))
+    }
+}
+
+/// `tokio-postgres-rustls` with `tls.server_name`: the name verified (and sent as SNI)
+/// instead of the URL's host when set.
+#[derive(Clone)]
+struct PgTls {
+    inner: MakeRustlsConnect,
+    server_name: Option<String>,
+}
+
+impl MakeTlsConnect<Socket> for PgTls {
+    type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+    type TlsConnect = <MakeRustlsConnect as MakeTlsConnect<Socket>>::TlsConnect;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        let name = self.server_name.as_deref().unwrap_or(domain);
+        MakeTlsConnect::<Socket>::make_tls_connect(&mut self.inner, name)
     }
 }
 
@@ -425,12 +494,15 @@ pub struct PostgresSink {
     connector: String,
     target: String,
     pg: tokio_postgres::Config,
+    tls: Option<PgTls>,
+    tasks: Tasks,
     create_table: bool,
     columns: Columns,
     timeout: Duration,
     create_sql: String,
     insert_sql: String,
-    conn: Option<(Arc<Client>, Statement)>,
+    // Shared with the pipelined attempts on it; let go once none holds it.
+    conn: Option<(Arc<Leased<Client>>, Statement)>,
     // Set by a pipelined attempt that failed in a way that leaves the connection in doubt
     // (a timeout, a transient error): the next delivery connects afresh.
     stale: Arc<AtomicBool>,
@@ -510,15 +582,28 @@ impl PostgresSink {
             return Ok(());
         }
         self.conn = None;
-        let (client, connection) = self.pg.connect(NoTls).await.map_err(|e| match classify(&e) {
+        let connect_err = |e: tokio_postgres::Error| match classify(&e) {
             DbError::Permanent(m) | DbError::Transient(m) => {
-                DbError::Transient(format!("connect: {m}"))
+                DbError::Transient(format!("connect: {m}{}", tls::hint(&m)))
             }
-        })?;
+        };
         // The connection's I/O; it ends when `client` is dropped (or the server goes).
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let (client, io): (Client, Driver) = match &self.tls {
+            None => {
+                let (client, conn) = self.pg.connect(NoTls).await.map_err(connect_err)?;
+                (client, Box::pin(conn.map(|_| ())))
+            }
+            Some(t) => {
+                let (client, conn) = self.pg.connect(t.clone()).await.map_err(connect_err)?;
+                (client, Box::pin(conn.map(|_| ())))
+            }
+        };
+        let lease = self
+            .tasks
+            .run(io)
+            .await
+            .map_err(|e| DbError::Transient(e.to_string()))?;
+        let client = Leased::new(client, lease);
         if self.create_table {
             // A refused CREATE (e.g. no permission) needs an operator: retried, logged.
             client

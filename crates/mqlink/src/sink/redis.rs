@@ -19,9 +19,18 @@
 //! after Redis executed it) is sent again, so a consumer may see an entry twice after a
 //! Redis outage. The `topic` and `record` fields make such duplicates recognisable.
 //!
-//! The connection is redis-rs's multiplexed connection on Tokio; its I/O task ends when
-//! the sink (the last handle) is dropped. After an error the sink drops it and connects
-//! afresh on the next delivery.
+//! The connection is redis-rs's multiplexed connection over a socket the sink opens
+//! itself (TCP, or TLS through rustls with mqlink's one client configuration,
+//! `mqtt::tls::client_config`, for `rediss://`). Its I/O future goes to the sink's
+//! driver (`driver::Tasks`), polled by the connector, not spawned: it ends when the sink
+//! drops the handle or the connector stops. The connection names itself
+//! `mqlink-{connector}` (`CLIENT SETNAME`, shown by `CLIENT LIST`). After an error the
+//! sink drops it and connects afresh on the next delivery.
+//!
+//! TLS: `rediss://` turns it on, with the system's roots unless a `tls:` block (the
+//! broker's keys: `ca_file`, `cert_file` + `key_file` for a server that checks client
+//! certificates, `server_name`) says otherwise. A certificate that does not verify fails
+//! the connection like an outage (retried, acknowledgements held) with rustls's reason.
 //!
 //! Pipelining (`in_flight`, default 4): once connected, up to `in_flight` batches' pipelines
 //! are on the connection at once ([`Deliver::start`]); Redis executes them in the order
@@ -36,21 +45,27 @@ use std::time::Duration;
 
 use redis::Value;
 use redis::aio::MultiplexedConnection;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
+use super::driver::{Leased, Tasks};
 use super::{
     BatchKeys,
-    Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_LEVELS,
-    TopicRenderer, dedup_id, redacted,
+    Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec,
+    TOPIC_LEVELS, TopicRenderer, dedup_id, redacted, tls_plan,
 };
 use crate::config::node::KeyPath;
+use crate::config::shared::{RawTls, Tls};
 use crate::config::shared::RawBackoff;
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
 use crate::config::secret::Secret;
 use crate::config::shared::Backoff;
+use crate::mqtt::tls::{self, TlsOptions};
 use crate::topic::Template;
 
-/// `redis: {url, stream, maxlen, password, password_file, batch_max, linger, in_flight,
+/// `redis: {url, stream, maxlen, password, password_file, tls, batch_max, linger, in_flight,
 /// timeout, retry}` as written.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +75,7 @@ pub(crate) struct Raw {
     maxlen: Option<u64>,
     password: Option<Secret>,
     password_file: Option<String>,
+    tls: Option<RawTls>,
     batch_max: Option<u32>,
     linger: Option<String>,
     in_flight: Option<u32>,
@@ -73,7 +89,7 @@ const DEFAULT_IN_FLIGHT: u32 = 4;
 /// The `redis` sink's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
-    /// `redis://[user[:password]@]host[:port][/db]`.
+    /// `redis[s]://[user[:password]@]host[:port][/db]`.
     pub url: url::Url,
     /// Stream key template; default `mqtt:{topic}`.
     pub stream: Template,
@@ -81,6 +97,8 @@ pub struct RedisConfig {
     pub maxlen: Option<u64>,
     /// Password (instead of one in the URL); from `password` or `password_file`.
     pub password: Option<Secret>,
+    /// TLS (`rediss://`): the roots and client certificate; `None` for `redis://`.
+    pub tls: Option<Tls>,
     /// Entries per pipeline; default 500, 1..=10000.
     pub batch_max: u32,
     /// How long a batch waits to fill; default 0 (what is ready).
@@ -98,7 +116,7 @@ impl Spec for RedisConfig {
     type Sink = RedisSink;
 
     fn validate(r: Raw, ctx: &Ctx<'_>, p: &KeyPath) -> Result<RedisConfig, ConfigError> {
-        let url = ctx.http_url(&r.url, &p.key("url"), &["redis"])?;
+        let url = ctx.http_url(&r.url, &p.key("url"), &["redis", "rediss"])?;
         if url.host_str().is_none_or(str::is_empty) {
             return Err(ctx.err(&p.key("url"), "needs a host, like redis://127.0.0.1:6379"));
         }
@@ -109,6 +127,16 @@ impl Spec for RedisConfig {
                 "the URL already has a password; give it in one place",
             ));
         }
+        let tls = match (url.scheme() == "rediss", r.tls) {
+            (true, raw) => Some(ctx.tls(raw.unwrap_or_default(), &p.key("tls"))?),
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(ctx.err(
+                    &p.key("tls"),
+                    "tls is set but the url is redis://; use rediss:// for TLS",
+                ));
+            }
+        };
         let stream = ctx.template(
             r.stream.as_deref().unwrap_or("mqtt:{topic}"),
             &p.key("stream"),
@@ -133,6 +161,7 @@ impl Spec for RedisConfig {
             stream: stream.resolve_builtins(ctx.hostname, ""),
             maxlen: r.maxlen,
             password,
+            tls,
             batch_max: batch.batch_max,
             linger: batch.linger,
             in_flight: super::in_flight(ctx, p, r.in_flight, DEFAULT_IN_FLIGHT)?,
@@ -143,12 +172,13 @@ impl Spec for RedisConfig {
 
     fn describe(&self) -> String {
         format!(
-            "redis {} stream {}{}",
+            "redis {} stream {}{}{}",
             redacted(&self.url),
             self.stream.as_str(),
             self.maxlen
                 .map(|n| format!(" maxlen ~{n}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            self.tls.as_ref().map(tls_plan).unwrap_or_default()
         )
     }
 
@@ -165,28 +195,58 @@ impl Spec for RedisConfig {
     }
 
     async fn open(&self, env: OpenEnv<'_>) -> Result<(RedisSink, Option<Driver>), OpenError> {
-        let mut info: redis::ConnectionInfo =
-            self.url.as_str().parse().map_err(|e: redis::RedisError| OpenError {
-                kind: "redis",
-                target: redacted(&self.url),
-                reason: e.to_string(),
-            })?;
-        if let Some(pw) = &self.password {
-            let redis = info.redis_settings().clone().set_password(pw.expose());
-            info = info.set_redis_settings(redis);
-        }
-        let client = redis::Client::open(info).map_err(|e| OpenError {
+        let err = |reason: String| OpenError {
             kind: "redis",
             target: redacted(&self.url),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        // redis-rs parses the database, user and password; it only knows `rediss://` with
+        // its own TLS features, which mqlink does not use (the socket is ours).
+        let mut plain = self.url.clone();
+        plain
+            .set_scheme("redis")
+            .map_err(|()| err("cannot read the URL".into()))?;
+        let info: redis::ConnectionInfo = plain
+            .as_str()
+            .parse()
+            .map_err(|e: redis::RedisError| err(e.to_string()))?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(pw) = &self.password {
+            settings = settings.set_password(pw.expose());
+        }
+        let host = match self.url.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            None => return Err(err("the URL has no host".into())),
+        };
+        let port = self.url.port().unwrap_or(6379);
+        // Files are read now, so a missing CA or key stops the connector at start with
+        // its path, instead of failing every delivery.
+        let tls = match &self.tls {
+            None => None,
+            Some(t) => {
+                let opts = TlsOptions::from(t);
+                let config = tls::client_config(&opts).map_err(|e| err(e.to_string()))?;
+                let name = tls::server_name(&host, &opts).map_err(|e| err(e.to_string()))?;
+                Some((TlsConnector::from(config), name))
+            }
+        };
+        let (tasks, driver) = Tasks::new(env.shutdown);
         // No connection yet: a Redis that is down at start is an outage like any other
         // (retried with acknowledgements held), not a reason to stop the connector.
         Ok((
             RedisSink {
                 connector: env.connector.to_string(),
                 target: redacted(&self.url),
-                client,
+                endpoint: Endpoint {
+                    host,
+                    port,
+                    tls,
+                    settings,
+                    client_name: client_name(env.connector),
+                },
+                tasks,
                 conn: None,
                 timeout: self.timeout,
                 stream: TopicRenderer::new(self.stream.clone()),
@@ -194,17 +254,37 @@ impl Spec for RedisConfig {
                 stored: Memo::default(),
                 stale: Arc::new(AtomicBool::new(false)),
             },
-            None,
+            Some(driver),
         ))
     }
+}
+
+/// `mqlink-{connector}`, with what `CLIENT SETNAME` refuses (spaces, control
+/// characters) replaced by `_`.
+fn client_name(connector: &str) -> String {
+    let name: String = connector
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect();
+    format!("mqlink-{name}")
+}
+
+/// Where and how the sink connects.
+struct Endpoint {
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    settings: redis::RedisConnectionInfo,
+    client_name: String,
 }
 
 /// Appends records to Redis streams.
 pub struct RedisSink {
     connector: String,
     target: String,
-    client: redis::Client,
-    conn: Option<MultiplexedConnection>,
+    endpoint: Endpoint,
+    tasks: Tasks,
+    conn: Option<Leased<MultiplexedConnection>>,
     timeout: Duration,
     stream: TopicRenderer,
     maxlen: Option<u64>,
@@ -229,18 +309,58 @@ impl RedisSink {
             self.conn = None;
         }
         if let Some(c) = &self.conn {
-            return Ok(c.clone());
+            return Ok(MultiplexedConnection::clone(c));
         }
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
+        let conn = tokio::time::timeout(self.timeout, self.connect())
             .await
+            .map_err(|_| format!("no connection within {:?}", self.timeout))
+            .and_then(|r| r)
             .map_err(|e| format!("redis {}: connect: {e}", self.target))?;
-        self.conn = Some(conn.clone());
-        Ok(conn)
+        let handle = MultiplexedConnection::clone(&conn);
+        self.conn = Some(conn);
+        Ok(handle)
+    }
+
+    /// A TCP (or TLS) socket, the Redis handshake (AUTH, SELECT) on it, its I/O future
+    /// handed to the driver, and the connection named.
+    async fn connect(&self) -> Result<Leased<MultiplexedConnection>, String> {
+        let e = &self.endpoint;
+        let tcp = TcpStream::connect((e.host.as_str(), e.port))
+            .await
+            .map_err(|err| err.to_string())?;
+        // Pipelines are written whole; Nagle would only hold back their last segment.
+        let _ = tcp.set_nodelay(true);
+        let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(self.timeout));
+        let (mut conn, io): (MultiplexedConnection, Driver) = match &e.tls {
+            None => {
+                let (c, io) = MultiplexedConnection::new_with_config(&e.settings, tcp, cfg)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                (c, Box::pin(io))
+            }
+            Some((connector, name)) => {
+                let stream = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|err| format!("TLS handshake: {}", tls::explain(&err)))?;
+                let (c, io) = MultiplexedConnection::new_with_config(&e.settings, stream, cfg)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                (c, Box::pin(io))
+            }
+        };
+        let lease = self.tasks.run(io).await.map_err(|err| err.to_string())?;
+        // Lets an operator (and the shutdown test) find this connection in CLIENT LIST;
+        // a server that refuses the name (an ACL) still takes the XADDs.
+        let named: Result<(), _> = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(&e.client_name)
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = named {
+            tracing::debug!(sink = %self.target, error = %err, "redis CLIENT SETNAME refused");
+        }
+        Ok(Leased::new(conn, lease))
     }
 }
 
@@ -461,7 +581,7 @@ impl Deliver for RedisSink {
         if self.stale.load(Ordering::Relaxed) {
             return None;
         }
-        let mut conn = self.conn.clone()?;
+        let mut conn = self.conn.as_ref().map(|c| MultiplexedConnection::clone(c))?;
         let plan = self.plan(batch);
         let ctx = self.shared();
         let batch = batch.clone();

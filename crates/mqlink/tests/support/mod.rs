@@ -158,6 +158,35 @@ pub fn dead_letters(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `cfg`'s connector on a current-thread runtime of its own while `script` runs
+/// beside it (given the connector's counters), then stops the connector and waits for its
+/// `run` to return. Returns that runtime: whatever the connector left on it is still
+/// there, neither polled nor dropped, for the test to count
+/// (`metrics().num_alive_tasks()`) and to find still open at its peers.
+pub fn run_alone<S>(cfg: &(config::Connector, config::Broker), script: S) -> tokio::runtime::Runtime
+where
+    S: AsyncFnOnce(Arc<ConnectorStats>),
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = Connector::new(&cfg.0, &cfg.1);
+    let stats = c.stats();
+    let stop = CancellationToken::new();
+    rt.block_on(async {
+        let run = c.run(stop.clone());
+        let script = async {
+            eventually("subscribed", || stats.is_subscribed()).await;
+            script(stats.clone()).await;
+            stop.cancel();
+        };
+        let (res, ()) = tokio::join!(run, script);
+        res.unwrap();
+    });
+    rt
+}
+
 /// Mosquitto options whose log shows every PUBLISH sent and PUBACK received (`log_type
 /// all`), for [`assert_acks_in_arrival_order`].
 pub fn logging_broker() -> MosquittoOptions {

@@ -318,9 +318,12 @@ pub fn write(
         // A numeric property that is absent: blanks, or zeros with the `0` flag.
         let pad = if zero { b'0' } else { b' ' };
         match code {
-            // mqlink's codec does not keep a topic alias the broker sends (Mosquitto sends
-            // none to subscribers), so it prints as absent.
-            b'A' => blank(out, pad, width)?,
+            // The alias the broker sent with the message (Mosquitto sends none to
+            // subscribers); the topic it stands for is already in %t.
+            b'A' => match props.topic_alias {
+                Some(a) => int(out, i64::from(a), left, zero, width)?,
+                None => blank(out, pad, width)?,
+            },
             b'S' => match props.subscription_id {
                 Some(i) => int(out, i64::from(i), left, zero, width)?,
                 None => blank(out, pad, width)?,

@@ -257,37 +257,7 @@ pub(super) fn tls(
             "tls is set but the broker url is not a TLS url (use mqtts:// or wss://)",
         ));
     }
-    let ca_file = match raw.ca_file.as_deref() {
-        Some(f) => Some(ctx.input_file(f, &path.key("ca_file"))?),
-        None => None,
-    };
-    let client_auth = match (raw.cert_file.as_deref(), raw.key_file.as_deref()) {
-        (Some(c), Some(k)) => Some(ClientAuth {
-            cert_file: ctx.input_file(c, &path.key("cert_file"))?,
-            key_file: ctx.input_file(k, &path.key("key_file"))?,
-        }),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ctx.err(&path.key("cert_file"), "cert_file needs key_file too"));
-        }
-        (None, Some(_)) => {
-            return Err(ctx.err(&path.key("key_file"), "key_file needs cert_file too"));
-        }
-    };
-    let alpn = raw.alpn.unwrap_or_default();
-    for (i, a) in alpn.iter().enumerate() {
-        ctx.non_empty(a, &path.key("alpn").index(i))?;
-    }
-    if let Some(s) = raw.server_name.as_deref() {
-        ctx.non_empty(s, &path.key("server_name"))?;
-    }
-    Ok(Some(Tls {
-        ca_file,
-        client_auth,
-        alpn,
-        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
-        server_name: raw.server_name,
-    }))
+    ctx.tls(raw, path).map(Some)
 }
 
 /// `broker.embedded.tls`: a server certificate and key are required; a client CA turns on

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::event_loop::{ConnEnd, EventLoop, INTERNAL, MAX_QUEUED, MAX_WBUF, recv_opt};
 use super::handle::{Command, LinkState};
+use super::observer::{self, Direction, PacketObserver};
 use super::reason::reason_name;
 use crate::mqtt::codec::{self, ConnAck, Disconnect, Packet, Protocol};
 use crate::mqtt::state::{AckToken, Delivery, Loss, SessionError, Token};
@@ -64,14 +65,18 @@ impl Conn {
 
     /// Arm 1, shutdown: write what is buffered and a DISCONNECT (so the will is not
     /// published), each within a second.
-    async fn on_shutdown(&mut self) -> ConnEnd {
+    async fn on_shutdown(
+        &mut self,
+        disconnect: &Disconnect,
+        observer: Option<&PacketObserver>,
+    ) -> ConnEnd {
         if !self.wbuf.is_empty() {
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), self.wr.write_all(&self.wbuf)).await;
         }
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
-            write_disconnect(&mut self.wr, self.protocol),
+            write_disconnect(&mut self.wr, self.protocol, disconnect, observer),
         )
         .await;
         ConnEnd::Shutdown
@@ -94,6 +99,7 @@ impl EventLoop {
             session_present: connack.session_present,
         });
         self.session.connected(&connack);
+        self.aliases.reset();
         if let Some(birth) = self.opts.birth.clone() {
             let token = INTERNAL | self.next_token.fetch_add(1, Ordering::Relaxed);
             self.session.publish(token, birth);
@@ -129,8 +135,18 @@ impl EventLoop {
         loop {
             self.drain_outputs(&mut c.wbuf, &mut c.qos0, c.written, c.limit);
             self.offer_backlog();
-            if self.finished() && c.wbuf.is_empty() {
-                let _ = write_disconnect(&mut c.wr, c.protocol).await;
+            // A clean end also completes the QoS 2 exchanges the broker started (its
+            // PUBRELs are on their way): leaving earlier makes it keep them for a resumed
+            // session, and mosquitto_sub, which prints a QoS 2 message only at its PUBREL,
+            // never leaves one open. A lost connection does not wait for them.
+            if self.finished() && self.session.awaiting_pubrel_len() == 0 && c.wbuf.is_empty() {
+                let _ = write_disconnect(
+                    &mut c.wr,
+                    c.protocol,
+                    &self.opts.disconnect,
+                    self.opts.packet_observer.as_ref(),
+                )
+                .await;
                 return ConnEnd::Finished;
             }
             let ping_at = c.ping_at();
@@ -138,7 +154,7 @@ impl EventLoop {
             // Biased: the arms' order is their priority and the simulation's trace.
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => ControlFlow::Break(c.on_shutdown().await),
+                _ = shutdown.cancelled() => ControlFlow::Break(c.on_shutdown(&self.opts.disconnect, self.opts.packet_observer.as_ref()).await),
                 r = c.wr.write_buf(&mut c.wbuf), if !c.wbuf.is_empty() => self.on_written(&mut c, r).await,
                 r = c.rd.read_buf(&mut c.rbuf), if self.backlog.is_empty() => self.on_read(&mut c, r),
                 Some(t) = self.ack_rx.recv() => {
@@ -290,6 +306,11 @@ impl EventLoop {
         if let Err(e) = codec::encode(&Packet::PingReq, c.protocol, &mut c.wbuf) {
             return ControlFlow::Break(ConnEnd::Lost(e.to_string(), Loss::Other));
         }
+        observer::notify(
+            self.opts.packet_observer.as_ref(),
+            Direction::Sent,
+            &Packet::PingReq,
+        );
         c.ping_sent = Some(Instant::now());
         ControlFlow::Continue(())
     }
@@ -300,7 +321,17 @@ impl EventLoop {
     fn decode_all(&mut self, rbuf: &mut BytesMut, max: usize) -> Result<(), (String, Loss)> {
         loop {
             match codec::decode(rbuf, self.protocol, max) {
-                Ok(Some(packet)) => {
+                Ok(Some(mut packet)) => {
+                    if let Packet::Publish(p) = &mut packet
+                        && let Err(e) = self.aliases.incoming(p)
+                    {
+                        return Err((format!("bad packet from broker: {e}"), Loss::Other));
+                    }
+                    observer::notify(
+                        self.opts.packet_observer.as_ref(),
+                        Direction::Received,
+                        &packet,
+                    );
                     if let Err(e) = self.session.handle(packet) {
                         return Err(match e {
                             SessionError::Disconnected { code: 0x8e, .. } => {
@@ -347,13 +378,14 @@ async fn sleep_until_opt(at: Option<Instant>) {
 async fn write_disconnect<W: tokio::io::AsyncWrite + Unpin>(
     wr: &mut W,
     protocol: Protocol,
+    disconnect: &Disconnect,
+    observer: Option<&PacketObserver>,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
-    let _ = codec::encode(
-        &Packet::Disconnect(Disconnect::default()),
-        protocol,
-        &mut buf,
-    );
+    let disconnect = Packet::Disconnect(disconnect.clone());
+    if codec::encode(&disconnect, protocol, &mut buf).is_ok() {
+        observer::notify(observer, Direction::Sent, &disconnect);
+    }
     wr.write_all(&buf).await?;
     wr.flush().await?;
     wr.shutdown().await

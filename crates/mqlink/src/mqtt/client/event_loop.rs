@@ -18,8 +18,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::aliases::TopicAliases;
 use super::handle::{Command, LinkState};
 use super::handshake::establish;
+use super::observer::{self, Direction};
 use super::options::MqttOptions;
 use crate::mqtt::codec::{self, Connect, Packet, Protocol};
 use crate::mqtt::state::{AckToken, Delivery, Loss, Output, Session, Token, Verdict};
@@ -41,6 +43,8 @@ pub struct EventLoop {
     pub(super) unsub_replies: HashMap<Token, oneshot::Sender<()>>,
     pub(super) backlog: VecDeque<Delivery>,
     pub(super) early_closes: u32,
+    /// The topic aliases of the current connection.
+    pub(super) aliases: TopicAliases,
 }
 
 /// Tokens with this bit are the loop's own messages (birth); their verdicts are only logged.
@@ -83,6 +87,7 @@ impl EventLoop {
                 self.opts.fallback_to_311,
                 self.opts.max_packet_size as usize,
                 self.opts.connect_timeout,
+                self.opts.packet_observer.clone(),
             );
             tokio::pin!(connect);
             let result = loop {
@@ -274,7 +279,16 @@ impl EventLoop {
     ) {
         while let Some(out) = self.session.poll_output() {
             match out {
-                Output::Send { packet, written } => {
+                Output::Send {
+                    mut packet,
+                    written,
+                } => {
+                    // A topic alias already set on this connection goes without its topic.
+                    if let Packet::Publish(p) = &packet
+                        && let Some(short) = self.aliases.outgoing(p)
+                    {
+                        packet = Packet::Publish(short);
+                    }
                     let before = wbuf.len();
                     let refused = match codec::encode(&packet, self.protocol, wbuf) {
                         Err(e) => Some((0x90, e.to_string())),
@@ -295,6 +309,7 @@ impl EventLoop {
                             // A message we were handed: refuse it instead of poisoning the
                             // connection; what waits behind it goes on.
                             Packet::Publish(p) => {
+                                self.aliases.not_sent(p);
                                 self.session.refuse(p.pid, written, code, reason);
                             }
                             other => {
@@ -303,6 +318,7 @@ impl EventLoop {
                         }
                         continue;
                     }
+                    observer::notify(self.opts.packet_observer.as_ref(), Direction::Sent, &packet);
                     if let Some(t) = written {
                         qos0.push_back((base + wbuf.len() as u64, t));
                     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::observer::{self, Direction, PacketObserver};
 use super::reason::refusal;
 use crate::mqtt::codec::{self, ConnAck, Packet, Protocol};
 use crate::mqtt::transport::{BoxIo, Connector, TransportError};
@@ -65,19 +66,21 @@ pub(super) async fn establish(
     fallback: bool,
     max: usize,
     timeout: Duration,
+    observer: Option<PacketObserver>,
 ) -> Result<(BoxIo, BytesMut, ConnAck, Protocol), ConnectError> {
+    let observer = observer.as_ref();
     // Only an explicit refusal of MQTT 5 is a reason to try 3.1.1: a connection cut before
     // CONNACK says nothing about the protocol.
-    match handshake(&connector, &connect, protocol, max, timeout).await {
+    match handshake(&connector, &connect, protocol, max, timeout, observer).await {
         Err(ConnectError::Refused { code: 0x84, .. }) if protocol == Protocol::V5 && fallback => {
-            handshake(&connector, &connect, Protocol::V311, max, timeout).await
+            handshake(&connector, &connect, Protocol::V311, max, timeout, observer).await
         }
         Err(ConnectError::Refused {
             code: 0x01,
             protocol: p,
             ..
         }) if p == Protocol::V5.name() && fallback => {
-            handshake(&connector, &connect, Protocol::V311, max, timeout).await
+            handshake(&connector, &connect, Protocol::V311, max, timeout, observer).await
         }
         other => other,
     }
@@ -89,11 +92,13 @@ async fn handshake(
     protocol: Protocol,
     max: usize,
     timeout: Duration,
+    observer: Option<&PacketObserver>,
 ) -> Result<(BoxIo, BytesMut, ConnAck, Protocol), ConnectError> {
     let mut io = connector.connect().await?;
     let mut buf = BytesMut::new();
     codec::encode(connect, protocol, &mut buf)
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+    observer::notify(observer, Direction::Sent, connect);
     let result = tokio::time::timeout(timeout, async {
         io.write_all(&buf).await?;
         io.flush().await?;
@@ -115,7 +120,10 @@ async fn handshake(
                 }));
             }
             match codec::decode(&mut rbuf, protocol, max) {
-                Ok(Some(Packet::ConnAck(ack))) => return Ok(Ok((rbuf, ack))),
+                Ok(Some(Packet::ConnAck(ack))) => {
+                    observer::notify(observer, Direction::Received, &Packet::ConnAck(ack.clone()));
+                    return Ok(Ok((rbuf, ack)));
+                }
                 Ok(Some(other)) => {
                     return Ok(Err(ConnectError::Handshake(format!(
                         "expected CONNACK, got {}",

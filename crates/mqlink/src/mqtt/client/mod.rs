@@ -37,14 +37,19 @@
 //!   read, acks, deliveries, commands, keepalive) are one method each; their order is
 //!   their priority and part of the deterministic simulation's trace (`crate::sim`).
 //! - `reason`: words for CONNACK and MQTT 5 reason codes ([`refusal`], [`reason_name`]).
+//! - `observer`: [`PacketObserver`], told of every packet sent and received (traces).
+//! - `aliases`: the MQTT 5 topic aliases of one connection, both ways.
 //!
 //! The files import downwards only (`tests/import_cycles.rs`): `connection` uses
-//! `event_loop`, which uses `handshake`, `handle` and `options`; `reason` is a leaf.
+//! `event_loop`, which uses `handshake`, `handle` and `options`; `reason`, `observer`
+//! and `aliases` are leaves.
 
+mod aliases;
 mod connection;
 mod event_loop;
 mod handle;
 mod handshake;
+mod observer;
 mod options;
 mod reason;
 
@@ -62,6 +67,7 @@ pub(crate) use event_loop::JITTER;
 pub use event_loop::{EventLoop, STABLE_AFTER, backoff};
 pub use handle::{Client, ClientClosed, Deliveries, LinkState, PublishHandle};
 pub use handshake::ConnectError;
+pub use observer::{Direction, PacketObserver};
 pub use options::{MqttOptions, default_client_id};
 pub use reason::{reason_name, refusal};
 
@@ -134,6 +140,7 @@ pub fn new(opts: MqttOptions) -> Result<(Client, Deliveries, EventLoop), ClientE
             unsub_replies: HashMap::new(),
             backlog: VecDeque::new(),
             early_closes: 0,
+            aliases: aliases::TopicAliases::default(),
         },
     ))
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::mqtt::codec::{ConnectExtras, Protocol, Publish, SubscribeOptions, Will};
+use super::observer::PacketObserver;
+use crate::mqtt::codec::{ConnectExtras, Disconnect, Protocol, Publish, SubscribeOptions, Will};
 use crate::mqtt::tls::TlsOptions;
 use crate::mqtt::transport::SocketOptions;
 use crate::mqtt::url::BrokerUrl;
@@ -66,6 +67,11 @@ pub struct MqttOptions {
     /// MQTT 5 options and properties sent with every SUBSCRIBE (mqlink sub's
     /// `--retain-as-published` and `-D SUBSCRIBE ...`).
     pub subscribe_options: SubscribeOptions,
+    /// Told of every packet sent and received, in order (mqlink pub/sub's `-d` trace).
+    pub packet_observer: Option<PacketObserver>,
+    /// The DISCONNECT sent when the client ends cleanly: its MQTT 5 properties (mqlink
+    /// pub/sub's `-D DISCONNECT ...`); 3.x sends a bare DISCONNECT.
+    pub disconnect: Disconnect,
 }
 
 impl std::fmt::Debug for MqttOptions {
@@ -128,6 +134,8 @@ impl MqttOptions {
             receive_maximum: None,
             connect_extras: ConnectExtras::default(),
             subscribe_options: SubscribeOptions::default(),
+            packet_observer: None,
+            disconnect: Disconnect::default(),
         }
     }
 }
