@@ -1,4 +1,5 @@
-//! [`Secret`]: a string that never prints.
+//! [`Secret`]: a string that never prints; [`redacted`] and [`debug_redacting_url!`]: a URL
+//! that may hold `user:password@` printed without its password.
 
 use std::fmt;
 
@@ -51,6 +52,43 @@ impl<'de> serde::Deserialize<'de> for Secret {
         d.deserialize_string(V)
     }
 }
+
+/// `url` for messages, plan lines and `Debug`: a password is replaced by `redacted`.
+pub(crate) fn redacted(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("redacted"));
+    }
+    u.to_string()
+}
+
+/// A URL's `Debug` through [`redacted`].
+pub(crate) struct RedactedUrl<'a>(pub(crate) &'a url::Url);
+
+impl fmt::Debug for RedactedUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&redacted(self.0), f)
+    }
+}
+
+/// `impl Debug` for a struct with a `url: url::Url` that may hold `user:password@` (a
+/// derived `Debug` would print the password): the URL through [`RedactedUrl`], the other
+/// fields as derived. The destructuring names every field, so adding one without listing
+/// it here fails to build instead of silently vanishing from the output.
+macro_rules! debug_redacting_url {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let $ty { url, $($field),* } = self;
+                f.debug_struct(stringify!($ty))
+                    .field("url", &$crate::config::secret::RedactedUrl(url))
+                    $(.field(stringify!($field), $field))*
+                    .finish()
+            }
+        }
+    };
+}
+pub(crate) use debug_redacting_url;
 
 #[cfg(test)]
 mod tests {

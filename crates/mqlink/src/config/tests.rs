@@ -1044,3 +1044,71 @@ fn validation_compiles_every_jq_program_and_fills_cross_section_defaults() {
         assert!(e.starts_with(at), "{e}");
     }
 }
+
+/// A connector with `sink`, loaded; its `{:?}` and `{:#?}` must not contain `secret`.
+#[cfg(any(feature = "sink-http", feature = "sink-nats", feature = "sink-redis"))]
+fn sink_debug_hides(sink: &str, secret: &str) -> String {
+    let c = yaml(&format!(
+        "connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n"
+    ))
+    .unwrap();
+    let printed = match &c.connectors[0].sink {
+        #[cfg(feature = "sink-redis")]
+        Sink::Redis(r) => format!("{r:?}\n{r:#?}"),
+        #[cfg(feature = "sink-http")]
+        Sink::Http(h) => format!("{h:?}\n{h:#?}"),
+        #[cfg(feature = "sink-nats")]
+        Sink::Nats(n) => format!("{n:?}\n{n:#?}"),
+        other => panic!("unexpected sink {}", other.kind()),
+    };
+    assert!(
+        !printed.contains(secret),
+        "{secret:?} printed in:\n{printed}"
+    );
+    assert!(printed.contains("u:redacted@"), "{printed}");
+    printed
+}
+
+// Issue 14: a derived `Debug` printed `user:password@` of these URLs.
+#[cfg(feature = "sink-redis")]
+#[test]
+fn redis_config_debug_hides_the_url_password() {
+    let printed = sink_debug_hides(
+        "{redis: {url: 'redis://u:redis-pw-1@h:6379/2'}}",
+        "redis-pw-1",
+    );
+    assert!(
+        printed.contains("batch_max: 500"),
+        "other fields still shown: {printed}"
+    );
+}
+
+#[cfg(feature = "sink-http")]
+#[test]
+fn http_config_and_sink_debug_hide_the_url_password() {
+    sink_debug_hides("{http: {url: 'https://u:http-pw-2@h/in'}}", "http-pw-2");
+    let url = url::Url::parse("https://u:http-pw-2@h/in").unwrap();
+    let sink = crate::sink::HttpSink::new(&url, "POST", &[], 10, Duration::from_secs(1)).unwrap();
+    let printed = format!("{sink:?}");
+    assert!(!printed.contains("http-pw-2"), "{printed}");
+}
+
+#[cfg(feature = "sink-nats")]
+#[test]
+fn nats_config_debug_hides_the_url_password() {
+    sink_debug_hides(
+        "{nats: {url: 'nats://u:nats-pw-3@h:4222', subject: s}}",
+        "nats-pw-3",
+    );
+}
+
+#[cfg(feature = "poll")]
+#[test]
+fn poll_config_debug_hides_the_url_password() {
+    let c = yaml("sources: {poll: [{url: 'http://u:poll-pw-4@x.example/', every: 10s, event: E}]}")
+        .unwrap();
+    let p = &c.sources.poll[0];
+    let printed = format!("{p:?}\n{p:#?}");
+    assert!(!printed.contains("poll-pw-4"), "{printed}");
+    assert!(printed.contains("u:redacted@x.example"), "{printed}");
+}

@@ -296,7 +296,7 @@ impl HttpSource {
 }
 
 /// A polled HTTP endpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Poll {
     /// `http://` or `https://` URL.
     pub url: url::Url,
@@ -313,6 +313,15 @@ pub struct Poll {
     /// Request timeout; default 10s.
     pub timeout: Duration,
 }
+
+crate::config::secret::debug_redacting_url!(Poll {
+    every,
+    event,
+    fields,
+    split,
+    headers,
+    timeout
+});
 
 /// The sources section.
 #[derive(Debug, Clone, PartialEq)]

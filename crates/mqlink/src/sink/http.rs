@@ -37,7 +37,7 @@ pub(crate) struct Raw {
 }
 
 /// The `http` sink's settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct HttpConfig {
     /// `http://` or `https://` URL.
     pub url: url::Url,
@@ -52,6 +52,8 @@ pub struct HttpConfig {
     /// Retry backoff; default 1s..60s.
     pub retry: Backoff,
 }
+
+crate::config::secret::debug_redacting_url!(HttpConfig { method, headers, batch_max, timeout, retry });
 
 impl Spec for HttpConfig {
     type Raw = Raw;
@@ -115,7 +117,6 @@ impl Spec for HttpConfig {
 }
 
 /// POSTs (or PUTs/PATCHes) batches of records.
-#[derive(Debug)]
 pub struct HttpSink {
     client: reqwest::Client,
     url: url::Url,
@@ -123,6 +124,8 @@ pub struct HttpSink {
     batch_max: usize,
     body: Vec<u8>,
 }
+
+crate::config::secret::debug_redacting_url!(HttpSink { client, method, batch_max, body });
 
 impl HttpSink {
     /// Build the client.

@@ -463,15 +463,9 @@ pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
         feature = "sink-redis",
         feature = "sink-postgres"
     )),
-    allow(dead_code)
+    allow(unused_imports)
 )]
-pub(crate) fn redacted(url: &url::Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("redacted"));
-    }
-    u.to_string()
-}
+pub(crate) use crate::config::secret::redacted;
 
 /// `, TLS` and what it trusts, for plan lines (`redis`, `postgres`).
 #[cfg(any(feature = "sink-redis", feature = "sink-postgres"))]

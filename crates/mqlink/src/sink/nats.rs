@@ -44,7 +44,7 @@ pub(crate) struct Raw {
 }
 
 /// The `nats` sink's settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct NatsConfig {
     /// `nats://`, `tls://` or `ws(s)://` URL.
     pub url: url::Url,
@@ -57,6 +57,8 @@ pub struct NatsConfig {
     /// `.creds` file (exists at load).
     pub credentials: Option<PathBuf>,
 }
+
+crate::config::secret::debug_redacting_url!(NatsConfig { subject, jetstream, stream, credentials });
 
 impl Spec for NatsConfig {
     type Raw = Raw;
@@ -122,7 +124,7 @@ pub struct NatsSink {
 impl std::fmt::Debug for NatsSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsSink")
-            .field("url", &self.url.as_str())
+            .field("url", &redacted(&self.url))
             .field("subject", &self.subject.as_str())
             .field("jetstream", &self.js.is_some())
             .finish_non_exhaustive()

@@ -87,7 +87,7 @@ pub(crate) struct Raw {
 const DEFAULT_IN_FLIGHT: u32 = 4;
 
 /// The `redis` sink's settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct RedisConfig {
     /// `redis[s]://[user[:password]@]host[:port][/db]`.
     pub url: url::Url,
@@ -110,6 +110,8 @@ pub struct RedisConfig {
     /// Retry backoff; default 100ms..10s.
     pub retry: Backoff,
 }
+
+crate::config::secret::debug_redacting_url!(RedisConfig { stream, maxlen, password, tls, batch_max, linger, in_flight, timeout, retry });
 
 impl Spec for RedisConfig {
     type Raw = Raw;
