@@ -36,22 +36,21 @@
 //!   started from a config in a few lines (`examples/topology.rs`).
 //! - [`Config`], [`ConfigError`], [`load_config`]: a YAML/TOML file → a validated config
 //!   (jq compiled, defaults filled), every error located as `file:line:col: key`; the
-//!   schema's types are in [`config`] ([`config::Loader`] for environment and host name).
+//!   schema's types are in [`config`] ([`config::Loader`] for environment and host name;
+//!   [`config::Sink`] and one config struct per sink, like `config::RedisConfig`).
 //! - [`Event`], [`QoS`], [`Protocol`], [`Publish`], [`DeadLetter`].
 //! - [`mqtt`]: mqlink's MQTT engine (client with per-message verdicts, codec, URLs, TLS),
 //!   which `mqlink pub`, `sub` and `bench` are built on; [`record`]: the record formats
 //!   (fluvio, json, raw); [`topic`]: topic templates and filters.
 //!
 //! The other modules are the daemon's internals and private (`unreachable_pub` is on).
-//! Reachable but hidden from the docs, not API, changing freely:
-//! - `internals`: the few items this repository's benches and fuzz targets need from
-//!   outside the crate: the spool record (`OutMessage`, `DecodeError`) and the HTTP
-//!   source's body parser (`parse_batch`, `BodyKind`, `ApiError`).
-//! - `connector` and `sink`: the integration tests drive one connector and each sink
-//!   directly against real NATS, Redis, PostgreSQL and Kafka (`tests/connectors.rs`,
-//!   `tests/*_sink.rs`), which needs the connector, its stats and errors, and the sinks'
-//!   `open`, `Record`, `Body`, `Deliver` and configs. They stay whole modules while the
-//!   sinks are being reworked; narrowing them to an `internals` list is the next step.
+//! Reachable but hidden from the docs, not API, changing freely: `internals`, the few
+//! items this repository's benches, fuzz targets and integration tests need from outside
+//! the crate: the spool record (`OutMessage`, `DecodeError`), the HTTP source's body
+//! parser (`parse_batch`, `BodyKind`, `ApiError`), and one connector (`Connector`,
+//! `ConnectorStats`, `ConnectorError`) and the sinks (`open`, `OpenError`, `Sink`,
+//! `Record`, `Body`, `Deliver`, `SinkError`, `NatsSink`) that `tests/connectors.rs` and
+//! `tests/*_sink.rs` drive directly against real NATS, Redis, PostgreSQL and Kafka.
 //!
 //! Durability lives in the separate `mqlink-spool` crate, which knows nothing of MQTT.
 //! Below [`topology`] the library spawns nothing: long-running work is handed back as
@@ -63,8 +62,7 @@
 
 mod build;
 pub mod config;
-#[doc(hidden)]
-pub mod connector;
+mod connector;
 mod dead_letter;
 mod encoding;
 mod event;
@@ -73,8 +71,7 @@ pub mod mqtt;
 mod observe;
 mod publish;
 pub mod record;
-#[doc(hidden)]
-pub mod sink;
+mod sink;
 mod source;
 pub mod topic;
 pub mod topology;
@@ -87,8 +84,14 @@ mod sim;
 /// Changes freely.
 #[doc(hidden)]
 pub mod internals {
+    /// One connector and each sink, driven directly against real NATS, Redis, PostgreSQL
+    /// and Kafka by `tests/connectors.rs` and `tests/*_sink.rs`.
+    pub use crate::connector::{Connector, ConnectorError, ConnectorStats};
     /// The spool record of a message: `benches/hot_paths.rs` measures its encode/decode.
     pub use crate::publish::message::{DecodeError, OutMessage};
+    #[cfg(feature = "sink-nats")]
+    pub use crate::sink::nats::NatsSink;
+    pub use crate::sink::{Body, Deliver, OpenError, Record, Sink, SinkError, open};
     /// The HTTP source's body parser: `fuzz/fuzz_targets/http_batch.rs` fuzzes it.
     #[cfg(feature = "http")]
     pub use crate::source::http::{ApiError, BodyKind, parse_batch};

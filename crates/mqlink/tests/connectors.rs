@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use mqlink::config;
-use mqlink::connector::{Connector, ConnectorError, ConnectorStats};
-use mqlink::sink::{Body, Deliver as _, NatsSink, Record};
+use mqlink::internals::{Body, Deliver as _, NatsSink, Record};
+use mqlink::internals::{Connector, ConnectorError, ConnectorStats};
 use mqlink_testkit::{Mosquitto, MosquittoOptions, MosquittoSub, Nats, mosquitto_pub_with_stdin};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -268,7 +268,7 @@ async fn nats_jetstream_sink_stores_each_record_once() {
             nats.url()
         ),
     );
-    let config::Sink::Nats(mqlink::sink::NatsConfig { url, subject, .. }) = &sink_cfg.sink else {
+    let config::Sink::Nats(mqlink::config::NatsConfig { url, subject, .. }) = &sink_cfg.sink else {
         unreachable!()
     };
     let mut sink = NatsSink::connect("js", url, subject.clone(), true, None, None)

@@ -13,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use mqlink::connector::ConnectorStats;
+use mqlink::internals::ConnectorStats;
 use mqlink_testkit::{Mosquitto, MosquittoOptions};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -381,7 +381,7 @@ async fn kafka_records_whose_produce_timed_out_after_the_append_are_all_stored_i
             kafka.brokers_yaml()
         ),
     );
-    let (mut sink, _) = mqlink::sink::open(
+    let (mut sink, _) = mqlink::internals::open(
         &cfg.sink,
         "idem",
         "idem",
@@ -389,11 +389,11 @@ async fn kafka_records_whose_produce_timed_out_after_the_append_are_all_stored_i
     )
     .await
     .unwrap();
-    let record = |v: String| mqlink::sink::Record {
+    let record = |v: String| mqlink::internals::Record {
         topic: "t/1".into(),
         source: bytes::Bytes::from(v.clone()),
         part: 0,
-        body: mqlink::sink::Body::Raw(bytes::Bytes::from(v)),
+        body: mqlink::internals::Body::Raw(bytes::Bytes::from(v)),
         meta: Default::default(),
     };
     // Warm up (metadata, producer id) while the broker answers promptly.

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use mqlink::connector::ConnectorStats;
+use mqlink::internals::ConnectorStats;
 use mqlink_testkit::{Mosquitto, MosquittoOptions, Postgres, TlsMaterial};
 use support::*;
 
@@ -232,7 +232,7 @@ async fn postgres_dedup_id_stops_a_redelivered_record() {
             pg.url()
         ),
     );
-    let (mut sink, driver) = mqlink::sink::open(
+    let (mut sink, driver) = mqlink::internals::open(
         &cfg.sink,
         "dd",
         "dd",
@@ -242,11 +242,11 @@ async fn postgres_dedup_id_stops_a_redelivered_record() {
     .unwrap();
     // The sink's connection I/O runs in its driver, which a connector would poll.
     tokio::spawn(driver.unwrap());
-    let rec = mqlink::sink::Record {
+    let rec = mqlink::internals::Record {
         topic: "dup/topic".into(),
         source: bytes::Bytes::from_static(b"same"),
         part: 0,
-        body: mqlink::sink::Body::Raw(bytes::Bytes::from_static(b"same")),
+        body: mqlink::internals::Body::Raw(bytes::Bytes::from_static(b"same")),
         meta: Default::default(),
     };
     // A redelivery after a lost acknowledgement: same topic, payload and position.
@@ -257,7 +257,7 @@ async fn postgres_dedup_id_stops_a_redelivered_record() {
         ["1"]
     );
     // Another record of the same message (an arraymap's second element) is new.
-    let other = mqlink::sink::Record { part: 1, ..rec };
+    let other = mqlink::internals::Record { part: 1, ..rec };
     sink.deliver(&[other]).await.unwrap();
     assert_eq!(
         texts(&pg, "SELECT count(*)::text FROM mqtt_messages").await,
@@ -337,7 +337,7 @@ fn a_stopped_connector_leaves_no_task_and_closes_its_postgres_connection_even_wh
 
 /// A `postgres` sink for `url` with `tls` (YAML flow mapping body), opened and its driver
 /// spawned.
-async fn open_tls_sink(url: &str, tls: &str) -> mqlink::sink::Sink {
+async fn open_tls_sink(url: &str, tls: &str) -> mqlink::internals::Sink {
     let (cfg, _) = connector_cfg(
         "mqtt://127.0.0.1:1",
         &format!(
@@ -350,7 +350,7 @@ async fn open_tls_sink(url: &str, tls: &str) -> mqlink::sink::Sink {
         "{}",
         cfg.sink.describe()
     );
-    let (sink, driver) = mqlink::sink::open(
+    let (sink, driver) = mqlink::internals::open(
         &cfg.sink,
         "tls",
         "tls",
@@ -362,12 +362,12 @@ async fn open_tls_sink(url: &str, tls: &str) -> mqlink::sink::Sink {
     sink
 }
 
-fn raw_record(payload: &'static str) -> mqlink::sink::Record {
-    mqlink::sink::Record {
+fn raw_record(payload: &'static str) -> mqlink::internals::Record {
+    mqlink::internals::Record {
         topic: "t/1".into(),
         source: bytes::Bytes::from_static(payload.as_bytes()),
         part: 0,
-        body: mqlink::sink::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
+        body: mqlink::internals::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
         meta: Default::default(),
     }
 }
@@ -401,7 +401,7 @@ async fn postgres_over_tls_verifies_the_server_against_the_configured_ca() {
         .deliver(&[raw_record("must not land")])
         .await
         .unwrap_err();
-    let mqlink::sink::SinkError::Retry { done: 0, reason } = &err else {
+    let mqlink::internals::SinkError::Retry { done: 0, reason } = &err else {
         panic!("{err:?}");
     };
     assert!(
@@ -426,7 +426,7 @@ async fn postgres_over_mutual_tls_presents_the_client_certificate() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, mqlink::sink::SinkError::Retry { done: 0, reason } if reason.contains("certificate")),
+        matches!(&err, mqlink::internals::SinkError::Retry { done: 0, reason } if reason.contains("certificate")),
         "{err:?}"
     );
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use mqlink::connector::ConnectorStats;
+use mqlink::internals::ConnectorStats;
 use mqlink_testkit::{Mosquitto, MosquittoOptions, Redis, TlsMaterial};
 use redis::AsyncCommands as _;
 use support::*;
@@ -83,7 +83,7 @@ async fn redis_sink_stores_records_exactly_as_formatted_in_per_topic_order() {
     for r in &runs {
         let stats = r.stats.clone();
         eventually("all acked", || {
-            mqlink::connector::ConnectorStats::get(&stats.acked) >= 1
+            mqlink::internals::ConnectorStats::get(&stats.acked) >= 1
         })
         .await;
     }
@@ -132,7 +132,7 @@ async fn redis_outage_of_ten_seconds_holds_acks_and_a_killed_connector_loses_not
     .await;
     let stats = first.stats.clone();
     eventually("first 1000 acked", || {
-        mqlink::connector::ConnectorStats::get(&stats.acked) == 1000
+        mqlink::internals::ConnectorStats::get(&stats.acked) == 1000
     })
     .await;
 
@@ -142,7 +142,7 @@ async fn redis_outage_of_ten_seconds_holds_acks_and_a_killed_connector_loses_not
     publish_lines(&broker, "load/1", numbered("b", 0..1000)).await;
     let errors = first.stats.clone();
     eventually("failed deliveries", || {
-        mqlink::connector::ConnectorStats::get(&errors.sink_errors) >= 3
+        mqlink::internals::ConnectorStats::get(&errors.sink_errors) >= 3
     })
     .await;
     assert_eq!(first.acked(), 1000, "acknowledged during the outage");
@@ -153,7 +153,7 @@ async fn redis_outage_of_ten_seconds_holds_acks_and_a_killed_connector_loses_not
     publish_lines(&broker, "load/1", numbered("c", 0..1000)).await;
     let errors = second.stats.clone();
     eventually("failed deliveries after the restart", || {
-        mqlink::connector::ConnectorStats::get(&errors.sink_errors) >= 3
+        mqlink::internals::ConnectorStats::get(&errors.sink_errors) >= 3
     })
     .await;
     assert_eq!(second.acked(), 0, "acknowledged during the outage");
@@ -176,7 +176,7 @@ async fn redis_outage_of_ten_seconds_holds_acks_and_a_killed_connector_loses_not
     );
     let stats = second.stats.clone();
     eventually("all acked", || {
-        mqlink::connector::ConnectorStats::get(&stats.acked) == 2000
+        mqlink::internals::ConnectorStats::get(&stats.acked) == 2000
     })
     .await;
     second.stop().await;
@@ -213,7 +213,7 @@ async fn redis_refused_entries_are_dead_lettered_with_the_reason_and_the_rest_fl
     publish_lines(&broker, "good/x", lines[25..].to_vec()).await;
     let stats = conn.stats.clone();
     eventually("all acked", || {
-        mqlink::connector::ConnectorStats::get(&stats.acked) == 51
+        mqlink::internals::ConnectorStats::get(&stats.acked) == 51
     })
     .await;
     assert_eq!(records(&redis, "s:good").await, lines);
@@ -240,7 +240,7 @@ async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
             redis.url()
         ),
     );
-    let (mut sink, driver) = mqlink::sink::open(
+    let (mut sink, driver) = mqlink::internals::open(
         &cfg.sink,
         "memo",
         "memo",
@@ -250,11 +250,11 @@ async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
     .unwrap();
     // The sink's connection I/O runs in its driver, which a connector would poll.
     tokio::spawn(driver.unwrap());
-    let rec = |topic: &str, payload: &'static str| mqlink::sink::Record {
+    let rec = |topic: &str, payload: &'static str| mqlink::internals::Record {
         topic: topic.into(),
         source: bytes::Bytes::from_static(payload.as_bytes()),
         part: 0,
-        body: mqlink::sink::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
+        body: mqlink::internals::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
         meta: Default::default(),
     };
     let batch = [
@@ -266,7 +266,7 @@ async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
     // One pipeline: g0 stored, the refused one reported, g1 and g2 stored anyway.
     let err = sink.deliver(&batch).await.unwrap_err();
     assert!(
-        matches!(&err, mqlink::sink::SinkError::Reject { done: 1, count: 1, reason } if reason.contains("WRONGTYPE")),
+        matches!(&err, mqlink::internals::SinkError::Reject { done: 1, count: 1, reason } if reason.contains("WRONGTYPE")),
         "{err:?}"
     );
     assert_eq!(records(&redis, "s:good").await, ["g0", "g1", "g2"]);
@@ -340,7 +340,7 @@ fn a_stopped_connector_leaves_no_task_and_closes_its_redis_connection_even_when_
 
 /// A `redis` sink for `url` with `tls` (YAML flow mapping body, may be empty), opened and
 /// its driver spawned.
-async fn open_sink(url: &str, tls: &str) -> mqlink::sink::Sink {
+async fn open_sink(url: &str, tls: &str) -> mqlink::internals::Sink {
     let tls = if tls.is_empty() {
         String::new()
     } else {
@@ -353,7 +353,7 @@ async fn open_sink(url: &str, tls: &str) -> mqlink::sink::Sink {
              sink: {{redis: {{url: '{url}', stream: 's', timeout: 5s{tls}}}}}}}"
         ),
     );
-    let (sink, driver) = mqlink::sink::open(
+    let (sink, driver) = mqlink::internals::open(
         &cfg.sink,
         "tls",
         "tls",
@@ -365,12 +365,12 @@ async fn open_sink(url: &str, tls: &str) -> mqlink::sink::Sink {
     sink
 }
 
-fn raw_record(payload: &'static str) -> mqlink::sink::Record {
-    mqlink::sink::Record {
+fn raw_record(payload: &'static str) -> mqlink::internals::Record {
+    mqlink::internals::Record {
         topic: "t/1".into(),
         source: bytes::Bytes::from_static(payload.as_bytes()),
         part: 0,
-        body: mqlink::sink::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
+        body: mqlink::internals::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
         meta: Default::default(),
     }
 }
@@ -392,7 +392,7 @@ async fn redis_over_tls_verifies_the_server_against_the_configured_ca() {
         .deliver(&[raw_record("must not land")])
         .await
         .unwrap_err();
-    let mqlink::sink::SinkError::Retry { done: 0, reason } = &err else {
+    let mqlink::internals::SinkError::Retry { done: 0, reason } = &err else {
         panic!("{err:?}");
     };
     assert!(
@@ -417,7 +417,7 @@ async fn redis_over_mutual_tls_presents_the_client_certificate() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, mqlink::sink::SinkError::Retry { done: 0, .. }),
+        matches!(err, mqlink::internals::SinkError::Retry { done: 0, .. }),
         "{err:?}"
     );
 

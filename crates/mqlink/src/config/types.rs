@@ -407,8 +407,10 @@ pub enum Transform {
 }
 
 /// Where a connector delivers: one variant per sink, each with its own config struct
-/// (registered in [`crate::sink`]).
+/// (registered in the `sink` module).
 pub use crate::sink::SinkConfig as Sink;
+/// Each sink's config struct (`RedisConfig`, `NatsConfig`, …), one per [`Sink`] variant.
+pub use crate::sink::configs::*;
 
 /// A connector: subscribe → transforms → sink.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 /// One record for the dead-letter file.
 #[derive(Debug, Clone)]
-pub struct DeadRecord {
+pub(crate) struct DeadRecord {
     /// Source topic.
     pub topic: String,
     /// Why it could not be delivered.

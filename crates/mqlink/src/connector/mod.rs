@@ -50,7 +50,7 @@ use jaq_json::Val;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use dead_letter::DeadRecord;
+pub(crate) use dead_letter::DeadRecord;
 pub use stats::ConnectorStats;
 
 use crate::build;
@@ -125,18 +125,6 @@ impl std::fmt::Debug for Connector {
     }
 }
 
-/// Build and run the connector `cfg` until `shutdown` (see [`Connector::run`]).
-///
-/// # Errors
-/// See [`Connector::new`] and [`Connector::run`].
-pub async fn run(
-    cfg: &config::Connector,
-    broker: &config::Broker,
-    shutdown: CancellationToken,
-) -> Result<(), ConnectorError> {
-    Connector::new(cfg, broker).run(shutdown).await
-}
-
 impl Connector {
     /// Prepare the MQTT options and the transform chain (compiled at validation).
     pub fn new(cfg: &config::Connector, broker: &config::Broker) -> Connector {
@@ -153,16 +141,6 @@ impl Connector {
     pub fn with_tracker(mut self, tracker: Arc<TopicTracker>) -> Connector {
         self.tracker = Some(tracker);
         self
-    }
-
-    /// The name of the connector.
-    pub fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    /// The engine options the connector will use.
-    pub fn mqtt_options(&self) -> &MqttOptions {
-        &self.opts
     }
 
     /// The connector's counters.

@@ -121,11 +121,6 @@ impl FileSink {
         })
     }
 
-    /// The output path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
 }
 
 impl Deliver for FileSink {

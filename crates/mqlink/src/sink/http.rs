@@ -172,11 +172,6 @@ impl HttpSink {
         })
     }
 
-    /// The target URL.
-    pub fn url(&self) -> &url::Url {
-        &self.url
-    }
-
     async fn send(&mut self, chunk: &[Record]) -> Result<(), SinkError> {
         self.body.clear();
         self.body.push(b'[');

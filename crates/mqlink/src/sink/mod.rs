@@ -63,8 +63,14 @@ macro_rules! sinks {
         $(#[cfg($cfg:meta)])?
         $key:ident: $Variant:ident($Config:ident, $Sink:ident),
     )*) => {
-        $( $(#[cfg($cfg)])? mod $key; )*
-        $( $(#[cfg($cfg)])? pub use self::$key::{$Config, $Sink}; )*
+        $( $(#[cfg($cfg)])? pub(crate) mod $key; )*
+        $( $(#[cfg($cfg)])? pub(crate) use self::$key::{$Config, $Sink}; )*
+
+        /// The sinks' validated configs, re-exported by `config` next to [`SinkConfig`]
+        /// so that an embedder can name what `config::Sink` holds.
+        pub(crate) mod configs {
+            $( $(#[cfg($cfg)])? pub use super::$key::$Config; )*
+        }
 
         /// Where a connector delivers: the validated config of one sink.
         #[derive(Debug, Clone, PartialEq)]
@@ -284,7 +290,7 @@ pub trait Deliver: Send {
 }
 
 /// A pipelined first attempt at a batch (see [`Deliver::start`]).
-pub type InFlight = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
+pub(crate) type InFlight = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
 
 /// How the connector gathers records before a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,7 +459,7 @@ pub struct OpenError {
 
 /// A background task a sink needs polled (e.g. its MQTT connection); it ends when the
 /// token is cancelled.
-pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// `url` for messages and plan lines: a password is replaced by `redacted`.
 #[cfg_attr(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqlink::config;
-use mqlink::connector::{Connector, ConnectorError, ConnectorStats};
+use mqlink::internals::{Connector, ConnectorError, ConnectorStats};
 use mqlink_testkit::{Mosquitto, MosquittoOptions, mosquitto_pub_with_stdin};
 use serde_json::Value;
 use tokio::task::JoinHandle;
