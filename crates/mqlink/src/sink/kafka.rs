@@ -125,8 +125,9 @@ pub struct KafkaConfig {
     pub sasl: Option<KafkaSasl>,
     /// Largest record (librdkafka's `message.max.bytes`); default 1 MB.
     pub max_message_bytes: u64,
-    /// Further librdkafka producer properties, in order.
-    pub options: Vec<(String, String)>,
+    /// Further librdkafka producer properties, in order. The values print as `<redacted>`
+    /// in `Debug`: some hold secrets (`sasl.password`, `ssl.key.password`, …).
+    pub options: Vec<(String, Secret)>,
     /// Records per batch; default 1000, 1..=10000.
     pub batch_max: u32,
     /// How long a batch waits to fill; default 0 (what is ready).
@@ -243,7 +244,7 @@ impl Spec for KafkaConfig {
                     "set by mqlink (acks=all, idempotence, brokers); not an option here",
                 ));
             }
-            options.push((k, v));
+            options.push((k, Secret::new(v)));
         }
         let max_message_bytes = ctx.bytes(
             r.max_message_bytes.as_deref(),
@@ -371,7 +372,7 @@ impl KafkaConfig {
                 .set("sasl.password", s.password.expose());
         }
         for (k, v) in &self.options {
-            c.set(k, v);
+            c.set(k, v.expose());
         }
         c
     }
@@ -600,6 +601,21 @@ mod tests {
     fn librdkafka_sends_each_batch_at_once_unless_options_say_otherwise() {
         let c = config("{brokers: ['k:9092'], topic: t}").client_config("conn");
         assert_eq!(c.get("linger.ms"), Some("0"));
+    }
+
+    #[test]
+    fn debug_hides_option_values_which_may_be_secrets() {
+        let k = config(
+            "{brokers: ['k:9092'], topic: t, \
+             options: {ssl.key.password: hunter2, sasl.oauthbearer.client.secret: s3cr3t}}",
+        );
+        for text in [format!("{k:?}"), format!("{k:#?}")] {
+            assert!(!text.contains("hunter2") && !text.contains("s3cr3t"), "{text}");
+            assert!(text.contains("ssl.key.password"), "{text}");
+        }
+        // The producer still gets the values.
+        let c = k.client_config("conn");
+        assert_eq!(c.get("ssl.key.password"), Some("hunter2"));
     }
 
     #[test]
