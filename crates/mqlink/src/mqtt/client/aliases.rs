@@ -8,7 +8,11 @@
 //! Received: a PUBLISH with a topic and an alias sets the alias; one with an empty topic
 //! gets the topic its alias stands for, and an alias never set is a protocol error (a
 //! PUBLISH without an alias is left as it came).
-//! Aliases are 16-bit numbers, so each map holds at most 65,535 topics.
+//! Received aliases must lie in 1..=the Topic Alias Maximum mqlink announced (MQTT 5
+//! §3.3.2.3.4; none announced: 0, no alias allowed): anything else is a protocol error, so
+//! a broker cannot make the map grow past what was announced. Sent aliases come from the
+//! application's own messages; aliases are 16-bit numbers, so that map holds at most
+//! 65,535 topics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,13 +24,17 @@ use crate::mqtt::codec::Publish;
 pub(super) struct TopicAliases {
     sent: HashMap<u16, Arc<str>>,
     received: HashMap<u16, Arc<str>>,
+    /// The Topic Alias Maximum announced on this connection's CONNECT.
+    max_received: u16,
 }
 
 impl TopicAliases {
-    /// A new connection: no alias stands for anything.
-    pub(super) fn reset(&mut self) {
+    /// A new connection, on whose CONNECT mqlink announced `max_received` (its Topic Alias
+    /// Maximum; 0 when none): no alias stands for anything.
+    pub(super) fn reset(&mut self, max_received: u16) {
         self.sent.clear();
         self.received.clear();
+        self.max_received = max_received;
     }
 
     /// The PUBLISH to write for `p`: with an empty topic when its alias already stands for
@@ -58,10 +66,15 @@ impl TopicAliases {
     /// Resolve the alias of a PUBLISH received.
     ///
     /// # Errors
-    /// An empty topic with an alias never set on this connection.
+    /// An alias outside 1..=the announced maximum, or an empty topic with an alias never
+    /// set on this connection.
     pub(super) fn incoming(&mut self, p: &mut Publish) -> Result<(), String> {
         match (p.props.topic_alias, p.topic.is_empty()) {
             (None, _) => Ok(()),
+            (Some(a), _) if a == 0 || a > self.max_received => Err(format!(
+                "PUBLISH with topic alias {a}, outside 1..={} (the Topic Alias Maximum announced)",
+                self.max_received
+            )),
             (Some(a), false) => {
                 self.received.insert(a, p.topic.clone());
                 Ok(())
@@ -108,19 +121,32 @@ mod tests {
         assert_eq!(a.outgoing(&publish("t/2", Some(3))), None);
         assert!(a.outgoing(&publish("t/2", Some(3))).is_some());
         assert_eq!(a.outgoing(&publish("t/2", None)), None);
-        a.reset();
+        a.reset(0);
         assert_eq!(a.outgoing(&p), None);
     }
 
     #[test]
     fn received_aliases_are_resolved_and_unknown_ones_refused() {
         let mut a = TopicAliases::default();
+        a.reset(8);
         let mut p = publish("", Some(5));
         assert!(a.incoming(&mut p).is_err());
         a.incoming(&mut publish("x/y", Some(5))).unwrap();
         a.incoming(&mut p).unwrap();
         assert_eq!(&*p.topic, "x/y");
-        a.reset();
+        a.reset(8);
         assert!(a.incoming(&mut publish("", Some(5))).is_err());
+    }
+
+    #[test]
+    fn received_aliases_beyond_the_announced_maximum_are_refused() {
+        let mut a = TopicAliases::default();
+        // None announced: no alias at all, so a broker cannot fill the map.
+        a.reset(0);
+        assert!(a.incoming(&mut publish("x/y", Some(1))).is_err());
+        a.reset(4);
+        assert!(a.incoming(&mut publish("x/y", Some(0))).is_err());
+        assert!(a.incoming(&mut publish("x/y", Some(5))).is_err());
+        assert!(a.incoming(&mut publish("x/y", Some(4))).is_ok());
     }
 }

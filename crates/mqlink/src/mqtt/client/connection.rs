@@ -99,7 +99,8 @@ impl EventLoop {
             session_present: connack.session_present,
         });
         self.session.connected(&connack);
-        self.aliases.reset();
+        self.aliases
+            .reset(self.opts.connect_extras.topic_alias_maximum.unwrap_or(0));
         if let Some(birth) = self.opts.birth.clone() {
             let token = INTERNAL | self.next_token.fetch_add(1, Ordering::Relaxed);
             self.session.publish(token, birth);
