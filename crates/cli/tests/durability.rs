@@ -41,9 +41,11 @@ fn events_accepted_before_the_first_connection_are_delivered() {
         let (s, v) = d.post("/v1/events/early", &format!("{{\"n\":{i}}}"));
         assert_eq!(s, 202, "{v}");
     }
+    // The first failed connect is logged by its own task: wait for it, do not race it.
     assert!(
-        d.log().contains("cannot connect"),
-        "the broker really was down"
+        wait_until(Instant::now() + T, || d.log().contains("cannot connect")),
+        "the broker really was down: {}",
+        d.log()
     );
     broker.restart();
     let sub = MosquittoSub::start(&{
@@ -307,9 +309,14 @@ fn a_broker_rejection_is_dead_lettered_counted_and_does_not_block_the_rest() {
         metrics.contains(r#"mqlink_broker_rejections_total{reason_code="0x87"} 1"#),
         "{metrics}"
     );
+    // The warning is written after the dead-letter line is fsynced, so the line can be
+    // seen a moment before the log has it: wait for it.
     assert!(
-        d.log().contains("broker rejected a message"),
-        "logged with topic and reason"
+        wait_until(Instant::now() + T, || d
+            .log()
+            .contains("broker rejected a message")),
+        "logged with topic and reason: {}",
+        d.log()
     );
     // The record leaves the spool right after its dead-letter line is fsynced (never
     // before): wait for it rather than race it.
