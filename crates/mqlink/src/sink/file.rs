@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec};
-use crate::config::node::KeyPath;
-use crate::config::shared::RawFsync;
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
+use crate::config::node::KeyPath;
+use crate::config::shared::RawFsync;
 use mqlink_spool::FsyncPolicy as Fsync;
 
 /// `file: {path, rotate_bytes, fsync, fsync_interval}` as written.
@@ -120,7 +120,6 @@ impl FileSink {
             inner: Some(inner),
         })
     }
-
 }
 
 impl Deliver for FileSink {

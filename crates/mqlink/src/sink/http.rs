@@ -13,12 +13,12 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::{Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec};
-use crate::config::node::KeyPath;
-use crate::config::shared::{Ordered, RawBackoff};
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
+use crate::config::node::KeyPath;
 use crate::config::secret::Secret;
 use crate::config::shared::Backoff;
+use crate::config::shared::{Ordered, RawBackoff};
 use crate::mqtt::tls::{self, TlsOptions};
 
 /// Longest server answer kept for error messages.
@@ -53,7 +53,13 @@ pub struct HttpConfig {
     pub retry: Backoff,
 }
 
-crate::config::secret::debug_redacting_url!(HttpConfig { method, headers, batch_max, timeout, retry });
+crate::config::secret::debug_redacting_url!(HttpConfig {
+    method,
+    headers,
+    batch_max,
+    timeout,
+    retry
+});
 
 impl Spec for HttpConfig {
     type Raw = Raw;
@@ -125,7 +131,12 @@ pub struct HttpSink {
     body: Vec<u8>,
 }
 
-crate::config::secret::debug_redacting_url!(HttpSink { client, method, batch_max, body });
+crate::config::secret::debug_redacting_url!(HttpSink {
+    client,
+    method,
+    batch_max,
+    body
+});
 
 impl HttpSink {
     /// Build the client.

@@ -36,16 +36,15 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use super::{
-    BatchKeys,
-    Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_LEVELS,
-    TopicRenderer, dedup_id,
+    BatchKeys, Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec,
+    TOPIC_LEVELS, TopicRenderer, dedup_id,
 };
-use crate::config::node::KeyPath;
-use crate::config::shared::{Ordered, RawBackoff};
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
+use crate::config::node::KeyPath;
 use crate::config::secret::Secret;
 use crate::config::shared::Backoff;
+use crate::config::shared::{Ordered, RawBackoff};
 use crate::topic::Template;
 
 /// `kafka: {...}` as written.
@@ -258,7 +257,12 @@ impl Spec for KafkaConfig {
         let batch = BatchKeys::validate(
             ctx,
             p,
-            (r.batch_max, r.linger.as_deref(), r.timeout.as_deref(), r.retry),
+            (
+                r.batch_max,
+                r.linger.as_deref(),
+                r.timeout.as_deref(),
+                r.retry,
+            ),
             1000,
             Duration::from_secs(30),
         )?;
@@ -465,7 +469,11 @@ impl KafkaSink {
         });
         h.insert(Header {
             key: "mqtt_retain",
-            value: Some(if m.retain { &b"true"[..] } else { &b"false"[..] }),
+            value: Some(if m.retain {
+                &b"true"[..]
+            } else {
+                &b"false"[..]
+            }),
         })
     }
 }
@@ -572,7 +580,8 @@ mod tests {
     use super::*;
 
     fn config(sink: &str) -> KafkaConfig {
-        let text = format!("connectors:\n  - {{name: k, subscribe: [a], sink: {{kafka: {sink}}}}}\n");
+        let text =
+            format!("connectors:\n  - {{name: k, subscribe: [a], sink: {{kafka: {sink}}}}}\n");
         let cfg = crate::config::from_str(&text, crate::config::Format::Yaml, "t.yaml").unwrap();
         match &cfg.connectors[0].sink {
             crate::config::Sink::Kafka(k) => k.clone(),
@@ -610,7 +619,10 @@ mod tests {
              options: {ssl.key.password: hunter2, sasl.oauthbearer.client.secret: s3cr3t}}",
         );
         for text in [format!("{k:?}"), format!("{k:#?}")] {
-            assert!(!text.contains("hunter2") && !text.contains("s3cr3t"), "{text}");
+            assert!(
+                !text.contains("hunter2") && !text.contains("s3cr3t"),
+                "{text}"
+            );
             assert!(text.contains("ssl.key.password"), "{text}");
         }
         // The producer still gets the values.

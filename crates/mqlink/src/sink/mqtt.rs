@@ -9,13 +9,13 @@
 
 use std::sync::Arc;
 
-use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_ONLY};
 use super::with_topic_context;
-use crate::config::node::KeyPath;
+use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_ONLY};
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
-use crate::mqtt::codec::QoS;
+use crate::config::node::KeyPath;
 use crate::mqtt::client::{self, Client, MqttOptions};
+use crate::mqtt::codec::QoS;
 use crate::mqtt::codec::{Publish, PublishProps};
 use crate::mqtt::state::Verdict;
 use crate::mqtt::url::BrokerUrl;

@@ -24,9 +24,9 @@ use super::{
     Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_ONLY, redacted,
     with_topic_context,
 };
+use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
 use crate::config::node::KeyPath;
-use crate::config::ctx::Ctx;
 use crate::topic::Template;
 
 /// How long a core-NATS flush may take before the batch is retried.
@@ -58,7 +58,12 @@ pub struct NatsConfig {
     pub credentials: Option<PathBuf>,
 }
 
-crate::config::secret::debug_redacting_url!(NatsConfig { subject, jetstream, stream, credentials });
+crate::config::secret::debug_redacting_url!(NatsConfig {
+    subject,
+    jetstream,
+    stream,
+    credentials
+});
 
 impl Spec for NatsConfig {
     type Raw = Raw;

@@ -75,17 +75,16 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::driver::{Leased, Tasks};
 use super::{
-    BatchKeys,
-    Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec, dedup_id,
-    tls_plan,
+    BatchKeys, Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec,
+    dedup_id, tls_plan,
 };
-use crate::config::node::KeyPath;
-use crate::config::shared::{RawTls, Tls};
-use crate::config::shared::{Ordered, RawBackoff};
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
+use crate::config::node::KeyPath;
 use crate::config::secret::Secret;
 use crate::config::shared::Backoff;
+use crate::config::shared::{Ordered, RawBackoff};
+use crate::config::shared::{RawTls, Tls};
 use crate::mqtt::tls::{self, TlsOptions};
 
 /// `postgres: {url, password, password_file, tls, table, create_table, columns,
@@ -192,7 +191,10 @@ fn columns(
             if ty == expected {
                 Ok(true)
             } else {
-                Err(ctx.err(&kp, format!("column '{name}' has type {expected}, not '{ty}'")))
+                Err(ctx.err(
+                    &kp,
+                    format!("column '{name}' has type {expected}, not '{ty}'"),
+                ))
             }
         };
         match name.as_str() {
@@ -207,10 +209,9 @@ fn columns(
                     "jsonb" => PayloadType::Jsonb,
                     "text" => PayloadType::Text,
                     _ => {
-                        return Err(ctx.err(
-                            &kp,
-                            format!("payload is bytea, jsonb or text, not '{ty}'"),
-                        ));
+                        return Err(
+                            ctx.err(&kp, format!("payload is bytea, jsonb or text, not '{ty}'"))
+                        );
                     }
                 };
             }
@@ -287,7 +288,12 @@ impl Spec for PostgresConfig {
         let batch = BatchKeys::validate(
             ctx,
             p,
-            (r.batch_max, r.linger.as_deref(), r.timeout.as_deref(), r.retry),
+            (
+                r.batch_max,
+                r.linger.as_deref(),
+                r.timeout.as_deref(),
+                r.retry,
+            ),
             500,
             Duration::from_secs(10),
         )?;
@@ -537,7 +543,9 @@ fn classify(e: &tokio_postgres::Error) -> DbError {
         }
     };
     match e.code().map(|c| c.code()) {
-        Some(code) if code.starts_with("22") || code.starts_with("23") || code.starts_with("42") => {
+        Some(code)
+            if code.starts_with("22") || code.starts_with("23") || code.starts_with("42") =>
+        {
             DbError::Permanent(text)
         }
         _ => DbError::Transient(text),
@@ -615,11 +623,14 @@ impl PostgresSink {
                     }
                 })?;
         }
-        let stmt = client.prepare(&self.insert_sql).await.map_err(|e| match classify(&e) {
-            // An undefined table or column: every record would be refused.
-            DbError::Permanent(m) => DbError::Permanent(m),
-            DbError::Transient(m) => DbError::Transient(m),
-        })?;
+        let stmt = client
+            .prepare(&self.insert_sql)
+            .await
+            .map_err(|e| match classify(&e) {
+                // An undefined table or column: every record would be refused.
+                DbError::Permanent(m) => DbError::Permanent(m),
+                DbError::Transient(m) => DbError::Transient(m),
+            })?;
         self.conn = Some((Arc::new(client), stmt));
         Ok(())
     }
@@ -664,11 +675,12 @@ impl PostgresSink {
 
     /// The whole batch as one statement, committed on its own (see the module doc).
     async fn insert_batch(&mut self, batch: &[Record]) -> Result<(), DbError> {
-        let a = self
-            .arrays(batch)
-            .map_err(|(_, m)| DbError::Permanent(m))?;
+        let a = self.arrays(batch).map_err(|(_, m)| DbError::Permanent(m))?;
         let params = self.params(&a);
-        let (client, stmt) = self.conn.as_mut().ok_or_else(|| DbError::Transient("no connection".into()))?;
+        let (client, stmt) = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| DbError::Transient("no connection".into()))?;
         client
             .execute(&*stmt, &params)
             .await
@@ -697,7 +709,10 @@ impl PostgresSink {
         mut refused: Option<String>,
     ) -> Result<(usize, Option<String>), DbError> {
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = rows.iter().map(|a| self.params(a)).collect();
-        let (client, stmt) = self.conn.as_mut().ok_or_else(|| DbError::Transient("no connection".into()))?;
+        let (client, stmt) = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| DbError::Transient("no connection".into()))?;
         // The connector runs this path only once no pipelined attempt is left, so the
         // client is not shared; a transaction must not take in another batch's statement.
         let client = Arc::get_mut(client).ok_or_else(|| {
@@ -785,10 +800,7 @@ impl Deliver for PostgresSink {
                 self.conn = None;
                 Err(SinkError::Retry {
                     done: 0,
-                    reason: format!(
-                        "postgres {}: no answer within {timeout:?}",
-                        self.target
-                    ),
+                    reason: format!("postgres {}: no answer within {timeout:?}", self.target),
                 })
             }
         }

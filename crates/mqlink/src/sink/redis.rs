@@ -51,17 +51,16 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::driver::{Leased, Tasks};
 use super::{
-    BatchKeys,
-    Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec,
+    BatchKeys, Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec,
     TOPIC_LEVELS, TopicRenderer, dedup_id, redacted, tls_plan,
 };
-use crate::config::node::KeyPath;
-use crate::config::shared::{RawTls, Tls};
-use crate::config::shared::RawBackoff;
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
+use crate::config::node::KeyPath;
 use crate::config::secret::Secret;
 use crate::config::shared::Backoff;
+use crate::config::shared::RawBackoff;
+use crate::config::shared::{RawTls, Tls};
 use crate::mqtt::tls::{self, TlsOptions};
 use crate::topic::Template;
 
@@ -111,7 +110,17 @@ pub struct RedisConfig {
     pub retry: Backoff,
 }
 
-crate::config::secret::debug_redacting_url!(RedisConfig { stream, maxlen, password, tls, batch_max, linger, in_flight, timeout, retry });
+crate::config::secret::debug_redacting_url!(RedisConfig {
+    stream,
+    maxlen,
+    password,
+    tls,
+    batch_max,
+    linger,
+    in_flight,
+    timeout,
+    retry
+});
 
 impl Spec for RedisConfig {
     type Raw = Raw;
@@ -154,7 +163,12 @@ impl Spec for RedisConfig {
         let batch = BatchKeys::validate(
             ctx,
             p,
-            (r.batch_max, r.linger.as_deref(), r.timeout.as_deref(), r.retry),
+            (
+                r.batch_max,
+                r.linger.as_deref(),
+                r.timeout.as_deref(),
+                r.retry,
+            ),
             500,
             Duration::from_secs(10),
         )?;
@@ -400,7 +414,10 @@ impl RedisSink {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let mut sent = Vec::with_capacity(batch.len());
-        let mut memo = self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut memo = self
+            .stored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (i, r) in batch.iter().enumerate() {
             if !memo.is_empty() {
                 let id = dedup_id(&self.connector, r);
@@ -516,7 +533,10 @@ fn conclude(
     let Some(Outcome::Failed { permanent, reason }) = outcome.get(done) else {
         return Ok(());
     };
-    let mut memo = ctx.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut memo = ctx
+        .stored
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (r, o) in batch.iter().zip(&outcome).skip(done + 1) {
         if matches!(o, Outcome::Stored) {
             *memo.entry(dedup_id(&ctx.connector, r)).or_insert(0) += 1;
@@ -583,7 +603,10 @@ impl Deliver for RedisSink {
         if self.stale.load(Ordering::Relaxed) {
             return None;
         }
-        let mut conn = self.conn.as_ref().map(|c| MultiplexedConnection::clone(c))?;
+        let mut conn = self
+            .conn
+            .as_ref()
+            .map(|c| MultiplexedConnection::clone(c))?;
         let plan = self.plan(batch);
         let ctx = self.shared();
         let batch = batch.clone();

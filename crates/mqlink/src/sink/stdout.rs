@@ -3,9 +3,9 @@
 use tokio::io::AsyncWriteExt;
 
 use super::{Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec};
+use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
 use crate::config::node::KeyPath;
-use crate::config::ctx::Ctx;
 
 /// `stdout: {}` (or `stdout:` with nothing): no settings.
 #[derive(Debug, serde::Deserialize, Default)]
