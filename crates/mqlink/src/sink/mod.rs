@@ -49,12 +49,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
 use crate::config::node::KeyPath;
-use crate::config::shared::Backoff;
-use crate::config::shared::RawBackoff;
 use crate::topic::{Allowed, FieldRule};
-
-// Helpers below marked `cfg_attr(not(all(...)), allow(dead_code))` serve the optional
-// sinks (cargo features `sink-*`): unused in a build without them.
 
 /// The registry: `key: Variant(Config, Sink)`, one line per sink (see the module docs).
 macro_rules! sinks {
@@ -190,8 +185,22 @@ macro_rules! sinks {
     };
 }
 
+mod common;
 #[cfg(any(feature = "sink-redis", feature = "sink-postgres"))]
 mod driver;
+
+#[cfg(any(feature = "sink-redis", feature = "sink-postgres"))]
+pub(crate) use common::tls_plan;
+#[cfg_attr(
+    not(all(
+        feature = "sink-http",
+        feature = "sink-nats",
+        feature = "sink-redis",
+        feature = "sink-postgres"
+    )),
+    allow(unused_imports)
+)]
+pub(crate) use common::{BatchKeys, TOPIC_LEVELS, TopicRenderer, dedup_id, in_flight, redacted};
 
 sinks! {
     /// JSON lines on stdout.
@@ -313,35 +322,6 @@ impl Batching {
     };
 }
 
-/// Largest `in_flight` a sink accepts: with `batch_max` it bounds what the connector holds
-/// unacknowledged (`in_flight × batch_max` records).
-#[cfg_attr(
-    not(all(feature = "sink-redis", feature = "sink-postgres")),
-    allow(dead_code)
-)]
-pub(crate) const MAX_IN_FLIGHT: u32 = 64;
-
-/// Validates a pipelining sink's `in_flight` key at `p` (1..=[`MAX_IN_FLIGHT`]).
-#[cfg_attr(
-    not(all(feature = "sink-redis", feature = "sink-postgres")),
-    allow(dead_code)
-)]
-pub(crate) fn in_flight(
-    ctx: &Ctx<'_>,
-    p: &KeyPath,
-    raw: Option<u32>,
-    default: u32,
-) -> Result<u32, ConfigError> {
-    let n = raw.unwrap_or(default);
-    if !(1..=MAX_IN_FLIGHT).contains(&n) {
-        return Err(ctx.err(
-            &p.key("in_flight"),
-            format!("must be between 1 and {MAX_IN_FLIGHT}"),
-        ));
-    }
-    Ok(n)
-}
-
 /// Placeholders a sink's subject/topic template may use: the MQTT topic only.
 pub(crate) const TOPIC_ONLY: Allowed<'static> = Allowed {
     event: false,
@@ -461,166 +441,6 @@ pub struct OpenError {
 /// token is cancelled.
 pub(crate) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// `url` for messages and plan lines: a password is replaced by `redacted`.
-#[cfg_attr(
-    not(all(
-        feature = "sink-http",
-        feature = "sink-nats",
-        feature = "sink-redis",
-        feature = "sink-postgres"
-    )),
-    allow(unused_imports)
-)]
-pub(crate) use crate::config::secret::redacted;
-
-/// `, TLS` and what it trusts, for plan lines (`redis`, `postgres`).
-#[cfg(any(feature = "sink-redis", feature = "sink-postgres"))]
-pub(crate) fn tls_plan(t: &crate::config::shared::Tls) -> String {
-    let mut s = String::from(", TLS");
-    if let Some(ca) = &t.ca_file {
-        s.push_str(&format!(" ca {}", ca.display()));
-    }
-    if t.client_auth.is_some() {
-        s.push_str(" + client cert");
-    }
-    if t.insecure_skip_verify {
-        s.push_str(" NOT VERIFIED");
-    }
-    s
-}
-
-/// Placeholders the `redis`, `postgres` and `kafka` templates may use: the MQTT topic as
-/// `{topic}` or `{mqtt_topic}`, its levels as `{topic_level_1}` … `{topic_level_9}`
-/// (empty when the topic has fewer levels), and `{hostname}`.
-#[cfg_attr(
-    not(all(
-        feature = "sink-http",
-        feature = "sink-nats",
-        feature = "sink-redis",
-        feature = "sink-postgres"
-    )),
-    allow(dead_code)
-)]
-pub(crate) const TOPIC_LEVELS: Allowed<'static> = Allowed {
-    event: false,
-    hostname: true,
-    prefix: false,
-    fields: FieldRule::Only(&[
-        "topic",
-        "mqtt_topic",
-        "topic_level_1",
-        "topic_level_2",
-        "topic_level_3",
-        "topic_level_4",
-        "topic_level_5",
-        "topic_level_6",
-        "topic_level_7",
-        "topic_level_8",
-        "topic_level_9",
-    ]),
-};
-
-/// Renders a [`TOPIC_LEVELS`] template per record, remembering the last topic: records
-/// of one batch mostly share a few topics, and building the context is the costly part.
-#[cfg_attr(
-    not(all(
-        feature = "sink-http",
-        feature = "sink-nats",
-        feature = "sink-redis",
-        feature = "sink-postgres"
-    )),
-    allow(dead_code)
-)]
-#[derive(Debug, Clone)]
-pub(crate) struct TopicRenderer {
-    template: crate::topic::Template,
-    last: Option<(Arc<str>, String)>,
-}
-
-#[cfg_attr(
-    not(all(
-        feature = "sink-http",
-        feature = "sink-nats",
-        feature = "sink-redis",
-        feature = "sink-postgres"
-    )),
-    allow(dead_code)
-)]
-impl TopicRenderer {
-    pub(crate) fn new(template: crate::topic::Template) -> TopicRenderer {
-        TopicRenderer {
-            template,
-            last: None,
-        }
-    }
-
-    /// The template as written.
-    pub(crate) fn as_str(&self) -> &str {
-        self.template.as_str()
-    }
-
-    /// The template rendered for `topic` (as text: values inserted verbatim).
-    pub(crate) fn render(&mut self, topic: &Arc<str>) -> Result<&str, String> {
-        let hit = matches!(&self.last, Some((t, _)) if Arc::ptr_eq(t, topic) || **t == **topic);
-        if !hit {
-            let mut fields = serde_json::Map::with_capacity(11);
-            fields.insert("topic".into(), Value::String(topic.to_string()));
-            fields.insert("mqtt_topic".into(), Value::String(topic.to_string()));
-            let mut levels = topic.split('/');
-            for i in 1..=9 {
-                let level = levels.next().unwrap_or("");
-                fields.insert(format!("topic_level_{i}"), Value::String(level.into()));
-            }
-            let fields = Value::Object(fields);
-            let text = self
-                .template
-                .render_text(&crate::topic::RenderContext {
-                    event: "",
-                    fields: &fields,
-                    hostname: "",
-                    prefix: "",
-                    slash: crate::topic::SlashPolicy::Keep,
-                })
-                .map_err(|e| format!("template '{}': {e}", self.template.as_str()))?;
-            self.last = Some((topic.clone(), text));
-        }
-        Ok(self
-            .last
-            .as_ref()
-            .map(|(_, s)| s.as_str())
-            .unwrap_or_default())
-    }
-}
-
-/// The de-duplication id of `record` for connector `connector`: `{connector}-{hex of the
-/// first 128 bits of SHA-256(topic, payload, part)}`. Stable across redeliveries of the
-/// same message (unlike packet ids or arrival times); see `nats.rs` for the trade-off.
-#[cfg_attr(
-    not(all(
-        feature = "sink-http",
-        feature = "sink-nats",
-        feature = "sink-redis",
-        feature = "sink-postgres"
-    )),
-    allow(dead_code)
-)]
-pub(crate) fn dedup_id(connector: &str, record: &Record) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in [record.topic.as_bytes(), b"\0", &record.source, b"\0"] {
-        ctx.update(part);
-    }
-    ctx.update(&record.part.to_be_bytes());
-    let digest = ctx.finish();
-    let mut id = String::with_capacity(connector.len() + 33);
-    id.push_str(connector);
-    id.push('-');
-    for b in &digest.as_ref()[..16] {
-        use std::fmt::Write as _;
-        let _ = write!(id, "{b:02x}");
-    }
-    id
-}
-
 /// Run `f` with the context a connector's subject/topic templates are rendered against:
 /// `{topic}` is the incoming topic (built-ins like `{hostname}` were resolved at load).
 pub(crate) fn with_topic_context<T>(
@@ -635,66 +455,4 @@ pub(crate) fn with_topic_context<T>(
         prefix: "",
         slash: crate::topic::SlashPolicy::Keep,
     })
-}
-
-/// `batch_max`, `linger`, `timeout` and `retry` as the batching engine sinks (Kafka,
-/// PostgreSQL, Redis) take them: validated alike, each sink giving its own defaults.
-#[cfg_attr(
-    not(all(
-        feature = "sink-http",
-        feature = "sink-nats",
-        feature = "sink-redis",
-        feature = "sink-postgres"
-    )),
-    allow(dead_code)
-)]
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct BatchKeys {
-    /// Records per batch, 1..=10000.
-    pub(crate) batch_max: u32,
-    /// How long a batch may wait to fill up; default none.
-    pub(crate) linger: Duration,
-    /// How long one batch may take.
-    pub(crate) timeout: Duration,
-    /// Backoff between retries; default 100 ms to 10 s.
-    pub(crate) retry: Backoff,
-}
-
-#[cfg_attr(
-    not(all(
-        feature = "sink-http",
-        feature = "sink-nats",
-        feature = "sink-redis",
-        feature = "sink-postgres"
-    )),
-    allow(dead_code)
-)]
-impl BatchKeys {
-    /// Validates the four keys under `p`; `batch_max` and `timeout` default as given.
-    pub(crate) fn validate(
-        ctx: &Ctx,
-        p: &KeyPath,
-        raw: (Option<u32>, Option<&str>, Option<&str>, Option<RawBackoff>),
-        default_batch_max: u32,
-        default_timeout: Duration,
-    ) -> Result<BatchKeys, ConfigError> {
-        let (batch_max, linger, timeout, retry) = raw;
-        let batch_max = batch_max.unwrap_or(default_batch_max);
-        if !(1..=10_000).contains(&batch_max) {
-            return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
-        }
-        let retry = match retry {
-            Some(raw) => ctx.backoff(Some(raw), &p.key("retry"))?,
-            None => Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_secs(10),
-            },
-        };
-        Ok(BatchKeys {
-            batch_max,
-            linger: ctx.duration(linger, &p.key("linger"), Duration::ZERO)?,
-            timeout: ctx.positive_duration(timeout, &p.key("timeout"), default_timeout)?,
-            retry,
-        })
-    }
 }
