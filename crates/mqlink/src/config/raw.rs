@@ -2,13 +2,17 @@
 //! `deny_unknown_fields`, nearly every field optional. Durations and byte sizes are kept
 //! as text here and parsed during validation so their errors carry a location. Defaults
 //! are applied in [`super::validate`] and documented on the validated types.
+//!
+//! None of them (nor the sinks' `Raw` structs) derives `Debug`: they hold what the user
+//! wrote, URLs with `user:password@` included, and what cannot be formatted cannot end up
+//! in a log. The validated types format with secrets redacted.
 
 use serde::Deserialize;
 
 use super::secret::Secret;
 pub(crate) use super::shared::{Ordered, RawBackoff, RawFsync, RawTls};
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     pub broker: Option<RawBroker>,
@@ -19,7 +23,7 @@ pub(crate) struct RawConfig {
     pub connectors: Option<Vec<RawConnector>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBroker {
     pub url: Option<String>,
@@ -42,14 +46,14 @@ pub(crate) struct RawBroker {
     pub embedded: Option<RawEmbedded>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawSession {
     Clean,
     Persistent,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLifecycle {
     pub topic: Option<String>,
@@ -59,7 +63,7 @@ pub(crate) struct RawLifecycle {
     pub qos: Option<u8>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEmbedded {
     pub listen: Option<String>,
@@ -74,7 +78,7 @@ pub(crate) struct RawEmbedded {
     pub persistence: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEmbeddedTls {
     pub listen: Option<String>,
@@ -84,7 +88,7 @@ pub(crate) struct RawEmbeddedTls {
     pub require_client_cert: Option<bool>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSpool {
     pub dir: Option<String>,
@@ -96,14 +100,14 @@ pub(crate) struct RawSpool {
     pub on_corruption: Option<RawOnCorruption>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawOnCorruption {
     Fail,
     Discard,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawOnFull {
     Reject,
@@ -111,7 +115,7 @@ pub(crate) enum RawOnFull {
     DropOldest,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSources {
     pub http: Option<RawHttpSource>,
@@ -119,7 +123,7 @@ pub(crate) struct RawSources {
     pub poll: Option<Vec<RawPoll>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHttpSource {
     pub enabled: Option<bool>,
@@ -131,13 +135,13 @@ pub(crate) struct RawHttpSource {
     pub header_timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStdin {
     pub enabled: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPoll {
     pub url: String,
@@ -149,7 +153,7 @@ pub(crate) struct RawPoll {
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
     pub name: Option<String>,
@@ -164,14 +168,14 @@ pub(crate) struct RawRoute {
     pub properties: Option<RawProperties>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawSlash {
     Keep,
     Replace,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPayload {
     pub event_field: Option<String>,
@@ -180,7 +184,7 @@ pub(crate) struct RawPayload {
     pub transform: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawTimestamp {
     Unix,
@@ -188,7 +192,7 @@ pub(crate) enum RawTimestamp {
     Rfc3339,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProperties {
     pub content_type: Option<String>,
@@ -196,7 +200,7 @@ pub(crate) struct RawProperties {
     pub user: Option<Ordered<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConnector {
     pub name: String,
@@ -211,13 +215,13 @@ pub(crate) struct RawConnector {
     pub sink: crate::sink::RawSink,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConnectorBroker {
     pub url: String,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawFormat {
     Json,
@@ -225,10 +229,43 @@ pub(crate) enum RawFormat {
     Raw,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum RawTransform {
     Filter(String),
     Map(String),
     Arraymap(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::marker::PhantomData;
+
+    use super::*;
+
+    /// `true` when `T: Debug`: the inherent method wins when its bound holds, the
+    /// trait's otherwise.
+    struct Probe<T>(PhantomData<T>);
+    trait NotDebug {
+        fn is_debug(&self) -> bool {
+            false
+        }
+    }
+    impl<T> NotDebug for Probe<T> {}
+    impl<T: std::fmt::Debug> Probe<T> {
+        fn is_debug(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn raw_structs_holding_what_the_user_wrote_cannot_be_formatted() {
+        assert!(Probe::<Secret>(PhantomData).is_debug(), "the probe works");
+        assert!(!Probe::<RawConfig>(PhantomData).is_debug());
+        assert!(!Probe::<RawBroker>(PhantomData).is_debug());
+        assert!(!Probe::<RawEmbedded>(PhantomData).is_debug());
+        assert!(!Probe::<RawPoll>(PhantomData).is_debug());
+        assert!(!Probe::<RawConnector>(PhantomData).is_debug());
+        assert!(!Probe::<crate::sink::RawSink>(PhantomData).is_debug());
+    }
 }

@@ -35,14 +35,14 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBackoff {
     pub min: Option<String>,
     pub max: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawFsync {
     Always,
@@ -60,7 +60,7 @@ pub struct Backoff {
 }
 
 /// A `tls:` block as written (the broker's, and the `redis` and `postgres` sinks').
-#[derive(Debug, Deserialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {
     pub ca_file: Option<String>,

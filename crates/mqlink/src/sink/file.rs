@@ -26,7 +26,7 @@ use crate::config::shared::RawFsync;
 use mqlink_spool::FsyncPolicy as Fsync;
 
 /// `file: {path, rotate_bytes, fsync, fsync_interval}` as written.
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
     path: String,

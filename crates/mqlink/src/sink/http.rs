@@ -25,7 +25,7 @@ use crate::mqtt::tls::{self, TlsOptions};
 const ERROR_BODY_MAX: usize = 200;
 
 /// `http: {url, method, headers, batch_max, timeout, retry}` as written.
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
     url: String,

@@ -48,7 +48,7 @@ use crate::config::shared::{Ordered, RawBackoff};
 use crate::topic::Template;
 
 /// `kafka: {...}` as written.
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
     brokers: Vec<String>,
@@ -66,7 +66,7 @@ pub(crate) struct Raw {
     retry: Option<RawBackoff>,
 }
 
-#[derive(Debug, serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {
     ca: Option<String>,
@@ -74,7 +74,7 @@ pub(crate) struct RawTls {
     key: Option<String>,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSasl {
     mechanism: String,

@@ -74,7 +74,7 @@ macro_rules! sinks {
         }
 
         /// The `sink:` section as written: exactly one key naming the sink.
-        #[derive(Debug, serde::Deserialize)]
+        #[derive(serde::Deserialize)]
         #[serde(rename_all = "snake_case", deny_unknown_fields)]
         pub(crate) enum RawSink {
             $( $(#[cfg($cfg)])? $Variant(<$Config as Spec>::Raw), )*

@@ -22,7 +22,7 @@ use crate::mqtt::url::BrokerUrl;
 use crate::topic::Template;
 
 /// `mqtt: {url, topic, qos, retain}` as written.
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
     url: String,

@@ -33,7 +33,7 @@ use crate::topic::Template;
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `nats: {url, subject, jetstream, stream, credentials}` as written.
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
     url: String,

@@ -89,7 +89,7 @@ use crate::mqtt::tls::{self, TlsOptions};
 
 /// `postgres: {url, password, password_file, tls, table, create_table, columns,
 /// batch_max, linger, in_flight, timeout, retry}` as written.
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
     url: String,

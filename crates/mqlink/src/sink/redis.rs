@@ -66,7 +66,7 @@ use crate::topic::Template;
 
 /// `redis: {url, stream, maxlen, password, password_file, tls, batch_max, linger, in_flight,
 /// timeout, retry}` as written.
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
     url: String,

@@ -8,7 +8,7 @@ use crate::config::error::ConfigError;
 use crate::config::node::KeyPath;
 
 /// `stdout: {}` (or `stdout:` with nothing): no settings.
-#[derive(Debug, serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {}
 
