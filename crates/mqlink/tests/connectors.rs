@@ -547,3 +547,109 @@ fn bad_jq_is_a_config_error_located_at_the_connector_and_the_step() {
     );
     assert!(err.contains("nosuch"), "{err}");
 }
+
+/// A sink straight on `nats` (core, or JetStream when `js`), for batch-level checks.
+async fn nats_sink(nats: &Nats, js: bool) -> NatsSink {
+    let (sink_cfg, _) = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        &format!(
+            "{{name: n, subscribe: [x], sink: {{nats: {{url: '{}', subject: 'mqtt.{{topic}}', jetstream: {js}}}}}}}",
+            nats.url()
+        ),
+    );
+    let config::Sink::Nats(mqlink::config::NatsConfig { url, subject, .. }) = &sink_cfg.sink else {
+        unreachable!()
+    };
+    NatsSink::connect("n", url, subject.clone(), js, None, None)
+        .await
+        .unwrap()
+}
+
+fn raw_record(topic: &str, payload: Vec<u8>) -> Record {
+    let payload = bytes::Bytes::from(payload);
+    Record {
+        topic: Arc::from(topic),
+        source: payload.clone(),
+        part: 0,
+        body: Body::Raw(payload),
+        meta: Default::default(),
+    }
+}
+
+/// A topic whose subject has an empty token, in the middle of a batch: the records
+/// before it are confirmed, it is refused alone, and the sink does not claim the ones
+/// after it (it used to answer `Ok` for the whole batch having sent only the prefix, so
+/// the connector acknowledged messages that went nowhere).
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_sink_refuses_a_subject_with_an_empty_token_alone() {
+    use async_nats::jetstream::stream::Config;
+    use mqlink::internals::SinkError;
+    let nats = Nats::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js
+        .create_stream(Config {
+            name: "MQTT".into(),
+            subjects: vec!["mqtt.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut sink = nats_sink(&nats, true).await;
+    let batch = [
+        raw_record("a/1", b"one".to_vec()),
+        raw_record("a..b", b"bad".to_vec()),
+        raw_record("a/2", b"two".to_vec()),
+    ];
+    match sink.deliver(&batch).await {
+        Err(SinkError::Reject {
+            done,
+            count,
+            reason,
+        }) => {
+            assert_eq!((done, count), (1, 1), "{reason}");
+            assert!(reason.contains("empty token"), "{reason}");
+        }
+        other => panic!("expected the second record refused alone, got {other:?}"),
+    }
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    sink.deliver(&batch[2..]).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
+}
+
+/// A payload over the server's `max_payload` (1 MiB by default) on core NATS: the client
+/// refuses it before sending, so retrying cannot help. It is refused alone, after the
+/// records before it are flushed (it was retried forever, holding every ack behind it).
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_core_sink_refuses_a_payload_over_max_payload_alone() {
+    use futures_util::StreamExt as _;
+    use mqlink::internals::SinkError;
+    let nats = Nats::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut sub = client.subscribe("mqtt.>").await.unwrap();
+    client.flush().await.unwrap();
+    let mut sink = nats_sink(&nats, false).await;
+    let batch = [
+        raw_record("big/1", b"small".to_vec()),
+        raw_record("big/2", vec![b'x'; 2 << 20]),
+        raw_record("big/3", b"after".to_vec()),
+    ];
+    match sink.deliver(&batch).await {
+        Err(SinkError::Reject {
+            done,
+            count,
+            reason,
+        }) => {
+            assert_eq!((done, count), (1, 1), "{reason}");
+        }
+        other => panic!("expected the big record refused alone, got {other:?}"),
+    }
+    sink.deliver(&batch[2..]).await.unwrap();
+    for want in ["small", "after"] {
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&m.payload[..], want.as_bytes());
+    }
+}

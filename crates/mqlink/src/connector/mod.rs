@@ -540,6 +540,8 @@ impl Worker<'_> {
                     count,
                     reason,
                 }) => {
+                    // A sink's counts are clamped to the batch: a wrong one must not panic.
+                    let done = done.min(rest.len());
                     ConnectorStats::add(&self.stats.records_out, done as u64);
                     ConnectorStats::add(&self.stats.sink_errors, 1);
                     let count = count.max(1).min(rest.len() - done);

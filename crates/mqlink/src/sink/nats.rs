@@ -13,10 +13,17 @@
 //! published within the stream's duplicate window (2 min by default) count once. Publishers
 //! that repeat payloads verbatim and need every copy should include a timestamp or sequence
 //! in the payload, or use a stream with a short `duplicate_window`.
+//!
+//! Refused for good, each alone (the connector dead-letters it with the reason and goes on
+//! with the rest): a record whose subject would have an empty token (topics like `a..b`,
+//! `x.` or `.x` under `mqtt.{topic}`), and one larger than the server's `max_payload`
+//! (1 MiB by default, MQTT allows 256 MiB). The records before it are published and
+//! confirmed first.
 
 use std::path::{Path, PathBuf};
 
 use async_nats::HeaderMap;
+use async_nats::client::PublishErrorKind as CorePublishErrorKind;
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 
@@ -218,16 +225,41 @@ impl NatsSink {
 
     async fn core(&self, batch: &[Record], subjects: Vec<String>) -> Result<(), SinkError> {
         let retry = |reason: String| SinkError::Retry { done: 0, reason };
-        for (r, subject) in batch.iter().zip(subjects) {
-            self.client
+        let mut refused = None;
+        for (i, (r, subject)) in batch.iter().zip(subjects).enumerate() {
+            let sent = self
+                .client
                 .publish_with_headers(subject, self.headers(r), r.to_bytes())
-                .await
-                .map_err(|e| retry(format!("nats {}: publish: {e}", self.url())))?;
+                .await;
+            match sent {
+                Ok(()) => {}
+                // Checked by the client before anything is sent, against the server's
+                // `max_payload`: retrying cannot help. Flush what went before it, then
+                // refuse it alone.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        CorePublishErrorKind::MaxPayloadExceeded
+                            | CorePublishErrorKind::InvalidSubject
+                    ) =>
+                {
+                    refused = Some((i, format!("nats {}: publish: {e}", self.url())));
+                    break;
+                }
+                Err(e) => return Err(retry(format!("nats {}: publish: {e}", self.url()))),
+            }
         }
         // While disconnected the client buffers and a flush waits for the reconnect:
         // bound it, so an outage shows up as retries.
         match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => match refused {
+                None => Ok(()),
+                Some((done, reason)) => Err(SinkError::Reject {
+                    done,
+                    count: 1,
+                    reason,
+                }),
+            },
             Ok(Err(e)) => Err(retry(format!("nats {}: flush: {e}", self.url()))),
             Err(_) => Err(retry(format!(
                 "nats {}: flush not confirmed within {FLUSH_TIMEOUT:?}",
@@ -311,24 +343,34 @@ impl Deliver for NatsSink {
     /// [`SinkError::Retry`] for everything else (no connection, no stream, timeouts).
     async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         let mut subjects = Vec::with_capacity(batch.len());
-        for (i, r) in batch.iter().enumerate() {
+        let mut bad = None;
+        for r in batch {
             match self.subject(&r.topic) {
                 Ok(s) => subjects.push(s),
-                Err(reason) if i == 0 => {
-                    return Err(SinkError::Reject {
-                        done: 0,
-                        count: 1,
-                        reason: format!("nats {}: {reason}", self.url()),
-                    });
+                Err(reason) => {
+                    bad = Some(format!("nats {}: {reason}", self.url()));
+                    break;
                 }
-                // Deliver the good prefix first; the bad record comes up first next time.
-                Err(_) => break,
             }
         }
-        let batch = &batch[..subjects.len()];
-        match &self.js {
-            None => self.core(batch, subjects).await,
-            Some(js) => self.jetstream(js.clone(), batch, subjects).await,
+        // The good prefix first; then the record without a subject is refused (the
+        // connector dead-letters it and hands over the rest). Its `Ok` must not stand
+        // for the records it never sent.
+        let done = subjects.len();
+        let prefix = &batch[..done];
+        if !prefix.is_empty() {
+            match &self.js {
+                None => self.core(prefix, subjects).await?,
+                Some(js) => self.jetstream(js.clone(), prefix, subjects).await?,
+            }
+        }
+        match bad {
+            None => Ok(()),
+            Some(reason) => Err(SinkError::Reject {
+                done,
+                count: 1,
+                reason,
+            }),
         }
     }
 }
