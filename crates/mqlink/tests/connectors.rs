@@ -653,3 +653,52 @@ async fn nats_core_sink_refuses_a_payload_over_max_payload_alone() {
         assert_eq!(&m.payload[..], want.as_bytes());
     }
 }
+
+/// What the HTTP sink says about a refusal or a failure (dead-letter `error`s, warnings)
+/// names the endpoint without the URL's password or secret query values, and reads only
+/// the start of an error body however much the server sends. Both held the raw URL
+/// (reqwest's own message too).
+#[tokio::test(flavor = "multi_thread")]
+async fn http_sink_errors_name_the_endpoint_without_its_secrets() {
+    use mqlink::internals::SinkError;
+    async fn refuse() -> (StatusCode, String) {
+        (StatusCode::BAD_REQUEST, "no. ".repeat(1 << 20))
+    }
+    let app = Router::new().route("/hook", post(refuse));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for (url, want) in [
+        (
+            format!("http://bob:pw-s3cret@{addr}/hook?token=tok-s3cret&v=1"),
+            "answered 400 Bad Request: no. no.",
+        ),
+        (
+            format!("http://bob:pw-s3cret@127.0.0.1:{closed_port}/hook?token=tok-s3cret"),
+            "POST http://bob:redacted@127.0.0.1",
+        ),
+    ] {
+        let (cfg, _) = connector_cfg(
+            "mqtt://127.0.0.1:1",
+            &format!("{{name: h, subscribe: [x], sink: {{http: {{url: '{url}'}}}}}}"),
+        );
+        let (mut sink, _) = mqlink::internals::open(&cfg.sink, "h", "h", CancellationToken::new())
+            .await
+            .unwrap();
+        let err = sink
+            .deliver(&[raw_record("t", b"x".to_vec())])
+            .await
+            .unwrap_err();
+        let (SinkError::Reject { reason, .. } | SinkError::Retry { reason, .. }) = &err;
+        assert!(reason.contains(want), "{reason}");
+        assert!(!reason.contains("s3cret"), "a secret in: {reason}");
+        assert!(
+            reason.len() < 1000,
+            "the whole error body was kept: {} bytes",
+            reason.len()
+        );
+    }
+}

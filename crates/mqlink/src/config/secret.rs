@@ -53,13 +53,50 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
-/// `url` for messages, plan lines and `Debug`: a password is replaced by `redacted`.
+/// `url` for messages, plan lines and `Debug`, with what may be a secret replaced by
+/// `redacted`: the password; the user of a NATS URL without a password (`nats://TOKEN@host`
+/// is NATS's token form); the value of a query parameter whose name says secret
+/// (`password`, `token`, `secret`, `key`, `sig`, `auth`, …: libpq takes
+/// `?password=`, webhooks take `?token=`). Other query parameters (`sslmode=require`)
+/// stay readable.
 pub(crate) fn redacted(url: &url::Url) -> String {
     let mut u = url.clone();
     if u.password().is_some() {
         let _ = u.set_password(Some("redacted"));
+    } else if matches!(u.scheme(), "nats" | "tls") && !u.username().is_empty() {
+        let _ = u.set_username("redacted");
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_name(&k) {
+                    "redacted".to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
     }
     u.to_string()
+}
+
+/// Does a query parameter's name say it holds a secret?
+fn secret_name(name: &str) -> bool {
+    const HINTS: [&str; 8] = [
+        "pass",
+        "pwd",
+        "token",
+        "secret",
+        "key",
+        "sig",
+        "auth",
+        "credential",
+    ];
+    let name = name.to_ascii_lowercase();
+    HINTS.iter().any(|h| name.contains(h))
 }
 
 /// A URL's `Debug` through [`redacted`].
@@ -93,6 +130,22 @@ pub(crate) use debug_redacting_url;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_print_without_what_may_be_a_secret() {
+        let r = |u: &str| redacted(&url::Url::parse(u).unwrap());
+        assert_eq!(r("redis://u:pw@h:6379/0"), "redis://u:redacted@h:6379/0");
+        assert_eq!(r("nats://s3cr3t@h:4222"), "nats://redacted@h:4222");
+        assert_eq!(r("redis://u@h"), "redis://u@h", "a user alone is no secret");
+        assert_eq!(
+            r("https://h/hook?token=abc&x=1&api_key=k&Signature=s"),
+            "https://h/hook?token=redacted&x=1&api_key=redacted&Signature=redacted"
+        );
+        assert_eq!(
+            r("postgres://u@h/db?sslmode=require&password=pw"),
+            "postgres://u@h/db?sslmode=require&password=redacted"
+        );
+    }
 
     #[test]
     fn secrets_never_print() {

@@ -23,6 +23,8 @@ use crate::mqtt::tls::{self, TlsOptions};
 
 /// Longest server answer kept for error messages.
 const ERROR_BODY_MAX: usize = 200;
+/// Bytes of an error body read to find those characters (4 bytes per UTF-8 character at most).
+const ERROR_BODY_READ: usize = ERROR_BODY_MAX * 4;
 
 /// `http: {url, method, headers, batch_max, timeout, retry}` as written.
 #[derive(serde::Deserialize)]
@@ -152,7 +154,7 @@ impl HttpSink {
     ) -> Result<HttpSink, OpenError> {
         let err = |reason: String| OpenError {
             kind: "http",
-            target: url.to_string(),
+            target: super::redacted(url),
             reason,
         };
         let method = reqwest::Method::from_bytes(method.as_bytes())
@@ -200,20 +202,45 @@ impl HttpSink {
         }
         self.body.push(b']');
         let retry = |reason: String| SinkError::Retry { done: 0, reason };
-        let resp = self
+        let mut resp = self
             .client
             .request(self.method.clone(), self.url.clone())
             .body(self.body.clone())
             .send()
             .await
-            .map_err(|e| retry(format!("{} {}: {}", self.method, self.url, error_chain(&e))))?;
+            // reqwest's message carries the URL as given, password and query included.
+            .map_err(|e| {
+                let e = error_chain(&e.without_url());
+                retry(format!(
+                    "{} {}: {e}",
+                    self.method,
+                    super::redacted(&self.url)
+                ))
+            })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
         }
-        let text = resp.text().await.unwrap_or_default();
-        let text: String = text.chars().take(ERROR_BODY_MAX).collect();
-        let reason = format!("{} {} answered {status}: {text}", self.method, self.url);
+        // Only the start of an error body is kept: read no more than that, whatever the
+        // server sends.
+        let mut body = Vec::new();
+        while body.len() < ERROR_BODY_READ {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    body.extend_from_slice(&c[..c.len().min(ERROR_BODY_READ - body.len())])
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let text: String = String::from_utf8_lossy(&body)
+            .chars()
+            .take(ERROR_BODY_MAX)
+            .collect();
+        let reason = format!(
+            "{} {} answered {status}: {text}",
+            self.method,
+            super::redacted(&self.url)
+        );
         let code = status.as_u16();
         if code == 408 || code == 429 || status.is_server_error() {
             Err(retry(reason))
