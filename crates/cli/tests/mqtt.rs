@@ -447,3 +447,59 @@ fn pub_speaks_311_by_default_like_mosquitto_pub() {
     );
     assert_eq!(&rest[2..8], &[0, 2, b'f', b'b', b'h', b'i']);
 }
+
+/// Regression: a resumed persistent session gets its queued messages right after CONNACK,
+/// before the SUBACK (Mosquitto sends up to `max_inflight_messages` of them before it
+/// answers the SUBSCRIBE; MQTT 3.1.1 has no Receive Maximum to stop it). With more of them
+/// than `mqlink sub`'s delivery buffer (1024), the engine stopped reading with the SUBACK
+/// unread behind them, while `mqlink sub` waited for that SUBACK before printing: it hung
+/// for good. It must print every message and exit at `-C`.
+#[test]
+fn a_resumed_session_sent_before_the_suback_is_printed_in_full() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        max_inflight_messages: Some(10_000),
+        ..MosquittoOptions::default()
+    });
+    let url = broker.url();
+    let sub = |extra: &[&str]| {
+        let mut c = mqlink();
+        c.arg("sub")
+            .args(["--url", &url, "-c", "-i", "resumed-backlog", "-q", "1"])
+            .args(["-t", "b/#"])
+            .args(extra);
+        c
+    };
+    // The persistent session and its subscription; then a backlog while it is away.
+    let out = sub(&["-E"]).output().unwrap();
+    assert_ok(&out, "mqlink sub -E");
+    let (stdin, msgs) = lines("m", 5_000);
+    let out = mqlink_pub(&["--url", &url, "-t", "b/1", "-q", "1", "-l"], &stdin);
+    assert_ok(&out, "mqlink pub -l");
+    let dir = tempfile::tempdir().unwrap();
+    let printed = dir.path().join("out");
+    let mut child = sub(&["-C", "5000"])
+        .stdout(std::fs::File::create(&printed).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
+        .spawn()
+        .unwrap();
+    let done = mqlink_testkit::wait_until(std::time::Instant::now() + T, || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !done {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("err")).unwrap();
+    let got: Vec<String> = std::fs::read_to_string(&printed)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(
+        done,
+        "mqlink sub -C 5000 still running after {T:?} with {} lines printed",
+        got.len()
+    );
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(got, msgs);
+}

@@ -138,8 +138,8 @@ pub(crate) fn connector_options(c: &config::Connector, broker: &config::Broker) 
 /// Without a Receive Maximum, MQTT 5 means 65,535, and the broker decides what it sends:
 /// Mosquitto 2.0.11 was seen sending 10,000 (its `max_inflight_messages`) and resending
 /// 5,140 to a reconnecting connector before the SUBACK, more than the delivery buffer
-/// (the worker keeps what arrives before the SUBACK, see `connector`, so this no longer
-/// stalls it). With the window equal to the buffer, a broker that honours it never sends
+/// (the engine keeps reading while a SUBACK is awaited, see `mqtt::client::backlog`, so
+/// this no longer stalls it). With the window equal to the buffer, a broker that honours it never sends
 /// more than the connector can hold. It covers the sink's pipeline (`in_flight`
 /// batches plus the one being gathered) so batches stay full, with at least 1024, at
 /// most 65,535 (the field's range).

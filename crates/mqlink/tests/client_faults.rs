@@ -257,3 +257,112 @@ async fn topic_aliases_from_the_broker_are_resolved() {
         .unwrap();
     broker.await.unwrap();
 }
+
+/// Regression: a broker resuming a session sends its unacknowledged messages right after
+/// CONNACK, before the SUBACK. An application that awaits `subscribe` before it takes
+/// deliveries (the natural order) waited forever once they outnumbered the delivery
+/// buffer: the engine stopped reading with the SUBACK unread behind them. It now keeps
+/// reading (bounded in bytes) while a SUBACK is awaited.
+#[tokio::test]
+async fn subscribe_is_answered_behind_a_resent_backlog_larger_than_the_delivery_buffer() {
+    const RESENT: u16 = 5_000;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mqtt://{}", listener.local_addr().unwrap());
+    let broker = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let connect = common::read_packet(&mut s, &mut buf).await.unwrap();
+        assert_eq!(connect[0], 0x10);
+        // CONNACK (3.1.1) with session present, then the session's QoS 1 messages: topic
+        // "t", payload the packet id, as the broker resends them before reading anything.
+        let mut out = vec![0x20, 2, 1, 0];
+        for pid in 1..=RESENT {
+            let [hi, lo] = pid.to_be_bytes();
+            out.extend_from_slice(&[0x32, 7, 0, 1, b't', hi, lo, hi, lo]);
+        }
+        s.write_all(&out).await.unwrap();
+        let mut pubacks = 0;
+        while let Some(p) = common::read_packet(&mut s, &mut buf).await {
+            match p[0] {
+                // SUBSCRIBE: granted QoS 1.
+                0x82 => s.write_all(&[0x90, 3, p[2], p[3], 1]).await.unwrap(),
+                0x40 => pubacks += 1,
+                0xE0 => break,
+                _ => {}
+            }
+        }
+        pubacks
+    });
+    let mut o = options(&url);
+    o.protocol = mqlink::mqtt::codec::Protocol::V311;
+    o.clean_start = false;
+    o.delivery_capacity = 16;
+    let (client, mut deliveries, event_loop) = client::new(o).unwrap();
+    let run = tokio::spawn(event_loop.run(CancellationToken::new()));
+    let codes = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.subscribe(vec![("t".into(), QoS::AtLeastOnce)]),
+    )
+    .await
+    .expect("the SUBACK behind the resent messages is read")
+    .unwrap();
+    assert_eq!(codes, vec![1]);
+    for pid in 1..=RESENT {
+        let d = deliveries.recv().await.unwrap();
+        assert_eq!(&d.publish.payload[..], pid.to_be_bytes(), "in order");
+        client.ack(d.ack.unwrap());
+    }
+    drop(client);
+    drop(deliveries);
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the loop ends by itself")
+        .unwrap();
+    assert_eq!(broker.await.unwrap(), usize::from(RESENT));
+}
+
+/// While the engine reads on behind undelivered messages (a SUBACK is awaited), the
+/// keepalive still judges the broker: one that answers neither the SUBSCRIBE nor a PINGREQ
+/// is dropped as dead. (Only while reading is paused may a PINGRESP sit unread.)
+#[tokio::test]
+async fn a_silent_broker_is_dropped_while_a_suback_is_awaited_behind_a_backlog() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mqtt://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        common::read_packet(&mut s, &mut buf).await.unwrap();
+        let mut out = vec![0x20, 2, 1, 0];
+        for pid in 1..=100u16 {
+            let [hi, lo] = pid.to_be_bytes();
+            out.extend_from_slice(&[0x32, 5, 0, 1, b't', hi, lo]);
+        }
+        s.write_all(&out).await.unwrap();
+        // Read everything, answer nothing.
+        while common::read_packet(&mut s, &mut buf).await.is_some() {}
+    });
+    let mut o = options(&url);
+    o.protocol = mqlink::mqtt::codec::Protocol::V311;
+    o.clean_start = false;
+    o.keep_alive = Duration::from_secs(1);
+    o.delivery_capacity = 1;
+    o.reconnect_min = Duration::from_secs(30);
+    let (client, _deliveries_not_taken, event_loop) = client::new(o).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(event_loop.run(stop.clone()));
+    let subscribe = client.subscribe(vec![("t".into(), QoS::AtLeastOnce)]);
+    let mut w = client.link();
+    let down = async {
+        w.wait_for(|s| matches!(s, LinkState::Down { .. }))
+            .await
+            .unwrap()
+            .clone()
+    };
+    let state = tokio::select! {
+        _ = subscribe => panic!("the broker never answered the SUBSCRIBE"),
+        r = tokio::time::timeout(Duration::from_secs(10), down) => r.expect("dropped the silent broker"),
+    };
+    assert!(format!("{state:?}").contains("keepalive"), "{state:?}");
+    stop.cancel();
+    task.await.unwrap();
+}

@@ -246,9 +246,6 @@ struct Worker<'a> {
     tracker: Option<Arc<TopicTracker>>,
 }
 
-/// Most deliveries kept while the SUBACK is awaited: one per QoS 1/2 packet id.
-const EARLY_MAX: usize = u16::MAX as usize;
-
 /// Shutdown was requested while work was pending.
 struct Stop;
 
@@ -261,26 +258,13 @@ impl Worker<'_> {
             .iter()
             .map(|f| (f.as_str().to_string(), self.cfg.qos))
             .collect();
-        // Deliveries are taken (and kept) while the SUBACK is on its way: a resumed
-        // session gets its unacknowledged messages again before the SUBACK, possibly more
-        // than the delivery buffer holds, and the engine reads nothing more until they
-        // are taken. They are at most one per packet id, so at most 65,535 at QoS 1/2.
-        let mut early: VecDeque<Delivery> = VecDeque::new();
-        let mut open = true;
-        let codes = {
-            let subscribe = self.client.subscribe(filters.clone());
-            tokio::pin!(subscribe);
-            loop {
-                tokio::select! {
-                    biased;
-                    () = self.shutdown.cancelled() => return Ok(()),
-                    codes = &mut subscribe => break codes,
-                    d = deliveries.recv(), if open && early.len() < EARLY_MAX => match d {
-                        Some(d) => early.push_back(d),
-                        None => open = false,
-                    },
-                }
-            }
+        // A resumed session may get its unacknowledged messages before the SUBACK, more
+        // than the delivery buffer holds: the engine keeps reading while the SUBACK is
+        // awaited (see `mqtt::client::backlog`), so awaiting it first is safe.
+        let codes = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return Ok(()),
+            codes = self.client.subscribe(filters.clone()) => codes,
         };
         self.subscribed(&filters, codes)?;
         let batching = self.cfg.sink.batching();
@@ -307,21 +291,16 @@ impl Worker<'_> {
                     .iter()
                     .all(|b| matches!(b.attempt, Attempt::Pending(_) | Attempt::Done(Ok(()))));
             let head_pending = !queue.is_empty();
-            let early_first = if room { early.pop_front() } else { None };
-            let first = if early_first.is_some() {
-                early_first
-            } else {
-                tokio::select! {
-                    biased;
-                    () = self.shutdown.cancelled() => return Ok(()),
-                    r = head(&mut queue), if head_pending => {
-                        if let Some(b) = queue.front_mut() {
-                            b.attempt = Attempt::Done(r);
-                        }
-                        continue;
+            let first = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Ok(()),
+                r = head(&mut queue), if head_pending => {
+                    if let Some(b) = queue.front_mut() {
+                        b.attempt = Attempt::Done(r);
                     }
-                    d = deliveries.recv(), if room => d,
+                    continue;
                 }
+                d = deliveries.recv(), if room => d,
             };
             let Some(first) = first else {
                 return if self.shutdown.is_cancelled() {
@@ -333,10 +312,6 @@ impl Worker<'_> {
             taken.clear();
             taken.push(first);
             while taken.len() < max {
-                if let Some(d) = early.pop_front() {
-                    taken.push(d);
-                    continue;
-                }
                 match deliveries.try_recv() {
                     Ok(d) => taken.push(d),
                     Err(_) => break,

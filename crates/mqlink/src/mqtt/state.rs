@@ -311,6 +311,18 @@ impl Session {
         self.awaiting_pubrel.len()
     }
 
+    /// Whether the application waits for the broker's answer to a SUBSCRIBE or
+    /// UNSUBSCRIBE sent on this connection. A resumed session may get its unacknowledged
+    /// messages (Mosquitto: up to `max_inflight_messages` of them) before that answer, and
+    /// an application that awaits it before taking deliveries only sees it if the
+    /// connection task keeps reading meanwhile. Renewals after a reconnect are not counted:
+    /// nobody awaits them.
+    pub fn awaiting_reply(&self) -> bool {
+        self.requests_sent
+            .values()
+            .any(|(token, _)| token.is_some())
+    }
+
     /// QoS 1/2 messages sent on this connection and not yet acknowledged: what the window
     /// bounds.
     fn on_wire(&self) -> usize {
@@ -1858,6 +1870,76 @@ mod tests {
         assert!(
             matches!(&out[..], [Output::Send { packet: Packet::Subscribe { filters, .. }, .. }] if filters == &vec![("a/#".to_string(), QoS::AtLeastOnce)])
         );
+    }
+
+    #[test]
+    fn a_reply_is_awaited_from_the_request_sent_until_its_answer_but_not_for_renewals() {
+        let mut s = Session::new(10);
+        s.subscribe(1, vec![("a/#".into(), QoS::AtLeastOnce)]);
+        // Not sent yet: nothing to read for.
+        assert!(!s.awaiting_reply());
+        s.connected(&connack(true, None));
+        let sent = drain(&mut s);
+        let [
+            Output::Send {
+                packet: Packet::Subscribe { pid, .. },
+                ..
+            },
+        ] = &sent[..]
+        else {
+            panic!("{sent:?}");
+        };
+        assert!(s.awaiting_reply());
+        s.handle(Packet::SubAck {
+            pid: *pid,
+            codes: vec![1],
+        })
+        .unwrap();
+        assert!(!s.awaiting_reply());
+        assert_eq!(drain(&mut s), vec![Output::Subscribed(1, vec![1])]);
+        s.unsubscribe(2, vec!["a/#".into()]);
+        assert!(s.awaiting_reply());
+        let sent = drain(&mut s);
+        let [
+            Output::Send {
+                packet: Packet::Unsubscribe { pid, .. },
+                ..
+            },
+        ] = &sent[..]
+        else {
+            panic!("{sent:?}");
+        };
+        s.handle(Packet::UnsubAck { pid: *pid }).unwrap();
+        assert!(!s.awaiting_reply());
+        assert_eq!(drain(&mut s), vec![Output::Unsubscribed(2)]);
+        // A renewal on a new session is the engine's own: nobody waits for its SUBACK.
+        s.subscribe(3, vec![("b/#".into(), QoS::AtLeastOnce)]);
+        let sent = drain(&mut s);
+        let [
+            Output::Send {
+                packet: Packet::Subscribe { pid, .. },
+                ..
+            },
+        ] = &sent[..]
+        else {
+            panic!("{sent:?}");
+        };
+        s.handle(Packet::SubAck {
+            pid: *pid,
+            codes: vec![1],
+        })
+        .unwrap();
+        assert_eq!(drain(&mut s), vec![Output::Subscribed(3, vec![1])]);
+        s.disconnected(Loss::Other);
+        s.connected(&connack(false, None));
+        assert!(matches!(
+            &drain(&mut s)[..],
+            [Output::Send {
+                packet: Packet::Subscribe { .. },
+                ..
+            }]
+        ));
+        assert!(!s.awaiting_reply());
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! (`crate::sim`, one seed gives one trace): keep it. Each arm is one method below.
 //!
 //! Reading pauses while deliveries wait for the application (back-pressure reaches the
-//! broker through its own flow control); commands are taken only while the session's
-//! queue and the write buffer have room.
+//! broker through its own flow control), except while the application awaits a SUBACK or
+//! UNSUBACK: that answer may come behind the messages a resumed session gets again, so
+//! reading goes on into the backlog, bounded in bytes (see `backlog`). Commands are taken
+//! only while the session's queue and the write buffer have room. The keepalive judges
+//! the broker only while reading: an unread PINGRESP is no sign of a dead broker.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -152,12 +155,17 @@ impl EventLoop {
             }
             let ping_at = c.ping_at();
             let accept = self.session.queued_len() < MAX_QUEUED && c.wbuf.len() < MAX_WBUF;
+            let awaiting = self.session.awaiting_reply();
+            let read = self.backlog.may_read(awaiting);
+            if self.backlog.hit_bound(awaiting) {
+                tracing::warn!(broker = %self.opts.url, held = self.backlog.len(), bytes = self.backlog.bytes(), "the broker sent more than the backlog holds before answering a SUBSCRIBE or UNSUBSCRIBE: reading stops until the application takes deliveries, so an application that awaits the answer first waits until it does");
+            }
             // Biased: the arms' order is their priority and the simulation's trace.
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => ControlFlow::Break(c.on_shutdown(&self.opts.disconnect, self.opts.packet_observer.as_ref()).await),
                 r = c.wr.write_buf(&mut c.wbuf), if !c.wbuf.is_empty() => self.on_written(&mut c, r).await,
-                r = c.rd.read_buf(&mut c.rbuf), if self.backlog.is_empty() => self.on_read(&mut c, r),
+                r = c.rd.read_buf(&mut c.rbuf), if read => self.on_read(&mut c, r),
                 Some(t) = self.ack_rx.recv() => {
                     self.on_acks(t);
                     ControlFlow::Continue(())
@@ -170,7 +178,7 @@ impl EventLoop {
                     self.on_commands(cmd);
                     ControlFlow::Continue(())
                 }
-                _ = sleep_until_opt(ping_at) => self.on_keepalive(&mut c),
+                _ = sleep_until_opt(ping_at) => self.on_keepalive(&mut c, read),
             };
             if let ControlFlow::Break(end) = step {
                 return end;
@@ -288,10 +296,10 @@ impl EventLoop {
         }
     }
 
-    /// Arm 7, keepalive time: give up on a broker that did not answer the last ping, or
-    /// send one.
-    fn on_keepalive(&mut self, c: &mut Conn) -> ControlFlow<ConnEnd> {
-        if c.ping_sent.is_some() && self.backlog.is_empty() {
+    /// Arm 7, keepalive time: give up on a broker that did not answer the last ping while
+    /// we were reading (`reading`), or send one.
+    fn on_keepalive(&mut self, c: &mut Conn, reading: bool) -> ControlFlow<ConnEnd> {
+        if c.ping_sent.is_some() && reading {
             return ControlFlow::Break(ConnEnd::Lost(
                 format!(
                     "no answer from the broker within the keepalive of {:?}",
@@ -300,10 +308,11 @@ impl EventLoop {
                 Loss::Other,
             ));
         }
-        // While the application is not taking deliveries we do not read, so the broker's
-        // PINGRESP may be waiting unread: that is no sign of a dead broker. Keep pinging
-        // (the broker needs to hear from us) and judge the broker again once reading
-        // resumes.
+        // While the application is not taking deliveries we do not read (beyond the
+        // backlog's bound when a reply is awaited), so the broker's PINGRESP may be waiting
+        // unread: that is no sign of a dead broker. Keep pinging (the broker needs to hear
+        // from us) and judge the broker again once reading resumes. While we read, a
+        // backlog does not excuse a silent broker.
         if let Err(e) = codec::encode(&Packet::PingReq, c.protocol, &mut c.wbuf) {
             return ControlFlow::Break(ConnEnd::Lost(e.to_string(), Loss::Other));
         }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::aliases::TopicAliases;
+use super::backlog::Backlog;
 use super::handle::{Command, LinkState};
 use super::handshake::establish;
 use super::observer::{self, Direction};
@@ -41,7 +42,8 @@ pub struct EventLoop {
     pub(super) verdicts: HashMap<Token, oneshot::Sender<Verdict>>,
     pub(super) sub_replies: HashMap<Token, oneshot::Sender<Vec<u8>>>,
     pub(super) unsub_replies: HashMap<Token, oneshot::Sender<()>>,
-    pub(super) backlog: VecDeque<Delivery>,
+    /// Deliveries the application has not taken yet.
+    pub(super) backlog: Backlog,
     pub(super) early_closes: u32,
     /// The topic aliases of the current connection.
     pub(super) aliases: TopicAliases,

@@ -36,15 +36,19 @@
 //! - `connection`: one live connection: a biased `select!` whose arms (shutdown, write,
 //!   read, acks, deliveries, commands, keepalive) are one method each; their order is
 //!   their priority and part of the deterministic simulation's trace (`crate::sim`).
+//! - `backlog`: deliveries the application has not taken yet, and when to read more:
+//!   only when there are none, or, while the application awaits a SUBACK or UNSUBACK
+//!   (which a resumed session's resent messages may come before), up to a byte bound.
 //! - `reason`: words for CONNACK and MQTT 5 reason codes ([`refusal`], [`reason_name`]).
 //! - `observer`: [`PacketObserver`], told of every packet sent and received (traces).
 //! - `aliases`: the MQTT 5 topic aliases of one connection, both ways.
 //!
 //! The files import downwards only (`tests/import_cycles.rs`): `connection` uses
-//! `event_loop`, which uses `handshake`, `handle` and `options`; `reason`, `observer`
-//! and `aliases` are leaves.
+//! `event_loop`, which uses `handshake`, `handle`, `options` and `backlog`; `reason`,
+//! `observer`, `aliases` and `backlog` are leaves.
 
 mod aliases;
+mod backlog;
 mod connection;
 mod event_loop;
 mod handle;
@@ -53,7 +57,7 @@ mod observer;
 mod options;
 mod reason;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -138,7 +142,7 @@ pub fn new(opts: MqttOptions) -> Result<(Client, Deliveries, EventLoop), ClientE
             verdicts: HashMap::new(),
             sub_replies: HashMap::new(),
             unsub_replies: HashMap::new(),
-            backlog: VecDeque::new(),
+            backlog: backlog::Backlog::default(),
             early_closes: 0,
             aliases: aliases::TopicAliases::default(),
         },
