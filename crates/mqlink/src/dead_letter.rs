@@ -53,8 +53,9 @@ impl DeadLetter {
     ///
     /// # Errors
     /// I/O errors opening, writing or syncing the file; the caller keeps what it was
-    /// about to let go and tries again later. The file is reopened on the next append, so
-    /// a half-written line is possible after an error, a lost one is not.
+    /// about to let go and tries again later. The file is reopened on the next append; a
+    /// half-written line left by an error is cut off or ends on its own line, so the
+    /// retried line is whole (see `write_synced`).
     pub async fn append(&self, lines: &[Value]) -> io::Result<()> {
         let mut buf = Vec::new();
         for line in lines {
@@ -77,26 +78,51 @@ impl DeadLetter {
 
 /// Opens `path` into `file` if needed, appends `buf` and syncs it; forgets the handle after
 /// an error, so the next append reopens the file.
+///
+/// A failed write (a full disk) may leave part of a line behind. It is cut off again when
+/// possible, and a file found on opening not to end in a newline gets one first: the
+/// retried line must stand whole on its own line, or its only copy would be unreadable
+/// while its message is let go.
 fn write_synced(file: &mut Option<std::fs::File>, path: &Path, buf: &[u8]) -> io::Result<()> {
+    let mut start = None;
     let res = (|| {
         if file.is_none() {
-            *file = Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            );
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(path)?;
+            if !ends_with_newline(&mut f)? {
+                f.write_all(b"\n")?;
+            }
+            *file = Some(f);
         }
         let Some(f) = file.as_mut() else {
             return Err(io::Error::other("dead-letter file not open"));
         };
+        start = Some(f.metadata()?.len());
         f.write_all(buf)?;
         f.sync_data()
     })();
     if res.is_err() {
+        if let (Some(f), Some(len)) = (file.as_ref(), start) {
+            let _ = f.set_len(len);
+        }
         *file = None;
     }
     res
+}
+
+/// Whether `f` is empty or its last byte is a newline.
+fn ends_with_newline(f: &mut std::fs::File) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if f.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 #[cfg(test)]
@@ -118,5 +144,20 @@ mod tests {
             std::fs::read_to_string(dl.path()).unwrap(),
             "{\"a\":1}\n{\"b\":\"ü\"}\n3\n"
         );
+    }
+
+    /// A file left with a partial last line (a write cut by a full disk, here written by
+    /// hand): the next line goes on a line of its own, whole. It used to be glued to the
+    /// fragment, so its only copy did not parse.
+    #[tokio::test]
+    async fn a_partial_last_line_does_not_swallow_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"half\":").unwrap();
+        let dl = DeadLetter::new(&path);
+        dl.append(&[serde_json::json!({"b": 2})]).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().last(), Some("{\"b\":2}"), "{text:?}");
+        assert!(text.ends_with('\n'));
     }
 }
