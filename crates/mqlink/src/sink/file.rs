@@ -89,6 +89,10 @@ struct Inner {
     size: u64,
     last_sync: Instant,
     lines: Vec<Vec<u8>>,
+    /// Tests only: bytes that may still be written before writes fail as on a full disk
+    /// (the last one partially).
+    #[cfg(test)]
+    room: Option<u64>,
 }
 
 impl FileSink {
@@ -109,6 +113,8 @@ impl FileSink {
             size: 0,
             last_sync: Instant::now(),
             lines: Vec::new(),
+            #[cfg(test)]
+            room: None,
         };
         inner.ensure_open().map_err(|e| OpenError {
             kind: "file",
@@ -152,8 +158,8 @@ impl Deliver for FileSink {
         match joined {
             Ok((inner, res)) => {
                 self.inner = Some(inner);
-                res.map_err(|e| SinkError::Retry {
-                    done: 0,
+                res.map_err(|(done, e)| SinkError::Retry {
+                    done,
                     reason: format!("file {}: {e}", self.path.display()),
                 })
             }
@@ -178,44 +184,54 @@ impl Inner {
         Ok(())
     }
 
-    fn write_lines(&mut self) -> std::io::Result<()> {
+    fn write_lines(&mut self) -> Result<(), (usize, std::io::Error)> {
         let lines = std::mem::take(&mut self.lines);
         let res = self.write_all_lines(&lines);
         self.lines = lines;
         res
     }
 
-    fn write_all_lines(&mut self, lines: &[Vec<u8>]) -> std::io::Result<()> {
-        self.ensure_open()?;
-        let start = self.size;
+    /// Append `lines`, rotating when a line would pass `rotate_bytes`. On an error, the
+    /// count of lines already in files rotated away (written, and synced per the policy
+    /// before the rename): they are confirmed, and only the rest is tried again, so a
+    /// batch that spans a rotation is not written twice.
+    fn write_all_lines(&mut self, lines: &[Vec<u8>]) -> Result<(), (usize, std::io::Error)> {
+        self.ensure_open().map_err(|e| (0, e))?;
+        // Where a failed append is cut back to: the current file's size before this
+        // batch, and 0 in each file a rotation starts.
+        let mut rollback = self.size;
+        let mut done = 0;
+        let mut in_buf = 0;
         let mut buf: Vec<u8> = Vec::new();
         let mut rotated = false;
         for line in lines {
             if let Some(limit) = self.rotate_bytes {
                 let pending = self.size + buf.len() as u64;
                 if pending > 0 && pending + line.len() as u64 > limit {
-                    self.append(&buf, start)?;
+                    self.append(&buf, rollback).map_err(|e| (done, e))?;
                     buf.clear();
-                    self.rotate()?;
+                    self.rotate().map_err(|e| (done, e))?;
+                    done += in_buf;
+                    in_buf = 0;
+                    rollback = 0;
                     rotated = true;
                 }
             }
             buf.extend_from_slice(line);
+            in_buf += 1;
         }
-        // After a rotation the rollback point is the start of the new file.
-        let start = if rotated { 0 } else { start };
-        self.append(&buf, start)?;
+        self.append(&buf, rollback).map_err(|e| (done, e))?;
         let due = match self.fsync {
             Fsync::Always => true,
             Fsync::Interval(d) => self.last_sync.elapsed() >= d,
             Fsync::Never => false,
         };
         if due && let Some(f) = &self.file {
-            f.sync_data()?;
+            f.sync_data().map_err(|e| (done, e))?;
             self.last_sync = Instant::now();
         }
         if rotated && self.fsync == Fsync::Always {
-            sync_dir(&self.path)?;
+            sync_dir(&self.path).map_err(|e| (done, e))?;
         }
         Ok(())
     }
@@ -229,7 +245,21 @@ impl Inner {
         let Some(f) = self.file.as_mut() else {
             return Err(std::io::Error::other("file not open"));
         };
-        match f.write_all(buf) {
+        #[cfg(test)]
+        let written = match self.room {
+            Some(room) if (buf.len() as u64) > room => {
+                self.room = Some(0);
+                f.write_all(&buf[..room as usize])
+                    .and(Err(std::io::Error::from(std::io::ErrorKind::StorageFull)))
+            }
+            room => {
+                self.room = room.map(|r| r - buf.len() as u64);
+                f.write_all(buf)
+            }
+        };
+        #[cfg(not(test))]
+        let written = f.write_all(buf);
+        match written {
             Ok(()) => {
                 self.size += buf.len() as u64;
                 Ok(())
@@ -318,6 +348,42 @@ mod tests {
             read(&dir.path().join("out.jsonl.2")),
             "{\"n\":100}\n{\"n\":101}\n"
         );
+    }
+
+    /// The disk fills in the second file of a batch that rotates twice: the first file's
+    /// lines are confirmed (they are in `out.jsonl.1`), the cut file is rolled back to
+    /// empty, and delivering the rest afterwards leaves every line exactly once, none
+    /// broken. The rollback used the first file's offset in the new file (padding it
+    /// with NUL bytes) and the whole batch was tried again (writing the rotated lines
+    /// twice).
+    #[tokio::test]
+    async fn a_full_disk_after_a_rotation_loses_and_repeats_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut s = FileSink::open(&path, Some(30), Fsync::Always)
+            .await
+            .unwrap();
+        s.deliver(&[rec(json!({"n": 100}))]).await.unwrap();
+        // Three lines per file; the disk fills 15 bytes into the batch's second file.
+        s.inner.as_mut().unwrap().room = Some(20 + 15);
+        let batch: Vec<Record> = (101..109).map(|n| rec(json!({ "n": n }))).collect();
+        let done = match s.deliver(&batch).await {
+            Err(SinkError::Retry { done, .. }) => done,
+            other => panic!("expected a retry, got {other:?}"),
+        };
+        assert_eq!(done, 2, "the lines of the file rotated away are confirmed");
+        s.inner.as_mut().unwrap().room = None;
+        s.deliver(&batch[done..]).await.unwrap();
+        let mut all = Vec::new();
+        for p in ["out.jsonl.2", "out.jsonl.1", "out.jsonl"] {
+            let text = fs::read_to_string(dir.path().join(p)).unwrap_or_default();
+            assert!(!text.contains('\0'), "{p}: {text:?}");
+            for line in text.lines() {
+                all.push(serde_json::from_str::<serde_json::Value>(line).unwrap()["n"].clone());
+            }
+        }
+        let want: Vec<serde_json::Value> = (100..109).map(|n| json!(n)).collect();
+        assert_eq!(all, want);
     }
 
     #[tokio::test]
