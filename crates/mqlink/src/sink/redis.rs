@@ -515,33 +515,20 @@ fn conclude(
             }
         }
         Some(Err(reason)) => {
-            // Unknown how far Redis got: everything sent is retried.
+            // Unknown how far Redis got: everything sent is retried. Records the plan
+            // found in the memo (taken out of it) are stored: back into the memo with
+            // those behind the retry point, or they would be added again.
             ctx.stale.store(true, Ordering::Relaxed);
-            return Err(SinkError::Retry {
-                done: outcome
-                    .iter()
-                    .take_while(|o| matches!(o, Outcome::Stored))
-                    .count(),
-                reason,
-            });
+            let done = stored_prefix(&outcome);
+            remember_after(batch, &outcome, done, ctx);
+            return Err(SinkError::Retry { done, reason });
         }
     }
-    let done = outcome
-        .iter()
-        .take_while(|o| matches!(o, Outcome::Stored))
-        .count();
+    let done = stored_prefix(&outcome);
     let Some(Outcome::Failed { permanent, reason }) = outcome.get(done) else {
         return Ok(());
     };
-    let mut memo = ctx
-        .stored
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (r, o) in batch.iter().zip(&outcome).skip(done + 1) {
-        if matches!(o, Outcome::Stored) {
-            *memo.entry(dedup_id(&ctx.connector, r)).or_insert(0) += 1;
-        }
-    }
+    remember_after(batch, &outcome, done, ctx);
     let reason = format!("redis {}: {reason}", ctx.target);
     Err(if *permanent {
         SinkError::Reject {
@@ -552,6 +539,28 @@ fn conclude(
     } else {
         SinkError::Retry { done, reason }
     })
+}
+
+/// Records at the front of a batch known stored.
+fn stored_prefix(outcome: &[Outcome]) -> usize {
+    outcome
+        .iter()
+        .take_while(|o| matches!(o, Outcome::Stored))
+        .count()
+}
+
+/// Puts the records stored behind the retry point `done` into the memo: the connector
+/// offers them again with the rest.
+fn remember_after(batch: &[Record], outcome: &[Outcome], done: usize, ctx: &Shared) {
+    let mut memo = ctx
+        .stored
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (r, o) in batch.iter().zip(outcome).skip(done + 1) {
+        if matches!(o, Outcome::Stored) {
+            *memo.entry(dedup_id(&ctx.connector, r)).or_insert(0) += 1;
+        }
+    }
 }
 
 /// What a delivery's conclusion needs, shared by the sink and its pipelined attempts.
@@ -623,5 +632,52 @@ impl Deliver for RedisSink {
             };
             conclude(&batch, plan, replies, &ctx)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::sink::Body;
+
+    fn rec(payload: &'static [u8]) -> Record {
+        Record {
+            topic: Arc::from("t"),
+            source: Bytes::from_static(payload),
+            part: 0,
+            body: Body::Raw(Bytes::from_static(payload)),
+            meta: Default::default(),
+        }
+    }
+
+    /// A retry finds record 1 in the memo (stored after a refused record 0 earlier) and
+    /// sends only record 0; the connection fails. Record 1 must stay remembered, or the
+    /// next retry adds it a second time. It was dropped from the memo on that path.
+    #[test]
+    fn a_lost_connection_keeps_the_memo_of_records_already_stored() {
+        let batch = [rec(b"zero"), rec(b"one")];
+        let ctx = Shared {
+            connector: "c".into(),
+            target: "redis://h".into(),
+            stored: Memo::default(),
+            stale: Arc::new(AtomicBool::new(false)),
+        };
+        let plan = Plan {
+            outcome: vec![Outcome::Untried, Outcome::Stored],
+            pipe: redis::pipe(),
+            sent: vec![0],
+        };
+        let err = conclude(&batch, plan, Some(Err("connection lost".into())), &ctx);
+        assert!(
+            matches!(err, Err(SinkError::Retry { done: 0, .. })),
+            "{err:?}"
+        );
+        let memo = ctx.stored.lock().unwrap();
+        assert_eq!(memo.get(&dedup_id("c", &batch[1])), Some(&1), "{memo:?}");
+        assert!(ctx.stale.load(Ordering::Relaxed));
     }
 }
