@@ -205,3 +205,56 @@ impl BatchKeys {
         })
     }
 }
+
+/// De-dup ids of records a sink confirmed behind a failed one of the same batch, with how
+/// many times each (identical messages share an id): the connector offers them again with
+/// the rest, and each is then counted as confirmed once instead of written again. Bounded:
+/// only a failed batch adds to it, at most its own records, and the connector offers them
+/// all again before it takes new messages.
+#[derive(Debug, Default)]
+pub(crate) struct Confirmed(std::collections::HashMap<String, usize>);
+
+impl Confirmed {
+    /// Whether the memo holds `id`; if so, one confirmation of it is used up.
+    pub(crate) fn take(&mut self, id: &str) -> bool {
+        match self.0.get_mut(id) {
+            Some(n) => {
+                *n -= 1;
+                if *n == 0 {
+                    self.0.remove(id);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Remember one more confirmation of `id`.
+    pub(crate) fn add(&mut self, id: String) {
+        *self.0.entry(id).or_insert(0) += 1;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_confirmation_is_used_once() {
+        let mut m = Confirmed::default();
+        m.add("a".into());
+        m.add("a".into());
+        assert!(m.take("a"));
+        assert!(m.take("a"), "two identical records, two confirmations");
+        assert!(!m.take("a"));
+        assert!(m.is_empty());
+    }
+}

@@ -27,7 +27,6 @@
 //! threads belong to the producer and stop when the sink is dropped (a drop waits at most
 //! half a second for in-flight reports).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -36,7 +35,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use super::{
-    BatchKeys, Batching, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec,
+    BatchKeys, Batching, Confirmed, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec,
     TOPIC_LEVELS, TopicRenderer, dedup_id,
 };
 use crate::config::ctx::Ctx;
@@ -330,7 +329,7 @@ impl Spec for KafkaConfig {
                 topic: TopicRenderer::new(self.topic.clone()),
                 key: TopicRenderer::new(self.key.clone()),
                 headers: self.headers,
-                delivered: HashSet::new(),
+                delivered: Confirmed::default(),
             },
             None,
         ))
@@ -395,9 +394,9 @@ pub struct KafkaSink {
     topic: TopicRenderer,
     key: TopicRenderer,
     headers: bool,
-    // De-dup ids of records confirmed after a failed one of the same batch: the
-    // connector offers them again and they must not be produced twice.
-    delivered: HashSet<String>,
+    /// Records delivered behind a failed one of the same batch: the connector offers them
+    /// again and they must not be produced twice.
+    delivered: Confirmed,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -485,11 +484,12 @@ impl Deliver for KafkaSink {
     /// [`SinkError::Reject`] for the first record the cluster refuses for good (with
     /// librdkafka's reason); [`SinkError::Retry`] for everything that may pass.
     async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
-        let memo = std::mem::take(&mut self.delivered);
         let mut outcome: Vec<Outcome> = Vec::with_capacity(batch.len());
         let mut reports = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
-            if !memo.is_empty() && memo.contains(&dedup_id(&self.connector, r)) {
+            // One confirmation per record: identical records share an id. Entries for
+            // records behind a `break` below stay for the next attempt.
+            if !self.delivered.is_empty() && self.delivered.take(&dedup_id(&self.connector, r)) {
                 outcome.push(Outcome::Delivered);
                 continue;
             }
@@ -547,11 +547,13 @@ impl Deliver for KafkaSink {
             .take_while(|o| matches!(o, Outcome::Delivered))
             .count();
         let Some(Outcome::Failed { permanent, reason }) = outcome.get(done) else {
+            // Everything is confirmed: nothing left to remember for this batch.
+            self.delivered.clear();
             return Ok(());
         };
         for (r, o) in batch.iter().zip(&outcome).skip(done + 1) {
             if matches!(o, Outcome::Delivered) {
-                self.delivered.insert(dedup_id(&self.connector, r));
+                self.delivered.add(dedup_id(&self.connector, r));
             }
         }
         // An idempotent producer can hit a fatal error (e.g. the cluster lost its

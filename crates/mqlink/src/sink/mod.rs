@@ -200,7 +200,9 @@ pub(crate) use common::tls_plan;
     )),
     allow(unused_imports)
 )]
-pub(crate) use common::{BatchKeys, TOPIC_LEVELS, TopicRenderer, dedup_id, in_flight, redacted};
+pub(crate) use common::{
+    BatchKeys, Confirmed, TOPIC_LEVELS, TopicRenderer, dedup_id, in_flight, redacted,
+};
 
 sinks! {
     /// JSON lines on stdout.
