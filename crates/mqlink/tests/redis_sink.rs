@@ -586,3 +586,53 @@ async fn a_backlog_sent_before_the_suback_is_drained_not_stalled_on() {
     assert_eq!(first_occurrences(&records(&redis, "b").await), all);
     conn.stop().await;
 }
+
+/// The `id` of the one client named `name` (`CLIENT LIST`).
+fn client_id(redis: &Redis, name: &str) -> Option<String> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    list.lines()
+        .find(|l| l.split(' ').any(|f| f == format!("name={name}")))
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_string)
+}
+
+/// A primary that turns replica (a failover behind the same DNS name) keeps its clients
+/// and answers writes with READONLY: the sink retries on a new connection, not forever on
+/// the old one. It kept the old connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readonly_answer_makes_the_sink_connect_again() {
+    use mqlink::internals::{Deliver as _, SinkError};
+    let redis = Redis::start();
+    let mut sink = open_sink(&redis.url(), "").await;
+    sink.deliver(&[raw_record("before")]).await.unwrap();
+    let first = client_id(&redis, "mqlink-tls").expect("the sink's connection");
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut a = admin.get_multiplexed_async_connection().await.unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(dead_port)
+        .query_async(&mut a)
+        .await
+        .unwrap();
+    match sink.deliver(&[raw_record("during")]).await {
+        Err(SinkError::Retry { reason, .. }) => assert!(reason.contains("READONLY"), "{reason}"),
+        other => panic!("expected a retry on READONLY, got {other:?}"),
+    }
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut a)
+        .await
+        .unwrap();
+    sink.deliver(&[raw_record("after")]).await.unwrap();
+    let second = client_id(&redis, "mqlink-tls").expect("the sink's connection");
+    assert_ne!(first, second, "the sink kept its connection after READONLY");
+    assert_eq!(records(&redis, "s").await, ["before", "after"]);
+}

@@ -10,7 +10,9 @@
 //! Failures: a reply error for one entry (`WRONGTYPE`: the key holds something other than
 //! a stream; any other `ERR`: the command itself is refused) is permanent for that record
 //! and dead-letters it with Redis's message; everything else (connection lost, timeouts,
-//! `OOM`, `LOADING`, `READONLY`, `NOAUTH`, …) is retried with backoff. A pipeline runs
+//! `OOM`, `LOADING`, `READONLY`, `NOAUTH`, …) is retried with backoff; after `READONLY` (a
+//! primary turned replica behind the same name, which keeps its clients) on a new
+//! connection. A pipeline runs
 //! every command even when one fails, so the entries after a refused one are already in
 //! their streams: the sink remembers them and counts them as confirmed when the connector
 //! hands them over again, instead of adding them twice.
@@ -492,14 +494,21 @@ fn conclude(
         Some(Ok(replies)) if replies.len() == sent.len() => {
             for (&i, v) in sent.iter().zip(replies) {
                 outcome[i] = match v {
-                    Value::ServerError(e) => Outcome::Failed {
-                        permanent: permanent(e.code()),
-                        reason: format!(
-                            "XADD refused: {} {}",
-                            e.code(),
-                            e.details().unwrap_or_default()
-                        ),
-                    },
+                    Value::ServerError(e) => {
+                        // A primary turned replica (a failover behind the same name)
+                        // keeps its clients: connect again, to whatever the name is now.
+                        if e.code() == "READONLY" {
+                            ctx.stale.store(true, Ordering::Relaxed);
+                        }
+                        Outcome::Failed {
+                            permanent: permanent(e.code()),
+                            reason: format!(
+                                "XADD refused: {} {}",
+                                e.code(),
+                                e.details().unwrap_or_default()
+                            ),
+                        }
+                    }
                     _ => Outcome::Stored,
                 };
             }
