@@ -9,7 +9,8 @@
         feature = "sink-http",
         feature = "sink-nats",
         feature = "sink-redis",
-        feature = "sink-postgres"
+        feature = "sink-postgres",
+        feature = "sink-kafka"
     )),
     allow(dead_code, unused_imports)
 )]

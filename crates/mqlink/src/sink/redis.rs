@@ -40,7 +40,6 @@
 //! the failed one's rest again on its own: its entries then land after those of the later
 //! batches that succeeded (see `docs/sinks.md` for the order this gives).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,8 +52,8 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::driver::{Leased, Tasks};
 use super::{
-    BatchKeys, Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec,
-    TOPIC_LEVELS, TopicRenderer, dedup_id, redacted, tls_plan,
+    BatchKeys, Batching, Confirmed, Deliver, Driver, InFlight, OpenEnv, OpenError, Record,
+    SinkError, Spec, TOPIC_LEVELS, TopicRenderer, dedup_id, redacted, tls_plan,
 };
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
@@ -402,12 +401,9 @@ struct Plan {
     sent: Vec<usize>,
 }
 
-/// De-dup ids of records Redis stored after a failed one in the same pipeline, with how
-/// many times each: the connector offers them again and they must not be added twice.
-/// Shared with pipelined attempts, which record into it when they finish. Bounded: only a
-/// failed batch adds to it, at most its own records, and the connector offers them all
-/// again before it takes new messages.
-type Memo = Arc<Mutex<HashMap<String, usize>>>;
+/// Records Redis stored after a failed one in the same pipeline ([`Confirmed`]), shared
+/// with pipelined attempts, which record into it when they finish.
+type Memo = Arc<Mutex<Confirmed>>;
 
 impl RedisSink {
     /// The pipeline for `batch`, skipping records an earlier pipeline stored (the memo).
@@ -421,16 +417,9 @@ impl RedisSink {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (i, r) in batch.iter().enumerate() {
-            if !memo.is_empty() {
-                let id = dedup_id(&self.connector, r);
-                if let Some(n) = memo.get_mut(&id) {
-                    *n -= 1;
-                    if *n == 0 {
-                        memo.remove(&id);
-                    }
-                    outcome.push(Outcome::Stored);
-                    continue;
-                }
+            if !memo.is_empty() && memo.take(&dedup_id(&self.connector, r)) {
+                outcome.push(Outcome::Stored);
+                continue;
             }
             let key = match self.stream.render(&r.topic) {
                 Ok(k) if !k.is_empty() => k,
@@ -567,7 +556,7 @@ fn remember_after(batch: &[Record], outcome: &[Outcome], done: usize, ctx: &Shar
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for (r, o) in batch.iter().zip(outcome).skip(done + 1) {
         if matches!(o, Outcome::Stored) {
-            *memo.entry(dedup_id(&ctx.connector, r)).or_insert(0) += 1;
+            memo.add(dedup_id(&ctx.connector, r));
         }
     }
 }
@@ -685,8 +674,9 @@ mod tests {
             matches!(err, Err(SinkError::Retry { done: 0, .. })),
             "{err:?}"
         );
-        let memo = ctx.stored.lock().unwrap();
-        assert_eq!(memo.get(&dedup_id("c", &batch[1])), Some(&1), "{memo:?}");
+        let mut memo = ctx.stored.lock().unwrap();
+        assert!(memo.take(&dedup_id("c", &batch[1])), "{memo:?}");
+        assert!(memo.is_empty(), "{memo:?}");
         assert!(ctx.stale.load(Ordering::Relaxed));
     }
 }
