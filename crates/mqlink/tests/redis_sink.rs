@@ -605,7 +605,7 @@ fn client_id(redis: &Redis, name: &str) -> Option<String> {
 /// the old one. It kept the old connection.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_readonly_answer_makes_the_sink_connect_again() {
-    use mqlink::internals::{Deliver as _, SinkError};
+    use mqlink::internals::SinkError;
     let redis = Redis::start();
     let mut sink = open_sink(&redis.url(), "").await;
     sink.deliver(&[raw_record("before")]).await.unwrap();
