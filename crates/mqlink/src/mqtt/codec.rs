@@ -3,6 +3,15 @@
 //! Framing is ours: [`decode`] reads the fixed header first and refuses a packet larger than
 //! the configured maximum *before* buffering or allocating it, so a hostile length prefix
 //! costs nothing. Only complete frames are handed to `mqtt-proto`.
+//!
+//! Hot path: a subscriber's PUBLISH without properties (MQTT 3.x, or MQTT 5 with a zero
+//! property length: what Mosquitto sends a plain subscription) and the success
+//! acknowledgements it answers with are read and written here directly ([`publish_plain`],
+//! [`encode_ack_plain`]): `mqtt-proto` decodes through an async reader and allocates the
+//! topic three times per message, which made decoding the largest single cost of a
+//! connector draining a backlog. Everything else, and every frame the fast path has any
+//! doubt about, goes through `mqtt-proto`, which then judges it; a property test holds
+//! the two to the same result.
 
 use std::sync::Arc;
 
@@ -495,29 +504,109 @@ pub fn decode(
         return Ok(None);
     };
     let frame = buf.split_to(len);
+    if let Some(p) = publish_plain(&frame, protocol) {
+        return Ok(Some(Packet::Publish(p)));
+    }
+    decode_proto(&frame, protocol).map(Some)
+}
+
+/// One whole frame through `mqtt-proto`.
+fn decode_proto(frame: &[u8], protocol: Protocol) -> Result<Packet, CodecError> {
     let malformed = |reason: String| CodecError::Malformed {
         protocol: protocol.name(),
         reason,
     };
     let packet = match protocol {
-        Protocol::V5 => match v5::Packet::decode(&frame) {
+        Protocol::V5 => match v5::Packet::decode(frame) {
             Ok(Some(p)) => {
                 let mut packet = from_v5(p);
                 if let Packet::Publish(publish) = &mut packet {
-                    publish.props.order = PropOrder(publish_property_order(&frame));
+                    publish.props.order = PropOrder(publish_property_order(frame));
                 }
                 packet
             }
             Ok(None) => return Err(malformed("truncated packet".into())),
             Err(e) => return Err(malformed(e.to_string())),
         },
-        Protocol::V31 | Protocol::V311 => match v3::Packet::decode(&frame) {
+        Protocol::V31 | Protocol::V311 => match v3::Packet::decode(frame) {
             Ok(Some(p)) => from_v3(p),
             Ok(None) => return Err(malformed("truncated packet".into())),
             Err(e) => return Err(malformed(e.to_string())),
         },
     };
-    Ok(Some(packet))
+    Ok(packet)
+}
+
+/// A PUBLISH without properties, read straight from its frame; `None` for any other frame
+/// and for anything `mqtt-proto` might judge differently (a bad QoS, packet id 0, a topic
+/// it refuses, a truncated frame, properties), which then goes through `mqtt-proto`.
+fn publish_plain(frame: &[u8], protocol: Protocol) -> Option<Publish> {
+    let head = *frame.first()?;
+    if head >> 4 != 3 {
+        return None;
+    }
+    let qos = match (head >> 1) & 3 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        _ => return None,
+    };
+    // The remaining length was read by `frame_len`: skip it.
+    let mut at = 1;
+    while *frame.get(at)? & 0x80 != 0 {
+        at += 1;
+    }
+    at += 1;
+    let topic_len = usize::from(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    at += 2;
+    let topic = std::str::from_utf8(frame.get(at..at + topic_len)?).ok()?;
+    if mqtt_proto::TopicName::is_invalid(topic) {
+        return None;
+    }
+    at += topic_len;
+    let pid = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        let pid = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+        at += 2;
+        Some(pid).filter(|&p| p != 0)?;
+        Some(pid)
+    };
+    if protocol == Protocol::V5 {
+        // A property length of zero, in its one-byte form.
+        if *frame.get(at)? != 0 {
+            return None;
+        }
+        at += 1;
+    }
+    Some(Publish {
+        topic: Arc::from(topic),
+        payload: Bytes::copy_from_slice(frame.get(at..)?),
+        qos,
+        retain: head & 1 == 1,
+        dup: head & 0b1000 != 0,
+        pid,
+        props: PublishProps::default(),
+    })
+}
+
+/// Append a success PUBACK / PUBREC / PUBREL / PUBCOMP without reason string in the bytes
+/// `mqtt-proto` writes for it (type, length 2, packet id: MQTT 5 lets a success code with
+/// no properties be left out); `false` for anything else, which goes through `mqtt-proto`.
+fn encode_ack_plain(packet: &Packet, out: &mut BytesMut) -> bool {
+    let (head, a) = match packet {
+        Packet::PubAck(a) => (0x40, a),
+        Packet::PubRec(a) => (0x50, a),
+        Packet::PubRel(a) => (0x62, a),
+        Packet::PubComp(a) => (0x70, a),
+        _ => return false,
+    };
+    if a.pid == 0 || a.reason != 0 || a.reason_string.is_some() {
+        return false;
+    }
+    let [hi, lo] = a.pid.to_be_bytes();
+    out.extend_from_slice(&[head, 2, hi, lo]);
+    true
 }
 
 /// Append the encoding of `packet` to `out`.
@@ -525,6 +614,14 @@ pub fn decode(
 /// # Errors
 /// A packet the protocol cannot express (invalid topic, zero packet id).
 pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<(), CodecError> {
+    if encode_ack_plain(packet, out) {
+        return Ok(());
+    }
+    encode_proto(packet, protocol, out)
+}
+
+/// `packet` through `mqtt-proto`.
+fn encode_proto(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<(), CodecError> {
     let name = packet.name();
     let err = |reason: String| CodecError::Encode {
         packet: name,
@@ -1229,6 +1326,50 @@ mod tests {
             let a = Ack::ok(pid);
             let p = match kind { 0 => Packet::PubAck(a), 1 => Packet::PubRec(a), 2 => Packet::PubRel(a), _ => Packet::PubComp(a) };
             prop_assert_eq!(roundtrip(&p, proto), p);
+        }
+
+        #[test]
+        fn plain_publish_decodes_as_mqtt_proto_does(mut p in publish(), plain in any::<bool>(), proto in prop_oneof![Just(Protocol::V31), Just(Protocol::V311), Just(Protocol::V5)]) {
+            if plain || proto != Protocol::V5 {
+                p.props = PublishProps::default();
+            }
+            let mut frame = BytesMut::new();
+            encode(&Packet::Publish(p.clone()), proto, &mut frame).unwrap();
+            let fast = publish_plain(&frame, proto);
+            prop_assert_eq!(fast.is_some(), p.props == PublishProps::default(), "the fast path takes every PUBLISH without properties");
+            if let Some(fast) = fast {
+                prop_assert_eq!(&fast, &p);
+                let Ok(Packet::Publish(slow)) = decode_proto(&frame, proto) else { panic!("mqtt-proto refused it") };
+                prop_assert_eq!(&fast, &slow);
+                prop_assert_eq!(fast.props.order.0, slow.props.order.0);
+            }
+        }
+
+        #[test]
+        fn plain_publish_accepts_nothing_mqtt_proto_refuses(body in proptest::collection::vec(any::<u8>(), 0..40), head in 0x30u8..0x40, proto in prop_oneof![Just(Protocol::V311), Just(Protocol::V5)]) {
+            // Mostly well-framed PUBLISHes with arbitrary contents: a short topic length
+            // first, so topics, packet ids and property lengths all get exercised.
+            let mut frame = vec![head, body.len() as u8];
+            frame.extend_from_slice(&body);
+            if frame.len() > 3 {
+                frame[2] = 0;
+                frame[3] %= 8;
+            }
+            if let Some(fast) = publish_plain(&frame, proto) {
+                let slow = decode_proto(&frame, proto);
+                prop_assert!(matches!(&slow, Ok(Packet::Publish(s)) if *s == fast && s.props.order.0 == fast.props.order.0), "fast {fast:?}, mqtt-proto {slow:?}");
+            }
+        }
+
+        #[test]
+        fn plain_acks_are_the_bytes_mqtt_proto_writes(pid in 0u16.., kind in 0..4u8, reason in prop_oneof![Just(0u8), Just(0x10u8), Just(0x80u8)], proto in prop_oneof![Just(Protocol::V311), Just(Protocol::V5)]) {
+            let a = Ack { pid, reason, reason_string: None };
+            let p = match kind { 0 => Packet::PubAck(a), 1 => Packet::PubRec(a), 2 => Packet::PubRel(a), _ => Packet::PubComp(a) };
+            let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
+            let f = encode(&p, proto, &mut fast).map_err(|e| e.to_string());
+            let s = encode_proto(&p, proto, &mut slow).map_err(|e| e.to_string());
+            prop_assert_eq!(f, s);
+            prop_assert_eq!(fast, slow);
         }
 
         #[test]
