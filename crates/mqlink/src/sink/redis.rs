@@ -52,7 +52,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::driver::{Leased, Tasks};
 use super::{
-    BatchKeys, Batching, Confirmed, Deliver, Driver, InFlight, OpenEnv, OpenError, Record,
+    BatchKeys, Batching, Body, Confirmed, Deliver, Driver, InFlight, OpenEnv, OpenError, Record,
     SinkError, Spec, TOPIC_LEVELS, TopicRenderer, dedup_id, redacted, tls_plan,
 };
 use crate::config::ctx::Ctx;
@@ -409,7 +409,7 @@ impl RedisSink {
     /// The pipeline for `batch`, skipping records an earlier pipeline stored (the memo).
     fn plan(&mut self, batch: &[Record]) -> Plan {
         let mut outcome: Vec<Outcome> = Vec::with_capacity(batch.len());
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(batch.len());
         pipe.ignore_errors();
         let mut sent = Vec::with_capacity(batch.len());
         let mut memo = self
@@ -442,17 +442,24 @@ impl RedisSink {
                     break;
                 }
             };
-            let cmd = pipe.cmd("XADD").arg(key);
+            // Sized up front, so building the command costs two allocations, not a
+            // dozen regrowths (this ran at ~3,000 instructions a record).
+            let record_len = match &r.body {
+                Body::Raw(b) => b.len(),
+                Body::Json(_) => r.source.len() + 64,
+            };
+            let mut cmd =
+                redis::Cmd::with_capacity(10, 32 + key.len() + r.topic.len() + record_len);
+            cmd.arg("XADD").arg(key);
             if let Some(n) = self.maxlen {
                 cmd.arg("MAXLEN").arg("~").arg(n);
             }
-            let mut bytes = Vec::new();
-            r.write_to(&mut bytes);
             cmd.arg("*")
                 .arg("topic")
                 .arg(r.topic.as_bytes())
                 .arg("record")
-                .arg(bytes);
+                .arg(RecordArg(r));
+            pipe.add_command(cmd);
             outcome.push(Outcome::Untried);
             sent.push(i);
         }
@@ -462,6 +469,25 @@ impl RedisSink {
             outcome,
             pipe,
             sent,
+        }
+    }
+}
+
+/// A record's bytes (see [`Record::write_to`]) as one command argument, written straight
+/// into the command's buffer instead of through a `Vec` of its own.
+struct RecordArg<'a>(&'a Record);
+
+impl redis::ToRedisArgs for RecordArg<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        match &self.0.body {
+            Body::Raw(b) => out.write_arg(b),
+            Body::Json(v) => {
+                // Writing a Value into the command's buffer cannot fail.
+                let _ = serde_json::to_writer(out.writer_for_next_arg(), v);
+            }
         }
     }
 }
