@@ -371,15 +371,18 @@ impl Worker<'_> {
     async fn prepare(&mut self, taken: &mut Vec<Delivery>) -> Result<Batch, Stop> {
         ConnectorStats::add(&self.stats.records_in, taken.len() as u64);
         if let Some(t) = &self.tracker {
-            for d in taken.iter() {
-                t.record(Dir::In, &d.publish.topic, &d.publish.payload);
+            // One lock and one lookup per run of one topic, not per message.
+            for run in taken.chunk_by(|a, b| a.publish.topic == b.publish.topic) {
+                let last = &run[run.len() - 1].publish;
+                t.record_run(Dir::In, &last.topic, &last.payload, run.len() as u64);
             }
         }
         let mut records: Vec<Record> = Vec::with_capacity(taken.len());
         let mut pending: Vec<Pending> = Vec::with_capacity(taken.len());
+        let mut meta = None;
         for d in taken.drain(..) {
             let mut dead = Vec::new();
-            match self.records_of(&d.publish) {
+            match self.records_of(&d.publish, &mut meta) {
                 Ok(recs) => {
                     if recs.is_empty() {
                         ConnectorStats::add(&self.stats.filtered, 1);
@@ -601,21 +604,36 @@ impl Worker<'_> {
     }
 
     /// The records one message becomes; on a transform error, the error and the record
-    /// that failed (as JSON, for the dead-letter file).
+    /// that failed (as JSON, for the dead-letter file). `last_meta`: the previous
+    /// message's [`Meta`], shared when this one's is the same (it mostly is in a batch).
     fn records_of(
         &self,
         p: &Publish,
+        last_meta: &mut Option<Arc<Meta>>,
     ) -> Result<Vec<Record>, (transform::RuntimeError, serde_json::Value)> {
         let body = match self.cfg.format {
             RecordFormat::Json => Body::Json(record::json_record(p, SystemTime::now())),
             RecordFormat::Fluvio => Body::Json(record::fluvio(p)),
             RecordFormat::Raw => Body::Raw(p.payload.clone()),
         };
-        let meta = Arc::new(Meta {
-            qos: p.qos as u8,
-            retain: p.retain,
-            user_properties: p.props.user.clone(),
-        });
+        let meta = match last_meta {
+            Some(m)
+                if m.qos == p.qos as u8
+                    && m.retain == p.retain
+                    && m.user_properties == p.props.user =>
+            {
+                m.clone()
+            }
+            _ => {
+                let m = Arc::new(Meta {
+                    qos: p.qos as u8,
+                    retain: p.retain,
+                    user_properties: p.props.user.clone(),
+                });
+                *last_meta = Some(m.clone());
+                m
+            }
+        };
         let make = |part: usize, body: Body| Record {
             topic: p.topic.clone(),
             source: p.payload.clone(),
