@@ -626,3 +626,85 @@ async fn postgres_batch_that_fails_while_the_next_commits_holds_every_ack_behind
     assert!(pos("slow") > pos("m60"), "no inversion: {by_id:?}");
     conn.stop().await;
 }
+
+/// A plain `postgres` sink for `url` (default table), opened and its driver spawned.
+async fn open_sink(url: &str) -> mqlink::internals::Sink {
+    let (cfg, _) = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        &format!(
+            "{{name: pg, subscribe: ['#'], format: raw, \
+             sink: {{postgres: {{url: '{url}', timeout: 5s}}}}}}"
+        ),
+    );
+    let (sink, driver) = mqlink::internals::open(
+        &cfg.sink,
+        "pg",
+        "pg",
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(driver.unwrap());
+    sink
+}
+
+/// A trigger that raises for one record (SQLSTATE P0001) refuses that record for good:
+/// it is refused alone and the rows before it are committed. It was classed as
+/// transient, so the batch was retried forever and every ack behind it held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trigger_raising_for_one_record_refuses_only_that_record() {
+    use mqlink::internals::SinkError;
+    let pg = Postgres::start();
+    let mut sink = open_sink(&pg.url()).await;
+    sink.deliver(&[raw_record("first")]).await.unwrap();
+    let c = client(&pg).await.unwrap();
+    c.batch_execute(
+        "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF convert_from(NEW.payload, 'UTF8') = 'bad' THEN RAISE EXCEPTION 'bad payload'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER no_bad BEFORE INSERT ON mqtt_messages FOR EACH ROW EXECUTE FUNCTION no_bad();",
+    )
+    .await
+    .unwrap();
+    let batch = [raw_record("ok-1"), raw_record("bad"), raw_record("ok-2")];
+    match sink.deliver(&batch).await {
+        Err(SinkError::Reject {
+            done,
+            count,
+            reason,
+        }) => {
+            assert_eq!((done, count), (1, 1), "{reason}");
+            assert!(reason.contains("bad payload"), "{reason}");
+        }
+        other => panic!("expected the bad record refused alone, got {other:?}"),
+    }
+    sink.deliver(&batch[2..]).await.unwrap();
+    assert_eq!(texts(&pg, STORED).await, ["first", "ok-1", "ok-2"]);
+}
+
+/// The table dropped under a live connection (a retention job, a migration) is created
+/// again, with `create_table` (the default), and the record goes in; it was dead-lettered
+/// with "relation does not exist", as was every record after it while the connection
+/// lived.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_dropped_under_the_sink_is_created_again() {
+    use mqlink::internals::SinkError;
+    let pg = Postgres::start();
+    let mut sink = open_sink(&pg.url()).await;
+    sink.deliver(&[raw_record("before")]).await.unwrap();
+    let c = client(&pg).await.unwrap();
+    c.batch_execute("DROP TABLE mqtt_messages").await.unwrap();
+    let batch = [raw_record("after")];
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match sink.deliver(&batch).await {
+            Ok(()) => break,
+            Err(SinkError::Retry { reason, .. }) if tries < 3 => {
+                assert!(reason.contains("42P01"), "{reason}");
+            }
+            other => panic!("try {tries}: expected the table back, got {other:?}"),
+        }
+    }
+    assert_eq!(texts(&pg, STORED).await, ["after"]);
+}

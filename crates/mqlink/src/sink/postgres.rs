@@ -31,8 +31,11 @@
 //! there: identical messages (same topic and payload) count once.
 //!
 //! Failures: SQLSTATE classes 22 (bad data, e.g. a non-JSON payload for `jsonb`), 23
-//! (constraints other than the de-dup conflict, which is not an error) and 42 (undefined
-//! table or column, permissions) are permanent. The batch transaction then rolls back and
+//! (constraints other than the de-dup conflict, which is not an error), 42 (undefined
+//! table or column, permissions), 54 (program limits, e.g. an index row too large) and P0
+//! (a trigger's `RAISE EXCEPTION`) are permanent; an undefined table with `create_table`
+//! (the table was dropped under a live connection) is retried on a new connection, which
+//! creates it again. The batch transaction then rolls back and
 //! the sink inserts row by row under savepoints to find the first refused record: the
 //! rows before it are committed, it is dead-lettered with the server's message, the
 //! rest is tried again. Anything else (connection refused or lost, timeouts, shutdown,
@@ -543,13 +546,23 @@ fn classify(e: &tokio_postgres::Error) -> DbError {
         }
     };
     match e.code().map(|c| c.code()) {
-        Some(code)
-            if code.starts_with("22") || code.starts_with("23") || code.starts_with("42") =>
-        {
+        Some(code) if PERMANENT_CLASSES.iter().any(|c| code.starts_with(c)) => {
             DbError::Permanent(text)
         }
         _ => DbError::Transient(text),
     }
+}
+
+/// SQLSTATE classes that a row gets again however often it is sent: 22 data exception
+/// (bad JSON for `jsonb`), 23 integrity constraint, 42 syntax error or access rule
+/// (undefined table or column, permissions), 54 program limit exceeded (an index row too
+/// large for a user's index on `topic`), P0 PL/pgSQL (a trigger's `RAISE EXCEPTION`).
+/// The rest (connection, resources, serialization failures, read-only, internal) may pass.
+const PERMANENT_CLASSES: [&str; 5] = ["22", "23", "42", "54", "P0"];
+
+/// Whether `classify`'s text is about a table that does not exist (42P01).
+fn undefined_table(text: &str) -> bool {
+    text.ends_with("(SQLSTATE 42P01)")
 }
 
 /// The statement's parameters: `a`'s arrays for the columns `c` lists, in order.
@@ -764,6 +777,15 @@ impl PostgresSink {
             Err(DbError::Transient(m)) => {
                 self.conn = None;
                 Err(retry(m))
+            }
+            // The table went away under a live connection (a retention job, a migration)
+            // and the sink creates it: connect again, which creates it, instead of
+            // refusing every record one by one.
+            Err(DbError::Permanent(m)) if self.create_table && undefined_table(&m) => {
+                self.conn = None;
+                Err(retry(format!(
+                    "{m}; the table is created again on the next try"
+                )))
             }
             Err(DbError::Permanent(_)) => match self.insert_rows(batch).await {
                 Ok((done, None)) if done == batch.len() => Ok(()),
