@@ -629,11 +629,16 @@ async fn postgres_batch_that_fails_while_the_next_commits_holds_every_ack_behind
 
 /// A plain `postgres` sink for `url` (default table), opened and its driver spawned.
 async fn open_sink(url: &str) -> mqlink::internals::Sink {
+    open_sink_with(url, "timeout: 5s").await
+}
+
+/// [`open_sink`] with `keys` (YAML flow mapping entries) for the sink.
+async fn open_sink_with(url: &str, keys: &str) -> mqlink::internals::Sink {
     let (cfg, _) = connector_cfg(
         "mqtt://127.0.0.1:1",
         &format!(
             "{{name: pg, subscribe: ['#'], format: raw, \
-             sink: {{postgres: {{url: '{url}', timeout: 5s}}}}}}"
+             sink: {{postgres: {{url: '{url}', {keys}}}}}}}"
         ),
     );
     let (sink, driver) = mqlink::internals::open(
@@ -707,4 +712,50 @@ async fn a_table_dropped_under_the_sink_is_created_again() {
         }
     }
     assert_eq!(texts(&pg, STORED).await, ["after"]);
+}
+
+/// One refused record at the end of a large batch: the walk row by row (three round trips
+/// a row) takes longer than the sink's `timeout`, but each statement is far inside it.
+/// The deadline covered the whole walk, so it rolled back and started again forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_by_row_walk_longer_than_the_timeout_still_ends() {
+    use mqlink::internals::SinkError;
+    const ROWS: usize = 8000;
+    let pg = Postgres::start();
+    let mut sink = open_sink_with(&pg.url(), "timeout: 2s, batch_max: 10000").await;
+    sink.deliver(&[raw_record("first")]).await.unwrap();
+    let c = client(&pg).await.unwrap();
+    c.batch_execute(
+        "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF convert_from(NEW.payload, 'UTF8') = 'bad' THEN RAISE EXCEPTION 'bad payload'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER no_bad BEFORE INSERT ON mqtt_messages FOR EACH ROW EXECUTE FUNCTION no_bad();",
+    )
+    .await
+    .unwrap();
+    let mut batch: Vec<_> = (0..ROWS)
+        .map(|i| {
+            let mut r = raw_record("ok");
+            r.part = i as u32;
+            r
+        })
+        .collect();
+    batch.push(raw_record("bad"));
+    let started = Instant::now();
+    match sink.deliver(&batch).await {
+        Err(SinkError::Reject {
+            done,
+            count,
+            reason,
+        }) => {
+            assert_eq!((done, count), (ROWS, 1), "{reason}");
+        }
+        other => panic!("expected the last record refused, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the walk took {:?}: not longer than the timeout, so this proves nothing",
+        started.elapsed()
+    );
+    assert_eq!(count(&pg, "mqtt_messages").await, ROWS + 1);
 }

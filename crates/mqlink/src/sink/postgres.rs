@@ -560,6 +560,24 @@ fn classify(e: &tokio_postgres::Error) -> DbError {
 /// The rest (connection, resources, serialization failures, read-only, internal) may pass.
 const PERMANENT_CLASSES: [&str; 5] = ["22", "23", "42", "54", "P0"];
 
+/// `f` within `limit`; past it, a transient error (the caller drops the connection).
+async fn timed<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, DbError> {
+    timed_db(limit, async { f.await.map_err(|e| classify(&e)) }).await
+}
+
+/// [`timed`] for a step that classifies its own errors.
+async fn timed_db<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| Err(DbError::Transient(format!("no answer within {limit:?}"))))
+}
+
 /// Whether `classify`'s text is about a table that does not exist (42P01).
 fn undefined_table(text: &str) -> bool {
     text.ends_with("(SQLSTATE 42P01)")
@@ -731,26 +749,28 @@ impl PostgresSink {
         let client = Arc::get_mut(client).ok_or_else(|| {
             DbError::Transient("connection still shared with a pipelined batch".into())
         })?;
-        let mut tx = client.transaction().await.map_err(|e| classify(&e))?;
+        // Each statement has the sink's `timeout`, not the whole walk: a batch of
+        // thousands of rows takes three round trips a row here, and a deadline for all of
+        // them would roll the walk back and start it again forever on a distant server.
+        let limit = self.timeout;
+        let mut tx = timed(limit, client.transaction()).await?;
         let mut done = 0;
         for p in &params {
-            let sp = tx.savepoint("mqlink_row").await.map_err(|e| classify(&e))?;
-            match sp.execute(&*stmt, p).await {
+            let sp = timed(limit, tx.savepoint("mqlink_row")).await?;
+            match timed(limit, sp.execute(&*stmt, p)).await {
                 Ok(_) => {
-                    sp.commit().await.map_err(|e| classify(&e))?;
+                    timed(limit, sp.commit()).await?;
                     done += 1;
                 }
-                Err(e) => match classify(&e) {
-                    DbError::Permanent(m) => {
-                        sp.rollback().await.map_err(|e| classify(&e))?;
-                        refused = Some(m);
-                        break;
-                    }
-                    t @ DbError::Transient(_) => return Err(t),
-                },
+                Err(DbError::Permanent(m)) => {
+                    timed(limit, sp.rollback()).await?;
+                    refused = Some(m);
+                    break;
+                }
+                Err(t @ DbError::Transient(_)) => return Err(t),
             }
         }
-        tx.commit().await.map_err(|e| classify(&e))?;
+        timed(limit, tx.commit()).await?;
         Ok((done, refused))
     }
 
@@ -765,14 +785,15 @@ impl PostgresSink {
             count: 1,
             reason: format!("postgres {target}: {m}"),
         };
-        match self.connect().await {
+        let limit = self.timeout;
+        match timed_db(limit, self.connect()).await {
             Ok(()) => {}
             Err(DbError::Transient(m)) => return Err(retry(m)),
             // The insert cannot even be prepared: the first record is refused with the
             // server's reason (the next one tries again, in case the table came back).
             Err(DbError::Permanent(m)) => return Err(reject(0, m)),
         }
-        match self.insert_batch(batch).await {
+        match timed_db(limit, self.insert_batch(batch)).await {
             Ok(()) => Ok(()),
             Err(DbError::Transient(m)) => {
                 self.conn = None;
@@ -814,18 +835,10 @@ impl Deliver for PostgresSink {
         if self.stale.swap(false, Ordering::Relaxed) {
             self.conn = None;
         }
-        let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.deliver_inner(batch)).await {
-            Ok(r) => r,
-            Err(_) => {
-                // Unknown whether the commit happened: redelivery is de-duplicated.
-                self.conn = None;
-                Err(SinkError::Retry {
-                    done: 0,
-                    reason: format!("postgres {}: no answer within {timeout:?}", self.target),
-                })
-            }
-        }
+        // Each step has its own deadline (`timed`); one that passes it is transient and
+        // drops the connection: unknown whether the commit happened, and redelivery is
+        // de-duplicated.
+        self.deliver_inner(batch).await
     }
 
     /// The batch's INSERT on the open connection, pipelined behind those before it;
