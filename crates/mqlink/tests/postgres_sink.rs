@@ -338,28 +338,7 @@ fn a_stopped_connector_leaves_no_task_and_closes_its_postgres_connection_even_wh
 /// A `postgres` sink for `url` with `tls` (YAML flow mapping body), opened and its driver
 /// spawned.
 async fn open_tls_sink(url: &str, tls: &str) -> mqlink::internals::Sink {
-    let (cfg, _) = connector_cfg(
-        "mqtt://127.0.0.1:1",
-        &format!(
-            "{{name: tls, subscribe: ['#'], format: raw, \
-             sink: {{postgres: {{url: '{url}', timeout: 5s, tls: {{{tls}}}}}}}}}"
-        ),
-    );
-    assert!(
-        cfg.sink.describe().contains(", TLS"),
-        "{}",
-        cfg.sink.describe()
-    );
-    let (sink, driver) = mqlink::internals::open(
-        &cfg.sink,
-        "tls",
-        "tls",
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(driver.unwrap());
-    sink
+    open_sink_with(url, &format!("timeout: 5s, tls: {{{tls}}}")).await
 }
 
 fn raw_record(payload: &'static str) -> mqlink::internals::Record {
@@ -389,7 +368,7 @@ async fn postgres_over_tls_verifies_the_server_against_the_configured_ca() {
         texts(
             &pg,
             "SELECT ssl::text FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
-             WHERE application_name = 'mqlink-tls'"
+             WHERE application_name = 'mqlink-pg'"
         )
         .await,
         ["true"]
@@ -641,6 +620,10 @@ async fn open_sink_with(url: &str, keys: &str) -> mqlink::internals::Sink {
              sink: {{postgres: {{url: '{url}', {keys}}}}}}}"
         ),
     );
+    if keys.contains("tls:") {
+        let plan = cfg.sink.describe();
+        assert!(plan.contains(", TLS"), "{plan}");
+    }
     let (sink, driver) = mqlink::internals::open(
         &cfg.sink,
         "pg",
@@ -653,6 +636,12 @@ async fn open_sink_with(url: &str, keys: &str) -> mqlink::internals::Sink {
     sink
 }
 
+/// A trigger that raises (SQLSTATE P0001) for a record whose payload is `bad`.
+const REFUSE_BAD: &str = "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+       IF convert_from(NEW.payload, 'UTF8') = 'bad' THEN RAISE EXCEPTION 'bad payload'; END IF; \
+       RETURN NEW; END $$; \
+     CREATE TRIGGER no_bad BEFORE INSERT ON mqtt_messages FOR EACH ROW EXECUTE FUNCTION no_bad();";
+
 /// A trigger that raises for one record (SQLSTATE P0001) refuses that record for good:
 /// it is refused alone and the rows before it are committed. It was classed as
 /// transient, so the batch was retried forever and every ack behind it held.
@@ -663,14 +652,7 @@ async fn a_trigger_raising_for_one_record_refuses_only_that_record() {
     let mut sink = open_sink(&pg.url()).await;
     sink.deliver(&[raw_record("first")]).await.unwrap();
     let c = client(&pg).await.unwrap();
-    c.batch_execute(
-        "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF convert_from(NEW.payload, 'UTF8') = 'bad' THEN RAISE EXCEPTION 'bad payload'; END IF; \
-           RETURN NEW; END $$; \
-         CREATE TRIGGER no_bad BEFORE INSERT ON mqtt_messages FOR EACH ROW EXECUTE FUNCTION no_bad();",
-    )
-    .await
-    .unwrap();
+    c.batch_execute(REFUSE_BAD).await.unwrap();
     let batch = [raw_record("ok-1"), raw_record("bad"), raw_record("ok-2")];
     match sink.deliver(&batch).await {
         Err(SinkError::Reject {
@@ -725,14 +707,7 @@ async fn a_row_by_row_walk_longer_than_the_timeout_still_ends() {
     let mut sink = open_sink_with(&pg.url(), "timeout: 2s, batch_max: 10000").await;
     sink.deliver(&[raw_record("first")]).await.unwrap();
     let c = client(&pg).await.unwrap();
-    c.batch_execute(
-        "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF convert_from(NEW.payload, 'UTF8') = 'bad' THEN RAISE EXCEPTION 'bad payload'; END IF; \
-           RETURN NEW; END $$; \
-         CREATE TRIGGER no_bad BEFORE INSERT ON mqtt_messages FOR EACH ROW EXECUTE FUNCTION no_bad();",
-    )
-    .await
-    .unwrap();
+    c.batch_execute(REFUSE_BAD).await.unwrap();
     let mut batch: Vec<_> = (0..ROWS)
         .map(|i| {
             let mut r = raw_record("ok");

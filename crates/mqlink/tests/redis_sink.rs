@@ -279,13 +279,18 @@ async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
 }
 
 /// Connections Redis lists under `name` (`CLIENT LIST`, over the plain port, blocking).
-fn clients_named(redis: &Redis, name: &str) -> usize {
+/// `CLIENT LIST`, one line per client.
+fn client_list(redis: &Redis) -> String {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut c = client
         .get_connection_with_timeout(Duration::from_secs(5))
         .unwrap();
-    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
-    list.lines()
+    redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap()
+}
+
+fn clients_named(redis: &Redis, name: &str) -> usize {
+    client_list(redis)
+        .lines()
         .filter(|l| l.split(' ').any(|f| f == format!("name={name}")))
         .count()
 }
@@ -589,12 +594,8 @@ async fn a_backlog_sent_before_the_suback_is_drained_not_stalled_on() {
 
 /// The `id` of the one client named `name` (`CLIENT LIST`).
 fn client_id(redis: &Redis, name: &str) -> Option<String> {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut c = client
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .unwrap();
-    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
-    list.lines()
+    client_list(redis)
+        .lines()
         .find(|l| l.split(' ').any(|f| f == format!("name={name}")))
         .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
         .map(str::to_string)
