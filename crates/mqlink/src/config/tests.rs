@@ -640,6 +640,22 @@ fn redis_postgres_and_kafka_sinks_validate_with_defaults_and_located_errors() {
     assert_eq!(e.path, "connectors[0].sink.redis.stream");
     let e = yaml(&base("{redis: {url: 'redis://h', maxlen: 0}}")).unwrap_err();
     assert_eq!(e.path, "connectors[0].sink.redis.maxlen");
+    // Redis reads MAXLEN as a signed 64-bit number: past it every XADD would fail.
+    let e = yaml(&base(
+        "{redis: {url: 'redis://h', maxlen: 9223372036854775808}}",
+    ))
+    .unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.redis.maxlen");
+    // A `retry:` with one bound takes the other from the sink's defaults (100ms to 10s),
+    // not the broker's reconnect defaults (1s to 60s).
+    let c = yaml(&base("{redis: {url: 'redis://h', retry: {min: 50ms}}}")).unwrap();
+    let Sink::Redis(r) = &c.connectors[0].sink else {
+        panic!("redis sink expected")
+    };
+    assert_eq!(
+        (r.retry.min, r.retry.max),
+        (Duration::from_millis(50), Duration::from_secs(10))
+    );
 
     let c = yaml(&base("{postgres: {url: 'postgres://u@127.0.0.1/db'}}")).unwrap();
     assert_eq!(

@@ -191,13 +191,16 @@ impl BatchKeys {
         if !(1..=10_000).contains(&batch_max) {
             return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
         }
-        let retry = match retry {
-            Some(raw) => ctx.backoff(Some(raw), &p.key("retry"))?,
-            None => Backoff {
+        // A `retry:` block that sets one bound takes the other from these defaults, not
+        // from the broker's reconnect defaults.
+        let retry = ctx.backoff_or(
+            retry,
+            &p.key("retry"),
+            Backoff {
                 min: Duration::from_millis(100),
                 max: Duration::from_secs(10),
             },
-        };
+        )?;
         Ok(BatchKeys {
             batch_max,
             linger: ctx.duration(linger, &p.key("linger"), Duration::ZERO)?,

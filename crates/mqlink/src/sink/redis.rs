@@ -158,8 +158,15 @@ impl Spec for RedisConfig {
         if stream.as_str().trim().is_empty() {
             return Err(ctx.err(&p.key("stream"), "must not be empty"));
         }
-        if r.maxlen == Some(0) {
-            return Err(ctx.err(&p.key("maxlen"), "must be at least 1"));
+        // Redis takes MAXLEN as a signed 64-bit integer: a larger value would make every
+        // XADD fail (and every record dead-lettered) at run time.
+        if let Some(n) = r.maxlen
+            && !(1..=i64::MAX as u64).contains(&n)
+        {
+            return Err(ctx.err(
+                &p.key("maxlen"),
+                format!("must be between 1 and {}", i64::MAX),
+            ));
         }
         let batch = BatchKeys::validate(
             ctx,
