@@ -290,17 +290,8 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    /// A retry backoff (a sink's `retry`): 1s..60s unless set.
-    pub(crate) fn backoff(&self, raw: Option<RawBackoff>, path: &KeyPath) -> R<Backoff> {
-        let default = Backoff {
-            min: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        };
-        self.backoff_or(raw, path, default)
-    }
-
     /// A backoff whose unset bounds come from `default` (the broker's reconnect takes the
-    /// engine's).
+    /// engine's, each sink its own).
     pub(crate) fn backoff_or(
         &self,
         raw: Option<RawBackoff>,

@@ -92,7 +92,14 @@ impl Spec for HttpConfig {
                 &p.key("timeout"),
                 Duration::from_secs(10),
             )?,
-            retry: ctx.backoff(h.retry, &p.key("retry"))?,
+            retry: ctx.backoff_or(
+                h.retry,
+                &p.key("retry"),
+                Backoff {
+                    min: Duration::from_secs(1),
+                    max: Duration::from_secs(60),
+                },
+            )?,
         })
     }
 
