@@ -581,6 +581,9 @@ fn publish_plain(frame: &[u8], protocol: Protocol) -> Option<Publish> {
     }
     Some(Publish {
         topic: Arc::from(topic),
+        // A copy, not a slice of the frame: a slice would keep the whole read buffer it
+        // came from alive for as long as the payload lives (in a batch, a memo, the
+        // dashboard), which the backlog's byte bound does not count.
         payload: Bytes::copy_from_slice(frame.get(at..)?),
         qos,
         retain: head & 1 == 1,

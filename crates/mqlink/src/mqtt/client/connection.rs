@@ -155,7 +155,9 @@ impl EventLoop {
             }
             let ping_at = c.ping_at();
             let accept = self.session.queued_len() < MAX_QUEUED && c.wbuf.len() < MAX_WBUF;
-            let awaiting = self.session.awaiting_reply();
+            // Only a backlog makes the answer matter: skip the session's scan otherwise
+            // (this runs once per turn of the loop).
+            let awaiting = !self.backlog.is_empty() && self.session.awaiting_reply();
             let read = self.backlog.may_read(awaiting);
             if self.backlog.hit_bound(awaiting) {
                 tracing::warn!(broker = %self.opts.url, held = self.backlog.len(), bytes = self.backlog.bytes(), "the broker sent more than the backlog holds before answering a SUBSCRIBE or UNSUBSCRIBE: reading stops until the application takes deliveries, so an application that awaits the answer first waits until it does");
