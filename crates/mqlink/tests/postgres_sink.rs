@@ -304,12 +304,15 @@ fn a_stopped_connector_leaves_no_task_and_closes_its_postgres_connection_even_wh
         eventually("one acked", || ConnectorStats::get(&stats.acked) == 1).await;
         let pids =
             std::thread::scope(|s| s.spawn(|| texts_on(&aux, &pg, backends)).join()).unwrap();
-        assert_eq!(pids.len(), 1, "{pids:?}");
-        // The backend serving the sink hangs: the next insert is never answered. The sink
-        // gives up on that connection (its timeout) and goes on with a new one.
-        let pid: i32 = pids[0].parse().unwrap();
-        pg.signal_backend(pid, true);
-        frozen = Some(pid);
+        // Two: batches are pipelined over two connections by default.
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        // The backends serving the sink hang: the next insert is never answered. The sink
+        // gives up on those connections (its timeout) and goes on with new ones.
+        let pids: Vec<i32> = pids.iter().map(|p| p.parse().unwrap()).collect();
+        for &pid in &pids {
+            pg.signal_backend(pid, true);
+        }
+        frozen = Some(pids);
         publish_lines(&broker, "hang/1", vec!["two".into()]).await;
         eventually("two acked", || ConnectorStats::get(&stats.acked) == 2).await;
         assert!(ConnectorStats::get(&stats.sink_errors) >= 1);
@@ -317,7 +320,7 @@ fn a_stopped_connector_leaves_no_task_and_closes_its_postgres_connection_even_wh
     // The connector has returned: nothing of it may still be on its runtime (the
     // connection I/O was polled by the connector, not spawned).
     let left = rt.metrics().num_alive_tasks();
-    if let Some(pid) = frozen {
+    for pid in frozen.into_iter().flatten() {
         pg.signal_backend(pid, false);
     }
     assert_eq!(left, 0, "tasks left behind");
@@ -371,7 +374,7 @@ async fn postgres_over_tls_verifies_the_server_against_the_configured_ca() {
              WHERE application_name = 'mqlink-pg'"
         )
         .await,
-        ["true"]
+        ["true", "true"]
     );
 
     // A CA that did not sign the server's certificate: refused, nothing stored.
@@ -603,6 +606,96 @@ async fn postgres_batch_that_fails_while_the_next_commits_holds_every_ack_behind
     assert_eq!(sorted, want);
     let pos = |m: &str| by_id.iter().position(|x| x == m).unwrap();
     assert!(pos("slow") > pos("m60"), "no inversion: {by_id:?}");
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_batches_on_two_connections_are_stored_and_committed_in_arrival_order() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let pg = Postgres::start();
+    let admin = client(&pg).await.unwrap();
+    // The row 'slow-commit' makes its transaction's COMMIT take a second (a deferred
+    // constraint trigger runs at commit). Meanwhile the next batch executes on the other
+    // connection; it must not commit before the slow one.
+    admin
+        .batch_execute(
+            "CREATE TABLE mqtt_messages (id bigserial PRIMARY KEY, dedup_id text NOT NULL UNIQUE, \
+               topic text NOT NULL, payload bytea NOT NULL, received_at timestamptz NOT NULL DEFAULT now());
+             CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.payload = 'slow-commit'::bytea THEN
+                 PERFORM pg_sleep(1);
+               END IF;
+               RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON mqtt_messages
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .await
+        .unwrap();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: turns, client_id: pipe-pg-turns, subscribe: ['t/#'], format: raw, \
+             session: persistent, sink: {{postgres: {{url: '{}', batch_max: 200, in_flight: 8}}}}}}",
+            pg.url()
+        ),
+    );
+    Running::start(&cfg).await.stop().await;
+    let mut lines = numbered("m", 0..4_000);
+    lines[1_010] = "slow-commit".into();
+    publish_lines(&broker, "t/1", lines.clone()).await;
+    let conn = Running::start(&cfg).await;
+    let stats = conn.stats.clone();
+    let in_order = "SELECT convert_from(payload, 'UTF8') FROM mqtt_messages ORDER BY id";
+    let prefix = |rows: &[String]| rows.len() <= lines.len() && rows == &lines[..rows.len()];
+    eventually_async("the slow commit is running", || async {
+        texts(
+            &pg,
+            "SELECT count(*)::text FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+        )
+        .await
+            == ["1"]
+    })
+    .await;
+    // What another session sees while the slow commit runs: rows in arrival order with
+    // no gap, so nothing of a batch behind the slow one before it.
+    let mut seen = 0;
+    while texts(
+        &pg,
+        "SELECT count(*)::text FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+    )
+    .await
+        == ["1"]
+    {
+        let rows = texts(&pg, in_order).await;
+        assert!(
+            prefix(&rows),
+            "while the batch of message 1010 commits, the table has {} rows, the first out \
+             of order at {:?}",
+            rows.len(),
+            rows.iter().zip(&lines).position(|(a, b)| a != b)
+        );
+        seen += 1;
+    }
+    assert!(seen > 0, "no look at the table during the slow commit");
+    eventually("all acked", || ConnectorStats::get(&stats.acked) == 4_000).await;
+    // Every row once, with ids in arrival order across both connections.
+    let rows = texts(&pg, in_order).await;
+    assert!(
+        rows == lines,
+        "{} rows, first out of order: {:?}",
+        rows.len(),
+        rows.iter().zip(&lines).position(|(a, b)| a != b)
+    );
+    assert_eq!(
+        texts(
+            &pg,
+            "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'mqlink-turns'"
+        )
+        .await,
+        ["2"]
+    );
     conn.stop().await;
 }
 

@@ -42,6 +42,7 @@ mod stats;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -218,13 +219,25 @@ enum Attempt {
     Alone,
 }
 
-/// The head batch's pending attempt (never resolves when there is none: the caller
-/// disables the branch then).
-async fn head(queue: &mut VecDeque<Batch>) -> Result<(), SinkError> {
-    match queue.front_mut().map(|b| &mut b.attempt) {
-        Some(Attempt::Pending(f)) => f.await,
-        _ => std::future::pending().await,
-    }
+/// Poll every batch's pending attempt, not only the head's, and settle those that
+/// answered; resolves once one did (never when none is pending: the caller disables the
+/// branch then). Later batches must make progress while the head is awaited: a sink may
+/// chain its attempts (PostgreSQL starts a batch once the one before it has executed), and
+/// an answer left unread can hold up the client's connection.
+async fn settle(queue: &mut VecDeque<Batch>) {
+    std::future::poll_fn(|cx| {
+        let mut any = false;
+        for b in queue.iter_mut() {
+            if let Attempt::Pending(f) = &mut b.attempt
+                && let Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                b.attempt = Attempt::Done(r);
+                any = true;
+            }
+        }
+        if any { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
 }
 
 /// Work on one message: its ack token and where its records end in the batch.
@@ -290,16 +303,13 @@ impl Worker<'_> {
                 && queue
                     .iter()
                     .all(|b| matches!(b.attempt, Attempt::Pending(_) | Attempt::Done(Ok(()))));
-            let head_pending = !queue.is_empty();
+            let pending = queue
+                .iter()
+                .any(|b| matches!(b.attempt, Attempt::Pending(_)));
             let first = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Ok(()),
-                r = head(&mut queue), if head_pending => {
-                    if let Some(b) = queue.front_mut() {
-                        b.attempt = Attempt::Done(r);
-                    }
-                    continue;
-                }
+                () = settle(&mut queue), if pending => continue,
                 d = deliveries.recv(), if room => d,
             };
             let Some(first) = first else {
