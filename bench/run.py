@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import shlex
 import signal
@@ -953,6 +954,8 @@ class Bench:
             sink_row = rows[-1]
             rows.append(self.redis_reference(redis))
             sink_row["reference"] = rows[-1]
+            # The sink writes a batch as one script call: the same through redis-cli.
+            rows.append(self.redis_reference(redis, per=500))
         if pg:
             table = f"sink{self.runs + 1}"
             connector("mqlink connector → PostgreSQL", f"{{postgres: {{url: '{pg.url}', table: {table}}}}}",
@@ -1067,21 +1070,41 @@ class Bench:
         return {"name": name, "rate": got / secs, "n": n, "received": got, "missing": n - got, "rss_kib": read_rss(rf),
                 "broker_cpu": None, "ok": r.returncode == 0 and got == n, "reference_client": True}
 
-    def redis_reference(self, redis):
-        """`redis-cli --pipe`: the same records as XADDs (topic and record fields, like the
-        sink's entries) written as fast as the server answers."""
+    def redis_reference(self, redis, per=None):
+        """`redis-cli --pipe`: the same records as entries with the sink's fields (topic and
+        record) written as fast as the server answers. `per` None: one XADD per record (the
+        issue's reference); `per` k: one EVAL per k records of the sink's own script
+        (`SCRIPT` in crates/mqlink/src/sink/redis.rs, read from there), which is how the sink
+        writes a batch: what the engine allows that way."""
         n = self.n_drain
-        key = f"ref{self.runs}"
+        key = f"ref{self.runs}{'s' if per else ''}"
         topic = f"b/{self.runs}/0".encode()
         path = self.work / f"ref-{key}.resp"
+
+        def command(args):
+            return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
         with open(self.lines(n), "rb") as src, open(path, "wb") as f:
-            for line in src:
-                rec = line.rstrip(b"\n")
-                args = [b"XADD", key.encode(), b"*", b"topic", topic, b"record", rec]
-                f.write(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
-        return self.reference_row("reference: redis-cli --pipe (XADD)", "reference-redis",
+            if per is None:
+                for line in src:
+                    f.write(command([b"XADD", key.encode(), b"*", b"topic", topic, b"record", line.rstrip(b"\n")]))
+            else:
+                rust = (ROOT / "crates/mqlink/src/sink/redis.rs").read_text()
+                script = re.search(r'const SCRIPT: &str = "(.*?)";', rust, re.S).group(1).encode()
+                recs = [line.rstrip(b"\n") for line in src]
+                for i in range(0, len(recs), per):
+                    chunk = recs[i:i + per]
+                    args = [b"EVAL", script, b"%d" % len(chunk)] + [key.encode()] * len(chunk) + [b""]
+                    for r in chunk:
+                        args += [topic, r]
+                    f.write(command(args))
+        if per is None:
+            return self.reference_row("reference: redis-cli --pipe (XADD)", "reference-redis",
+                                      ["redis-cli", "-p", str(redis.port), "--pipe"], path, lambda: redis.xlen(key),
+                                      f"{n:,} XADD commands (RESP)")
+        return self.reference_row(f"reference: redis-cli --pipe (EVAL per {per})", "reference-redis-script",
                                   ["redis-cli", "-p", str(redis.port), "--pipe"], path, lambda: redis.xlen(key),
-                                  f"{n:,} XADD commands (RESP)")
+                                  f"{n // per:,} EVAL commands of the sink's script, {per} entries each (RESP)")
 
     def postgres_reference(self, pg, per=None):
         """`psql`: the same records as rows of a table with the sink's schema (the de-dup

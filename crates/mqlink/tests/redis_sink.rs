@@ -637,3 +637,78 @@ async fn a_readonly_answer_makes_the_sink_connect_again() {
     assert_ne!(first, second, "the sink kept its connection after READONLY");
     assert_eq!(records(&redis, "s").await, ["before", "after"]);
 }
+
+/// `INFO commandstats`' call count of `command` (lower case; 0 when never called).
+async fn calls(redis: &Redis, command: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A batch is one EVALSHA (one fsync per batch under `appendfsync always`, not one per
+/// 16 KB of XADDs); a script cache flushed under the sink (SCRIPT FLUSH, or a restart
+/// that kept the connection's name) costs one retry, which loads it again, and nothing
+/// twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_go_as_one_script_and_a_flushed_script_cache_is_loaded_again() {
+    use mqlink::internals::SinkError;
+    let redis = Redis::start();
+    let mut sink = open_sink(&redis.url(), "").await;
+    sink.deliver(&[raw_record("a"), raw_record("b"), raw_record("c")])
+        .await
+        .unwrap();
+    assert_eq!(calls(&redis, "evalsha").await, 1);
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut a = admin.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut a)
+        .await
+        .unwrap();
+    let batch = [raw_record("d"), raw_record("e")];
+    match sink.deliver(&batch).await {
+        Err(SinkError::Retry { done: 0, reason }) => {
+            assert!(reason.contains("NOSCRIPT"), "{reason}");
+        }
+        other => panic!("expected a retry on NOSCRIPT, got {other:?}"),
+    }
+    sink.deliver(&batch).await.unwrap();
+    assert_eq!(records(&redis, "s").await, ["a", "b", "c", "d", "e"]);
+    assert_eq!(calls(&redis, "evalsha").await, 3);
+}
+
+/// A user whose ACL refuses scripts still gets its entries, as a pipeline of XADDs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_without_scripting_gets_its_entries_as_xadds() {
+    let redis = Redis::start();
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut a = admin.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("noscript")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-@scripting")
+        .query_async(&mut a)
+        .await
+        .unwrap();
+    let url = format!("redis://noscript:secret@127.0.0.1:{}", redis.port());
+    let mut sink = open_sink(&url, "").await;
+    sink.deliver(&[raw_record("x"), raw_record("y")])
+        .await
+        .unwrap();
+    assert_eq!(records(&redis, "s").await, ["x", "y"]);
+    assert_eq!(calls(&redis, "evalsha").await, 0);
+    assert_eq!(calls(&redis, "xadd").await, 2);
+}
