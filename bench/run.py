@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import shlex
 import signal
@@ -954,7 +953,7 @@ class Bench:
             sink_row = rows[-1]
             rows.append(self.redis_reference(redis))
             sink_row["reference"] = rows[-1]
-            # The sink writes a batch as one script call: the same through redis-cli.
+            # The sink writes a batch as one transaction: the same through redis-cli.
             rows.append(self.redis_reference(redis, per=500))
         if pg:
             table = f"sink{self.runs + 1}"
@@ -1071,13 +1070,12 @@ class Bench:
                 "broker_cpu": None, "ok": r.returncode == 0 and got == n, "reference_client": True}
 
     def redis_reference(self, redis, per=None):
-        """`redis-cli --pipe`: the same records as entries with the sink's fields (topic and
-        record) written as fast as the server answers. `per` None: one XADD per record (the
-        issue's reference); `per` k: one EVAL per k records of the sink's own script
-        (`SCRIPT` in crates/mqlink/src/sink/redis.rs, read from there), which is how the sink
-        writes a batch: what the engine allows that way."""
+        """`redis-cli --pipe`: the same records as XADDs with the sink's fields (topic and
+        record) written as fast as the server answers. `per` None: bare XADDs (the issue's
+        reference); `per` k: k XADDs between MULTI and EXEC, which is how the sink writes a
+        batch (one fsync per transaction under `appendfsync always`)."""
         n = self.n_drain
-        key = f"ref{self.runs}{'s' if per else ''}"
+        key = f"ref{self.runs}{'t' if per else ''}"
         topic = f"b/{self.runs}/0".encode()
         path = self.work / f"ref-{key}.resp"
 
@@ -1085,26 +1083,19 @@ class Bench:
             return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
         with open(self.lines(n), "rb") as src, open(path, "wb") as f:
-            if per is None:
-                for line in src:
-                    f.write(command([b"XADD", key.encode(), b"*", b"topic", topic, b"record", line.rstrip(b"\n")]))
-            else:
-                rust = (ROOT / "crates/mqlink/src/sink/redis.rs").read_text()
-                script = re.search(r'const SCRIPT: &str = "(.*?)";', rust, re.S).group(1).encode()
-                recs = [line.rstrip(b"\n") for line in src]
-                for i in range(0, len(recs), per):
-                    chunk = recs[i:i + per]
-                    args = [b"EVAL", script, b"%d" % len(chunk)] + [key.encode()] * len(chunk) + [b""]
-                    for r in chunk:
-                        args += [topic, r]
-                    f.write(command(args))
+            for i, line in enumerate(src):
+                if per and i % per == 0:
+                    f.write((command([b"EXEC"]) if i else b"") + command([b"MULTI"]))
+                f.write(command([b"XADD", key.encode(), b"*", b"topic", topic, b"record", line.rstrip(b"\n")]))
+            if per:
+                f.write(command([b"EXEC"]))
         if per is None:
             return self.reference_row("reference: redis-cli --pipe (XADD)", "reference-redis",
                                       ["redis-cli", "-p", str(redis.port), "--pipe"], path, lambda: redis.xlen(key),
                                       f"{n:,} XADD commands (RESP)")
-        return self.reference_row(f"reference: redis-cli --pipe (EVAL per {per})", "reference-redis-script",
+        return self.reference_row(f"reference: redis-cli --pipe (MULTI, {per} XADD, EXEC)", "reference-redis-tx",
                                   ["redis-cli", "-p", str(redis.port), "--pipe"], path, lambda: redis.xlen(key),
-                                  f"{n // per:,} EVAL commands of the sink's script, {per} entries each (RESP)")
+                                  f"{n // per:,} × (MULTI; {per} XADD; EXEC) (RESP)")
 
     def postgres_reference(self, pg, per=None):
         """`psql`: the same records as rows of a table with the sink's schema (the de-dup

@@ -653,62 +653,98 @@ async fn calls(redis: &Redis, command: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
-/// A batch is one EVALSHA (one fsync per batch under `appendfsync always`, not one per
-/// 16 KB of XADDs); a script cache flushed under the sink (SCRIPT FLUSH, or a restart
-/// that kept the connection's name) costs one retry, which loads it again, and nothing
-/// twice.
+/// `ACL SETUSER name on >secret` with `rules`, on `redis`.
+async fn acl_user(redis: &Redis, name: &str, rules: &[&str]) {
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut a = admin.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(name)
+        .arg("on")
+        .arg(">secret")
+        .arg(rules)
+        .query_async(&mut a)
+        .await
+        .unwrap();
+}
+
+/// A batch is one MULTI/EXEC: under `appendfsync always` one fsync per batch, not one per
+/// 16 KB of XADDs.
 #[tokio::test(flavor = "multi_thread")]
-async fn batches_go_as_one_script_and_a_flushed_script_cache_is_loaded_again() {
-    use mqlink::internals::SinkError;
+async fn a_batch_is_one_transaction() {
     let redis = Redis::start();
     let mut sink = open_sink(&redis.url(), "").await;
     sink.deliver(&[raw_record("a"), raw_record("b"), raw_record("c")])
         .await
         .unwrap();
-    assert_eq!(calls(&redis, "evalsha").await, 1);
-    let admin = redis::Client::open(redis.url()).unwrap();
-    let mut a = admin.get_multiplexed_async_connection().await.unwrap();
-    let () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut a)
-        .await
-        .unwrap();
-    let batch = [raw_record("d"), raw_record("e")];
-    match sink.deliver(&batch).await {
-        Err(SinkError::Retry { done: 0, reason }) => {
-            assert!(reason.contains("NOSCRIPT"), "{reason}");
-        }
-        other => panic!("expected a retry on NOSCRIPT, got {other:?}"),
-    }
-    sink.deliver(&batch).await.unwrap();
-    assert_eq!(records(&redis, "s").await, ["a", "b", "c", "d", "e"]);
-    assert_eq!(calls(&redis, "evalsha").await, 3);
+    assert_eq!(records(&redis, "s").await, ["a", "b", "c"]);
+    assert_eq!(calls(&redis, "exec").await, 1);
+    assert_eq!(calls(&redis, "xadd").await, 3);
 }
 
-/// A user whose ACL refuses scripts still gets its entries, as a pipeline of XADDs.
+/// A transaction Redis refuses as a whole (a command refused while queuing: here NOPERM
+/// for a key the user may not write) stored nothing; the next try is a bare pipeline, which
+/// stores the records before the refused one and points at it.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_user_without_scripting_gets_its_entries_as_xadds() {
+async fn a_transaction_refused_as_a_whole_is_retried_as_a_bare_pipeline() {
+    use mqlink::internals::SinkError;
     let redis = Redis::start();
-    let admin = redis::Client::open(redis.url()).unwrap();
-    let mut a = admin.get_multiplexed_async_connection().await.unwrap();
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("noscript")
-        .arg("on")
-        .arg(">secret")
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .arg("-@scripting")
-        .query_async(&mut a)
-        .await
-        .unwrap();
-    let url = format!("redis://noscript:secret@127.0.0.1:{}", redis.port());
+    acl_user(&redis, "limited", &["~s:ok*", "&*", "+@all"]).await;
+    let (cfg, _) = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        &format!(
+            "{{name: lim, subscribe: ['#'], format: raw, \
+             sink: {{redis: {{url: 'redis://limited:secret@127.0.0.1:{}', \
+             stream: 's:{{topic_level_1}}'}}}}}}",
+            redis.port()
+        ),
+    );
+    let (mut sink, driver) = mqlink::internals::open(
+        &cfg.sink,
+        "lim",
+        "lim",
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(driver.unwrap());
+    let rec = |topic: &str, payload: &'static str| mqlink::internals::Record {
+        topic: topic.into(),
+        source: bytes::Bytes::from_static(payload.as_bytes()),
+        part: 0,
+        body: mqlink::internals::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
+        meta: Default::default(),
+    };
+    let batch = [rec("ok/1", "o0"), rec("no/1", "refused"), rec("ok/1", "o1")];
+    match sink.deliver(&batch).await {
+        Err(SinkError::Retry { done: 0, reason }) => {
+            assert!(reason.contains("transaction refused: NOPERM"), "{reason}");
+        }
+        other => panic!("expected the transaction refused, got {other:?}"),
+    }
+    assert!(records(&redis, "s:ok").await.is_empty(), "nothing ran");
+    match sink.deliver(&batch).await {
+        Err(SinkError::Retry { done: 1, reason }) => assert!(reason.contains("NOPERM"), "{reason}"),
+        other => panic!("expected the bare pipeline to stop at record 1, got {other:?}"),
+    }
+    assert_eq!(records(&redis, "s:ok").await, ["o0", "o1"]);
+    // o1 went in behind the refused record: remembered, not added again.
+    sink.deliver(&batch[2..]).await.unwrap();
+    assert_eq!(records(&redis, "s:ok").await, ["o0", "o1"]);
+}
+
+/// A user whose ACL refuses transactions still gets its entries, as bare pipelines.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_without_transactions_gets_its_entries_as_a_bare_pipeline() {
+    let redis = Redis::start();
+    acl_user(&redis, "notx", &["~*", "&*", "+@all", "-@transaction"]).await;
+    let url = format!("redis://notx:secret@127.0.0.1:{}", redis.port());
     let mut sink = open_sink(&url, "").await;
     sink.deliver(&[raw_record("x"), raw_record("y")])
         .await
         .unwrap();
-    assert_eq!(records(&redis, "s").await, ["x", "y"]);
-    assert_eq!(calls(&redis, "evalsha").await, 0);
-    assert_eq!(calls(&redis, "xadd").await, 2);
+    sink.deliver(&[raw_record("z")]).await.unwrap();
+    assert_eq!(records(&redis, "s").await, ["x", "y", "z"]);
+    assert_eq!(calls(&redis, "exec").await, 0);
+    assert_eq!(calls(&redis, "xadd").await, 3);
 }

@@ -1,6 +1,18 @@
-//! `redis` sink: each record is one `XADD` to a Redis stream, a batch is one call of
-//! [`SCRIPT`] that runs them in order (or, where scripts are refused, one pipeline of
-//! them), and the batch is confirmed only when every `XADD` has answered with its entry id.
+//! `redis` sink: each record is one `XADD` to a Redis stream, a batch is one pipeline
+//! wrapped in `MULTI`/`EXEC`, and the batch is confirmed only when every `XADD` has
+//! answered with its entry id.
+//!
+//! Why the transaction: with `appendfsync always` Redis fsyncs once per event-loop turn
+//! in which commands ran, and reads at most 16 KB of a client's commands per turn, so a
+//! bare pipeline of ~150-byte `XADD`s cost an fsync per ~100 entries. Queued commands run
+//! only at `EXEC`: one write and one fsync per batch, the entries still added by Redis's
+//! own `XADD` (a Lua script doing the same was tried: as few fsyncs, but 2-3× the server's
+//! CPU per entry). `EXEC` runs every queued command even when one fails, and answers one
+//! entry id or error per record, as a bare pipeline does. A transaction Redis refuses as a
+//! whole (`EXECABORT`: a command refused while queuing, e.g. `OOM`, `NOPERM`, `READONLY`)
+//! stored nothing; it is retried once as a bare pipeline, which shows which record the
+//! server refuses. A server or ACL that refuses `MULTI` itself gets bare pipelines from
+//! then on (the `XADD`s it then ran are counted as they answered).
 //!
 //! Entry layout: two fields, `topic` (the MQTT topic) and `record` (the record's bytes
 //! exactly as formatted: the `json` or `fluvio` JSON text, or the raw payload). The
@@ -11,12 +23,12 @@
 //! Failures: a reply error for one entry (`WRONGTYPE`: the key holds something other than
 //! a stream; any other `ERR`: the command itself is refused) is permanent for that record
 //! and dead-letters it with Redis's message; everything else (connection lost, timeouts,
-//! `OOM`, `LOADING`, `READONLY`, `NOAUTH`, `NOSCRIPT`, …) is retried with backoff; after
-//! `READONLY` (a primary turned replica behind the same name, which keeps its clients) or
-//! a script error on a new connection. The script, like a pipeline, runs every `XADD`
-//! even when one fails, so the entries after a refused one are already in their streams:
-//! the sink remembers them and counts them as confirmed when the connector hands them
-//! over again, instead of adding them twice.
+//! `OOM`, `LOADING`, `READONLY`, `NOAUTH`, …) is retried with backoff; after `READONLY` (a
+//! primary turned replica behind the same name, which keeps its clients) on a new
+//! connection. A pipeline runs
+//! every command even when one fails, so the entries after a refused one are already in
+//! their streams: the sink remembers them and counts them as confirmed when the connector
+//! hands them over again, instead of adding them twice.
 //!
 //! Redis has no idempotent XADD: a batch whose replies were lost (the connection broke
 //! after Redis executed it) is sent again, so a consumer may see an entry twice after a
@@ -35,8 +47,8 @@
 //! certificates, `server_name`) says otherwise. A certificate that does not verify fails
 //! the connection like an outage (retried, acknowledgements held) with rustls's reason.
 //!
-//! Pipelining (`in_flight`, default 4): once connected, up to `in_flight` batches are on
-//! the connection at once ([`Deliver::start`]); Redis executes them in the order
+//! Pipelining (`in_flight`, default 4): once connected, up to `in_flight` batches' pipelines
+//! are on the connection at once ([`Deliver::start`]); Redis executes them in the order
 //! they were sent. When one fails, the connector lets the later ones finish and delivers
 //! the failed one's rest again on its own: its entries then land after those of the later
 //! batches that succeeded (see `docs/sinks.md` for the order this gives).
@@ -278,6 +290,8 @@ impl Spec for RedisConfig {
                 maxlen: self.maxlen,
                 stored: Memo::default(),
                 stale: Arc::new(AtomicBool::new(false)),
+                bare: Arc::new(AtomicBool::new(false)),
+                bare_once: Arc::new(AtomicBool::new(false)),
             },
             Some(driver),
         ))
@@ -309,7 +323,7 @@ pub struct RedisSink {
     target: String,
     endpoint: Endpoint,
     tasks: Tasks,
-    conn: Option<Conn>,
+    conn: Option<Leased<MultiplexedConnection>>,
     timeout: Duration,
     stream: TopicRenderer,
     maxlen: Option<u64>,
@@ -317,6 +331,10 @@ pub struct RedisSink {
     // Set when a reply could not be trusted (possibly by a pipelined attempt): the next
     // delivery connects afresh.
     stale: Arc<AtomicBool>,
+    // How the next batches go (see the module doc): `bare` for good once MULTI was refused,
+    // `bare_once` for the next one after a transaction was refused as a whole.
+    bare: Arc<AtomicBool>,
+    bare_once: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisSink {
@@ -328,60 +346,27 @@ impl std::fmt::Debug for RedisSink {
     }
 }
 
-/// An open connection and how batches go on it.
-struct Conn {
-    handle: Leased<MultiplexedConnection>,
-    /// [`SCRIPT`]'s SHA1 when the server took it (`SCRIPT LOAD`): a batch is one
-    /// `EVALSHA`; `None` (scripts refused, e.g. by an ACL): a pipeline of `XADD`s.
-    script: Option<Arc<str>>,
-}
-
-/// A batch's `XADD`s as one script: `KEYS[i]` is record *i*'s stream, `ARGV[1]` the
-/// `MAXLEN ~` bound (empty for none), `ARGV[2i]`/`ARGV[2i+1]` its topic and record. Each
-/// `XADD` runs under `pcall`, so one refused entry does not stop the others, and the reply
-/// is what a pipeline's would be: one entry id or error per record, in order.
-///
-/// Why a script: with `appendfsync always` Redis fsyncs once per event-loop turn in which
-/// commands ran, and reads at most 16 KB of a client's commands per turn, so a pipeline of
-/// ~150-byte `XADD`s costs an fsync per ~100 entries. A script runs only once its whole
-/// command has arrived: one fsync per batch. Measured on one machine, 200,000 entries
-/// through `redis-cli --pipe`: 5.8-6.3 s as `XADD`s, 1.8 s as one `EVAL` per 500.
-const SCRIPT: &str = "local out = {}
-local max = ARGV[1]
-for i = 1, #KEYS do
-  if max == '' then
-    out[i] = redis.pcall('XADD', KEYS[i], '*', 'topic', ARGV[2 * i], 'record', ARGV[2 * i + 1])
-  else
-    out[i] = redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', max, '*', 'topic', ARGV[2 * i],
-      'record', ARGV[2 * i + 1])
-  end
-end
-return out";
-
 impl RedisSink {
-    async fn connection(&mut self) -> Result<(MultiplexedConnection, Option<Arc<str>>), String> {
+    async fn connection(&mut self) -> Result<MultiplexedConnection, String> {
         if self.stale.swap(false, Ordering::Relaxed) {
             self.conn = None;
         }
         if let Some(c) = &self.conn {
-            return Ok((MultiplexedConnection::clone(&c.handle), c.script.clone()));
+            return Ok(MultiplexedConnection::clone(c));
         }
         let conn = tokio::time::timeout(self.timeout, self.connect())
             .await
             .map_err(|_| format!("no connection within {:?}", self.timeout))
             .and_then(|r| r)
             .map_err(|e| format!("redis {}: connect: {e}", self.target))?;
-        let out = (
-            MultiplexedConnection::clone(&conn.handle),
-            conn.script.clone(),
-        );
+        let handle = MultiplexedConnection::clone(&conn);
         self.conn = Some(conn);
-        Ok(out)
+        Ok(handle)
     }
 
     /// A TCP (or TLS) socket, the Redis handshake (AUTH, SELECT) on it, its I/O future
     /// handed to the driver, and the connection named.
-    async fn connect(&self) -> Result<Conn, String> {
+    async fn connect(&self) -> Result<Leased<MultiplexedConnection>, String> {
         let e = &self.endpoint;
         let tcp = TcpStream::connect((e.host.as_str(), e.port))
             .await
@@ -418,26 +403,7 @@ impl RedisSink {
         if let Err(err) = named {
             tracing::debug!(sink = %self.target, error = %err, "redis CLIENT SETNAME refused");
         }
-        // Loaded on every connection: a restarted Redis has forgotten it.
-        let loaded: Result<String, redis::RedisError> = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(SCRIPT)
-            .query_async(&mut conn)
-            .await;
-        let script = match loaded {
-            Ok(sha) => Some(Arc::from(sha)),
-            // Refused (an ACL without @scripting, a server without Lua): one XADD per
-            // record, slower with `appendfsync always` but the same guarantees.
-            Err(err) if err.code().is_some() => {
-                tracing::info!(sink = %self.target, error = %err, "redis refused SCRIPT LOAD; batches go as pipelines of XADDs");
-                None
-            }
-            Err(err) => return Err(err.to_string()),
-        };
-        Ok(Conn {
-            handle: Leased::new(conn, lease),
-            script,
-        })
+        Ok(Leased::new(conn, lease))
     }
 }
 
@@ -459,8 +425,9 @@ struct Plan {
     outcome: Vec<Outcome>,
     pipe: redis::Pipeline,
     sent: Vec<usize>,
-    /// The pipeline is one `EVALSHA` of [`SCRIPT`], whose reply holds the per-record ones.
-    script: bool,
+    /// The `XADD`s are wrapped in `MULTI`/`EXEC` (the replies are `OK`, a `QUEUED` per
+    /// command, then `EXEC`'s array of the real ones).
+    tx: bool,
 }
 
 /// Records Redis stored after a failed one in the same pipeline ([`Confirmed`]), shared
@@ -468,14 +435,17 @@ struct Plan {
 type Memo = Arc<Mutex<Confirmed>>;
 
 impl RedisSink {
-    /// The pipeline for `batch`, skipping records an earlier pipeline stored (the memo):
-    /// one `EVALSHA` of the script `sha` when there is one, else one `XADD` per record.
-    fn plan(&mut self, batch: &[Record], sha: Option<&str>) -> Plan {
+    /// The pipeline for `batch`, skipping records an earlier pipeline stored (the memo).
+    fn plan(&mut self, batch: &[Record]) -> Plan {
         let mut outcome: Vec<Outcome> = Vec::with_capacity(batch.len());
-        let mut pipe = redis::Pipeline::with_capacity(if sha.is_some() { 1 } else { batch.len() });
+        let mut pipe = redis::Pipeline::with_capacity(batch.len() + 2);
         pipe.ignore_errors();
+        let tx =
+            !self.bare.load(Ordering::Relaxed) && !self.bare_once.swap(false, Ordering::Relaxed);
+        if tx {
+            pipe.add_command(redis::cmd("MULTI"));
+        }
         let mut sent = Vec::with_capacity(batch.len());
-        let mut keys: Vec<String> = Vec::new();
         let mut memo = self
             .stored
             .lock()
@@ -506,16 +476,14 @@ impl RedisSink {
                     break;
                 }
             };
-            outcome.push(Outcome::Untried);
-            sent.push(i);
-            if sha.is_some() {
-                keys.push(key.to_string());
-                continue;
-            }
             // Sized up front, so building the command costs two allocations, not a
             // dozen regrowths (this ran at ~3,000 instructions a record).
+            let record_len = match &r.body {
+                Body::Raw(b) => b.len(),
+                Body::Json(_) => r.source.len() + 64,
+            };
             let mut cmd =
-                redis::Cmd::with_capacity(10, 32 + key.len() + r.topic.len() + record_len(r));
+                redis::Cmd::with_capacity(10, 32 + key.len() + r.topic.len() + record_len);
             cmd.arg("XADD").arg(key);
             if let Some(n) = self.maxlen {
                 cmd.arg("MAXLEN").arg("~").arg(n);
@@ -526,43 +494,20 @@ impl RedisSink {
                 .arg("record")
                 .arg(RecordArg(r));
             pipe.add_command(cmd);
+            outcome.push(Outcome::Untried);
+            sent.push(i);
         }
         drop(memo);
         outcome.resize_with(batch.len(), || Outcome::Untried);
-        if let Some(sha) = sha.filter(|_| !sent.is_empty()) {
-            let bytes: usize = sent
-                .iter()
-                .zip(&keys)
-                .map(|(&i, k)| 16 + k.len() + batch[i].topic.len() + record_len(&batch[i]))
-                .sum();
-            let mut cmd = redis::Cmd::with_capacity(4 + 3 * sent.len(), 64 + bytes);
-            cmd.arg("EVALSHA").arg(sha).arg(keys.len());
-            for k in &keys {
-                cmd.arg(k.as_str());
-            }
-            match self.maxlen {
-                Some(n) => cmd.arg(n),
-                None => cmd.arg(""),
-            };
-            for &i in &sent {
-                cmd.arg(batch[i].topic.as_bytes()).arg(RecordArg(&batch[i]));
-            }
-            pipe.add_command(cmd);
+        if tx {
+            pipe.add_command(redis::cmd("EXEC"));
         }
         Plan {
             outcome,
             pipe,
             sent,
-            script: sha.is_some(),
+            tx,
         }
-    }
-}
-
-/// About how many bytes a record's argument takes (JSON is written as it goes).
-fn record_len(r: &Record) -> usize {
-    match &r.body {
-        Body::Raw(b) => b.len(),
-        Body::Json(_) => r.source.len() + 64,
     }
 }
 
@@ -597,26 +542,11 @@ fn conclude(
     let Plan {
         mut outcome,
         sent,
-        script,
+        tx,
         ..
     } = plan;
-    // The script's one reply holds the per-record ones; an error in its place (NOSCRIPT
-    // after a SCRIPT FLUSH, a Lua error) may come after some entries were added: unknown
-    // how far Redis got, as for a lost connection.
     let replies = match replies {
-        Some(Ok(mut one)) if script && one.len() == 1 => match one.pop() {
-            Some(Value::Array(each)) => Some(Ok(each)),
-            Some(Value::ServerError(e)) => Some(Err(format!(
-                "redis {}: script refused: {} {}",
-                ctx.target,
-                e.code(),
-                e.details().unwrap_or_default()
-            ))),
-            other => Some(Err(format!(
-                "redis {}: unexpected script reply {other:?}",
-                ctx.target
-            ))),
-        },
+        Some(Ok(all)) if tx => Some(unwrap_exec(all, sent.len(), ctx)),
         other => other,
     };
     match replies {
@@ -680,6 +610,56 @@ fn conclude(
     })
 }
 
+/// The per-record replies inside a `MULTI`, `XADD`…, `EXEC` pipeline's `all` (for `n`
+/// records); `Err` when the transaction stored nothing (refused as a whole) or its answer
+/// cannot be read, which the caller retries like a lost connection.
+fn unwrap_exec(mut all: Vec<Value>, n: usize, ctx: &Shared) -> Result<Vec<Value>, String> {
+    if all.len() != n + 2 {
+        // The caller's count check reports it.
+        return Ok(all);
+    }
+    let err_text =
+        |e: &redis::ServerError| format!("{} {}", e.code(), e.details().unwrap_or_default());
+    if let Value::ServerError(e) = &all[0] {
+        // MULTI refused (an ACL without @transaction): the XADDs ran one by one and their
+        // replies are the real ones; bare pipelines from now on.
+        tracing::info!(sink = %ctx.target, error = %err_text(e), "redis refused MULTI; batches go as bare pipelines");
+        ctx.bare.store(true, Ordering::Relaxed);
+        all.truncate(n + 1);
+        all.remove(0);
+        return Ok(all);
+    }
+    let refused = all[1..=n].iter().find_map(|v| match v {
+        Value::ServerError(e) => Some(e.clone()),
+        _ => None,
+    });
+    match (all.pop(), refused) {
+        (Some(Value::Array(each)), None) if each.len() == n => Ok(each),
+        (_, Some(e)) => {
+            // Refused while queuing: nothing ran. The next try is a bare pipeline, which
+            // finds the record (or, for READONLY, a new connection).
+            ctx.bare_once.store(true, Ordering::Relaxed);
+            Err(format!(
+                "redis {}: transaction refused: {}",
+                ctx.target,
+                err_text(&e)
+            ))
+        }
+        (Some(Value::ServerError(e)), None) => {
+            ctx.bare_once.store(true, Ordering::Relaxed);
+            Err(format!(
+                "redis {}: transaction refused: {}",
+                ctx.target,
+                err_text(&e)
+            ))
+        }
+        (other, None) => Err(format!(
+            "redis {}: unexpected EXEC reply {other:?}",
+            ctx.target
+        )),
+    }
+}
+
 /// Records at the front of a batch known stored.
 fn stored_prefix(outcome: &[Outcome]) -> usize {
     outcome
@@ -708,6 +688,8 @@ struct Shared {
     target: String,
     stored: Memo,
     stale: Arc<AtomicBool>,
+    bare: Arc<AtomicBool>,
+    bare_once: Arc<AtomicBool>,
 }
 
 impl RedisSink {
@@ -717,6 +699,8 @@ impl RedisSink {
             target: self.target.clone(),
             stored: self.stored.clone(),
             stale: self.stale.clone(),
+            bare: self.bare.clone(),
+            bare_once: self.bare_once.clone(),
         }
     }
 }
@@ -729,15 +713,12 @@ impl Deliver for RedisSink {
     /// refused (with its message); [`SinkError::Retry`] for connection trouble and
     /// transient server states.
     async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
-        // Connected first: whether the batch goes as a script depends on the connection.
-        let conn = self.connection().await;
-        let sha = conn.as_ref().ok().and_then(|(_, s)| s.clone());
-        let plan = self.plan(batch, sha.as_deref());
+        let plan = self.plan(batch);
         let replies = if plan.sent.is_empty() {
             None
         } else {
-            Some(match conn {
-                Ok((mut c, _)) => plan
+            Some(match self.connection().await {
+                Ok(mut c) => plan
                     .pipe
                     .query_async(&mut c)
                     .await
@@ -754,11 +735,11 @@ impl Deliver for RedisSink {
         if self.stale.load(Ordering::Relaxed) {
             return None;
         }
-        let (mut conn, sha) = self
+        let mut conn = self
             .conn
             .as_ref()
-            .map(|c| (MultiplexedConnection::clone(&c.handle), c.script.clone()))?;
-        let plan = self.plan(batch, sha.as_deref());
+            .map(|c| MultiplexedConnection::clone(c))?;
+        let plan = self.plan(batch);
         let ctx = self.shared();
         let batch = batch.clone();
         Some(Box::pin(async move {
@@ -807,12 +788,14 @@ mod tests {
             target: "redis://h".into(),
             stored: Memo::default(),
             stale: Arc::new(AtomicBool::new(false)),
+            bare: Arc::new(AtomicBool::new(false)),
+            bare_once: Arc::new(AtomicBool::new(false)),
         };
         let plan = Plan {
             outcome: vec![Outcome::Untried, Outcome::Stored],
             pipe: redis::pipe(),
             sent: vec![0],
-            script: false,
+            tx: true,
         };
         let err = conclude(&batch, plan, Some(Err("connection lost".into())), &ctx);
         assert!(
