@@ -221,9 +221,9 @@ enum Attempt {
 
 /// Poll every batch's pending attempt, not only the head's, and settle those that
 /// answered; resolves once one did (never when none is pending: the caller disables the
-/// branch then). Later batches must make progress while the head is awaited: a sink may
-/// chain its attempts (PostgreSQL starts a batch once the one before it has executed), and
-/// an answer left unread can hold up the client's connection.
+/// branch then). An attempt is a future like any other: one that is not polled does not
+/// run past its first step, so a sink whose attempt has more than one step (or must take
+/// its answer off a shared connection) is not held up behind the head.
 async fn settle(queue: &mut VecDeque<Batch>) {
     std::future::poll_fn(|cx| {
         let mut any = false;

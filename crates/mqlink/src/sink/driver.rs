@@ -36,9 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Driver;
 
-/// Connection futures polled at once: the live ones (two for a pipelining PostgreSQL
-/// sink) plus a few that are closing.
-pub(crate) const MAX_LIVE: usize = 6;
+/// Connection futures polled at once: the live one plus a few that are closing.
+pub(crate) const MAX_LIVE: usize = 4;
 
 /// Once a connection is let go (or the connector stops), how long it may take to finish
 /// requests in flight and say goodbye (PostgreSQL's Terminate message) before its socket

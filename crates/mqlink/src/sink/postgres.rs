@@ -21,11 +21,11 @@
 //!
 //! One statement inserts the whole batch, whatever its size: `INSERT … SELECT * FROM
 //! unnest($1::text[], $2::text[], …) ON CONFLICT (dedup_id) DO NOTHING`, prepared once
-//! per connection. Delivered one at a time (the first batch, retries) it runs outside
-//! `BEGIN`/`COMMIT`: a single statement is atomic on its own, and PostgreSQL commits it
-//! at the protocol's Sync and answers ReadyForQuery only after that commit (after the WAL
-//! flush under `synchronous_commit`), which is where tokio-postgres's `execute` returns.
-//! `dedup_id` is the NATS sink's message id (`{connector}-{128-bit hash
+//! per connection. It runs outside `BEGIN`/`COMMIT`: a single statement is atomic on its
+//! own, and PostgreSQL commits it at the protocol's Sync and answers ReadyForQuery only
+//! after that commit (after the WAL flush under `synchronous_commit`), which is where
+//! tokio-postgres's `execute` returns. So a batch costs one round trip, not three; the
+//! explicit transaction cost 2-3× the throughput on a loaded machine (bench/NOTES.md). `dedup_id` is the NATS sink's message id (`{connector}-{128-bit hash
 //! of topic, payload and position}`), so a message the MQTT broker redelivers after a
 //! commit whose acknowledgement was lost is not stored twice; the same trade-off as
 //! there: identical messages (same topic and payload) count once.
@@ -41,27 +41,20 @@
 //! rest is tried again. Anything else (connection refused or lost, timeouts, shutdown,
 //! resources) is retried with backoff; the connection is rebuilt on the next delivery.
 //!
-//! Pipelining (`in_flight`, default 4): up to that many batches are under way at once
-//! ([`Deliver::start`]), each in its own explicit transaction (`BEGIN`, the INSERT,
-//! `COMMIT`), taking turns on two connections. A backend runs its statements and commits
-//! one after another, so on one connection every batch's WAL flush stalled the next
-//! INSERT; on two, batch *k+1* executes while *k*'s commit is flushed. The turns keep the
-//! one-connection order ([`pipelined`]): *k+1*'s INSERT starts once *k*'s has executed
-//! (so `id`s follow arrival order) and its COMMIT once *k* has committed (so the commits
-//! do too, and a crash never keeps a later batch and loses an earlier one). A failed one
-//! does not stop the next unless it leaves a connection in doubt (no answer, connection
-//! lost), which stops the batches behind it and has both connections rebuilt. When one
-//! fails, the connector lets the later ones finish, then delivers the failed batch's rest
-//! on its own (row by row under savepoints for a permanent error, as above): its rows
-//! then get higher `id`s than those of the later batches that committed; `dedup_id` keeps
-//! that from duplicating anything. `in_flight: 1` uses one connection. No pool: more
-//! connections would only add reordering. A connection is let go only once every
-//! pipelined attempt holding it has finished.
-//!
-//! Each connection's I/O future (tokio-postgres's `Connection`) goes to the sink's driver
-//! (`driver::Tasks`), polled by the connector, not spawned: it ends when the sink drops
-//! its client (after a Terminate message) or the connector stops. The connections'
-//! `application_name` is `mqlink-{connector}` unless the URL sets one.
+//! One connection per connector, not a pool: a second connection would only add
+//! reordering. Its statements are pipelined (`in_flight`, default 4): up to that many
+//! batches' INSERTs are on the connection at once ([`Deliver::start`]), each with its own
+//! Sync, so each commits on its own and PostgreSQL runs them in the order sent; a failed
+//! one does not stop the next. When one fails, the connector lets the later ones finish,
+//! then delivers the failed batch's rest on its own (row by row under savepoints for a
+//! permanent error, as above): its rows then get higher `id`s than those of the later
+//! batches that committed; `dedup_id` keeps that from duplicating anything. The
+//! connection is let go only once every pipelined attempt holding it has finished. The
+//! connection's I/O
+//! future (tokio-postgres's `Connection`) goes to the sink's driver (`driver::Tasks`),
+//! polled by the connector, not spawned: it ends when the sink drops its client (after a
+//! Terminate message) or the connector stops. The connection's `application_name` is
+//! `mqlink-{connector}` unless the URL sets one.
 //!
 //! TLS: a `tls:` block (the broker's keys: `ca_file`, `cert_file` + `key_file`,
 //! `server_name`) or `sslmode=require` in the URL turns it on, and then it is required
@@ -77,7 +70,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use tokio::sync::oneshot;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
@@ -418,10 +410,7 @@ impl Spec for PostgresConfig {
                 timeout: self.timeout,
                 create_sql: create_sql(&table, &self.columns),
                 insert_sql: insert_sql(&table, &self.columns),
-                conns: Vec::new(),
-                connections: if self.in_flight > 1 { 2 } else { 1 },
-                turn: 0,
-                last: None,
+                conn: None,
                 stale: Arc::new(AtomicBool::new(false)),
             },
             Some(driver),
@@ -521,15 +510,8 @@ pub struct PostgresSink {
     timeout: Duration,
     create_sql: String,
     insert_sql: String,
-    // The open connections, each with its prepared INSERT: one, or two when batches are
-    // pipelined (`connections`). The first also carries the one-at-a-time path. Shared
-    // with the pipelined attempts on them; each is let go once none holds it.
-    conns: Vec<(Arc<Leased<Client>>, Statement)>,
-    connections: usize,
-    // The connection the next pipelined batch goes on (they take turns).
-    turn: usize,
-    // What the last pipelined batch tells the next one (see [`pipelined`]).
-    last: Option<Turn>,
+    // Shared with the pipelined attempts on it; let go once none holds it.
+    conn: Option<(Arc<Leased<Client>>, Statement)>,
     // Set by a pipelined attempt that failed in a way that leaves the connection in doubt
     // (a timeout, a transient error): the next delivery connects afresh.
     stale: Arc<AtomicBool>,
@@ -631,23 +613,14 @@ struct Arrays {
 }
 
 impl PostgresSink {
-    /// Open what is missing of the sink's connections (all of them after a failure left
-    /// one in doubt).
     async fn connect(&mut self) -> Result<(), DbError> {
         if self.stale.swap(false, Ordering::Relaxed) {
-            self.conns.clear();
+            self.conn = None;
         }
-        // One the server closed (or lost) goes; the others stay.
-        self.conns.retain(|(c, _)| !c.is_closed());
-        while self.conns.len() < self.connections {
-            let conn = self.open_connection().await?;
-            self.conns.push(conn);
+        if self.conn.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// One connection, the table created when absent, the INSERT prepared on it.
-    async fn open_connection(&mut self) -> Result<(Arc<Leased<Client>>, Statement), DbError> {
+        self.conn = None;
         let connect_err = |e: tokio_postgres::Error| match classify(&e) {
             DbError::Permanent(m) | DbError::Transient(m) => {
                 DbError::Transient(format!("connect: {m}{}", tls::hint(&m)))
@@ -689,7 +662,8 @@ impl PostgresSink {
                 DbError::Permanent(m) => DbError::Permanent(m),
                 DbError::Transient(m) => DbError::Transient(m),
             })?;
-        Ok((Arc::new(client), stmt))
+        self.conn = Some((Arc::new(client), stmt));
+        Ok(())
     }
 
     fn arrays(&self, batch: &[Record]) -> Result<Arrays, (usize, String)> {
@@ -735,8 +709,8 @@ impl PostgresSink {
         let a = self.arrays(batch).map_err(|(_, m)| DbError::Permanent(m))?;
         let params = self.params(&a);
         let (client, stmt) = self
-            .conns
-            .first_mut()
+            .conn
+            .as_mut()
             .ok_or_else(|| DbError::Transient("no connection".into()))?;
         client
             .execute(&*stmt, &params)
@@ -767,8 +741,8 @@ impl PostgresSink {
     ) -> Result<(usize, Option<String>), DbError> {
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = rows.iter().map(|a| self.params(a)).collect();
         let (client, stmt) = self
-            .conns
-            .first_mut()
+            .conn
+            .as_mut()
             .ok_or_else(|| DbError::Transient("no connection".into()))?;
         // The connector runs this path only once no pipelined attempt is left, so the
         // client is not shared; a transaction must not take in another batch's statement.
@@ -822,14 +796,14 @@ impl PostgresSink {
         match timed_db(limit, self.insert_batch(batch)).await {
             Ok(()) => Ok(()),
             Err(DbError::Transient(m)) => {
-                self.conns.clear();
+                self.conn = None;
                 Err(retry(m))
             }
             // The table went away under a live connection (a retention job, a migration)
             // and the sink creates it: connect again, which creates it, instead of
             // refusing every record one by one.
             Err(DbError::Permanent(m)) if self.create_table && undefined_table(&m) => {
-                self.conns.clear();
+                self.conn = None;
                 Err(retry(format!(
                     "{m}; the table is created again on the next try"
                 )))
@@ -842,7 +816,7 @@ impl PostgresSink {
                 }),
                 Ok((done, Some(m))) => Err(reject(done, m)),
                 Err(DbError::Transient(m) | DbError::Permanent(m)) => {
-                    self.conns.clear();
+                    self.conn = None;
                     Err(retry(m))
                 }
             },
@@ -859,7 +833,7 @@ impl Deliver for PostgresSink {
     /// connection trouble and anything else that may pass.
     async fn deliver(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         if self.stale.swap(false, Ordering::Relaxed) {
-            self.conns.clear();
+            self.conn = None;
         }
         // Each step has its own deadline (`timed`); one that passes it is transient and
         // drops the connection: unknown whether the commit happened, and redelivery is
@@ -867,57 +841,38 @@ impl Deliver for PostgresSink {
         self.deliver_inner(batch).await
     }
 
-    /// The batch in its own transaction on one of the sink's connections, in turn with
-    /// the batches before it ([`pipelined`]); `None` until the connections are up (or
-    /// when a record cannot be converted: the one-at-a-time path finds and refuses it).
+    /// The batch's INSERT on the open connection, pipelined behind those before it;
+    /// `None` until a connection is up (or when a record cannot be converted: the
+    /// one-at-a-time path finds and refuses it).
     fn start(&mut self, batch: &Arc<[Record]>) -> Option<InFlight> {
-        if self.stale.load(Ordering::Relaxed) || self.conns.len() < self.connections {
+        if self.stale.load(Ordering::Relaxed) {
             return None;
         }
-        let (client, stmt) = self
-            .conns
-            .get(self.turn % self.conns.len())
-            .filter(|(c, _)| !c.is_closed())?;
+        let (client, stmt) = self.conn.as_ref().filter(|(c, _)| !c.is_closed())?;
         let (client, stmt) = (client.clone(), stmt.clone());
         let arrays = self.arrays(batch).ok()?;
-        self.turn = self.turn.wrapping_add(1);
-        let (started, started_rx) = oneshot::channel();
-        let (committed, committed_rx) = oneshot::channel();
-        let prev = self.last.replace(Turn {
-            started: started_rx,
-            committed: committed_rx,
-        });
         let columns = self.columns;
         let stale = self.stale.clone();
         let target = self.target.clone();
         let timeout = self.timeout;
-        // The deadline runs from now, like the one-at-a-time path's (the wait for the
-        // batches before it included: they have deadlines of their own).
-        let doubt = stale.clone();
-        let attempt = tokio::time::timeout(timeout, async move {
+        // The deadline runs from now, like the one-at-a-time path's.
+        let insert = tokio::time::timeout(timeout, async move {
             let params = params(columns, &arrays);
-            let next = (started, committed);
-            pipelined(&client, &stmt, &params, prev, next, &doubt).await
+            client.execute(&stmt, &params).await
         });
         Some(Box::pin(async move {
-            let reason = match attempt.await {
-                Ok(Ok(())) => return Ok(()),
-                // The server answered and the transaction is over: the connection is
-                // fine. The one-at-a-time path retries the batch (and finds and
-                // dead-letters a refused record).
-                Ok(Err(Failed {
-                    reason,
-                    doubt: false,
-                })) => reason,
-                Ok(Err(Failed {
-                    reason,
-                    doubt: true,
-                })) => {
-                    stale.store(true, Ordering::Relaxed);
-                    reason
-                }
+            let reason = match insert.await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => match classify(&e) {
+                    // The statement was refused: the connection is fine; the
+                    // one-at-a-time path finds the record and dead-letters it.
+                    DbError::Permanent(m) => m,
+                    DbError::Transient(m) => {
+                        stale.store(true, Ordering::Relaxed);
+                        m
+                    }
+                },
                 Err(_) => {
-                    // Perhaps mid-transaction: nothing more goes on these connections.
                     stale.store(true, Ordering::Relaxed);
                     format!("no answer within {timeout:?}")
                 }
@@ -927,105 +882,5 @@ impl Deliver for PostgresSink {
                 reason: format!("postgres {target}: {reason}"),
             })
         }))
-    }
-}
-
-/// What a pipelined batch tells the one after it, by dropping the senders.
-struct Turn {
-    /// Its INSERT has executed (its rows have their `id`s) and its COMMIT or ROLLBACK is
-    /// on the wire behind it, or it gave up: the next batch's INSERT may go.
-    started: oneshot::Receiver<()>,
-    /// Its COMMIT answered (or it gave up): the next batch's COMMIT may go.
-    committed: oneshot::Receiver<()>,
-}
-
-/// Why a pipelined batch failed, and whether its connection is in doubt (no answer, or
-/// the connection lost: perhaps mid-transaction) or fine (the server refused something
-/// and the transaction ended).
-struct Failed {
-    reason: String,
-    doubt: bool,
-}
-
-impl Failed {
-    fn of(e: &tokio_postgres::Error) -> Failed {
-        let reason = match classify(e) {
-            DbError::Permanent(m) | DbError::Transient(m) => m,
-        };
-        // An error the server sent ends the statement (and, here, the transaction).
-        Failed {
-            reason,
-            doubt: e.as_db_error().is_none(),
-        }
-    }
-}
-
-/// One pipelined batch: `BEGIN` and the INSERT, then `COMMIT`, on `client`, in turn with
-/// the batch before it (`prev`) and telling the one after it (`next`, the senders of its
-/// [`Turn`]).
-///
-/// Why the turns: with two connections the next batch executes while this one's commit
-/// waits for its WAL flush, which one connection cannot do (a backend runs its statements
-/// and commits one after another). Starting the next INSERT only once this one executed
-/// keeps `id`s in arrival order; committing only once the batch before committed keeps
-/// the commits in arrival order too, so a crash never leaves a later batch stored and an
-/// earlier one lost. And a connection gets its next batch's `BEGIN` only after this
-/// batch's `COMMIT` is on it: the batch after next, which goes on the same connection,
-/// starts after the next one, which starts after that.
-async fn pipelined(
-    client: &Client,
-    stmt: &Statement,
-    params: &[&(dyn ToSql + Sync)],
-    prev: Option<Turn>,
-    next: (oneshot::Sender<()>, oneshot::Sender<()>),
-    stale: &AtomicBool,
-) -> Result<(), Failed> {
-    let (started, committed) = next;
-    let (prev_started, prev_committed) = match prev {
-        Some(t) => (Some(t.started), Some(t.committed)),
-        None => (None, None),
-    };
-    if let Some(r) = prev_started {
-        let _ = r.await;
-    }
-    if stale.load(Ordering::Relaxed) {
-        // A batch before it failed in a way that leaves a connection in doubt.
-        return Err(Failed {
-            reason: "a batch before it left a connection in doubt".into(),
-            doubt: true,
-        });
-    }
-    // Both on the wire at the first poll, in this order (tokio-postgres sends a request
-    // when its future is first polled; `join` polls them in order).
-    let (begin, insert) =
-        futures_util::future::join(client.batch_execute("BEGIN"), client.execute(stmt, params))
-            .await;
-    let inserted = begin.and(insert.map(drop));
-    if inserted.is_ok()
-        && let Some(r) = prev_committed
-    {
-        let _ = r.await;
-    }
-    let mut end = Box::pin(client.batch_execute(if inserted.is_ok() {
-        "COMMIT"
-    } else {
-        "ROLLBACK"
-    }));
-    // The first poll puts it on the wire; only then may the next batch start.
-    let first = (&mut end).now_or_never();
-    drop(started);
-    let ended = match first {
-        Some(r) => r,
-        None => end.await,
-    };
-    drop(committed);
-    match (inserted, ended) {
-        (Ok(()), ended) => ended.map_err(|e| Failed::of(&e)),
-        (Err(e), Ok(())) => Err(Failed::of(&e)),
-        // The ROLLBACK failed too: the connection is in doubt, whatever the INSERT's error.
-        (Err(_), Err(e)) => Err(Failed {
-            doubt: true,
-            ..Failed::of(&e)
-        }),
     }
 }
