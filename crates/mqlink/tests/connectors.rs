@@ -111,6 +111,8 @@ struct HttpState {
     failing: AtomicBool,
     failures: AtomicUsize,
     accepted: Mutex<Vec<Value>>,
+    /// The payload lengths of each accepted request's records, request by request.
+    requests: Mutex<Vec<Vec<usize>>>,
 }
 
 impl HttpState {
@@ -142,6 +144,11 @@ async fn ingest(State(s): State<Arc<HttpState>>, body: Bytes) -> StatusCode {
     let Ok(Value::Array(records)) = serde_json::from_slice::<Value>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
+    let lens = records
+        .iter()
+        .map(|r| r["payload"].as_str().map_or(0, str::len))
+        .collect();
+    s.requests.lock().unwrap().push(lens);
     s.accepted.lock().unwrap().extend(records);
     StatusCode::NO_CONTENT
 }
@@ -217,6 +224,50 @@ async fn http_sink_retries_503s_and_loses_nothing_in_order() {
     let first = state.accepted.lock().unwrap()[0].clone();
     assert_eq!(first["topic"], "web/a");
     assert_eq!(first["qos"], 1);
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_sink_requests_stay_within_batch_max_bytes_of_payloads() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let state = Arc::new(HttpState::default());
+    // Down while the backlog is published, so the connector's buffer holds far more than
+    // one batch when it comes back and batches are as full as the bounds let them be.
+    state.failing.store(true, Ordering::SeqCst);
+    let url = http_server(state.clone()).await;
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: bytes, subscribe: [big/#], session: clean, \
+             sink: {{http: {{url: '{url}', batch_max_bytes: 1KiB, retry: {{min: 20ms, max: 100ms}}}}}}}}"
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    // 300-byte payloads: three fit in 1 KiB, a fourth does not; `batch_max` (100) would
+    // take a hundred.
+    let want: Vec<String> = (0..300)
+        .map(|i| format!("{i:04}{}", "x".repeat(296)))
+        .collect();
+    publish_lines(&broker, "big/a", want.clone()).await;
+    let s = state.clone();
+    eventually("a failed request", || {
+        s.failures.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    state.failing.store(false, Ordering::SeqCst);
+    eventually("300 records", || state.accepted() >= 300).await;
+    assert_eq!(state.payloads(), want, "each record once, in order");
+    let requests = state.requests.lock().unwrap().clone();
+    for (i, r) in requests.iter().enumerate() {
+        assert!(!r.is_empty(), "request {i} is empty");
+        let bytes: usize = r.iter().sum();
+        assert!(
+            bytes <= 1024,
+            "request {i} carries {bytes} payload bytes: {r:?}"
+        );
+    }
+    // The bound was reached, not just respected: a backlog fills batches to three.
+    assert!(requests.iter().any(|r| r.len() == 3), "{requests:?}");
     conn.stop().await;
 }
 

@@ -735,6 +735,60 @@ fn pipelining_sinks_take_in_flight_and_the_connector_window_covers_it() {
     );
 }
 
+#[cfg(all(
+    feature = "sink-http",
+    feature = "sink-redis",
+    feature = "sink-postgres"
+))]
+#[test]
+fn batch_max_bytes_is_a_size_with_a_default_per_sink_and_located_errors() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let max_bytes = |sink: &str| {
+        yaml(&base(sink)).unwrap().connectors[0]
+            .sink
+            .batching()
+            .max_bytes
+    };
+    assert_eq!(max_bytes("{http: {url: 'http://h/x'}}"), 16 << 20);
+    assert_eq!(max_bytes("{redis: {url: 'redis://h'}}"), 64 << 20);
+    assert_eq!(
+        max_bytes("{postgres: {url: 'postgres://u@h/db'}}"),
+        64 << 20
+    );
+    assert_eq!(max_bytes("{stdout: {}}"), 64 << 20);
+    assert_eq!(max_bytes("{nats: {url: 'nats://h', subject: s}}"), 64 << 20);
+    assert_eq!(
+        max_bytes("{http: {url: 'http://h/x', batch_max_bytes: 1KiB}}"),
+        1024
+    );
+    assert_eq!(
+        max_bytes("{redis: {url: 'redis://h', batch_max_bytes: 2MB}}"),
+        2_000_000
+    );
+    assert_eq!(
+        max_bytes("{postgres: {url: 'postgres://u@h/db', batch_max_bytes: 512}}"),
+        512
+    );
+    for (sink, key) in [
+        ("http: {url: 'http://h/x'", "http"),
+        ("redis: {url: 'redis://h'", "redis"),
+        ("postgres: {url: 'postgres://u@h/db'", "postgres"),
+    ] {
+        let e = yaml(&base(&format!("{{{sink}, batch_max_bytes: 16 parsecs}}}}"))).unwrap_err();
+        assert_eq!(e.path, format!("connectors[0].sink.{key}.batch_max_bytes"));
+        assert_eq!((e.file.as_str(), e.line), ("mqlink.yaml", 4));
+        assert!(e.message.contains("not a byte size"), "{e}");
+        let e = yaml(&base(&format!("{{{sink}, batch_max_bytes: 0}}}}"))).unwrap_err();
+        assert_eq!(e.path, format!("connectors[0].sink.{key}.batch_max_bytes"));
+        assert!(e.message.contains("at least 1"), "{e}");
+    }
+    // The file sink's batches are bounded by the generic default; it has no such key.
+    let e = yaml(&base("{file: {path: x, batch_max_bytes: 1MiB}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.file.batch_max_bytes");
+}
+
 #[cfg(all(feature = "sink-redis", feature = "sink-postgres"))]
 #[test]
 fn redis_and_postgres_tls_is_validated_and_shown_in_the_plan_without_secrets() {
