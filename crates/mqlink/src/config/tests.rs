@@ -735,6 +735,47 @@ fn pipelining_sinks_take_in_flight_and_the_connector_window_covers_it() {
     );
 }
 
+#[test]
+fn file_rotate_keep_defaults_to_10_needs_rotate_bytes_and_shows_in_the_plan() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let c = yaml(&base("{file: {path: out.jsonl, rotate_bytes: 10MiB}}")).unwrap();
+    let Sink::File(f) = &c.connectors[0].sink else {
+        panic!("file sink expected")
+    };
+    assert_eq!(f.rotate_keep, 10);
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "file out.jsonl rotated past 10485760 bytes, 10 rotated kept"
+    );
+    let c = yaml(&base(
+        "{file: {path: out.jsonl, rotate_bytes: 1MiB, rotate_keep: 3}}",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "file out.jsonl rotated past 1048576 bytes, 3 rotated kept"
+    );
+    let c = yaml(&base("{file: {path: out.jsonl}}")).unwrap();
+    assert_eq!(c.connectors[0].sink.describe(), "file out.jsonl");
+    let e = yaml(&base("{file: {path: out.jsonl, rotate_keep: 3}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.file.rotate_keep");
+    assert_eq!(e.line, 4);
+    assert!(
+        e.message.contains("only meaningful with rotate_bytes"),
+        "{e}"
+    );
+    for bad in [0, 10_001] {
+        let e = yaml(&base(&format!(
+            "{{file: {{path: out.jsonl, rotate_bytes: 1MiB, rotate_keep: {bad}}}}}"
+        )))
+        .unwrap_err();
+        assert_eq!(e.path, "connectors[0].sink.file.rotate_keep");
+        assert!(e.message.contains("between 1 and 10000"), "{e}");
+    }
+}
+
 #[cfg(all(
     feature = "sink-http",
     feature = "sink-redis",
