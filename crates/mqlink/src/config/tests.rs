@@ -735,6 +735,34 @@ fn pipelining_sinks_take_in_flight_and_the_connector_window_covers_it() {
     );
 }
 
+#[cfg(feature = "sink-nats")]
+#[test]
+fn nats_timeout_defaults_to_10s_and_a_bad_one_is_located() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let timeout = |sink: &str| match &yaml(&base(sink)).unwrap().connectors[0].sink {
+        Sink::Nats(n) => n.timeout,
+        other => panic!("nats sink expected, got {other:?}"),
+    };
+    assert_eq!(
+        timeout("{nats: {url: 'nats://h', subject: s}}"),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        timeout("{nats: {url: 'nats://h', subject: s, timeout: 2s}}"),
+        Duration::from_secs(2)
+    );
+    for bad in ["0s", "soon"] {
+        let e = yaml(&base(&format!(
+            "{{nats: {{url: 'nats://h', subject: s, timeout: {bad}}}}}"
+        )))
+        .unwrap_err();
+        assert_eq!(e.path, "connectors[0].sink.nats.timeout");
+        assert_eq!(e.line, 4);
+    }
+}
+
 #[test]
 fn file_rotate_keep_defaults_to_10_needs_rotate_bytes_and_shows_in_the_plan() {
     let base = |sink: &str| {
