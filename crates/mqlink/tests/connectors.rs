@@ -111,6 +111,8 @@ struct HttpState {
     failing: AtomicBool,
     failures: AtomicUsize,
     accepted: Mutex<Vec<Value>>,
+    /// The payload lengths of each accepted request's records, request by request.
+    requests: Mutex<Vec<Vec<usize>>>,
 }
 
 impl HttpState {
@@ -142,6 +144,11 @@ async fn ingest(State(s): State<Arc<HttpState>>, body: Bytes) -> StatusCode {
     let Ok(Value::Array(records)) = serde_json::from_slice::<Value>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
+    let lens = records
+        .iter()
+        .map(|r| r["payload"].as_str().map_or(0, str::len))
+        .collect();
+    s.requests.lock().unwrap().push(lens);
     s.accepted.lock().unwrap().extend(records);
     StatusCode::NO_CONTENT
 }
@@ -221,6 +228,50 @@ async fn http_sink_retries_503s_and_loses_nothing_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn http_sink_requests_stay_within_batch_max_bytes_of_payloads() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let state = Arc::new(HttpState::default());
+    // Down while the backlog is published, so the connector's buffer holds far more than
+    // one batch when it comes back and batches are as full as the bounds let them be.
+    state.failing.store(true, Ordering::SeqCst);
+    let url = http_server(state.clone()).await;
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: bytes, subscribe: [big/#], session: clean, \
+             sink: {{http: {{url: '{url}', batch_max_bytes: 1KiB, retry: {{min: 20ms, max: 100ms}}}}}}}}"
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    // 300-byte payloads: three fit in 1 KiB, a fourth does not; `batch_max` (100) would
+    // take a hundred.
+    let want: Vec<String> = (0..300)
+        .map(|i| format!("{i:04}{}", "x".repeat(296)))
+        .collect();
+    publish_lines(&broker, "big/a", want.clone()).await;
+    let s = state.clone();
+    eventually("a failed request", || {
+        s.failures.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    state.failing.store(false, Ordering::SeqCst);
+    eventually("300 records", || state.accepted() >= 300).await;
+    assert_eq!(state.payloads(), want, "each record once, in order");
+    let requests = state.requests.lock().unwrap().clone();
+    for (i, r) in requests.iter().enumerate() {
+        assert!(!r.is_empty(), "request {i} is empty");
+        let bytes: usize = r.iter().sum();
+        assert!(
+            bytes <= 1024,
+            "request {i} carries {bytes} payload bytes: {r:?}"
+        );
+    }
+    // The bound was reached, not just respected: a backlog fills batches to three.
+    assert!(requests.iter().any(|r| r.len() == 3), "{requests:?}");
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn nats_jetstream_sink_stores_each_record_once() {
     let broker = Mosquitto::start(MosquittoOptions::default());
     let nats = Nats::start();
@@ -271,9 +322,17 @@ async fn nats_jetstream_sink_stores_each_record_once() {
     let config::Sink::Nats(mqlink::config::NatsConfig { url, subject, .. }) = &sink_cfg.sink else {
         unreachable!()
     };
-    let mut sink = NatsSink::connect("js", url, subject.clone(), true, None, None)
-        .await
-        .unwrap();
+    let mut sink = NatsSink::connect(
+        "js",
+        url,
+        subject.clone(),
+        true,
+        None,
+        None,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let rec = Record {
         topic: Arc::from("dup/topic"),
         source: bytes::Bytes::from_static(b"same"),
@@ -557,10 +616,16 @@ async fn nats_sink(nats: &Nats, js: bool) -> NatsSink {
             nats.url()
         ),
     );
-    let config::Sink::Nats(mqlink::config::NatsConfig { url, subject, .. }) = &sink_cfg.sink else {
+    let config::Sink::Nats(mqlink::config::NatsConfig {
+        url,
+        subject,
+        timeout,
+        ..
+    }) = &sink_cfg.sink
+    else {
         unreachable!()
     };
-    NatsSink::connect("n", url, subject.clone(), js, None, None)
+    NatsSink::connect("n", url, subject.clone(), js, None, None, *timeout)
         .await
         .unwrap()
 }
@@ -651,6 +716,88 @@ async fn nats_core_sink_refuses_a_payload_over_max_payload_alone() {
             .unwrap()
             .unwrap();
         assert_eq!(&m.payload[..], want.as_bytes());
+    }
+}
+
+/// A NATS server that stops answering (SIGSTOP: the connection stays open, nothing is
+/// read): a delivery ends within the sink's `timeout` as a retry, core and JetStream
+/// alike, and delivers once the server is back. A core publish waited for room in the
+/// client's command queue with no deadline: once the queue was full (the server not
+/// reading), it never returned, and the connector hung without a retry or a warning; a
+/// JetStream batch took the client's own 5 s per step.
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_sink_delivery_to_a_frozen_server_ends_within_its_timeout() {
+    use async_nats::jetstream::stream::Config;
+    use mqlink::internals::SinkError;
+    let mut nats = Nats::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    async_nats::jetstream::new(client.clone())
+        .create_stream(Config {
+            name: "MQTT".into(),
+            subjects: vec!["mqtt.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let timeout = Duration::from_millis(500);
+    let (cfg, _) = connector_cfg(
+        "mqtt://127.0.0.1:1",
+        &format!(
+            "{{name: n, subscribe: [x], sink: {{nats: {{url: '{}', subject: 'mqtt.{{topic}}', timeout: 500ms}}}}}}",
+            nats.url()
+        ),
+    );
+    let config::Sink::Nats(mqlink::config::NatsConfig { url, subject, .. }) = &cfg.sink else {
+        unreachable!()
+    };
+    let mut sinks = Vec::new();
+    for js in [false, true] {
+        sinks.push(
+            NatsSink::connect("n", url, subject.clone(), js, None, None, timeout)
+                .await
+                .unwrap(),
+        );
+    }
+    // 40 MiB in 5,000 publishes: more than the sockets hold (a few MiB) plus the client's
+    // queue of 2,048 commands, so a publish must wait for a server that does not read.
+    let payload = bytes::Bytes::from(vec![b'x'; 8 << 10]);
+    let batch: Vec<Record> = (0..5000u32)
+        .map(|i| Record {
+            topic: Arc::from("frozen/a"),
+            source: payload.clone(),
+            part: i,
+            body: Body::Raw(payload.clone()),
+            meta: Default::default(),
+        })
+        .collect();
+    nats.pause();
+    for (sink, kind) in sinks.iter_mut().zip(["core", "JetStream"]) {
+        let started = Instant::now();
+        let res = tokio::time::timeout(WAIT, sink.deliver(&batch))
+            .await
+            .unwrap_or_else(|_| panic!("{kind}: the delivery did not end within {WAIT:?}"));
+        let took = started.elapsed();
+        match res {
+            Err(SinkError::Retry { done: 0, reason }) => {
+                assert!(
+                    reason.contains("not done within the timeout"),
+                    "{kind}: {reason}"
+                );
+            }
+            other => panic!("{kind}: expected a retry, got {other:?}"),
+        }
+        assert!(
+            took < timeout * 4,
+            "{kind}: the delivery took {took:?}, its timeout is {timeout:?}"
+        );
+    }
+    nats.resume();
+    // Back: what the clients queued drains, and a delivery is confirmed again.
+    for (sink, kind) in sinks.iter_mut().zip(["core", "JetStream"]) {
+        let deadline = Instant::now() + WAIT;
+        while let Err(e) = sink.deliver(&batch[..1]).await {
+            assert!(Instant::now() < deadline, "{kind}: still failing: {e}");
+        }
     }
 }
 

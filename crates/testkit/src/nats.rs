@@ -114,6 +114,21 @@ impl Nats {
             .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is read or
+    /// answered, like a server that hangs.
+    pub fn pause(&mut self) {
+        if let Some(child) = &mut self.child {
+            child.signal(rustix::process::Signal::STOP);
+        }
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&mut self) {
+        if let Some(child) = &mut self.child {
+            child.signal(rustix::process::Signal::CONT);
+        }
+    }
+
     /// Stops the server: SIGTERM, then SIGKILL after 10 s. A no-op if already stopped.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         self.child

@@ -735,6 +735,129 @@ fn pipelining_sinks_take_in_flight_and_the_connector_window_covers_it() {
     );
 }
 
+#[cfg(feature = "sink-nats")]
+#[test]
+fn nats_timeout_defaults_to_10s_and_a_bad_one_is_located() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let timeout = |sink: &str| match &yaml(&base(sink)).unwrap().connectors[0].sink {
+        Sink::Nats(n) => n.timeout,
+        other => panic!("nats sink expected, got {other:?}"),
+    };
+    assert_eq!(
+        timeout("{nats: {url: 'nats://h', subject: s}}"),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        timeout("{nats: {url: 'nats://h', subject: s, timeout: 2s}}"),
+        Duration::from_secs(2)
+    );
+    for bad in ["0s", "soon"] {
+        let e = yaml(&base(&format!(
+            "{{nats: {{url: 'nats://h', subject: s, timeout: {bad}}}}}"
+        )))
+        .unwrap_err();
+        assert_eq!(e.path, "connectors[0].sink.nats.timeout");
+        assert_eq!(e.line, 4);
+    }
+}
+
+#[test]
+fn file_rotate_keep_defaults_to_10_needs_rotate_bytes_and_shows_in_the_plan() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let c = yaml(&base("{file: {path: out.jsonl, rotate_bytes: 10MiB}}")).unwrap();
+    let Sink::File(f) = &c.connectors[0].sink else {
+        panic!("file sink expected")
+    };
+    assert_eq!(f.rotate_keep, 10);
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "file out.jsonl rotated past 10485760 bytes, 10 rotated kept"
+    );
+    let c = yaml(&base(
+        "{file: {path: out.jsonl, rotate_bytes: 1MiB, rotate_keep: 3}}",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.connectors[0].sink.describe(),
+        "file out.jsonl rotated past 1048576 bytes, 3 rotated kept"
+    );
+    let c = yaml(&base("{file: {path: out.jsonl}}")).unwrap();
+    assert_eq!(c.connectors[0].sink.describe(), "file out.jsonl");
+    let e = yaml(&base("{file: {path: out.jsonl, rotate_keep: 3}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.file.rotate_keep");
+    assert_eq!(e.line, 4);
+    assert!(
+        e.message.contains("only meaningful with rotate_bytes"),
+        "{e}"
+    );
+    for bad in [0, 10_001] {
+        let e = yaml(&base(&format!(
+            "{{file: {{path: out.jsonl, rotate_bytes: 1MiB, rotate_keep: {bad}}}}}"
+        )))
+        .unwrap_err();
+        assert_eq!(e.path, "connectors[0].sink.file.rotate_keep");
+        assert!(e.message.contains("between 1 and 10000"), "{e}");
+    }
+}
+
+#[cfg(all(
+    feature = "sink-http",
+    feature = "sink-redis",
+    feature = "sink-postgres"
+))]
+#[test]
+fn batch_max_bytes_is_a_size_with_a_default_per_sink_and_located_errors() {
+    let base = |sink: &str| {
+        format!("connectors:\n  - name: c1\n    subscribe: [\"a/#\"]\n    sink: {sink}\n")
+    };
+    let max_bytes = |sink: &str| {
+        yaml(&base(sink)).unwrap().connectors[0]
+            .sink
+            .batching()
+            .max_bytes
+    };
+    assert_eq!(max_bytes("{http: {url: 'http://h/x'}}"), 16 << 20);
+    assert_eq!(max_bytes("{redis: {url: 'redis://h'}}"), 64 << 20);
+    assert_eq!(
+        max_bytes("{postgres: {url: 'postgres://u@h/db'}}"),
+        64 << 20
+    );
+    assert_eq!(max_bytes("{stdout: {}}"), 64 << 20);
+    assert_eq!(max_bytes("{nats: {url: 'nats://h', subject: s}}"), 64 << 20);
+    assert_eq!(
+        max_bytes("{http: {url: 'http://h/x', batch_max_bytes: 1KiB}}"),
+        1024
+    );
+    assert_eq!(
+        max_bytes("{redis: {url: 'redis://h', batch_max_bytes: 2MB}}"),
+        2_000_000
+    );
+    assert_eq!(
+        max_bytes("{postgres: {url: 'postgres://u@h/db', batch_max_bytes: 512}}"),
+        512
+    );
+    for (sink, key) in [
+        ("http: {url: 'http://h/x'", "http"),
+        ("redis: {url: 'redis://h'", "redis"),
+        ("postgres: {url: 'postgres://u@h/db'", "postgres"),
+    ] {
+        let e = yaml(&base(&format!("{{{sink}, batch_max_bytes: 16 parsecs}}}}"))).unwrap_err();
+        assert_eq!(e.path, format!("connectors[0].sink.{key}.batch_max_bytes"));
+        assert_eq!((e.file.as_str(), e.line), ("mqlink.yaml", 4));
+        assert!(e.message.contains("not a byte size"), "{e}");
+        let e = yaml(&base(&format!("{{{sink}, batch_max_bytes: 0}}}}"))).unwrap_err();
+        assert_eq!(e.path, format!("connectors[0].sink.{key}.batch_max_bytes"));
+        assert!(e.message.contains("at least 1"), "{e}");
+    }
+    // The file sink's batches are bounded by the generic default; it has no such key.
+    let e = yaml(&base("{file: {path: x, batch_max_bytes: 1MiB}}")).unwrap_err();
+    assert_eq!(e.path, "connectors[0].sink.file.batch_max_bytes");
+}
+
 #[cfg(all(feature = "sink-redis", feature = "sink-postgres"))]
 #[test]
 fn redis_and_postgres_tls_is_validated_and_shown_in_the_plan_without_secrets() {

@@ -2,7 +2,8 @@
 //! the sink confirmed.
 //!
 //! ```text
-//!  broker ──PUBLISH──▶ engine ──Delivery──▶ batch (what is ready, up to the sink's size)
+//!  broker ──PUBLISH──▶ engine ──Delivery──▶ batch (what is ready, up to the sink's count
+//!                                             │      and payload bytes; one message at least)
 //!                                             │ record::{json,fluvio,raw}
 //!                                             │ transform::Chain  ── error ──▶ dead letter
 //!                                             ▼
@@ -240,6 +241,56 @@ async fn settle(queue: &mut VecDeque<Batch>) {
     .await;
 }
 
+/// The batch being gathered: deliveries taken, bounded by count (`max`) and by their MQTT
+/// payload bytes (`max_bytes`, what is known before formatting). The first delivery is
+/// always taken, however large.
+struct Gather {
+    taken: Vec<Delivery>,
+    bytes: u64,
+    max: usize,
+    max_bytes: u64,
+    /// A delivery was turned away: the batch is closed.
+    closed: bool,
+}
+
+impl Gather {
+    fn new(max: usize, max_bytes: u64) -> Gather {
+        Gather {
+            taken: Vec::with_capacity(max),
+            bytes: 0,
+            max: max.max(1),
+            max_bytes,
+            closed: false,
+        }
+    }
+
+    /// Open a new batch with `first`.
+    fn start(&mut self, first: Delivery) {
+        self.taken.clear();
+        self.bytes = first.publish.payload.len() as u64;
+        self.closed = false;
+        self.taken.push(first);
+    }
+
+    /// Whether no further delivery may join.
+    fn full(&self) -> bool {
+        self.closed || self.taken.len() >= self.max || self.bytes >= self.max_bytes
+    }
+
+    /// Take `d` if it fits in the byte bound; if not, close the batch and hand `d` back
+    /// (it opens the next one).
+    fn offer(&mut self, d: Delivery) -> Option<Delivery> {
+        let bytes = self.bytes.saturating_add(d.publish.payload.len() as u64);
+        if bytes > self.max_bytes {
+            self.closed = true;
+            return Some(d);
+        }
+        self.bytes = bytes;
+        self.taken.push(d);
+        None
+    }
+}
+
 /// Work on one message: its ack token and where its records end in the batch.
 struct Pending {
     ack: Option<AckToken>,
@@ -284,7 +335,10 @@ impl Worker<'_> {
         let max = batching.max.max(1);
         let depth = batching.in_flight.max(1);
         let mut queue: VecDeque<Batch> = VecDeque::with_capacity(depth);
-        let mut taken: Vec<Delivery> = Vec::with_capacity(max);
+        let mut gather = Gather::new(max, batching.max_bytes);
+        // The delivery that did not fit the last batch (by payload bytes): it opens the
+        // next one. The channel has no peek, so it waits here, unacknowledged like the rest.
+        let mut carry: Option<Delivery> = None;
         loop {
             // The head is settled (or the sink takes it one at a time): finish it, acks
             // included, before anything behind it.
@@ -306,11 +360,15 @@ impl Worker<'_> {
             let pending = queue
                 .iter()
                 .any(|b| matches!(b.attempt, Attempt::Pending(_)));
-            let first = tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => return Ok(()),
-                () = settle(&mut queue), if pending => continue,
-                d = deliveries.recv(), if room => d,
+            let first = if room && carry.is_some() {
+                carry.take()
+            } else {
+                tokio::select! {
+                    biased;
+                    () = self.shutdown.cancelled() => return Ok(()),
+                    () = settle(&mut queue), if pending => continue,
+                    d = deliveries.recv(), if room => d,
+                }
             };
             let Some(first) = first else {
                 return if self.shutdown.is_cancelled() {
@@ -319,31 +377,30 @@ impl Worker<'_> {
                     Err(ConnectorError::Stopped { connector: name })
                 };
             };
-            taken.clear();
-            taken.push(first);
-            while taken.len() < max {
+            gather.start(first);
+            while !gather.full() {
                 match deliveries.try_recv() {
-                    Ok(d) => taken.push(d),
+                    Ok(d) => carry = gather.offer(d),
                     Err(_) => break,
                 }
             }
             // A linger trades latency for fuller batches (one transaction, one pipeline)
             // when messages trickle in; a backlog fills the batch without waiting.
-            if taken.len() < max && !batching.linger.is_zero() {
+            if !gather.full() && !batching.linger.is_zero() {
                 let deadline = tokio::time::Instant::now() + batching.linger;
-                while taken.len() < max {
+                while !gather.full() {
                     tokio::select! {
                         biased;
                         () = self.shutdown.cancelled() => return Ok(()),
                         d = deliveries.recv() => match d {
-                            Some(d) => taken.push(d),
+                            Some(d) => carry = gather.offer(d),
                             None => break,
                         },
                         () = tokio::time::sleep_until(deadline) => break,
                     }
                 }
             }
-            match self.prepare(&mut taken).await {
+            match self.prepare(&mut gather.taken).await {
                 Ok(b) => queue.push_back(b),
                 Err(Stop) => return Ok(()),
             }

@@ -163,12 +163,15 @@ pub(crate) fn dedup_id(connector: &str, record: &Record) -> String {
     id
 }
 
-/// `batch_max`, `linger`, `timeout` and `retry` as the batching engine sinks (Kafka,
-/// PostgreSQL, Redis) take them: validated alike, each sink giving its own defaults.
+/// `batch_max`, `batch_max_bytes`, `linger`, `timeout` and `retry` as the batching engine
+/// sinks (Kafka, PostgreSQL, Redis) take them: validated alike, each sink giving its own
+/// defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BatchKeys {
     /// Records per batch, 1..=10000.
     pub(crate) batch_max: u32,
+    /// MQTT payload bytes per batch (see [`super::Batching::max_bytes`]), at least 1.
+    pub(crate) batch_max_bytes: u64,
     /// How long a batch may wait to fill up; default none.
     pub(crate) linger: Duration,
     /// How long one batch may take.
@@ -178,19 +181,29 @@ pub(crate) struct BatchKeys {
 }
 
 impl BatchKeys {
-    /// Validates the four keys under `p`; `batch_max` and `timeout` default as given.
+    /// Validates the five keys under `p`; `batch_max`, `batch_max_bytes` and `timeout`
+    /// default as given.
     pub(crate) fn validate(
         ctx: &Ctx,
         p: &KeyPath,
-        raw: (Option<u32>, Option<&str>, Option<&str>, Option<RawBackoff>),
+        raw: RawBatchKeys<'_>,
         default_batch_max: u32,
+        default_batch_max_bytes: u64,
         default_timeout: Duration,
     ) -> Result<BatchKeys, ConfigError> {
-        let (batch_max, linger, timeout, retry) = raw;
+        let RawBatchKeys {
+            batch_max,
+            batch_max_bytes,
+            linger,
+            timeout,
+            retry,
+        } = raw;
         let batch_max = batch_max.unwrap_or(default_batch_max);
         if !(1..=10_000).contains(&batch_max) {
             return Err(ctx.err(&p.key("batch_max"), "must be between 1 and 10000"));
         }
+        let batch_max_bytes =
+            batch_max_bytes_key(ctx, p, batch_max_bytes, default_batch_max_bytes)?;
         // A `retry:` block that sets one bound takes the other from these defaults, not
         // from the broker's reconnect defaults.
         let retry = ctx.backoff_or(
@@ -203,11 +216,31 @@ impl BatchKeys {
         )?;
         Ok(BatchKeys {
             batch_max,
+            batch_max_bytes,
             linger: ctx.duration(linger, &p.key("linger"), Duration::ZERO)?,
             timeout: ctx.positive_duration(timeout, &p.key("timeout"), default_timeout)?,
             retry,
         })
     }
+}
+
+/// The batching keys as written, for [`BatchKeys::validate`].
+pub(crate) struct RawBatchKeys<'a> {
+    pub(crate) batch_max: Option<u32>,
+    pub(crate) batch_max_bytes: Option<&'a str>,
+    pub(crate) linger: Option<&'a str>,
+    pub(crate) timeout: Option<&'a str>,
+    pub(crate) retry: Option<RawBackoff>,
+}
+
+/// Validates a sink's `batch_max_bytes` key under `p`: a byte size (`16MiB`), at least 1.
+pub(crate) fn batch_max_bytes_key(
+    ctx: &Ctx<'_>,
+    p: &KeyPath,
+    raw: Option<&str>,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    ctx.bytes(raw, &p.key("batch_max_bytes"), default, 1)
 }
 
 /// De-dup ids of records a sink confirmed behind a failed one of the same batch, with how

@@ -3,6 +3,10 @@
 //! Rotation: before a record would push the file past `rotate_bytes`, `path.N` becomes
 //! `path.N+1` (highest first), `path` becomes `path.1` and a new `path` is started, so
 //! `path` is always the newest. A record larger than the limit still goes in whole.
+//! `rotate_keep` rotated files are kept (`path.1` … `path.{keep}`): the one that would
+//! become `path.{keep+1}` is deleted first, with any numbered beyond it (left by an
+//! earlier run with a larger `rotate_keep`), so the disk holds at most `keep + 1` files of
+//! about `rotate_bytes` each.
 //!
 //! Confirmation: with `fsync: always` the batch is confirmed after `fdatasync` (and the
 //! directory is synced after a rotation); `interval` syncs when the last sync is older
@@ -25,12 +29,19 @@ use crate::config::node::KeyPath;
 use crate::config::shared::RawFsync;
 use mqlink_spool::FsyncPolicy as Fsync;
 
-/// `file: {path, rotate_bytes, fsync, fsync_interval}` as written.
+/// Rotated files kept by default (Telegraf's `rotation_max_archives` has no default;
+/// logrotate's `rotate` is commonly 7 to 14).
+const DEFAULT_ROTATE_KEEP: u32 = 10;
+/// Most rotated files one may keep: each rotation looks for them one by one.
+const MAX_ROTATE_KEEP: u32 = 10_000;
+
+/// `file: {path, rotate_bytes, rotate_keep, fsync, fsync_interval}` as written.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
     path: String,
     rotate_bytes: Option<String>,
+    rotate_keep: Option<u32>,
     fsync: Option<RawFsync>,
     fsync_interval: Option<String>,
 }
@@ -42,6 +53,8 @@ pub struct FileConfig {
     pub path: PathBuf,
     /// Rotate when the file exceeds this size; default never.
     pub rotate_bytes: Option<u64>,
+    /// Rotated files kept (with `rotate_bytes`); default 10, 1..=10000.
+    pub rotate_keep: u32,
     /// Default [`Fsync::Always`] (the sink confirms after fsync).
     pub fsync: Fsync,
 }
@@ -52,22 +65,46 @@ impl Spec for FileConfig {
 
     fn validate(f: Raw, ctx: &Ctx<'_>, p: &KeyPath) -> Result<FileConfig, ConfigError> {
         ctx.non_empty(&f.path, &p.key("path"))?;
+        let rotate_keep = match (f.rotate_keep, &f.rotate_bytes) {
+            (Some(_), None) => {
+                return Err(ctx.err(
+                    &p.key("rotate_keep"),
+                    "only meaningful with rotate_bytes (without it the file is never rotated)",
+                ));
+            }
+            (Some(n), Some(_)) if !(1..=MAX_ROTATE_KEEP).contains(&n) => {
+                return Err(ctx.err(
+                    &p.key("rotate_keep"),
+                    format!("must be between 1 and {MAX_ROTATE_KEEP}"),
+                ));
+            }
+            (n, _) => n.unwrap_or(DEFAULT_ROTATE_KEEP),
+        };
         Ok(FileConfig {
             path: PathBuf::from(f.path),
             rotate_bytes: match f.rotate_bytes.as_deref() {
                 Some(s) => Some(ctx.bytes(Some(s), &p.key("rotate_bytes"), 0, 1024)?),
                 None => None,
             },
+            rotate_keep,
             fsync: ctx.fsync(f.fsync, f.fsync_interval.as_deref(), p)?,
         })
     }
 
     fn describe(&self) -> String {
-        format!("file {}", self.path.display())
+        match self.rotate_bytes {
+            None => format!("file {}", self.path.display()),
+            Some(n) => format!(
+                "file {} rotated past {n} bytes, {} rotated kept",
+                self.path.display(),
+                self.rotate_keep
+            ),
+        }
     }
 
     async fn open(&self, _: OpenEnv<'_>) -> Result<(FileSink, Option<Driver>), OpenError> {
-        let sink = FileSink::open(&self.path, self.rotate_bytes, self.fsync).await?;
+        let sink =
+            FileSink::open(&self.path, self.rotate_bytes, self.rotate_keep, self.fsync).await?;
         Ok((sink, None))
     }
 }
@@ -84,6 +121,7 @@ pub struct FileSink {
 struct Inner {
     path: PathBuf,
     rotate_bytes: Option<u64>,
+    rotate_keep: u32,
     fsync: Fsync,
     file: Option<File>,
     size: u64,
@@ -96,18 +134,21 @@ struct Inner {
 }
 
 impl FileSink {
-    /// Open (create or append to) `path`.
+    /// Open (create or append to) `path`, rotated past `rotate_bytes` with `rotate_keep`
+    /// rotated files kept (at least 1).
     ///
     /// # Errors
     /// [`OpenError`] when the file cannot be opened.
     pub async fn open(
         path: &Path,
         rotate_bytes: Option<u64>,
+        rotate_keep: u32,
         fsync: Fsync,
     ) -> Result<FileSink, OpenError> {
         let mut inner = Inner {
             path: path.to_path_buf(),
             rotate_bytes,
+            rotate_keep: rotate_keep.max(1),
             fsync,
             file: None,
             size: 0,
@@ -287,7 +328,16 @@ impl Inner {
         while numbered(highest + 1).exists() {
             highest += 1;
         }
-        for n in (1..=highest).rev() {
+        // `path.{keep}` would become `path.{keep+1}`: delete it, and any beyond it, oldest
+        // first, before anything moves (a crash in between loses only what was to go).
+        let keep = self.rotate_keep.max(1);
+        for n in (keep..=highest).rev() {
+            match fs::remove_file(numbered(n)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        for n in (1..=highest.min(keep - 1)).rev() {
             fs::rename(numbered(n), numbered(n + 1))?;
         }
         fs::rename(&self.path, numbered(1))?;
@@ -327,7 +377,7 @@ mod tests {
     async fn lines_are_appended_and_rotated_by_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        let mut s = FileSink::open(&path, Some(20), Fsync::Always)
+        let mut s = FileSink::open(&path, Some(20), 10, Fsync::Always)
             .await
             .unwrap();
         // Each line is 10 bytes: {"n":100}\n
@@ -360,7 +410,7 @@ mod tests {
     async fn a_full_disk_after_a_rotation_loses_and_repeats_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        let mut s = FileSink::open(&path, Some(30), Fsync::Always)
+        let mut s = FileSink::open(&path, Some(30), 10, Fsync::Always)
             .await
             .unwrap();
         s.deliver(&[rec(json!({"n": 100}))]).await.unwrap();
@@ -386,11 +436,67 @@ mod tests {
         assert_eq!(all, want);
     }
 
+    /// Rotations past `rotate_keep` delete the oldest file: after 25 rotations with 3
+    /// kept, `out.1` … `out.3` hold the three files before the current one, newest first,
+    /// and nothing else is left (before, all 25 stayed: `out.1` … `out.25`).
+    #[tokio::test]
+    async fn rotation_keeps_only_rotate_keep_files_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        // Each line is 10 bytes ({"n":100}\n), one per file: every record rotates.
+        let mut s = FileSink::open(&path, Some(10), 3, Fsync::Never)
+            .await
+            .unwrap();
+        for n in 100..126 {
+            s.deliver(&[rec(json!({ "n": n }))]).await.unwrap();
+        }
+        let read = |name: &str| fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(read("out"), "{\"n\":125}\n");
+        assert_eq!(read("out.1"), "{\"n\":124}\n");
+        assert_eq!(read("out.2"), "{\"n\":123}\n");
+        assert_eq!(read("out.3"), "{\"n\":122}\n");
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["out", "out.1", "out.2", "out.3"]);
+    }
+
+    /// A smaller `rotate_keep` than an earlier run's: the next rotation deletes what the
+    /// earlier run left past it, and keeps the newest.
+    #[tokio::test]
+    async fn a_lowered_rotate_keep_deletes_older_files_at_the_next_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut s = FileSink::open(&path, Some(10), 10, Fsync::Never)
+            .await
+            .unwrap();
+        for n in 100..106 {
+            s.deliver(&[rec(json!({ "n": n }))]).await.unwrap();
+        }
+        assert!(dir.path().join("out.5").exists());
+        drop(s);
+        let mut s = FileSink::open(&path, Some(10), 2, Fsync::Never)
+            .await
+            .unwrap();
+        s.deliver(&[rec(json!({ "n": 106 }))]).await.unwrap();
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["out", "out.1", "out.2"]);
+        let read = |name: &str| fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(read("out.1"), "{\"n\":105}\n");
+        assert_eq!(read("out.2"), "{\"n\":104}\n");
+    }
+
     #[tokio::test]
     async fn raw_records_are_written_as_lines_of_payload() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raw");
-        let mut s = FileSink::open(&path, None, Fsync::Never).await.unwrap();
+        let mut s = FileSink::open(&path, None, 10, Fsync::Never).await.unwrap();
         let mut r = rec(json!(null));
         r.body = Body::Raw(Bytes::from_static(b"a b"));
         s.deliver(&[r.clone(), r]).await.unwrap();

@@ -26,7 +26,12 @@ const ERROR_BODY_MAX: usize = 200;
 /// Bytes of an error body read to find those characters (4 bytes per UTF-8 character at most).
 const ERROR_BODY_READ: usize = ERROR_BODY_MAX * 4;
 
-/// `http: {url, method, headers, batch_max, timeout, retry}` as written.
+/// Default payload bytes per request: 16 MiB. The body is built in memory (twice: the
+/// buffer and reqwest's copy) and many servers refuse large ones (nginx 1 MiB, Vector's
+/// own http sink batches 10 MB by default); a JSON record is larger than its payload.
+const DEFAULT_BATCH_MAX_BYTES: u64 = 16 << 20;
+
+/// `http: {url, method, headers, batch_max, batch_max_bytes, timeout, retry}` as written.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
@@ -34,6 +39,7 @@ pub(crate) struct Raw {
     method: Option<String>,
     headers: Option<Ordered<Secret>>,
     batch_max: Option<u32>,
+    batch_max_bytes: Option<String>,
     timeout: Option<String>,
     retry: Option<RawBackoff>,
 }
@@ -49,6 +55,8 @@ pub struct HttpConfig {
     pub headers: Vec<(String, Secret)>,
     /// Records per request; default 100, 1..=10000.
     pub batch_max: u32,
+    /// MQTT payload bytes per request; default 16 MiB.
+    pub batch_max_bytes: u64,
     /// Per-request timeout; default 10s.
     pub timeout: Duration,
     /// Retry backoff; default 1s..60s.
@@ -59,6 +67,7 @@ crate::config::secret::debug_redacting_url!(HttpConfig {
     method,
     headers,
     batch_max,
+    batch_max_bytes,
     timeout,
     retry
 });
@@ -87,6 +96,12 @@ impl Spec for HttpConfig {
             method,
             headers: ctx.headers(h.headers, &p.key("headers"))?,
             batch_max,
+            batch_max_bytes: super::batch_max_bytes_key(
+                ctx,
+                p,
+                h.batch_max_bytes.as_deref(),
+                DEFAULT_BATCH_MAX_BYTES,
+            )?,
             timeout: ctx.positive_duration(
                 h.timeout.as_deref(),
                 &p.key("timeout"),
@@ -110,6 +125,7 @@ impl Spec for HttpConfig {
     fn batching(&self) -> Batching {
         Batching {
             max: self.batch_max.max(1) as usize,
+            max_bytes: self.batch_max_bytes,
             linger: Duration::ZERO,
             in_flight: 1,
         }

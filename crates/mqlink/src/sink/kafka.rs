@@ -35,8 +35,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use super::{
-    BatchKeys, Batching, Confirmed, Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec,
-    TOPIC_LEVELS, TopicRenderer, dedup_id,
+    BatchKeys, Batching, Confirmed, Deliver, Driver, OpenEnv, OpenError, RawBatchKeys, Record,
+    SinkError, Spec, TOPIC_LEVELS, TopicRenderer, dedup_id,
 };
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
@@ -60,6 +60,7 @@ pub(crate) struct Raw {
     max_message_bytes: Option<String>,
     options: Option<Ordered<String>>,
     batch_max: Option<u32>,
+    batch_max_bytes: Option<String>,
     linger: Option<String>,
     timeout: Option<String>,
     retry: Option<RawBackoff>,
@@ -128,6 +129,8 @@ pub struct KafkaConfig {
     pub options: Vec<(String, Secret)>,
     /// Records per batch; default 1000, 1..=10000.
     pub batch_max: u32,
+    /// MQTT payload bytes per batch; default 64 MiB.
+    pub batch_max_bytes: u64,
     /// How long a batch waits to fill; default 0 (what is ready).
     pub linger: Duration,
     /// How long librdkafka keeps trying a record before the batch is retried; default 30s.
@@ -135,6 +138,11 @@ pub struct KafkaConfig {
     /// Retry backoff; default 100ms..10s.
     pub retry: Backoff,
 }
+
+/// Default payload bytes per batch: 64 MiB. The batch is in memory twice (our records,
+/// librdkafka's queue) until every record is acknowledged; librdkafka splits it into
+/// produce requests itself.
+const DEFAULT_BATCH_MAX_BYTES: u64 = 64 << 20;
 
 /// Producer properties mqlink sets for its promise; `options` may not change them.
 const FIXED: &[&str] = &[
@@ -256,13 +264,15 @@ impl Spec for KafkaConfig {
         let batch = BatchKeys::validate(
             ctx,
             p,
-            (
-                r.batch_max,
-                r.linger.as_deref(),
-                r.timeout.as_deref(),
-                r.retry,
-            ),
+            RawBatchKeys {
+                batch_max: r.batch_max,
+                batch_max_bytes: r.batch_max_bytes.as_deref(),
+                linger: r.linger.as_deref(),
+                timeout: r.timeout.as_deref(),
+                retry: r.retry,
+            },
             1000,
+            DEFAULT_BATCH_MAX_BYTES,
             Duration::from_secs(30),
         )?;
         Ok(KafkaConfig {
@@ -276,6 +286,7 @@ impl Spec for KafkaConfig {
             max_message_bytes,
             options,
             batch_max: batch.batch_max,
+            batch_max_bytes: batch.batch_max_bytes,
             linger: batch.linger,
             timeout: batch.timeout,
             retry: batch.retry,
@@ -304,6 +315,7 @@ impl Spec for KafkaConfig {
     fn batching(&self) -> Batching {
         Batching {
             max: self.batch_max as usize,
+            max_bytes: self.batch_max_bytes,
             linger: self.linger,
             in_flight: 1,
         }
@@ -606,6 +618,14 @@ mod tests {
         assert_eq!(c.get("sasl.mechanisms"), Some("PLAIN"));
         assert_eq!(c.get("linger.ms"), Some("7"));
         assert_eq!(c.get("client.id"), Some("mqlink-conn"));
+    }
+
+    #[test]
+    fn batches_are_bounded_by_payload_bytes_64_mib_unless_set() {
+        let c = config("{brokers: ['k:9092'], topic: t}");
+        assert_eq!(c.batching().max_bytes, 64 << 20);
+        let c = config("{brokers: ['k:9092'], topic: t, batch_max_bytes: 4MiB}");
+        assert_eq!(c.batching().max_bytes, 4 << 20);
     }
 
     #[test]

@@ -201,7 +201,8 @@ pub(crate) use common::tls_plan;
     allow(unused_imports)
 )]
 pub(crate) use common::{
-    BatchKeys, Confirmed, TOPIC_LEVELS, TopicRenderer, dedup_id, in_flight, redacted,
+    BatchKeys, Confirmed, RawBatchKeys, TOPIC_LEVELS, TopicRenderer, batch_max_bytes_key, dedup_id,
+    in_flight, redacted,
 };
 
 sinks! {
@@ -308,6 +309,10 @@ pub(crate) type InFlight = Pin<Box<dyn Future<Output = Result<(), SinkError>> + 
 pub struct Batching {
     /// Largest batch handed to the sink at once.
     pub max: usize,
+    /// Most MQTT payload bytes the connector gathers into one batch (what it knows before
+    /// formatting; the records the sink writes may be larger). A batch always takes its
+    /// first message, however large: one message larger than this is a batch alone.
+    pub max_bytes: u64,
     /// How long to wait for more records once one is there (zero: take what is ready).
     pub linger: Duration,
     /// Batches on the wire at once (pipelined first attempts, see [`Deliver::start`]);
@@ -316,13 +321,20 @@ pub struct Batching {
 }
 
 impl Batching {
-    /// What is ready, up to 1024 records, one batch at a time.
+    /// What is ready, up to 1024 records and 64 MiB of payloads, one batch
+    /// at a time.
     pub const DEFAULT: Batching = Batching {
         max: 1024,
+        max_bytes: DEFAULT_MAX_BYTES,
         linger: Duration::ZERO,
         in_flight: 1,
     };
 }
+
+/// Payload bytes per batch for sinks without their own default: 64 MiB, so a batch of
+/// MQTT's largest payloads (256 MiB) is one message, and of NATS's largest (its
+/// `max_payload` cannot exceed 64 MiB) still fits one whole.
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
 /// Placeholders a sink's subject/topic template may use: the MQTT topic only.
 pub(crate) const TOPIC_ONLY: Allowed<'static> = Allowed {

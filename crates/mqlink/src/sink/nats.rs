@@ -19,13 +19,20 @@
 //! `x.` or `.x` under `mqtt.{topic}`), and one larger than the server's `max_payload`
 //! (1 MiB by default, MQTT allows 256 MiB). The records before it are published and
 //! confirmed first.
+//!
+//! Every network step of a delivery is under one deadline, `timeout` after it starts:
+//! each publish (it waits for room in the client's command queue, which a server that
+//! stops reading never frees), the core flush, and each JetStream ack. Past it the delivery is [`SinkError::Retry`] with the JetStream acks
+//! received so far confirmed; the connector backs off and holds the acknowledgements.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::client::PublishErrorKind as CorePublishErrorKind;
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, context::PublishErrorKind};
+use tokio::time::{Instant, timeout_at};
 
 use super::{
     Deliver, Driver, OpenEnv, OpenError, Record, SinkError, Spec, TOPIC_ONLY, redacted,
@@ -36,10 +43,11 @@ use crate::config::error::ConfigError;
 use crate::config::node::KeyPath;
 use crate::topic::Template;
 
-/// How long a core-NATS flush may take before the batch is retried.
-const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long one delivery may take by default before it is retried (the flush alone had
+/// this bound before every step shared it).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `nats: {url, subject, jetstream, stream, credentials}` as written.
+/// `nats: {url, subject, jetstream, stream, credentials, timeout}` as written.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
@@ -48,6 +56,7 @@ pub(crate) struct Raw {
     jetstream: Option<bool>,
     stream: Option<String>,
     credentials: Option<String>,
+    timeout: Option<String>,
 }
 
 /// The `nats` sink's settings.
@@ -63,13 +72,16 @@ pub struct NatsConfig {
     pub stream: Option<String>,
     /// `.creds` file (exists at load).
     pub credentials: Option<PathBuf>,
+    /// How long one delivery (publishes, flush or acks) may take; default 10s.
+    pub timeout: Duration,
 }
 
 crate::config::secret::debug_redacting_url!(NatsConfig {
     subject,
     jetstream,
     stream,
-    credentials
+    credentials,
+    timeout
 });
 
 impl Spec for NatsConfig {
@@ -97,6 +109,11 @@ impl Spec for NatsConfig {
                 Some(c) => Some(ctx.input_file(c, &p.key("credentials"))?),
                 None => None,
             },
+            timeout: ctx.positive_duration(
+                n.timeout.as_deref(),
+                &p.key("timeout"),
+                DEFAULT_TIMEOUT,
+            )?,
         })
     }
 
@@ -117,6 +134,7 @@ impl Spec for NatsConfig {
             self.jetstream,
             self.stream.clone(),
             self.credentials.as_deref(),
+            self.timeout,
         )
         .await?;
         Ok((sink, None))
@@ -131,6 +149,7 @@ pub struct NatsSink {
     js: Option<jetstream::Context>,
     subject: Template,
     stream: Option<String>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for NatsSink {
@@ -144,8 +163,8 @@ impl std::fmt::Debug for NatsSink {
 }
 
 impl NatsSink {
-    /// Connect. The client keeps reconnecting by itself; while NATS is away, deliveries
-    /// fail with [`SinkError::Retry`].
+    /// Connect. The client keeps reconnecting by itself; while NATS is away or does not
+    /// answer, deliveries fail with [`SinkError::Retry`] within `timeout`.
     ///
     /// # Errors
     /// [`OpenError`] when the credentials file cannot be read or the first connection
@@ -157,6 +176,7 @@ impl NatsSink {
         jetstream: bool,
         stream: Option<String>,
         credentials: Option<&Path>,
+        timeout: Duration,
     ) -> Result<NatsSink, OpenError> {
         let err = |reason: String| OpenError {
             kind: "nats",
@@ -174,7 +194,13 @@ impl NatsSink {
             .connect(url.as_str())
             .await
             .map_err(|e| err(e.to_string()))?;
-        let js = jetstream.then(|| jetstream::new(client.clone()));
+        // The context's own bound on a publish and its ack, in case it is shorter than
+        // what is left of the delivery's deadline.
+        let js = jetstream.then(|| {
+            let mut js = jetstream::new(client.clone());
+            js.set_timeout(timeout);
+            js
+        });
         Ok(NatsSink {
             connector: connector.to_string(),
             url: url.clone(),
@@ -182,6 +208,7 @@ impl NatsSink {
             js,
             subject,
             stream,
+            timeout,
         })
     }
 
@@ -223,14 +250,32 @@ impl NatsSink {
         h
     }
 
-    async fn core(&self, batch: &[Record], subjects: Vec<String>) -> Result<(), SinkError> {
+    /// Why a step did not finish by the delivery's deadline.
+    fn late(&self, step: &str) -> String {
+        format!(
+            "nats {}: {step} not done within the timeout ({:?}); is the server answering?",
+            self.url(),
+            self.timeout
+        )
+    }
+
+    async fn core(
+        &self,
+        batch: &[Record],
+        subjects: Vec<String>,
+        deadline: Instant,
+    ) -> Result<(), SinkError> {
         let retry = |reason: String| SinkError::Retry { done: 0, reason };
         let mut refused = None;
         for (i, (r, subject)) in batch.iter().zip(subjects).enumerate() {
-            let sent = self
+            // A server that stops reading fills the client's command queue, and a publish
+            // then waits for room for ever: nothing is confirmed until the flush anyway.
+            let publish = self
                 .client
-                .publish_with_headers(subject, self.headers(r), r.to_bytes())
-                .await;
+                .publish_with_headers(subject, self.headers(r), r.to_bytes());
+            let Ok(sent) = timeout_at(deadline, publish).await else {
+                return Err(retry(self.late("publish")));
+            };
             match sent {
                 Ok(()) => {}
                 // Checked by the client before anything is sent, against the server's
@@ -251,7 +296,7 @@ impl NatsSink {
         }
         // While disconnected the client buffers and a flush waits for the reconnect:
         // bound it, so an outage shows up as retries.
-        match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
+        match timeout_at(deadline, self.client.flush()).await {
             Ok(Ok(())) => match refused {
                 None => Ok(()),
                 Some((done, reason)) => Err(SinkError::Reject {
@@ -261,10 +306,7 @@ impl NatsSink {
                 }),
             },
             Ok(Err(e)) => Err(retry(format!("nats {}: flush: {e}", self.url()))),
-            Err(_) => Err(retry(format!(
-                "nats {}: flush not confirmed within {FLUSH_TIMEOUT:?}",
-                self.url()
-            ))),
+            Err(_) => Err(retry(self.late("flush"))),
         }
     }
 
@@ -273,32 +315,44 @@ impl NatsSink {
         js: jetstream::Context,
         batch: &[Record],
         subjects: Vec<String>,
+        deadline: Instant,
     ) -> Result<(), SinkError> {
         let mut acks = Vec::with_capacity(batch.len());
         for (i, (r, subject)) in batch.iter().zip(subjects).enumerate() {
-            let sent = js
-                .publish_with_headers(subject, self.headers(r), r.to_bytes())
-                .await;
-            match sent {
-                Ok(ack) => acks.push(ack),
-                Err(e) => {
-                    // Confirm what was already sent before reporting.
-                    let done = self.await_acks(acks).await?;
-                    debug_assert_eq!(done, i);
-                    return Err(self.classify(i, e.kind(), e.to_string()));
+            let publish = js.publish_with_headers(subject, self.headers(r), r.to_bytes());
+            let failed = match timeout_at(deadline, publish).await {
+                Ok(Ok(ack)) => {
+                    acks.push(ack);
+                    continue;
                 }
-            }
+                Ok(Err(e)) => self.classify(i, e.kind(), e.to_string()),
+                Err(_) => SinkError::Retry {
+                    done: i,
+                    reason: self.late("publish"),
+                },
+            };
+            // Confirm what was already sent before reporting.
+            let done = self.await_acks(acks, deadline).await?;
+            debug_assert_eq!(done, i);
+            return Err(failed);
         }
-        self.await_acks(acks).await.map(|_| ())
+        self.await_acks(acks, deadline).await.map(|_| ())
     }
 
     async fn await_acks(
         &self,
         acks: Vec<jetstream::context::PublishAckFuture>,
+        deadline: Instant,
     ) -> Result<usize, SinkError> {
         let mut done = 0;
         for ack in acks {
-            match ack.await {
+            let Ok(acked) = timeout_at(deadline, ack.into_future()).await else {
+                return Err(SinkError::Retry {
+                    done,
+                    reason: self.late("JetStream ack"),
+                });
+            };
+            match acked {
                 Ok(a) => {
                     if let Some(want) = &self.stream
                         && &a.stream != want
@@ -359,9 +413,13 @@ impl Deliver for NatsSink {
         let done = subjects.len();
         let prefix = &batch[..done];
         if !prefix.is_empty() {
+            let deadline = Instant::now() + self.timeout;
             match &self.js {
-                None => self.core(prefix, subjects).await?,
-                Some(js) => self.jetstream(js.clone(), prefix, subjects).await?,
+                None => self.core(prefix, subjects, deadline).await?,
+                Some(js) => {
+                    self.jetstream(js.clone(), prefix, subjects, deadline)
+                        .await?
+                }
             }
         }
         match bad {

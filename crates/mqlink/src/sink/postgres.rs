@@ -78,8 +78,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::driver::{Leased, Tasks};
 use super::{
-    BatchKeys, Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, Record, SinkError, Spec,
-    dedup_id, tls_plan,
+    BatchKeys, Batching, Deliver, Driver, InFlight, OpenEnv, OpenError, RawBatchKeys, Record,
+    SinkError, Spec, dedup_id, tls_plan,
 };
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
@@ -91,7 +91,7 @@ use crate::config::shared::{RawTls, Tls};
 use crate::mqtt::tls::{self, TlsOptions};
 
 /// `postgres: {url, password, password_file, tls, table, create_table, columns,
-/// batch_max, linger, in_flight, timeout, retry}` as written.
+/// batch_max, batch_max_bytes, linger, in_flight, timeout, retry}` as written.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
@@ -103,6 +103,7 @@ pub(crate) struct Raw {
     create_table: Option<bool>,
     columns: Option<Ordered<String>>,
     batch_max: Option<u32>,
+    batch_max_bytes: Option<String>,
     linger: Option<String>,
     in_flight: Option<u32>,
     timeout: Option<String>,
@@ -138,6 +139,11 @@ pub struct Columns {
 /// Default statements in flight (measured in `bench/NOTES.md`).
 const DEFAULT_IN_FLIGHT: u32 = 4;
 
+/// Default payload bytes per transaction: 64 MiB, well below PostgreSQL's 1 GB limit on
+/// one protocol message and one field, which a count bound alone (500 records of up to
+/// 256 MiB) does not keep.
+const DEFAULT_BATCH_MAX_BYTES: u64 = 64 << 20;
+
 /// The `postgres` sink's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostgresConfig {
@@ -155,6 +161,8 @@ pub struct PostgresConfig {
     pub columns: Columns,
     /// Rows per transaction; default 500, 1..=10000.
     pub batch_max: u32,
+    /// MQTT payload bytes per transaction; default 64 MiB.
+    pub batch_max_bytes: u64,
     /// How long a batch waits to fill; default 0 (what is ready).
     pub linger: Duration,
     /// Batches' statements on the connection at once; default 4, 1..=64.
@@ -291,13 +299,15 @@ impl Spec for PostgresConfig {
         let batch = BatchKeys::validate(
             ctx,
             p,
-            (
-                r.batch_max,
-                r.linger.as_deref(),
-                r.timeout.as_deref(),
-                r.retry,
-            ),
+            RawBatchKeys {
+                batch_max: r.batch_max,
+                batch_max_bytes: r.batch_max_bytes.as_deref(),
+                linger: r.linger.as_deref(),
+                timeout: r.timeout.as_deref(),
+                retry: r.retry,
+            },
             500,
+            DEFAULT_BATCH_MAX_BYTES,
             Duration::from_secs(10),
         )?;
         Ok(PostgresConfig {
@@ -308,6 +318,7 @@ impl Spec for PostgresConfig {
             create_table: r.create_table.unwrap_or(true),
             columns: columns(r.columns, ctx, &p.key("columns"))?,
             batch_max: batch.batch_max,
+            batch_max_bytes: batch.batch_max_bytes,
             linger: batch.linger,
             in_flight: super::in_flight(ctx, p, r.in_flight, DEFAULT_IN_FLIGHT)?,
             timeout: batch.timeout,
@@ -352,6 +363,7 @@ impl Spec for PostgresConfig {
     fn batching(&self) -> Batching {
         Batching {
             max: self.batch_max as usize,
+            max_bytes: self.batch_max_bytes,
             linger: self.linger,
             in_flight: self.in_flight as usize,
         }

@@ -65,8 +65,9 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::driver::{Leased, Tasks};
 use super::{
-    BatchKeys, Batching, Body, Confirmed, Deliver, Driver, InFlight, OpenEnv, OpenError, Record,
-    SinkError, Spec, TOPIC_LEVELS, TopicRenderer, dedup_id, redacted, tls_plan,
+    BatchKeys, Batching, Body, Confirmed, Deliver, Driver, InFlight, OpenEnv, OpenError,
+    RawBatchKeys, Record, SinkError, Spec, TOPIC_LEVELS, TopicRenderer, dedup_id, redacted,
+    tls_plan,
 };
 use crate::config::ctx::Ctx;
 use crate::config::error::ConfigError;
@@ -78,8 +79,8 @@ use crate::config::shared::{RawTls, Tls};
 use crate::mqtt::tls::{self, TlsOptions};
 use crate::topic::Template;
 
-/// `redis: {url, stream, maxlen, password, password_file, tls, batch_max, linger, in_flight,
-/// timeout, retry}` as written.
+/// `redis: {url, stream, maxlen, password, password_file, tls, batch_max, batch_max_bytes,
+/// linger, in_flight, timeout, retry}` as written.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Raw {
@@ -90,6 +91,7 @@ pub(crate) struct Raw {
     password_file: Option<String>,
     tls: Option<RawTls>,
     batch_max: Option<u32>,
+    batch_max_bytes: Option<String>,
     linger: Option<String>,
     in_flight: Option<u32>,
     timeout: Option<String>,
@@ -98,6 +100,11 @@ pub(crate) struct Raw {
 
 /// Default pipelines in flight (measured in `bench/NOTES.md`).
 const DEFAULT_IN_FLIGHT: u32 = 4;
+
+/// Default payload bytes per pipeline: 64 MiB, with the default `in_flight` 256 MiB on
+/// the connection at most, well below the 1 GiB Redis lets one client's unread commands
+/// take (`client-query-buffer-limit`).
+const DEFAULT_BATCH_MAX_BYTES: u64 = 64 << 20;
 
 /// The `redis` sink's settings.
 #[derive(Clone, PartialEq)]
@@ -114,6 +121,8 @@ pub struct RedisConfig {
     pub tls: Option<Tls>,
     /// Entries per pipeline; default 500, 1..=10000.
     pub batch_max: u32,
+    /// MQTT payload bytes per pipeline; default 64 MiB.
+    pub batch_max_bytes: u64,
     /// How long a batch waits to fill; default 0 (what is ready).
     pub linger: Duration,
     /// Pipelines on the connection at once; default 4, 1..=64.
@@ -130,6 +139,7 @@ crate::config::secret::debug_redacting_url!(RedisConfig {
     password,
     tls,
     batch_max,
+    batch_max_bytes,
     linger,
     in_flight,
     timeout,
@@ -184,13 +194,15 @@ impl Spec for RedisConfig {
         let batch = BatchKeys::validate(
             ctx,
             p,
-            (
-                r.batch_max,
-                r.linger.as_deref(),
-                r.timeout.as_deref(),
-                r.retry,
-            ),
+            RawBatchKeys {
+                batch_max: r.batch_max,
+                batch_max_bytes: r.batch_max_bytes.as_deref(),
+                linger: r.linger.as_deref(),
+                timeout: r.timeout.as_deref(),
+                retry: r.retry,
+            },
             500,
+            DEFAULT_BATCH_MAX_BYTES,
             Duration::from_secs(10),
         )?;
         Ok(RedisConfig {
@@ -200,6 +212,7 @@ impl Spec for RedisConfig {
             password,
             tls,
             batch_max: batch.batch_max,
+            batch_max_bytes: batch.batch_max_bytes,
             linger: batch.linger,
             in_flight: super::in_flight(ctx, p, r.in_flight, DEFAULT_IN_FLIGHT)?,
             timeout: batch.timeout,
@@ -222,6 +235,7 @@ impl Spec for RedisConfig {
     fn batching(&self) -> Batching {
         Batching {
             max: self.batch_max as usize,
+            max_bytes: self.batch_max_bytes,
             linger: self.linger,
             in_flight: self.in_flight as usize,
         }
