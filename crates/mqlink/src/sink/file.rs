@@ -251,7 +251,21 @@ impl Inner {
                 if pending > 0 && pending + line.len() as u64 > limit {
                     self.append(&buf, rollback).map_err(|e| (done, e))?;
                     buf.clear();
-                    self.rotate().map_err(|e| (done, e))?;
+                    if let Err((moved, e)) = self.rotate() {
+                        if moved {
+                            // The file went to `path.1`, synced first: its lines are kept.
+                            done += in_buf;
+                        } else {
+                            // Still `path`: take this batch's lines out again, or the
+                            // retry would write them a second time.
+                            let _ = OpenOptions::new()
+                                .write(true)
+                                .open(&self.path)
+                                .and_then(|f| f.set_len(rollback));
+                            self.size = rollback;
+                        }
+                        return Err((done, e));
+                    }
                     done += in_buf;
                     in_buf = 0;
                     rollback = 0;
@@ -313,7 +327,15 @@ impl Inner {
         }
     }
 
-    fn rotate(&mut self) -> std::io::Result<()> {
+    /// Rotate; on an error, whether `path` had already become `path.1`.
+    fn rotate(&mut self) -> Result<(), (bool, std::io::Error)> {
+        self.rotate_files().map_err(|e| (false, e))?;
+        self.ensure_open().map_err(|e| (true, e))
+    }
+
+    /// Delete what `rotate_keep` no longer keeps, shift the numbered files, and move
+    /// `path` to `path.1`; `path` is untouched unless this succeeds.
+    fn rotate_files(&mut self) -> std::io::Result<()> {
         if let Some(f) = self.file.take()
             && self.fsync != Fsync::Never
         {
@@ -340,8 +362,7 @@ impl Inner {
         for n in (1..=highest.min(keep - 1)).rev() {
             fs::rename(numbered(n), numbered(n + 1))?;
         }
-        fs::rename(&self.path, numbered(1))?;
-        self.ensure_open()
+        fs::rename(&self.path, numbered(1))
     }
 }
 
@@ -461,6 +482,31 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["out", "out.1", "out.2", "out.3"]);
+    }
+
+    /// A rotation that fails after part of the batch went into the file (here the rotated
+    /// file to delete is a directory) takes those lines out again: the retry, once the
+    /// obstacle is gone, writes each line once. They were written twice.
+    #[tokio::test]
+    async fn a_failed_rotation_leaves_no_line_to_be_written_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        fs::write(dir.path().join("out.1"), "old\n").unwrap();
+        fs::create_dir_all(dir.path().join("out.2").join("x")).unwrap();
+        let mut s = FileSink::open(&path, Some(10), 2, Fsync::Never)
+            .await
+            .unwrap();
+        let batch = [rec(json!({ "n": 100 })), rec(json!({ "n": 101 }))];
+        let err = s.deliver(&batch).await.unwrap_err();
+        assert!(matches!(err, SinkError::Retry { done: 0, .. }), "{err:?}");
+        fs::remove_dir_all(dir.path().join("out.2")).unwrap();
+        s.deliver(&batch).await.unwrap();
+        let all: String = ["out", "out.1", "out.2"]
+            .iter()
+            .map(|n| fs::read_to_string(dir.path().join(n)).unwrap())
+            .collect();
+        assert_eq!(all.matches("{\"n\":100}").count(), 1, "{all}");
+        assert_eq!(all.matches("{\"n\":101}").count(), 1, "{all}");
     }
 
     /// A smaller `rotate_keep` than an earlier run's: the next rotation deletes what the

@@ -387,7 +387,12 @@ impl RedisSink {
             .map_err(|err| err.to_string())?;
         // Pipelines are written whole; Nagle would only hold back their last segment.
         let _ = tcp.set_nodelay(true);
-        let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(self.timeout));
+        // The connection's request channel holds more than `in_flight` pipelines: when it
+        // is full, a waiting sender that gets a slot sends only when next polled, and a
+        // later batch polled first would overtake it (redis-rs's default is 50).
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(self.timeout))
+            .set_pipeline_buffer_size(super::common::MAX_IN_FLIGHT as usize + 8);
         let (mut conn, io): (MultiplexedConnection, Driver) = match &e.tls {
             None => {
                 let (c, io) = MultiplexedConnection::new_with_config(&e.settings, tcp, cfg)
@@ -421,9 +426,11 @@ impl RedisSink {
     }
 }
 
-/// Whether a reply error refuses the record for good.
+/// Whether a reply error refuses the record for good: `WRONGTYPE`, `ERR`, and `NOPERM`
+/// (the user's ACL does not allow the record's stream key, as PostgreSQL's permission
+/// errors are for the postgres sink: retrying it stalled every message behind it).
 fn permanent(code: &str) -> bool {
-    matches!(code, "WRONGTYPE" | "ERR")
+    matches!(code, "WRONGTYPE" | "ERR" | "NOPERM")
 }
 
 /// What became of one record of a batch.
@@ -660,7 +667,10 @@ fn unwrap_exec(mut all: Vec<Value>, n: usize, ctx: &Shared) -> Result<Vec<Value>
             ))
         }
         (Some(Value::ServerError(e)), None) => {
-            ctx.bare_once.store(true, Ordering::Relaxed);
+            // Every command queued, EXEC itself refused (an ACL without EXEC): bare
+            // pipelines from now on.
+            tracing::info!(sink = %ctx.target, error = %err_text(&e), "redis refused EXEC; batches go as bare pipelines");
+            ctx.bare.store(true, Ordering::Relaxed);
             Err(format!(
                 "redis {}: transaction refused: {}",
                 ctx.target,
