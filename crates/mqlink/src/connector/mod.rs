@@ -361,6 +361,10 @@ impl Worker<'_> {
                 .iter()
                 .any(|b| matches!(b.attempt, Attempt::Pending(_)));
             let first = if room && carry.is_some() {
+                // Not past a shutdown: no new batch goes out once it is asked for.
+                if self.shutdown.is_cancelled() {
+                    return Ok(());
+                }
                 carry.take()
             } else {
                 tokio::select! {

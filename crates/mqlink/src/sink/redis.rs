@@ -53,7 +53,7 @@
 //! the failed one's rest again on its own: its entries then land after those of the later
 //! batches that succeeded (see `docs/sinks.md` for the order this gives).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -305,7 +305,7 @@ impl Spec for RedisConfig {
                 stored: Memo::default(),
                 stale: Arc::new(AtomicBool::new(false)),
                 bare: Arc::new(AtomicBool::new(false)),
-                bare_once: Arc::new(AtomicBool::new(false)),
+                bare_next: Arc::new(AtomicUsize::new(0)),
             },
             Some(driver),
         ))
@@ -346,9 +346,10 @@ pub struct RedisSink {
     // delivery connects afresh.
     stale: Arc<AtomicBool>,
     // How the next batches go (see the module doc): `bare` for good once MULTI was refused,
-    // `bare_once` for the next one after a transaction was refused as a whole.
+    // `bare_next` for as many next ones as transactions were refused as a whole (each such
+    // batch is delivered again, and that try goes bare).
     bare: Arc<AtomicBool>,
-    bare_once: Arc<AtomicBool>,
+    bare_next: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for RedisSink {
@@ -461,8 +462,7 @@ impl RedisSink {
         let mut outcome: Vec<Outcome> = Vec::with_capacity(batch.len());
         let mut pipe = redis::Pipeline::with_capacity(batch.len() + 2);
         pipe.ignore_errors();
-        let tx =
-            !self.bare.load(Ordering::Relaxed) && !self.bare_once.swap(false, Ordering::Relaxed);
+        let tx = !self.bare.load(Ordering::Relaxed) && !take_one(&self.bare_next);
         if tx {
             pipe.add_command(redis::cmd("MULTI"));
         }
@@ -659,7 +659,7 @@ fn unwrap_exec(mut all: Vec<Value>, n: usize, ctx: &Shared) -> Result<Vec<Value>
         (_, Some(e)) => {
             // Refused while queuing: nothing ran. The next try is a bare pipeline, which
             // finds the record (or, for READONLY, a new connection).
-            ctx.bare_once.store(true, Ordering::Relaxed);
+            ctx.bare_next.fetch_add(1, Ordering::Relaxed);
             Err(format!(
                 "redis {}: transaction refused: {}",
                 ctx.target,
@@ -682,6 +682,12 @@ fn unwrap_exec(mut all: Vec<Value>, n: usize, ctx: &Shared) -> Result<Vec<Value>
             ctx.target
         )),
     }
+}
+
+/// Takes one from `n` if it is not zero; whether it did.
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1))
+        .is_ok()
 }
 
 /// Records at the front of a batch known stored.
@@ -713,7 +719,7 @@ struct Shared {
     stored: Memo,
     stale: Arc<AtomicBool>,
     bare: Arc<AtomicBool>,
-    bare_once: Arc<AtomicBool>,
+    bare_next: Arc<AtomicUsize>,
 }
 
 impl RedisSink {
@@ -724,7 +730,7 @@ impl RedisSink {
             stored: self.stored.clone(),
             stale: self.stale.clone(),
             bare: self.bare.clone(),
-            bare_once: self.bare_once.clone(),
+            bare_next: self.bare_next.clone(),
         }
     }
 }
@@ -813,7 +819,7 @@ mod tests {
             stored: Memo::default(),
             stale: Arc::new(AtomicBool::new(false)),
             bare: Arc::new(AtomicBool::new(false)),
-            bare_once: Arc::new(AtomicBool::new(false)),
+            bare_next: Arc::new(AtomicUsize::new(0)),
         };
         let plan = Plan {
             outcome: vec![Outcome::Untried, Outcome::Stored],
