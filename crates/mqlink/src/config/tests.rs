@@ -852,6 +852,9 @@ fn batch_max_bytes_is_a_size_with_a_default_per_sink_and_located_errors() {
         let e = yaml(&base(&format!("{{{sink}, batch_max_bytes: 0}}}}"))).unwrap_err();
         assert_eq!(e.path, format!("connectors[0].sink.{key}.batch_max_bytes"));
         assert!(e.message.contains("at least 1"), "{e}");
+        let e = yaml(&base(&format!("{{{sink}, batch_max_bytes: 1GiB}}}}"))).unwrap_err();
+        assert_eq!(e.path, format!("connectors[0].sink.{key}.batch_max_bytes"));
+        assert!(e.message.contains("at most 512MiB"), "{e}");
     }
     // The file sink's batches are bounded by the generic default; it has no such key.
     let e = yaml(&base("{file: {path: x, batch_max_bytes: 1MiB}}")).unwrap_err();

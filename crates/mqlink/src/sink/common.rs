@@ -240,8 +240,19 @@ pub(crate) fn batch_max_bytes_key(
     raw: Option<&str>,
     default: u64,
 ) -> Result<u64, ConfigError> {
-    ctx.bytes(raw, &p.key("batch_max_bytes"), default, 1)
+    let key = p.key("batch_max_bytes");
+    let n = ctx.bytes(raw, &key, default, 1)?;
+    // A batch is one request, statement or transaction, held in memory until confirmed;
+    // PostgreSQL refuses a protocol message of 1 GiB or more, and Redis's default query
+    // buffer limit is 1 GiB.
+    if n > MAX_BATCH_BYTES {
+        return Err(ctx.err(&key, "must be at most 512MiB"));
+    }
+    Ok(n)
 }
+
+/// The largest `batch_max_bytes`: 512 MiB.
+const MAX_BATCH_BYTES: u64 = 512 << 20;
 
 /// De-dup ids of records a sink confirmed behind a failed one of the same batch, with how
 /// many times each (identical messages share an id): the connector offers them again with
