@@ -232,31 +232,8 @@ async fn redis_entries_stored_after_a_refused_one_are_not_added_again() {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let () = c.set("s:bad", "not a stream").await.unwrap();
-    let (cfg, _) = connector_cfg(
-        "mqtt://127.0.0.1:1",
-        &format!(
-            "{{name: memo, subscribe: ['#'], format: raw, \
-             sink: {{redis: {{url: '{}', stream: 's:{{topic_level_1}}'}}}}}}",
-            redis.url()
-        ),
-    );
-    let (mut sink, driver) = mqlink::internals::open(
-        &cfg.sink,
-        "memo",
-        "memo",
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    // The sink's connection I/O runs in its driver, which a connector would poll.
-    tokio::spawn(driver.unwrap());
-    let rec = |topic: &str, payload: &'static str| mqlink::internals::Record {
-        topic: topic.into(),
-        source: bytes::Bytes::from_static(payload.as_bytes()),
-        part: 0,
-        body: mqlink::internals::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
-        meta: Default::default(),
-    };
+    let mut sink = open_sink_with(&redis.url(), "stream: 's:{topic_level_1}'").await;
+    let rec = record;
     let batch = [
         rec("good/1", "g0"),
         rec("bad/1", "refused"),
@@ -351,11 +328,17 @@ async fn open_sink(url: &str, tls: &str) -> mqlink::internals::Sink {
     } else {
         format!(", tls: {{{tls}}}")
     };
+    open_sink_with(url, &format!("stream: 's', timeout: 5s{tls}")).await
+}
+
+/// A `redis` sink (connector `tls`) for `url` with more `keys` (YAML flow mapping
+/// entries), opened and its driver spawned, as a connector would poll it.
+async fn open_sink_with(url: &str, keys: &str) -> mqlink::internals::Sink {
     let (cfg, _) = connector_cfg(
         "mqtt://127.0.0.1:1",
         &format!(
             "{{name: tls, subscribe: ['#'], format: raw, \
-             sink: {{redis: {{url: '{url}', stream: 's', timeout: 5s{tls}}}}}}}"
+             sink: {{redis: {{url: '{url}', {keys}}}}}}}"
         ),
     );
     let (sink, driver) = mqlink::internals::open(
@@ -371,8 +354,13 @@ async fn open_sink(url: &str, tls: &str) -> mqlink::internals::Sink {
 }
 
 fn raw_record(payload: &'static str) -> mqlink::internals::Record {
+    record("t/1", payload)
+}
+
+/// A raw record of `payload` from `topic`.
+fn record(topic: &str, payload: &'static str) -> mqlink::internals::Record {
     mqlink::internals::Record {
-        topic: "t/1".into(),
+        topic: topic.into(),
         source: bytes::Bytes::from_static(payload.as_bytes()),
         part: 0,
         body: mqlink::internals::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
@@ -690,31 +678,9 @@ async fn a_transaction_refused_as_a_whole_is_retried_as_a_bare_pipeline() {
     use mqlink::internals::SinkError;
     let redis = Redis::start();
     acl_user(&redis, "limited", &["~s:ok*", "&*", "+@all"]).await;
-    let (cfg, _) = connector_cfg(
-        "mqtt://127.0.0.1:1",
-        &format!(
-            "{{name: lim, subscribe: ['#'], format: raw, \
-             sink: {{redis: {{url: 'redis://limited:secret@127.0.0.1:{}', \
-             stream: 's:{{topic_level_1}}'}}}}}}",
-            redis.port()
-        ),
-    );
-    let (mut sink, driver) = mqlink::internals::open(
-        &cfg.sink,
-        "lim",
-        "lim",
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(driver.unwrap());
-    let rec = |topic: &str, payload: &'static str| mqlink::internals::Record {
-        topic: topic.into(),
-        source: bytes::Bytes::from_static(payload.as_bytes()),
-        part: 0,
-        body: mqlink::internals::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
-        meta: Default::default(),
-    };
+    let url = format!("redis://limited:secret@127.0.0.1:{}", redis.port());
+    let mut sink = open_sink_with(&url, "stream: 's:{topic_level_1}'").await;
+    let rec = record;
     let batch = [rec("ok/1", "o0"), rec("no/1", "refused"), rec("ok/1", "o1")];
     match sink.deliver(&batch).await {
         Err(SinkError::Retry { done: 0, reason }) => {
