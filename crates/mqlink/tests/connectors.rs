@@ -117,6 +117,9 @@ struct HttpState {
     refuse_marker: Mutex<Option<String>>,
     /// The number of records in each request refused for the marker.
     refused: Mutex<Vec<usize>>,
+    /// 1: after the next refusal, accept one request and answer 503 to the one after
+    /// (a retryable answer in the middle of the sink's search); 0 once that happened.
+    unavailable_in_search: AtomicUsize,
 }
 
 impl HttpState {
@@ -154,7 +157,16 @@ async fn ingest(State(s): State<Arc<HttpState>>, body: Bytes) -> (StatusCode, &'
             .any(|r| r["payload"].as_str().is_some_and(|p| p.contains(marker)))
     {
         s.refused.lock().unwrap().push(records.len());
+        let _ = s
+            .unavailable_in_search
+            .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst);
         return (StatusCode::BAD_REQUEST, "a record is marked bad");
+    }
+    if s.unavailable_in_search
+        .compare_exchange(2, 0, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        s.fail_first.fetch_add(1, Ordering::SeqCst);
     }
     let lens = records
         .iter()
@@ -285,11 +297,26 @@ async fn http_sink_requests_stay_within_batch_max_bytes_of_payloads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_sink_dead_letters_only_the_records_the_server_refuses() {
+    http_sink_bisection(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_sink_search_interrupted_by_a_503_resends_no_confirmed_record() {
+    http_sink_bisection(true).await;
+}
+
+/// 50 records, 2 marked, against a server refusing (400) any request with a marked
+/// record; with `unavailable`, a 503 interrupts the sink's search after its first
+/// confirmed half.
+async fn http_sink_bisection(unavailable: bool) {
     let broker = Mosquitto::start(MosquittoOptions::default());
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join("dead.jsonl");
     let state = Arc::new(HttpState::default());
     *state.refuse_marker.lock().unwrap() = Some("BAD".into());
+    state
+        .unavailable_in_search
+        .store(usize::from(unavailable), Ordering::SeqCst);
     // Down while the backlog is published, so batches are full when it comes back.
     state.failing.store(true, Ordering::SeqCst);
     let url = http_server(state.clone()).await;
@@ -340,7 +367,15 @@ async fn http_sink_dead_letters_only_the_records_the_server_refuses() {
     // (each refused record costs at most 2 × ⌈log2 50⌉ = 12 requests, plus its batch's).
     let refused = state.refused.lock().unwrap().clone();
     assert!(refused.iter().any(|&n| n > 1), "{refused:?}");
-    assert!(refused.len() <= 2 * 13, "{refused:?}");
+    if unavailable {
+        assert_eq!(
+            state.unavailable_in_search.load(Ordering::SeqCst),
+            0,
+            "no 503 in the search"
+        );
+    } else {
+        assert!(refused.len() <= 2 * 13, "{refused:?}");
+    }
     conn.stop().await;
 }
 
