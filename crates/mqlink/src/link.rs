@@ -194,7 +194,8 @@ impl Link {
     /// would let mqlink route each copy exactly; not done yet).
     ///
     /// # Errors
-    /// An invalid filter, the broker refusing it, the link having stopped.
+    /// An invalid filter, the broker refusing it, the link having stopped. The receiver
+    /// is then not registered (nor when this future is dropped before the answer).
     pub async fn subscribe(
         &self,
         filter: &str,
@@ -205,10 +206,20 @@ impl Link {
             reason: e.to_string(),
         })?;
         let (tx, rx) = mpsc::channel(1024);
-        self.handlers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((parsed, tx));
+        // Registered before the SUBACK, so that no message of the new subscription passes
+        // the dispatcher unseen; taken out again unless the broker grants it (refused,
+        // link stopped, or this future dropped).
+        let registered = Registered {
+            handlers: &self.handlers,
+            tx: Some(tx.clone()),
+        };
+        {
+            let mut handlers = self.handlers.lock().unwrap_or_else(|p| p.into_inner());
+            // Handlers whose receiver the application dropped get nothing any more: without
+            // this they piled up, one per subscribe, each matched against every message.
+            handlers.retain(|(_, tx)| !tx.is_closed());
+            handlers.push((parsed, tx));
+        }
         let codes = self
             .client
             .subscribe(vec![(filter.to_string(), qos)])
@@ -220,6 +231,7 @@ impl Link {
                 code,
             });
         }
+        registered.keep();
         Ok(rx)
     }
 
@@ -258,6 +270,30 @@ impl Link {
             self.ingest.spool().clone(),
             self.topics.clone(),
         )
+    }
+}
+
+/// A handler [`Link::subscribe`] registered before the broker answered: removed on drop
+/// unless [`keep`](Registered::keep) is called once the subscription is granted.
+struct Registered<'a> {
+    handlers: &'a Handlers,
+    tx: Option<mpsc::Sender<Publish>>,
+}
+
+impl Registered<'_> {
+    fn keep(mut self) {
+        self.tx = None;
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Some(mine) = self.tx.take() {
+            self.handlers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(_, tx)| !tx.same_channel(&mine));
+        }
     }
 }
 
@@ -321,5 +357,86 @@ impl LinkTasks {
             Some(e) => Err(LinkError::Publisher(e)),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mqlink_testkit::{Mosquitto, MosquittoOptions};
+
+    use super::*;
+
+    /// As in `tests/link.rs`: a Mosquitto whose dynamic security plugin refuses
+    /// subscriptions to `secret/#` (its `acl_file` grants every subscription).
+    fn refusing_mosquitto(dir: &std::path::Path) -> Mosquitto {
+        let plugin = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .filter_map(|e| Some(e.ok()?.path().join("mosquitto_dynamic_security.so")))
+            .chain([std::path::PathBuf::from(
+                "/usr/lib/mosquitto_dynamic_security.so",
+            )])
+            .find(|p| p.exists())
+            .expect("mosquitto_dynamic_security.so (Debian package mosquitto)");
+        let json = dir.join("dynamic-security.json");
+        std::fs::write(
+            &json,
+            r#"{"defaultACLAccess": {"publishClientSend": true, "publishClientReceive": true,
+                 "subscribe": true, "unsubscribe": true},
+                "clients": [], "anonymousGroup": "anonymous",
+                "groups": [{"groupname": "anonymous", "roles": [{"rolename": "no-secrets"}]}],
+                "roles": [{"rolename": "no-secrets", "acls": [{"acltype": "subscribePattern",
+                 "topic": "secret/#", "allow": false, "priority": 0}]}]}"#,
+        )
+        .unwrap();
+        Mosquitto::start(MosquittoOptions {
+            extra_config: vec![
+                format!("plugin {}", plugin.display()),
+                format!("plugin_opt_config_file {}", json.display()),
+            ],
+            ..MosquittoOptions::default()
+        })
+    }
+
+    fn handlers(link: &Link) -> usize {
+        link.handlers.lock().unwrap().len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_stays_registered_only_while_its_subscription_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = refusing_mosquitto(dir.path());
+        let yaml = format!(
+            "broker: {{url: '{}'}}\nspool: {{dir: '{}'}}\n",
+            broker.url(),
+            dir.path().join("spool").display()
+        );
+        let config = config::from_str(&yaml, config::Format::Yaml, "test").unwrap();
+        let (link, tasks) = Link::open(&config).unwrap();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(tasks.run(stop.clone()));
+
+        let kept = link.subscribe("open/#", QoS::AtLeastOnce).await.unwrap();
+        assert_eq!(handlers(&link), 1);
+        let refused = link.subscribe("secret/x", QoS::AtLeastOnce).await;
+        assert!(
+            matches!(refused, Err(LinkError::Refused { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            handlers(&link),
+            1,
+            "the refused subscription's handler is gone"
+        );
+        // A receiver the application dropped is not kept either.
+        drop(link.subscribe("open/a", QoS::AtLeastOnce).await.unwrap());
+        let _second = link.subscribe("open/b", QoS::AtLeastOnce).await.unwrap();
+        assert_eq!(handlers(&link), 2, "open/# and open/b");
+
+        stop.cancel();
+        running.await.unwrap().unwrap();
+        let closed = link.subscribe("open/c", QoS::AtLeastOnce).await;
+        assert!(matches!(closed, Err(LinkError::Closed)), "{closed:?}");
+        assert_eq!(handlers(&link), 2, "the stopped link's handler is gone");
+        drop(kept);
     }
 }

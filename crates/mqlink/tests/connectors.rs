@@ -113,6 +113,13 @@ struct HttpState {
     accepted: Mutex<Vec<Value>>,
     /// The payload lengths of each accepted request's records, request by request.
     requests: Mutex<Vec<Vec<usize>>>,
+    /// Answer 400 to a request with a record whose payload contains this.
+    refuse_marker: Mutex<Option<String>>,
+    /// The number of records in each request refused for the marker.
+    refused: Mutex<Vec<usize>>,
+    /// 1: after the next refusal, accept one request and answer 503 to the one after
+    /// (a retryable answer in the middle of the sink's search); 0 once that happened.
+    unavailable_in_search: AtomicUsize,
 }
 
 impl HttpState {
@@ -132,25 +139,42 @@ impl HttpState {
     }
 }
 
-async fn ingest(State(s): State<Arc<HttpState>>, body: Bytes) -> StatusCode {
+async fn ingest(State(s): State<Arc<HttpState>>, body: Bytes) -> (StatusCode, &'static str) {
     let fail_first = s
         .fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
     if fail_first || s.failing.load(Ordering::SeqCst) {
         s.failures.fetch_add(1, Ordering::SeqCst);
-        return StatusCode::SERVICE_UNAVAILABLE;
+        return (StatusCode::SERVICE_UNAVAILABLE, "");
     }
     let Ok(Value::Array(records)) = serde_json::from_slice::<Value>(&body) else {
-        return StatusCode::BAD_REQUEST;
+        return (StatusCode::BAD_REQUEST, "not a JSON array");
     };
+    if let Some(marker) = s.refuse_marker.lock().unwrap().as_deref()
+        && records
+            .iter()
+            .any(|r| r["payload"].as_str().is_some_and(|p| p.contains(marker)))
+    {
+        s.refused.lock().unwrap().push(records.len());
+        let _ = s
+            .unavailable_in_search
+            .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst);
+        return (StatusCode::BAD_REQUEST, "a record is marked bad");
+    }
+    if s.unavailable_in_search
+        .compare_exchange(2, 0, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        s.fail_first.fetch_add(1, Ordering::SeqCst);
+    }
     let lens = records
         .iter()
         .map(|r| r["payload"].as_str().map_or(0, str::len))
         .collect();
     s.requests.lock().unwrap().push(lens);
     s.accepted.lock().unwrap().extend(records);
-    StatusCode::NO_CONTENT
+    (StatusCode::NO_CONTENT, "")
 }
 
 async fn http_server(state: Arc<HttpState>) -> String {
@@ -268,6 +292,90 @@ async fn http_sink_requests_stay_within_batch_max_bytes_of_payloads() {
     }
     // The bound was reached, not just respected: a backlog fills batches to three.
     assert!(requests.iter().any(|r| r.len() == 3), "{requests:?}");
+    conn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_sink_dead_letters_only_the_records_the_server_refuses() {
+    http_sink_bisection(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_sink_search_interrupted_by_a_503_resends_no_confirmed_record() {
+    http_sink_bisection(true).await;
+}
+
+/// 50 records, 2 marked, against a server refusing (400) any request with a marked
+/// record; with `unavailable`, a 503 interrupts the sink's search after its first
+/// confirmed half.
+async fn http_sink_bisection(unavailable: bool) {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let state = Arc::new(HttpState::default());
+    *state.refuse_marker.lock().unwrap() = Some("BAD".into());
+    state
+        .unavailable_in_search
+        .store(usize::from(unavailable), Ordering::SeqCst);
+    // Down while the backlog is published, so batches are full when it comes back.
+    state.failing.store(true, Ordering::SeqCst);
+    let url = http_server(state.clone()).await;
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: bisect, subscribe: [bis/#], session: clean, dead_letter: '{}', \
+             sink: {{http: {{url: '{url}', batch_max: 50, retry: {{min: 20ms, max: 100ms}}}}}}}}",
+            dead.display()
+        ),
+    );
+    let conn = Running::start(&cfg).await;
+    let mut input = numbered("m", 0..50);
+    input[23] = "BAD23".into();
+    input[37] = "BAD37".into();
+    publish_lines(&broker, "bis/a", input.clone()).await;
+    let s = state.clone();
+    eventually("a failed request", || {
+        s.failures.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    state.failing.store(false, Ordering::SeqCst);
+    let stats = conn.stats.clone();
+    eventually("all handled", || ConnectorStats::get(&stats.acked) == 50).await;
+
+    let good: Vec<String> = input
+        .iter()
+        .filter(|p| !p.contains("BAD"))
+        .cloned()
+        .collect();
+    assert_eq!(state.payloads(), good, "every good record once, in order");
+    let dead: Vec<Value> = lines_of(&dead)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dead_payloads: Vec<&Value> = dead.iter().map(|d| &d["record"]["payload"]).collect();
+    assert_eq!(dead_payloads, ["BAD23", "BAD37"]);
+    for d in &dead {
+        let err = d["error"].as_str().unwrap();
+        assert!(
+            err.contains("answered 400 Bad Request: a record is marked bad"),
+            "{err}"
+        );
+    }
+    assert_eq!(ConnectorStats::get(&stats.dead_lettered), 2);
+    assert_eq!(ConnectorStats::get(&stats.records_out), 48);
+    // The search was a search: refused requests of several records, and few of them
+    // (each refused record costs at most 2 × ⌈log2 50⌉ = 12 requests, plus its batch's).
+    let refused = state.refused.lock().unwrap().clone();
+    assert!(refused.iter().any(|&n| n > 1), "{refused:?}");
+    if unavailable {
+        assert_eq!(
+            state.unavailable_in_search.load(Ordering::SeqCst),
+            0,
+            "no 503 in the search"
+        );
+    } else {
+        assert!(refused.len() <= 2 * 13, "{refused:?}");
+    }
     conn.stop().await;
 }
 

@@ -1,13 +1,17 @@
 //! The library API against a real Mosquitto: emit is durable and routed, subscriptions fan
-//! out to every handler, and are renewed after the broker forgets them.
+//! out to every handler, and are renewed after the broker forgets them; `subscribe` on its
+//! own: QoS 1 delivery in order, two handlers on one filter, a filter the broker's ACL
+//! refuses, an invalid filter, a stopped link.
 
 use std::time::Duration;
 
-use mqlink::Link;
 use mqlink::config::{self, Format};
 use mqlink::mqtt::codec::QoS;
-use mqlink_testkit::{Mosquitto, MosquittoOptions, mosquitto_pub};
+use mqlink::{Link, LinkError};
+use mqlink_testkit::{Mosquitto, MosquittoOptions, mosquitto_pub, mosquitto_pub_with_stdin};
 use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -71,4 +75,166 @@ async fn emit_subscribe_fan_out_and_resubscribe_after_a_broker_restart() {
 
     stop.cancel();
     running.await.unwrap().unwrap();
+}
+
+/// A link to `broker` (spool in `dir`), its tasks running until the token is cancelled.
+fn start_link(
+    broker: &Mosquitto,
+    dir: &std::path::Path,
+) -> (Link, CancellationToken, JoinHandle<Result<(), LinkError>>) {
+    let yaml = format!(
+        "broker: {{url: '{}'}}\nspool: {{dir: '{}'}}\nroutes:\n  - {{match: ['*'], topic: 'lib/{{event}}'}}\n",
+        broker.url(),
+        dir.join("spool").display()
+    );
+    let config = config::from_str(&yaml, Format::Yaml, "test").unwrap();
+    let (link, tasks) = Link::open(&config).unwrap();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(tasks.run(stop.clone()));
+    (link, stop, running)
+}
+
+/// Publish `lines` on `topic` at QoS 1, one message per line, in order (one connection).
+async fn publish_lines(broker: &Mosquitto, topic: &str, lines: &[String]) {
+    let mut args = broker.client_args();
+    args.extend(["-q", "1", "-t", topic, "-l"].map(String::from));
+    let mut input = lines.join("\n");
+    input.push('\n');
+    let out =
+        tokio::task::spawn_blocking(move || mosquitto_pub_with_stdin(&args, input.as_bytes()))
+            .await
+            .unwrap();
+    assert!(out.status.success(), "mosquitto_pub: {out:?}");
+}
+
+/// The next `n` payloads `rx` receives, as text, each at QoS 1 on `topic`.
+async fn receive(rx: &mut mpsc::Receiver<mqlink::Publish>, n: usize, topic: &str) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let m = timeout(T, rx.recv())
+            .await
+            .expect("a message in time")
+            .expect("open");
+        assert_eq!((&*m.topic, m.qos), (topic, QoS::AtLeastOnce));
+        got.push(String::from_utf8(m.payload.to_vec()).unwrap());
+    }
+    got
+}
+
+/// A Mosquitto that refuses subscriptions to `secret/#` in its SUBACK. Its `acl_file` cannot:
+/// it only filters deliveries and grants every subscription (Mosquitto issue 2042), so the
+/// refusal comes from the dynamic security plugin (shipped with Mosquitto 2), with a role
+/// denying `subscribePattern secret/#` to anonymous clients. Its JSON goes in `dir`.
+fn refusing_mosquitto(dir: &std::path::Path) -> Mosquitto {
+    let plugin = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("mosquitto_dynamic_security.so")))
+        .chain([std::path::PathBuf::from(
+            "/usr/lib/mosquitto_dynamic_security.so",
+        )])
+        .find(|p| p.exists())
+        .expect("mosquitto_dynamic_security.so (Debian package mosquitto)");
+    let json = dir.join("dynamic-security.json");
+    std::fs::write(
+        &json,
+        r#"{"defaultACLAccess": {"publishClientSend": true, "publishClientReceive": true,
+             "subscribe": true, "unsubscribe": true},
+            "clients": [], "anonymousGroup": "anonymous",
+            "groups": [{"groupname": "anonymous", "roles": [{"rolename": "no-secrets"}]}],
+            "roles": [{"rolename": "no-secrets", "acls": [{"acltype": "subscribePattern",
+             "topic": "secret/#", "allow": false, "priority": 0}]}]}"#,
+    )
+    .unwrap();
+    Mosquitto::start(MosquittoOptions {
+        extra_config: vec![
+            format!("plugin {}", plugin.display()),
+            format!("plugin_opt_config_file {}", json.display()),
+        ],
+        ..MosquittoOptions::default()
+    })
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_delivers_matching_messages_at_qos_1_in_order() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (link, stop, running) = start_link(&broker, dir.path());
+    let mut rx = link.subscribe("ord/+", QoS::AtLeastOnce).await.unwrap();
+    // Not matching: a deeper level and another tree.
+    publish_lines(&broker, "ord/a/deep", &["no".into()]).await;
+    publish_lines(&broker, "other/a", &["no".into()]).await;
+    let want = numbered("m", 500);
+    publish_lines(&broker, "ord/a", &want).await;
+    assert_eq!(receive(&mut rx, 500, "ord/a").await, want);
+    assert!(rx.try_recv().is_err(), "nothing else arrived");
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_receivers_on_one_filter_each_get_every_message_once() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (link, stop, running) = start_link(&broker, dir.path());
+    let mut a = link.subscribe("two/#", QoS::AtLeastOnce).await.unwrap();
+    let mut b = link.subscribe("two/#", QoS::AtLeastOnce).await.unwrap();
+    let mut want = numbered("m", 300);
+    publish_lines(&broker, "two/x", &want).await;
+    // A last message: a duplicate of any earlier one would arrive before it (one
+    // connection, in order), so receiving exactly `want` then `end` rules duplicates out.
+    publish_lines(&broker, "two/x", &["end".into()]).await;
+    want.push("end".into());
+    for rx in [&mut a, &mut b] {
+        assert_eq!(receive(rx, want.len(), "two/x").await, want);
+    }
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_the_broker_refuses_is_refused_and_the_link_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = refusing_mosquitto(dir.path());
+    let (link, stop, running) = start_link(&broker, dir.path());
+    match link.subscribe("secret/#", QoS::AtLeastOnce).await {
+        Err(LinkError::Refused { filter, code }) => {
+            assert_eq!(filter, "secret/#");
+            assert!(code >= 0x80, "code 0x{code:02x}");
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    let mut rx = link.subscribe("open/#", QoS::AtLeastOnce).await.unwrap();
+    publish_lines(&broker, "open/1", &["hi".into()]).await;
+    assert_eq!(receive(&mut rx, 1, "open/1").await, ["hi"]);
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_filter_is_a_filter_error_and_a_stopped_link_is_closed() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (link, stop, running) = start_link(&broker, dir.path());
+    for bad in ["a/#/b", "a+/b", "", "$share/g"] {
+        match link.subscribe(bad, QoS::AtLeastOnce).await {
+            Err(e @ LinkError::Filter { .. }) => {
+                let LinkError::Filter { filter, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(filter, bad);
+                assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
+            }
+            other => panic!("'{bad}': expected Filter, got {other:?}"),
+        }
+    }
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    assert!(matches!(
+        link.subscribe("a/b", QoS::AtLeastOnce).await,
+        Err(LinkError::Closed)
+    ));
 }

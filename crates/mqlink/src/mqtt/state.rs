@@ -352,7 +352,8 @@ impl Session {
         self.subscribe_options = options;
     }
 
-    /// Ask for a subscription; it is remembered and renewed on every new session.
+    /// Ask for a subscription; it is remembered and renewed on every new session, unless
+    /// the broker refuses it in its answer to this request.
     pub fn subscribe(&mut self, token: Token, filters: Vec<(String, QoS)>) {
         for (f, q) in &filters {
             match self.subscriptions.iter_mut().find(|(g, _)| g == f) {
@@ -666,7 +667,20 @@ impl Session {
             }
             Packet::Publish(p) => self.on_publish(p)?,
             Packet::SubAck { pid, codes } => match self.requests_sent.remove(&pid) {
-                Some((Some(token), _)) => self.out.push_back(Output::Subscribed(token, codes)),
+                Some((Some(token), req)) => {
+                    // A filter refused in answer to the application's own request is
+                    // forgotten: the application is told, and renewing it on every new
+                    // session would only be refused (and warned about) again. A refused
+                    // renewal (below) is kept: the application was told it was granted.
+                    if let Request::Subscribe(filters) = &req {
+                        for ((f, _), c) in filters.iter().zip(&codes) {
+                            if *c >= 0x80 {
+                                self.subscriptions.retain(|(g, _)| g != f);
+                            }
+                        }
+                    }
+                    self.out.push_back(Output::Subscribed(token, codes));
+                }
                 Some((None, Request::Subscribe(filters))) => {
                     for ((f, _), c) in filters.iter().zip(&codes) {
                         if *c >= 0x80 {
@@ -1832,6 +1846,42 @@ mod tests {
                 packet: Packet::PubComp(Ack::ok(9)),
                 written: None
             }]
+        );
+    }
+
+    #[test]
+    fn a_filter_the_broker_refused_is_not_renewed_on_a_new_session() {
+        let mut s = Session::new(10);
+        s.subscribe(
+            1,
+            vec![
+                ("ok/#".into(), QoS::AtLeastOnce),
+                ("secret/#".into(), QoS::AtLeastOnce),
+            ],
+        );
+        s.connected(&connack(false, None));
+        let sent = drain(&mut s);
+        let [
+            Output::Send {
+                packet: Packet::Subscribe { pid, .. },
+                ..
+            },
+        ] = &sent[..]
+        else {
+            panic!("{sent:?}");
+        };
+        s.handle(Packet::SubAck {
+            pid: *pid,
+            codes: vec![1, 0x87],
+        })
+        .unwrap();
+        assert_eq!(drain(&mut s), vec![Output::Subscribed(1, vec![1, 0x87])]);
+        s.disconnected(Loss::Other);
+        s.connected(&connack(false, None));
+        let out = drain(&mut s);
+        assert!(
+            matches!(&out[..], [Output::Send { packet: Packet::Subscribe { filters, .. }, .. }] if filters == &vec![("ok/#".to_string(), QoS::AtLeastOnce)]),
+            "{out:?}"
         );
     }
 

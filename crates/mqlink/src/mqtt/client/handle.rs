@@ -97,7 +97,8 @@ impl Client {
     }
 
     /// Subscribe and wait for the broker's answer: one code per filter (granted QoS 0-2,
-    /// or ≥ 0x80 refused). The subscription is renewed on every new session.
+    /// or ≥ 0x80 refused). A granted subscription is renewed on every new session; a
+    /// refused one is forgotten.
     ///
     /// # Errors
     /// [`ClientClosed`] when the loop has stopped.
