@@ -366,37 +366,6 @@ mod tests {
 
     use super::*;
 
-    /// As in `tests/link.rs`: a Mosquitto whose dynamic security plugin refuses
-    /// subscriptions to `secret/#` (its `acl_file` grants every subscription).
-    fn refusing_mosquitto(dir: &std::path::Path) -> Mosquitto {
-        let plugin = std::fs::read_dir("/usr/lib")
-            .unwrap()
-            .filter_map(|e| Some(e.ok()?.path().join("mosquitto_dynamic_security.so")))
-            .chain([std::path::PathBuf::from(
-                "/usr/lib/mosquitto_dynamic_security.so",
-            )])
-            .find(|p| p.exists())
-            .expect("mosquitto_dynamic_security.so (Debian package mosquitto)");
-        let json = dir.join("dynamic-security.json");
-        std::fs::write(
-            &json,
-            r#"{"defaultACLAccess": {"publishClientSend": true, "publishClientReceive": true,
-                 "subscribe": true, "unsubscribe": true},
-                "clients": [], "anonymousGroup": "anonymous",
-                "groups": [{"groupname": "anonymous", "roles": [{"rolename": "no-secrets"}]}],
-                "roles": [{"rolename": "no-secrets", "acls": [{"acltype": "subscribePattern",
-                 "topic": "secret/#", "allow": false, "priority": 0}]}]}"#,
-        )
-        .unwrap();
-        Mosquitto::start(MosquittoOptions {
-            extra_config: vec![
-                format!("plugin {}", plugin.display()),
-                format!("plugin_opt_config_file {}", json.display()),
-            ],
-            ..MosquittoOptions::default()
-        })
-    }
-
     fn handlers(link: &Link) -> usize {
         link.handlers.lock().unwrap().len()
     }
@@ -404,7 +373,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_handler_stays_registered_only_while_its_subscription_stands() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = refusing_mosquitto(dir.path());
+        let broker = Mosquitto::start(MosquittoOptions::refusing_subscriptions(
+            dir.path(),
+            "secret/#",
+        ));
         let yaml = format!(
             "broker: {{url: '{}'}}\nspool: {{dir: '{}'}}\n",
             broker.url(),

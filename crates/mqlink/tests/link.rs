@@ -121,39 +121,6 @@ async fn receive(rx: &mut mpsc::Receiver<mqlink::Publish>, n: usize, topic: &str
     got
 }
 
-/// A Mosquitto that refuses subscriptions to `secret/#` in its SUBACK. Its `acl_file` cannot:
-/// it only filters deliveries and grants every subscription (Mosquitto issue 2042), so the
-/// refusal comes from the dynamic security plugin (shipped with Mosquitto 2), with a role
-/// denying `subscribePattern secret/#` to anonymous clients. Its JSON goes in `dir`.
-fn refusing_mosquitto(dir: &std::path::Path) -> Mosquitto {
-    let plugin = std::fs::read_dir("/usr/lib")
-        .unwrap()
-        .filter_map(|e| Some(e.ok()?.path().join("mosquitto_dynamic_security.so")))
-        .chain([std::path::PathBuf::from(
-            "/usr/lib/mosquitto_dynamic_security.so",
-        )])
-        .find(|p| p.exists())
-        .expect("mosquitto_dynamic_security.so (Debian package mosquitto)");
-    let json = dir.join("dynamic-security.json");
-    std::fs::write(
-        &json,
-        r#"{"defaultACLAccess": {"publishClientSend": true, "publishClientReceive": true,
-             "subscribe": true, "unsubscribe": true},
-            "clients": [], "anonymousGroup": "anonymous",
-            "groups": [{"groupname": "anonymous", "roles": [{"rolename": "no-secrets"}]}],
-            "roles": [{"rolename": "no-secrets", "acls": [{"acltype": "subscribePattern",
-             "topic": "secret/#", "allow": false, "priority": 0}]}]}"#,
-    )
-    .unwrap();
-    Mosquitto::start(MosquittoOptions {
-        extra_config: vec![
-            format!("plugin {}", plugin.display()),
-            format!("plugin_opt_config_file {}", json.display()),
-        ],
-        ..MosquittoOptions::default()
-    })
-}
-
 fn numbered(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -198,7 +165,10 @@ async fn two_receivers_on_one_filter_each_get_every_message_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_the_broker_refuses_is_refused_and_the_link_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = refusing_mosquitto(dir.path());
+    let broker = Mosquitto::start(MosquittoOptions::refusing_subscriptions(
+        dir.path(),
+        "secret/#",
+    ));
     let (link, stop, running) = start_link(&broker, dir.path());
     match link.subscribe("secret/#", QoS::AtLeastOnce).await {
         Err(LinkError::Refused { filter, code }) => {

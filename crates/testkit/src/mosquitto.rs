@@ -83,6 +83,43 @@ impl Default for MosquittoOptions {
     }
 }
 
+impl MosquittoOptions {
+    /// A Mosquitto that refuses anonymous subscriptions to `pattern` in its SUBACK (0x87
+    /// on MQTT 5, 0x80 on 3.1.1). Its `acl_file` cannot: it only filters deliveries and
+    /// grants every subscription (Mosquitto issue 2042), so the refusal comes from the
+    /// dynamic security plugin shipped with Mosquitto 2, with a role denying
+    /// `subscribePattern` `pattern`. Its JSON goes in `dir`.
+    ///
+    /// # Panics
+    /// When the plugin is not installed or the file cannot be written.
+    pub fn refusing_subscriptions(dir: &Path, pattern: &str) -> MosquittoOptions {
+        let plugin = std::fs::read_dir("/usr/lib")
+            .expect("/usr/lib")
+            .filter_map(|e| Some(e.ok()?.path().join("mosquitto_dynamic_security.so")))
+            .chain([PathBuf::from("/usr/lib/mosquitto_dynamic_security.so")])
+            .find(|p| p.exists())
+            .expect("mosquitto_dynamic_security.so (Debian package mosquitto)");
+        let json = dir.join("dynamic-security.json");
+        // `pattern` is a topic filter: no quote or backslash to escape in it.
+        let config = format!(
+            r#"{{"defaultACLAccess": {{"publishClientSend": true, "publishClientReceive": true,
+                 "subscribe": true, "unsubscribe": true}},
+                "clients": [], "anonymousGroup": "anonymous",
+                "groups": [{{"groupname": "anonymous", "roles": [{{"rolename": "refused"}}]}}],
+                "roles": [{{"rolename": "refused", "acls": [{{"acltype": "subscribePattern",
+                 "topic": "{pattern}", "allow": false, "priority": 0}}]}}]}}"#
+        );
+        std::fs::write(&json, config).expect("write the dynamic security file");
+        MosquittoOptions {
+            extra_config: vec![
+                format!("plugin {}", plugin.display()),
+                format!("plugin_opt_config_file {}", json.display()),
+            ],
+            ..MosquittoOptions::default()
+        }
+    }
+}
+
 /// The ports of each enabled listener; fixed for the broker's lifetime, across restarts.
 #[derive(Debug, Clone, Copy)]
 struct Ports {
