@@ -91,7 +91,7 @@ pub mod internals {
     pub use crate::publish::message::{DecodeError, OutMessage};
     #[cfg(feature = "sink-nats")]
     pub use crate::sink::nats::NatsSink;
-    pub use crate::sink::{Body, Deliver, OpenError, Record, Sink, SinkError, open};
+    pub use crate::sink::{Body, Deliver, Meta, OpenError, Record, Sink, SinkError, open};
     /// The HTTP source's body parser: `fuzz/fuzz_targets/http_batch.rs` fuzzes it.
     #[cfg(feature = "http")]
     pub use crate::source::http::{ApiError, BodyKind, parse_batch};

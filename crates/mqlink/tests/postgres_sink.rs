@@ -816,3 +816,131 @@ async fn a_row_by_row_walk_longer_than_the_timeout_still_ends() {
     );
     assert_eq!(count(&pg, "mqtt_messages").await, ROWS + 1);
 }
+
+/// `payloads` as records of topic `t/1`, shared for a pipelined attempt; those named in
+/// `redelivered` carry the broker's DUP flag.
+fn batch_of(
+    payloads: &[&'static str],
+    redelivered: &[&str],
+) -> std::sync::Arc<[mqlink::internals::Record]> {
+    payloads
+        .iter()
+        .map(|p| {
+            let mut r = raw_record(p);
+            if redelivered.contains(p) {
+                r.meta = std::sync::Arc::new(mqlink::internals::Meta {
+                    redelivered: true,
+                    ..Default::default()
+                });
+            }
+            r
+        })
+        .collect()
+}
+
+/// A pipelined attempt at `batch` (the sink must be connected), to its end.
+async fn pipelined(
+    sink: &mut mqlink::internals::Sink,
+    batch: &std::sync::Arc<[mqlink::internals::Record]>,
+) -> Result<(), mqlink::internals::SinkError> {
+    sink.start(batch)
+        .expect("a connected sink pipelines the batch")
+        .await
+}
+
+/// The pipelined path inserts without `ON CONFLICT` (cheaper for the server). A row
+/// stored before (an identical earlier message) fails that batch as a whole; the
+/// one-at-a-time retry stores the rest once, and from then on every batch takes the
+/// `ON CONFLICT` statement: the same conflict does not fail a batch again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipelined_batch_meeting_a_stored_row_goes_again_with_on_conflict_for_good() {
+    let pg = Postgres::start();
+    let mut sink = open_sink(&pg.url()).await;
+    sink.deliver(&batch_of(&["a"], &[])).await.unwrap();
+    let met = batch_of(&["b", "a", "c"], &[]);
+    let first = pipelined(&mut sink, &met).await;
+    assert!(
+        matches!(
+            first,
+            Err(mqlink::internals::SinkError::Retry { done: 0, .. })
+        ),
+        "the fast path skipped the stored row: {first:?}"
+    );
+    assert_eq!(
+        texts(&pg, STORED).await,
+        ["a"],
+        "a failed statement stored rows"
+    );
+    sink.deliver(&met).await.unwrap();
+    assert_eq!(texts(&pg, STORED).await, ["a", "b", "c"]);
+    // The next identical message finds the ON CONFLICT statement.
+    pipelined(&mut sink, &batch_of(&["d", "b"], &[]))
+        .await
+        .expect("a conflict after the first goes with ON CONFLICT");
+    assert_eq!(texts(&pg, STORED).await, ["a", "b", "c", "d"]);
+}
+
+/// A batch holding a record the broker redelivered (DUP), or the same message twice,
+/// goes with `ON CONFLICT` at once: after a restart the stored part of a resumed
+/// session's backlog does not fail batches, nor switch the fast path off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_or_repeated_record_takes_the_on_conflict_statement_at_once() {
+    let pg = Postgres::start();
+    let mut sink = open_sink(&pg.url()).await;
+    sink.deliver(&batch_of(&["a"], &[])).await.unwrap();
+    pipelined(&mut sink, &batch_of(&["a", "b"], &["a"]))
+        .await
+        .expect("a redelivered stored record is skipped");
+    pipelined(&mut sink, &batch_of(&["c", "c", "d"], &[]))
+        .await
+        .expect("a message twice in one batch is stored once");
+    assert_eq!(texts(&pg, STORED).await, ["a", "b", "c", "d"]);
+    // Neither switched the fast path off: a stored row that nothing announced still
+    // fails the plain statement.
+    let unannounced = pipelined(&mut sink, &batch_of(&["e", "a"], &[])).await;
+    assert!(
+        unannounced.is_err(),
+        "the fast path is off: {unannounced:?}"
+    );
+    assert_eq!(texts(&pg, STORED).await, ["a", "b", "c", "d"]);
+}
+
+/// End to end: two messages identical to earlier ones (same topic and payload) in a
+/// backlog drained by pipelined batches. The first fails its batch's fast-path INSERT
+/// once; that batch is stored again without it, the connector acknowledges everything,
+/// and the second finds the `ON CONFLICT` statement (no second failed delivery).
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_messages_in_a_pipelined_backlog_are_stored_once_and_fail_one_attempt() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let pg = Postgres::start();
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: same, client_id: pipe-pg-same, subscribe: ['t/#'], format: raw, \
+             session: persistent, sink: {{postgres: {{url: '{}', batch_max: 100, in_flight: 4, \
+             retry: {{min: 10ms, max: 100ms}}}}}}}}",
+            pg.url()
+        ),
+    );
+    Running::start(&cfg).await.stop().await;
+    let mut lines = numbered("m", 0..3_000);
+    lines[1_500] = "m100".into();
+    lines[2_500] = "m200".into();
+    publish_lines(&broker, "t/1", lines.clone()).await;
+    let conn = Running::start(&cfg).await;
+    let stats = conn.stats.clone();
+    eventually("all acked", || ConnectorStats::get(&stats.acked) == 3_000).await;
+    let mut stored = texts(&pg, STORED).await;
+    stored.sort();
+    let mut want: Vec<String> = numbered("m", 0..3_000);
+    want.retain(|m| m != "m1500" && m != "m2500");
+    want.sort();
+    assert_eq!(stored, want, "every distinct message once");
+    assert_eq!(ConnectorStats::get(&stats.dead_lettered), 0);
+    assert_eq!(
+        ConnectorStats::get(&stats.sink_errors),
+        1,
+        "only the first identical message fails a fast-path batch"
+    );
+    conn.stop().await;
+}

@@ -691,6 +691,7 @@ impl Worker<'_> {
             Some(m)
                 if m.qos == p.qos as u8
                     && m.retain == p.retain
+                    && m.redelivered == p.dup
                     && m.user_properties == p.props.user =>
             {
                 m.clone()
@@ -700,6 +701,7 @@ impl Worker<'_> {
                     qos: p.qos as u8,
                     retain: p.retain,
                     user_properties: p.props.user.clone(),
+                    redelivered: p.dup,
                 });
                 *last_meta = Some(m.clone());
                 m

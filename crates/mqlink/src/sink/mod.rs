@@ -380,6 +380,10 @@ pub struct Meta {
     pub retain: bool,
     /// Its MQTT 5 user properties, in order.
     pub user_properties: Vec<(String, String)>,
+    /// The broker marked it a redelivery (the PUBLISH's DUP flag): it may be a message a
+    /// sink stored before the acknowledgement was lost. Sinks that take a faster path for
+    /// records that cannot be stored yet (PostgreSQL) leave it for these.
+    pub redelivered: bool,
 }
 
 impl Record {

@@ -25,10 +25,24 @@
 //! own, and PostgreSQL commits it at the protocol's Sync and answers ReadyForQuery only
 //! after that commit (after the WAL flush under `synchronous_commit`), which is where
 //! tokio-postgres's `execute` returns. So a batch costs one round trip, not three; the
-//! explicit transaction cost 2-3× the throughput on a loaded machine (bench/NOTES.md). `dedup_id` is the NATS sink's message id (`{connector}-{128-bit hash
-//! of topic, payload and position}`), so a message the MQTT broker redelivers after a
-//! commit whose acknowledgement was lost is not stored twice; the same trade-off as
-//! there: identical messages (same topic and payload) count once.
+//! explicit transaction cost 2-3× the throughput on a loaded machine (bench/NOTES.md).
+//! `dedup_id` is the NATS sink's message id (`{connector}-{128-bit hash of topic, payload
+//! and position}`), so a message the MQTT broker redelivers after a commit whose
+//! acknowledgement was lost is not stored twice; the same trade-off as there: identical
+//! messages (same topic and payload) count once.
+//!
+//! Two forms of that statement, both prepared per connection ([`Statements`]). A
+//! pipelined batch that cannot hold a stored row goes without `ON CONFLICT`, which spares
+//! the server a speculative insertion per row (an index probe and a WAL record; ~15 % of
+//! the drain rate, docs/BENCHMARKS.md). Such a batch: none of its records carries the
+//! broker's DUP flag (a redelivery, [`super::Meta::redelivered`]), no id is in it twice,
+//! and the sink has not met a conflict yet. Retries and the one-at-a-time path always use
+//! `ON CONFLICT`. A stored row the fast statement still meets (a message identical to an
+//! earlier one, or a redelivery a broker did not mark) fails that batch as a whole
+//! (unique violation, nothing stored); the connector delivers it again with `ON
+//! CONFLICT` after the batches pipelined behind it (so its rows get higher `id`s than
+//! theirs), and from then on every batch of this sink goes with `ON CONFLICT` (logged
+//! once as a warning).
 //!
 //! Failures: SQLSTATE classes 22 (bad data, e.g. a non-JSON payload for `jsonb`), 23
 //! (constraints other than the de-dup conflict, which is not an error), 42 (undefined
@@ -71,6 +85,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use tokio_postgres::config::SslMode;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Socket, Statement};
@@ -421,8 +436,10 @@ impl Spec for PostgresConfig {
                 columns: self.columns,
                 timeout: self.timeout,
                 create_sql: create_sql(&table, &self.columns),
-                insert_sql: insert_sql(&table, &self.columns),
+                insert_sql: insert_sql(&table, &self.columns, true),
+                fresh_sql: insert_sql(&table, &self.columns, false),
                 conn: None,
+                conflicted: Arc::new(AtomicBool::new(false)),
                 stale: Arc::new(AtomicBool::new(false)),
             },
             Some(driver),
@@ -477,7 +494,9 @@ fn create_sql(table: &str, c: &Columns) -> String {
     format!("CREATE TABLE IF NOT EXISTS {table} ({})", cols.join(", "))
 }
 
-fn insert_sql(table: &str, c: &Columns) -> String {
+/// The batch insert; `on_conflict`: rows whose `dedup_id` is stored already are skipped
+/// (`ON CONFLICT (dedup_id) DO NOTHING`), else such a row fails the statement.
+fn insert_sql(table: &str, c: &Columns, on_conflict: bool) -> String {
     // (column, array parameter type, select expression)
     let mut cols: Vec<(&str, &str, &str)> = vec![("dedup_id", "text[]", "dedup_id")];
     if c.topic {
@@ -502,8 +521,12 @@ fn insert_sql(table: &str, c: &Columns) -> String {
         .collect();
     let select: Vec<&str> = cols.iter().map(|c| c.2).collect();
     format!(
-        "INSERT INTO {table} ({names}) SELECT {select} FROM unnest({params}) AS r({names}) \
-         ON CONFLICT (dedup_id) DO NOTHING",
+        "INSERT INTO {table} ({names}) SELECT {select} FROM unnest({params}) AS r({names}){}",
+        if on_conflict {
+            " ON CONFLICT (dedup_id) DO NOTHING"
+        } else {
+            ""
+        },
         names = names.join(", "),
         select = select.join(", "),
         params = params.join(", "),
@@ -522,8 +545,12 @@ pub struct PostgresSink {
     timeout: Duration,
     create_sql: String,
     insert_sql: String,
+    fresh_sql: String,
     // Shared with the pipelined attempts on it; let go once none holds it.
-    conn: Option<(Arc<Leased<Client>>, Statement)>,
+    conn: Option<(Arc<Leased<Client>>, Statements)>,
+    // Set for good once a batch on the fast path met a row already stored (see
+    // `Statements::fresh`): from then on every batch goes with `ON CONFLICT`.
+    conflicted: Arc<AtomicBool>,
     // Set by a pipelined attempt that failed in a way that leaves the connection in doubt
     // (a timeout, a transient error): the next delivery connects afresh.
     stale: Arc<AtomicBool>,
@@ -614,6 +641,24 @@ fn params(c: Columns, a: &Arrays) -> Vec<&(dyn ToSql + Sync)> {
     p
 }
 
+/// The insert statements prepared on a connection.
+struct Statements {
+    /// `INSERT … ON CONFLICT (dedup_id) DO NOTHING`: for batches that may hold a record
+    /// stored before (a redelivery, a retry).
+    insert: Statement,
+    /// The same without `ON CONFLICT`, for the pipelined batches that cannot: a row
+    /// already stored fails it (unique violation on `dedup_id`). PostgreSQL's speculative
+    /// insertion for `ON CONFLICT` (an index probe and a confirmation WAL record per row)
+    /// costs ~15 % of the connector's drain rate (docs/BENCHMARKS.md).
+    fresh: Statement,
+}
+
+/// Whether no id appears twice in `ids` (two identical messages in one batch).
+fn distinct(ids: &[String]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.iter().all(|id| seen.insert(id.as_str()))
+}
+
 /// The batch's columns as arrays, in the insert statement's parameter order.
 struct Arrays {
     dedup: Vec<String>,
@@ -666,15 +711,16 @@ impl PostgresSink {
                     }
                 })?;
         }
-        let stmt = client
+        // An undefined table or column is permanent: every record would be refused.
+        let insert = client
             .prepare(&self.insert_sql)
             .await
-            .map_err(|e| match classify(&e) {
-                // An undefined table or column: every record would be refused.
-                DbError::Permanent(m) => DbError::Permanent(m),
-                DbError::Transient(m) => DbError::Transient(m),
-            })?;
-        self.conn = Some((Arc::new(client), stmt));
+            .map_err(|e| classify(&e))?;
+        let fresh = client
+            .prepare(&self.fresh_sql)
+            .await
+            .map_err(|e| classify(&e))?;
+        self.conn = Some((Arc::new(client), Statements { insert, fresh }));
         Ok(())
     }
 
@@ -720,12 +766,12 @@ impl PostgresSink {
     async fn insert_batch(&mut self, batch: &[Record]) -> Result<(), DbError> {
         let a = self.arrays(batch).map_err(|(_, m)| DbError::Permanent(m))?;
         let params = self.params(&a);
-        let (client, stmt) = self
+        let (client, stmts) = self
             .conn
             .as_mut()
             .ok_or_else(|| DbError::Transient("no connection".into()))?;
         client
-            .execute(&*stmt, &params)
+            .execute(&stmts.insert, &params)
             .await
             .map(drop)
             .map_err(|e| classify(&e))
@@ -752,10 +798,11 @@ impl PostgresSink {
         mut refused: Option<String>,
     ) -> Result<(usize, Option<String>), DbError> {
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = rows.iter().map(|a| self.params(a)).collect();
-        let (client, stmt) = self
+        let (client, stmts) = self
             .conn
             .as_mut()
             .ok_or_else(|| DbError::Transient("no connection".into()))?;
+        let stmt = &stmts.insert;
         // The connector runs this path only once no pipelined attempt is left, so the
         // client is not shared; a transaction must not take in another batch's statement.
         let client = Arc::get_mut(client).ok_or_else(|| {
@@ -769,7 +816,7 @@ impl PostgresSink {
         let mut done = 0;
         for p in &params {
             let sp = timed(limit, tx.savepoint("mqlink_row")).await?;
-            match timed(limit, sp.execute(&*stmt, p)).await {
+            match timed(limit, sp.execute(stmt, p)).await {
                 Ok(_) => {
                     timed(limit, sp.commit()).await?;
                     done += 1;
@@ -860,11 +907,16 @@ impl Deliver for PostgresSink {
         if self.stale.load(Ordering::Relaxed) {
             return None;
         }
-        let (client, stmt) = self.conn.as_ref().filter(|(c, _)| !c.is_closed())?;
-        let (client, stmt) = (client.clone(), stmt.clone());
+        let (client, stmts) = self.conn.as_ref().filter(|(c, _)| !c.is_closed())?;
         let arrays = self.arrays(batch).ok()?;
+        let fresh = !self.conflicted.load(Ordering::Relaxed)
+            && !batch.iter().any(|r| r.meta.redelivered)
+            && distinct(&arrays.dedup);
+        let stmt = if fresh { &stmts.fresh } else { &stmts.insert };
+        let (client, stmt) = (client.clone(), stmt.clone());
         let columns = self.columns;
         let stale = self.stale.clone();
+        let conflicted = self.conflicted.clone();
         let target = self.target.clone();
         let timeout = self.timeout;
         // The deadline runs from now, like the one-at-a-time path's.
@@ -875,6 +927,25 @@ impl Deliver for PostgresSink {
         Some(Box::pin(async move {
             let reason = match insert.await {
                 Ok(Ok(_)) => return Ok(()),
+                // A row was stored already, though nothing said so (see
+                // `Statements::fresh`): nothing of the batch is; the connector delivers
+                // it again once the batches behind it are done, one at a time and so
+                // with `ON CONFLICT`, as every batch from now on.
+                Ok(Err(e)) if fresh && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    if !conflicted.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            sink = %target,
+                            "a batch met a row stored before (an identical earlier message, \
+                             or a redelivery the broker did not mark as one); it is stored \
+                             again without that row, after the batches sent behind it, and \
+                             every batch now goes as INSERT … ON CONFLICT: {}",
+                            match classify(&e) {
+                                DbError::Permanent(m) | DbError::Transient(m) => m,
+                            }
+                        );
+                    }
+                    "a row was stored before; the batch goes again with ON CONFLICT".into()
+                }
                 Ok(Err(e)) => match classify(&e) {
                     // The statement was refused: the connection is fine; the
                     // one-at-a-time path finds the record and dead-letters it.
