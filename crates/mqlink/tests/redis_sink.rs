@@ -994,3 +994,78 @@ async fn a_connector_whose_redis_connection_is_cut_inside_a_transaction_loses_no
     assert_acks_in_arrival_order(&broker, "redis-cut", 200).await;
     conn.stop().await;
 }
+
+/// Two transactions refused as a whole (NOPERM while queuing) while pipelined with a good
+/// one: each refused batch's next try is a bare pipeline, which finds the refused record,
+/// and the batches after them are transactions again.
+///
+/// A current-thread runtime: all three attempts are on the connection before any answer
+/// is read.
+#[tokio::test]
+async fn pipelined_transactions_refused_as_a_whole_each_get_one_bare_retry() {
+    let redis = Redis::start();
+    acl_user(&redis, "limited", &["~s:ok*", "&*", "+@all"]).await;
+    let url = format!("redis://limited:secret@127.0.0.1:{}", redis.port());
+    let mut sink = open_sink_with(&url, "stream: 's:{topic_level_1}', in_flight: 8").await;
+    sink.deliver(&[record("ok/1", "o0")]).await.unwrap();
+    let a: Arc<[Record]> = [
+        record("ok/1", "o1"),
+        record("no/1", "x1"),
+        record("ok/1", "o2"),
+    ]
+    .into();
+    let b: Arc<[Record]> = [
+        record("ok/1", "o3"),
+        record("no/1", "x2"),
+        record("ok/1", "o4"),
+    ]
+    .into();
+    let c: Arc<[Record]> = [record("ok/1", "o5"), record("ok/1", "o6")].into();
+    let started = start_all(&mut sink, &[a.clone(), b.clone(), c.clone()]);
+    let results = futures_util::future::join_all(started).await;
+    for r in &results[..2] {
+        assert!(
+            matches!(r, Err(SinkError::Retry { done: 0, reason }) if reason.contains("transaction refused: NOPERM")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(results[2], Ok(()));
+    assert_eq!(records(&redis, "s:ok").await, ["o0", "o5", "o6"]);
+    let multi = calls(&redis, "multi").await;
+
+    // As the connector goes on: each refused batch alone, in order, and what is left of
+    // it after the refused record.
+    for (batch, refused) in [(&a, "x1"), (&b, "x2")] {
+        match sink.deliver(batch).await {
+            Err(SinkError::Reject {
+                done: 1,
+                count: 1,
+                reason,
+            }) => assert!(reason.contains("NOPERM"), "{reason}"),
+            other => panic!("expected a bare pipeline to refuse {refused}, got {other:?}"),
+        }
+        sink.deliver(&batch[2..]).await.unwrap();
+    }
+    assert_eq!(
+        calls(&redis, "multi").await,
+        multi,
+        "a retry went as a transaction"
+    );
+    assert_eq!(
+        records(&redis, "s:ok").await,
+        ["o0", "o5", "o6", "o1", "o2", "o3", "o4"]
+    );
+
+    // Then transactions again.
+    let exec = calls(&redis, "exec").await;
+    sink.deliver(&[record("ok/1", "o7"), record("ok/1", "o8")])
+        .await
+        .unwrap();
+    sink.deliver(&[record("ok/1", "o9")]).await.unwrap();
+    assert_eq!(calls(&redis, "exec").await, exec + 2);
+    assert_eq!(calls(&redis, "multi").await, multi + 2);
+    assert_eq!(
+        records(&redis, "s:ok").await,
+        ["o0", "o5", "o6", "o1", "o2", "o3", "o4", "o7", "o8", "o9"]
+    );
+}
