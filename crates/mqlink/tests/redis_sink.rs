@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
@@ -1068,4 +1069,50 @@ async fn pipelined_transactions_refused_as_a_whole_each_get_one_bare_retry() {
         records(&redis, "s:ok").await,
         ["o0", "o5", "o6", "o1", "o2", "o3", "o4", "o7", "o8", "o9"]
     );
+}
+
+/// `Deliver::start`'s promise: pipelines go out in the order their attempts were first
+/// polled, however they are polled after, for as many as a connector may have in flight
+/// (`in_flight` up to 64). That holds while redis-rs's request channel has room (50 by
+/// default; the sink sizes it above 64): a first poll that finds it full only queues for
+/// room, and the pipeline goes out at the attempt's next poll, in the order of those polls.
+///
+/// A current-thread runtime: the connection's I/O task runs only when this test awaits,
+/// so the 64 first polls happen with nothing taken off the channel.
+#[tokio::test]
+async fn sixty_four_pipelined_attempts_go_out_in_the_order_they_were_first_polled() {
+    let redis = Redis::start();
+    let mut sink = open_sink_with(&redis.url(), "stream: 's', in_flight: 64").await;
+    sink.deliver(&[raw_record("first")]).await.unwrap();
+    let batches: Vec<Arc<[Record]>> = (0..64)
+        .map(|i| [record("t/1", format!("p{i}"))].into())
+        .collect();
+    // A fresh cooperative budget: a first poll that exhausted it would send nothing.
+    tokio::task::yield_now().await;
+    let mut attempts: Vec<Option<Attempt>> = start_all(&mut sink, &batches)
+        .into_iter()
+        .map(Some)
+        .collect();
+    // Polled last to first from here on.
+    let results = std::future::poll_fn(|cx| {
+        for a in attempts.iter_mut().rev() {
+            if let Some(f) = a
+                && let Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                r.unwrap();
+                *a = None;
+            }
+        }
+        if attempts.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), results)
+        .await
+        .expect("every attempt answered");
+    let mut want = vec!["first".to_string()];
+    want.extend(payloads(&batches));
+    assert_eq!(records(&redis, "s").await, want);
 }
