@@ -3,12 +3,19 @@
 
 mod support;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use mqlink::internals::ConnectorStats;
+use futures_util::FutureExt as _;
+use mqlink::internals::{ConnectorStats, Record, Sink, SinkError};
 use mqlink_testkit::{Mosquitto, MosquittoOptions, Redis, TlsMaterial};
 use redis::AsyncCommands as _;
 use support::*;
+use tokio::net::TcpStream;
 
 /// Every entry of `stream`: (topic field, record field).
 async fn entries(redis: &Redis, stream: &str) -> Vec<(String, Vec<u8>)> {
@@ -358,12 +365,13 @@ fn raw_record(payload: &'static str) -> mqlink::internals::Record {
 }
 
 /// A raw record of `payload` from `topic`.
-fn record(topic: &str, payload: &'static str) -> mqlink::internals::Record {
+fn record(topic: &str, payload: impl Into<String>) -> mqlink::internals::Record {
+    let payload = bytes::Bytes::from(payload.into());
     mqlink::internals::Record {
         topic: topic.into(),
-        source: bytes::Bytes::from_static(payload.as_bytes()),
+        source: payload.clone(),
         part: 0,
-        body: mqlink::internals::Body::Raw(bytes::Bytes::from_static(payload.as_bytes())),
+        body: mqlink::internals::Body::Raw(payload),
         meta: Default::default(),
     }
 }
@@ -719,4 +727,392 @@ async fn a_user_without_transactions_gets_its_entries_as_a_bare_pipeline() {
     assert_eq!(records(&redis, "s").await, ["x", "y", "z"]);
     assert_eq!(calls(&redis, "exec").await, 0);
     assert_eq!(calls(&redis, "xadd").await, 3);
+}
+
+/// `EXEC` and `MULTI` as redis-rs writes them (a RESP array of one bulk string).
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+
+/// A TCP proxy (127.0.0.1, port 0) in front of the Redis at `127.0.0.1:upstream` that cuts
+/// its first connection inside a transaction: it forwards the client's bytes up to, not
+/// including, the `skip + 1`-th `EXEC`, then closes both sides. Later connections pass
+/// untouched.
+struct ExecCutter {
+    port: u16,
+    cuts: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ExecCutter {
+    async fn start(upstream: u16, skip: usize) -> ExecCutter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let counted = cuts.clone();
+        let task = tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    return;
+                };
+                if std::mem::take(&mut first) {
+                    tokio::spawn(cut_before_exec(client, server, skip, counted.clone()));
+                } else {
+                    tokio::spawn(async move {
+                        let (mut client, mut server) = (client, server);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    });
+                }
+            }
+        });
+        ExecCutter { port, cuts, task }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Connections cut with a transaction open (a `MULTI` forwarded since the last
+    /// `EXEC`).
+    fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ExecCutter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Forwards `client`'s bytes to `server` up to the `skip + 1`-th `EXEC` (found however
+/// the reads split it), keeps that one back and closes both connections; `server`'s
+/// answers flow back meanwhile.
+async fn cut_before_exec(
+    client: TcpStream,
+    server: TcpStream,
+    skip: usize,
+    cuts: Arc<AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let back = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+    });
+    // Read from the client, not yet forwarded; forwarded since the last EXEC.
+    let (mut held, mut since_exec) = (Vec::new(), Vec::new());
+    let mut execs = 0;
+    let mut chunk = vec![0; 64 << 10];
+    loop {
+        let n = match from_client.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        held.extend_from_slice(&chunk[..n]);
+        loop {
+            let (upto, at_exec) = match find(&held, EXEC) {
+                Some(i) if execs == skip => {
+                    let out: Vec<u8> = held.drain(..i).collect();
+                    let _ = to_server.write_all(&out).await;
+                    since_exec.extend_from_slice(&out);
+                    if find(&since_exec, MULTI).is_some() {
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Dropping the halves closes both connections.
+                    back.abort();
+                    return;
+                }
+                Some(i) => (i + EXEC.len(), true),
+                // All but a tail that may be the start of an EXEC split across reads.
+                None => (held.len() - partial_suffix(&held, EXEC), false),
+            };
+            let out: Vec<u8> = held.drain(..upto).collect();
+            if to_server.write_all(&out).await.is_err() {
+                back.abort();
+                return;
+            }
+            since_exec.extend_from_slice(&out);
+            if !at_exec {
+                break;
+            }
+            execs += 1;
+            since_exec.clear();
+        }
+    }
+    back.abort();
+}
+
+/// Where `pat` first occurs in `buf`.
+fn find(buf: &[u8], pat: &[u8]) -> Option<usize> {
+    buf.windows(pat.len()).position(|w| w == pat)
+}
+
+/// The length of the longest end of `buf` that begins `pat` (shorter than `pat`).
+fn partial_suffix(buf: &[u8], pat: &[u8]) -> usize {
+    (1..pat.len())
+        .rev()
+        .find(|&k| buf.ends_with(&pat[..k]))
+        .unwrap_or(0)
+}
+
+/// A pipelined attempt at each of `batches`, started in order and each polled once, as a
+/// connector does (that puts its pipeline on the connection).
+fn start_all(sink: &mut Sink, batches: &[Arc<[Record]>]) -> Vec<Attempt> {
+    batches
+        .iter()
+        .map(|b| {
+            let mut f = sink.start(b).expect("a connection to pipeline on");
+            match (&mut f).now_or_never() {
+                Some(r) => Box::pin(std::future::ready(r)) as Attempt,
+                None => f,
+            }
+        })
+        .collect()
+}
+
+type Attempt = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
+
+/// The payloads of `batches`, in order.
+fn payloads(batches: &[Arc<[Record]>]) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| b.iter())
+        .map(|r| String::from_utf8(r.source.to_vec()).unwrap())
+        .collect()
+}
+
+/// Redis discards a transaction whose client goes before `EXEC`: a connection cut there
+/// stored nothing, so the sink confirms none of the batch, and the retry (on a new
+/// connection) stores each record once, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_cut_between_multi_and_exec_confirms_nothing_and_the_retry_stores_each_record_once()
+ {
+    let redis = Redis::start();
+    let proxy = ExecCutter::start(redis.port(), 0).await;
+    let mut sink = open_sink(&proxy.url(), "").await;
+    let batch = [raw_record("a"), raw_record("b"), raw_record("c")];
+    match sink.deliver(&batch).await {
+        Err(SinkError::Retry { done: 0, .. }) => {}
+        other => panic!("expected nothing confirmed, got {other:?}"),
+    }
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "no connection was cut inside a transaction"
+    );
+    sink.deliver(&batch).await.unwrap();
+    assert_eq!(records(&redis, "s").await, ["a", "b", "c"]);
+    // Redis began both transactions and ran one: the cut one's XADDs were queued, never run.
+    eventually_async("both MULTIs counted", || async {
+        calls(&redis, "multi").await >= 2
+    })
+    .await;
+    assert_eq!(calls(&redis, "multi").await, 2);
+    assert_eq!(calls(&redis, "exec").await, 1);
+    assert_eq!(calls(&redis, "xadd").await, 3);
+}
+
+/// The same cut with transactions pipelined behind the cut one: every attempt on that
+/// connection fails with nothing confirmed (the first was discarded, the others never
+/// reached Redis), and delivering each batch again, as the connector does, stores every
+/// record once, in order.
+///
+/// A current-thread runtime: the connection's I/O and the proxy run only when this test
+/// awaits, so all three attempts are on the connection before it is cut (on more threads
+/// the cut could come first, and the sink then starts no attempt on the dead connection).
+#[tokio::test]
+async fn a_connection_cut_with_transactions_in_flight_confirms_none_of_them() {
+    let redis = Redis::start();
+    // The first EXEC, of the delivery that opens the connection, goes through.
+    let proxy = ExecCutter::start(redis.port(), 1).await;
+    let mut sink = open_sink_with(&proxy.url(), "stream: 's', timeout: 5s, in_flight: 4").await;
+    sink.deliver(&[raw_record("w")]).await.unwrap();
+    let batches: Vec<Arc<[Record]>> = (0..3)
+        .map(|b| (0..3).map(|i| record("t/1", format!("b{b}.{i}"))).collect())
+        .collect();
+    let results = futures_util::future::join_all(start_all(&mut sink, &batches)).await;
+    for (i, r) in results.iter().enumerate() {
+        assert!(
+            matches!(r, Err(SinkError::Retry { done: 0, .. })),
+            "attempt {i}: {r:?}"
+        );
+    }
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "no connection was cut inside a transaction"
+    );
+    for b in &batches {
+        sink.deliver(b).await.unwrap();
+    }
+    let mut want = vec!["w".to_string()];
+    want.extend(payloads(&batches));
+    assert_eq!(records(&redis, "s").await, want);
+    // One MULTI of the cut connection reached Redis (the others were behind its EXEC).
+    eventually_async("five MULTIs counted", || async {
+        calls(&redis, "multi").await >= 5
+    })
+    .await;
+    assert_eq!(calls(&redis, "multi").await, 5);
+    assert_eq!(calls(&redis, "exec").await, 4);
+    assert_eq!(calls(&redis, "xadd").await, 10);
+}
+
+/// A connector pipelining into a connection that is cut inside a transaction: every
+/// message ends up in the stream once, in order, and the broker gets its acknowledgements
+/// in arrival order, each after the sink confirmed the message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_whose_redis_connection_is_cut_inside_a_transaction_loses_nothing() {
+    let broker = Mosquitto::start(logging_broker());
+    let redis = Redis::start();
+    // The first batch goes alone (no connection to pipeline on yet) and its EXEC goes
+    // through; the cut comes before the second batch's, pipelined with those behind it.
+    let proxy = ExecCutter::start(redis.port(), 1).await;
+    let cfg = connector_cfg(
+        &broker.url(),
+        &format!(
+            "{{name: cut, client_id: redis-cut, subscribe: [cut/#], format: raw, \
+             session: persistent, sink: {{redis: {{url: '{}', stream: 'cut', batch_max: 10, \
+             in_flight: 4, retry: {{min: 10ms, max: 100ms}}}}}}}}",
+            proxy.url()
+        ),
+    );
+    // A backlog, so that full batches are pipelined when the connector comes back.
+    Running::start(&cfg).await.stop().await;
+    let all = numbered("m", 0..200);
+    publish_lines(&broker, "cut/1", all.clone()).await;
+    let conn = Running::start(&cfg).await;
+    let stats = conn.stats.clone();
+    eventually("all acked", || ConnectorStats::get(&stats.acked) == 200).await;
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "no connection was cut inside a transaction"
+    );
+    assert!(ConnectorStats::get(&stats.sink_errors) >= 1);
+    assert_eq!(records(&redis, "cut").await, all);
+    assert_acks_in_arrival_order(&broker, "redis-cut", 200).await;
+    conn.stop().await;
+}
+
+/// Two transactions refused as a whole (NOPERM while queuing) while pipelined with a good
+/// one: each refused batch's next try is a bare pipeline, which finds the refused record,
+/// and the batches after them are transactions again.
+///
+/// A current-thread runtime: all three attempts are on the connection before any answer
+/// is read.
+#[tokio::test]
+async fn pipelined_transactions_refused_as_a_whole_each_get_one_bare_retry() {
+    let redis = Redis::start();
+    acl_user(&redis, "limited", &["~s:ok*", "&*", "+@all"]).await;
+    let url = format!("redis://limited:secret@127.0.0.1:{}", redis.port());
+    let mut sink = open_sink_with(&url, "stream: 's:{topic_level_1}', in_flight: 8").await;
+    sink.deliver(&[record("ok/1", "o0")]).await.unwrap();
+    let a: Arc<[Record]> = [
+        record("ok/1", "o1"),
+        record("no/1", "x1"),
+        record("ok/1", "o2"),
+    ]
+    .into();
+    let b: Arc<[Record]> = [
+        record("ok/1", "o3"),
+        record("no/1", "x2"),
+        record("ok/1", "o4"),
+    ]
+    .into();
+    let c: Arc<[Record]> = [record("ok/1", "o5"), record("ok/1", "o6")].into();
+    let started = start_all(&mut sink, &[a.clone(), b.clone(), c.clone()]);
+    let results = futures_util::future::join_all(started).await;
+    for r in &results[..2] {
+        assert!(
+            matches!(r, Err(SinkError::Retry { done: 0, reason }) if reason.contains("transaction refused: NOPERM")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(results[2], Ok(()));
+    assert_eq!(records(&redis, "s:ok").await, ["o0", "o5", "o6"]);
+    let multi = calls(&redis, "multi").await;
+
+    // As the connector goes on: each refused batch alone, in order, and what is left of
+    // it after the refused record.
+    for (batch, refused) in [(&a, "x1"), (&b, "x2")] {
+        match sink.deliver(batch).await {
+            Err(SinkError::Reject {
+                done: 1,
+                count: 1,
+                reason,
+            }) => assert!(reason.contains("NOPERM"), "{reason}"),
+            other => panic!("expected a bare pipeline to refuse {refused}, got {other:?}"),
+        }
+        sink.deliver(&batch[2..]).await.unwrap();
+    }
+    assert_eq!(
+        calls(&redis, "multi").await,
+        multi,
+        "a retry went as a transaction"
+    );
+    assert_eq!(
+        records(&redis, "s:ok").await,
+        ["o0", "o5", "o6", "o1", "o2", "o3", "o4"]
+    );
+
+    // Then transactions again.
+    let exec = calls(&redis, "exec").await;
+    sink.deliver(&[record("ok/1", "o7"), record("ok/1", "o8")])
+        .await
+        .unwrap();
+    sink.deliver(&[record("ok/1", "o9")]).await.unwrap();
+    assert_eq!(calls(&redis, "exec").await, exec + 2);
+    assert_eq!(calls(&redis, "multi").await, multi + 2);
+    assert_eq!(
+        records(&redis, "s:ok").await,
+        ["o0", "o5", "o6", "o1", "o2", "o3", "o4", "o7", "o8", "o9"]
+    );
+}
+
+/// `Deliver::start`'s promise: pipelines go out in the order their attempts were first
+/// polled, however they are polled after, for as many as a connector may have in flight
+/// (`in_flight` up to 64). That holds while redis-rs's request channel has room (50 by
+/// default; the sink sizes it above 64): a first poll that finds it full only queues for
+/// room, and the pipeline goes out at the attempt's next poll, in the order of those polls.
+///
+/// A current-thread runtime: the connection's I/O task runs only when this test awaits,
+/// so the 64 first polls happen with nothing taken off the channel.
+#[tokio::test]
+async fn sixty_four_pipelined_attempts_go_out_in_the_order_they_were_first_polled() {
+    let redis = Redis::start();
+    let mut sink = open_sink_with(&redis.url(), "stream: 's', in_flight: 64").await;
+    sink.deliver(&[raw_record("first")]).await.unwrap();
+    let batches: Vec<Arc<[Record]>> = (0..64)
+        .map(|i| [record("t/1", format!("p{i}"))].into())
+        .collect();
+    // A fresh cooperative budget: a first poll that exhausted it would send nothing.
+    tokio::task::yield_now().await;
+    let mut attempts: Vec<Option<Attempt>> = start_all(&mut sink, &batches)
+        .into_iter()
+        .map(Some)
+        .collect();
+    // Polled last to first from here on.
+    let results = std::future::poll_fn(|cx| {
+        for a in attempts.iter_mut().rev() {
+            if let Some(f) = a
+                && let Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                r.unwrap();
+                *a = None;
+            }
+        }
+        if attempts.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), results)
+        .await
+        .expect("every attempt answered");
+    let mut want = vec!["first".to_string()];
+    want.extend(payloads(&batches));
+    assert_eq!(records(&redis, "s").await, want);
 }

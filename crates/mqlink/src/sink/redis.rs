@@ -346,8 +346,8 @@ pub struct RedisSink {
     // delivery connects afresh.
     stale: Arc<AtomicBool>,
     // How the next batches go (see the module doc): `bare` for good once MULTI was refused,
-    // `bare_next` for as many next ones as transactions were refused as a whole (each such
-    // batch is delivered again, and that try goes bare).
+    // `bare_next` for as many next pipelines that send anything as transactions were
+    // refused as a whole (each such batch is delivered again, and that try goes bare).
     bare: Arc<AtomicBool>,
     bare_next: Arc<AtomicUsize>,
 }
@@ -462,10 +462,11 @@ impl RedisSink {
         let mut outcome: Vec<Outcome> = Vec::with_capacity(batch.len());
         let mut pipe = redis::Pipeline::with_capacity(batch.len() + 2);
         pipe.ignore_errors();
-        let tx = !self.bare.load(Ordering::Relaxed) && !take_one(&self.bare_next);
-        if tx {
-            pipe.add_command(redis::cmd("MULTI"));
-        }
+        // Transaction or bare, decided at the first XADD: a plan that sends nothing (its
+        // records all in the memo) must not spend a bare try owed to a refused
+        // transaction. It did, and the next refused batch had its transaction refused
+        // again before going bare.
+        let mut tx = None;
         let mut sent = Vec::with_capacity(batch.len());
         let mut memo = self
             .stored
@@ -497,6 +498,13 @@ impl RedisSink {
                     break;
                 }
             };
+            if tx.is_none() {
+                let t = !self.bare.load(Ordering::Relaxed) && !take_one(&self.bare_next);
+                if t {
+                    pipe.add_command(redis::cmd("MULTI"));
+                }
+                tx = Some(t);
+            }
             // Sized up front, so building the command costs two allocations, not a
             // dozen regrowths (this ran at ~3,000 instructions a record).
             let record_len = match &r.body {
@@ -520,6 +528,7 @@ impl RedisSink {
         }
         drop(memo);
         outcome.resize_with(batch.len(), || Outcome::Untried);
+        let tx = tx.unwrap_or(false);
         if tx {
             pipe.add_command(redis::cmd("EXEC"));
         }
