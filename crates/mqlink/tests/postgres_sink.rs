@@ -860,10 +860,8 @@ async fn a_pipelined_batch_meeting_a_stored_row_goes_again_with_on_conflict_for_
     let met = batch_of(&["b", "a", "c"], &[]);
     let first = pipelined(&mut sink, &met).await;
     assert!(
-        matches!(
-            first,
-            Err(mqlink::internals::SinkError::Retry { done: 0, .. })
-        ),
+        matches!(&first, Err(mqlink::internals::SinkError::Retry { done: 0, reason })
+            if reason.contains("stored before")),
         "the fast path skipped the stored row: {first:?}"
     );
     assert_eq!(
@@ -880,9 +878,10 @@ async fn a_pipelined_batch_meeting_a_stored_row_goes_again_with_on_conflict_for_
     assert_eq!(texts(&pg, STORED).await, ["a", "b", "c", "d"]);
 }
 
-/// A batch holding a record the broker redelivered (DUP), or the same message twice,
-/// goes with `ON CONFLICT` at once: after a restart the stored part of a resumed
-/// session's backlog does not fail batches, nor switch the fast path off.
+/// A batch holding a record the broker redelivered (DUP), a retained message (sent again
+/// on every subscribe), or the same message twice, goes with `ON CONFLICT` at once:
+/// after a restart the stored part of a resumed session's backlog does not fail
+/// batches, nor switch the fast path off.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redelivered_or_repeated_record_takes_the_on_conflict_statement_at_once() {
     let pg = Postgres::start();
@@ -894,12 +893,21 @@ async fn a_redelivered_or_repeated_record_takes_the_on_conflict_statement_at_onc
     pipelined(&mut sink, &batch_of(&["c", "c", "d"], &[]))
         .await
         .expect("a message twice in one batch is stored once");
+    let mut retained = batch_of(&["b"], &[]).to_vec();
+    retained[0].meta = std::sync::Arc::new(mqlink::internals::Meta {
+        retain: true,
+        ..Default::default()
+    });
+    pipelined(&mut sink, &retained.into())
+        .await
+        .expect("a retained message sent again is skipped");
     assert_eq!(texts(&pg, STORED).await, ["a", "b", "c", "d"]);
-    // Neither switched the fast path off: a stored row that nothing announced still
-    // fails the plain statement.
+    // None switched the fast path off: a stored row that nothing announced still fails
+    // the plain statement.
     let unannounced = pipelined(&mut sink, &batch_of(&["e", "a"], &[])).await;
     assert!(
-        unannounced.is_err(),
+        matches!(&unannounced, Err(mqlink::internals::SinkError::Retry { reason, .. })
+            if reason.contains("stored before")),
         "the fast path is off: {unannounced:?}"
     );
     assert_eq!(texts(&pg, STORED).await, ["a", "b", "c", "d"]);
@@ -943,4 +951,160 @@ async fn identical_messages_in_a_pipelined_backlog_are_stored_once_and_fail_one_
         "only the first identical message fails a fast-path batch"
     );
     conn.stop().await;
+}
+
+/// A table of the user's without a unique index on `dedup_id` alone: no fast path, so a
+/// stored row is never stored twice; every batch is refused (SQLSTATE 42P10: `ON
+/// CONFLICT` has no arbiter) as before the fast path. The fast form took such a table's
+/// rows, duplicates included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_without_a_dedup_index_gets_no_duplicates_from_the_fast_path() {
+    let pg = Postgres::start();
+    let admin = client(&pg).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE mqtt_messages (id bigserial PRIMARY KEY, dedup_id text NOT NULL, \
+               topic text NOT NULL, payload bytea NOT NULL, \
+               received_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    let mut sink = open_sink(&pg.url()).await;
+    let refused = sink.deliver(&batch_of(&["a"], &[])).await;
+    assert!(
+        matches!(&refused, Err(mqlink::internals::SinkError::Reject { reason, .. })
+            if reason.contains("42P10")),
+        "{refused:?}"
+    );
+    for _ in 0..2 {
+        // The sink is connected (the refusal came from the statement), so it pipelines.
+        let r = pipelined(&mut sink, &batch_of(&["a", "b"], &[])).await;
+        assert!(r.is_err(), "stored without a de-dup index: {r:?}");
+    }
+    assert_eq!(texts(&pg, STORED).await, Vec::<String>::new());
+}
+
+/// A unique violation on another index of the user's is the row's own fault: it is not
+/// taken for a de-dup hit (the fast path stays on) and the row is refused with the
+/// server's reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unique_violation_on_another_index_is_the_rows_own_fault() {
+    let pg = Postgres::start();
+    let mut sink = open_sink(&pg.url()).await;
+    sink.deliver(&batch_of(&["a"], &[])).await.unwrap();
+    client(&pg)
+        .await
+        .unwrap()
+        .batch_execute("CREATE UNIQUE INDEX own_payload ON mqtt_messages (payload)")
+        .await
+        .unwrap();
+    // A new message (other topic) with a stored payload.
+    let mut same_payload = batch_of(&["a"], &[]).to_vec();
+    same_payload[0].topic = "t/2".into();
+    let batch: std::sync::Arc<[_]> = same_payload.into();
+    let r = pipelined(&mut sink, &batch).await;
+    assert!(
+        matches!(&r, Err(mqlink::internals::SinkError::Retry { reason, .. })
+            if reason.contains("own_payload") && !reason.contains("stored before")),
+        "{r:?}"
+    );
+    let refused = sink.deliver(&batch).await;
+    assert!(
+        matches!(&refused, Err(mqlink::internals::SinkError::Reject { done: 0, reason, .. })
+            if reason.contains("own_payload")),
+        "{refused:?}"
+    );
+    // Still on: a stored row nothing announced fails the plain statement.
+    let r = pipelined(&mut sink, &batch_of(&["c", "a"], &[])).await;
+    assert!(
+        matches!(&r, Err(mqlink::internals::SinkError::Retry { reason, .. })
+            if reason.contains("stored before")),
+        "the fast path went off: {r:?}"
+    );
+}
+
+/// The sink's `dedup_id` for a raw message on `topic` (SHA-256 of topic, payload and
+/// position, the first 128 bits in hex, after the connector's name).
+fn dedup_id(connector: &str, topic: &str, payload: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [topic.as_bytes(), b"\0", payload.as_bytes(), b"\0"] {
+        ctx.update(part);
+    }
+    ctx.update(&0u32.to_be_bytes());
+    let hex: String = ctx.finish().as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{connector}-{hex}")
+}
+
+/// End to end with Mosquitto's DUP flag: messages a first run received but could not
+/// store (its sink pointed nowhere) come again marked DUP in the resumed session; their
+/// rows are in the table already (as after a commit whose acknowledgement was lost).
+/// The batch holding them takes `ON CONFLICT`: no failed delivery, every row once and in
+/// order. Without the flag reaching the sink, that batch failed on the fast path.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_the_broker_redelivers_as_dup_take_the_on_conflict_statement() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let pg = Postgres::start();
+    // The second run's first batch goes one at a time (the sink connects on it), always
+    // with ON CONFLICT; small batches put the other stored rows in pipelined ones.
+    let cfg_for = |url: &str, batch_max: u32| {
+        connector_cfg(
+            &broker.url(),
+            &format!(
+                "{{name: dupc, client_id: pipe-pg-dup, subscribe: ['t/#'], format: raw, \
+                 session: persistent, sink: {{postgres: {{url: '{url}', \
+                 batch_max: {batch_max}, timeout: 1s, retry: {{min: 10ms, max: 100ms}}}}}}}}"
+            ),
+        )
+    };
+    let all = numbered("m", 0..500);
+    let nowhere = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        mqlink_testkit::free_port()
+    );
+    // The session and its subscription first, then the backlog, so the first run's first
+    // batch is a full one.
+    Running::start(&cfg_for(&nowhere, 50)).await.stop().await;
+    publish_lines(&broker, "t/1", all.clone()).await;
+    let first = Running::start(&cfg_for(&nowhere, 50)).await;
+    let stats = first.stats.clone();
+    eventually("the first run takes a batch", || {
+        ConnectorStats::get(&stats.records_in) >= 10
+    })
+    .await;
+    first.stop().await;
+    assert_eq!(ConnectorStats::get(&stats.acked), 0, "acked without a sink");
+    // Taken, so received and unacknowledged: the broker sends them again marked DUP.
+    let taken = ConnectorStats::get(&stats.records_in) as usize;
+    // Their rows, as a commit whose acknowledgement was lost would have left them.
+    let admin = client(&pg).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE mqtt_messages (id bigserial PRIMARY KEY, \
+               dedup_id text NOT NULL UNIQUE, topic text NOT NULL, payload bytea NOT NULL, \
+               received_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    for m in &all[..taken] {
+        admin
+            .execute(
+                "INSERT INTO mqtt_messages (dedup_id, topic, payload) VALUES ($1, 't/1', $2)",
+                &[&dedup_id("dupc", "t/1", m), &m.as_bytes()],
+            )
+            .await
+            .unwrap();
+    }
+    let second = Running::start(&cfg_for(&pg.url(), 5)).await;
+    let stats = second.stats.clone();
+    eventually("all acked", || ConnectorStats::get(&stats.acked) == 500).await;
+    assert_eq!(texts(&pg, STORED).await, all, "every row once, in order");
+    assert_eq!(
+        ConnectorStats::get(&stats.sink_errors),
+        0,
+        "a batch of redelivered messages failed on the fast path"
+    );
+    second.stop().await;
 }

@@ -20,8 +20,8 @@
 //! the inserting transaction's time.
 //!
 //! One statement inserts the whole batch, whatever its size: `INSERT … SELECT * FROM
-//! unnest($1::text[], $2::text[], …) ON CONFLICT (dedup_id) DO NOTHING`, prepared once
-//! per connection. It runs outside `BEGIN`/`COMMIT`: a single statement is atomic on its
+//! unnest($1::text[], $2::text[], …) ON CONFLICT (dedup_id) DO NOTHING` (or the same
+//! without `ON CONFLICT`, below), prepared once per connection. It runs outside `BEGIN`/`COMMIT`: a single statement is atomic on its
 //! own, and PostgreSQL commits it at the protocol's Sync and answers ReadyForQuery only
 //! after that commit (after the WAL flush under `synchronous_commit`), which is where
 //! tokio-postgres's `execute` returns. So a batch costs one round trip, not three; the
@@ -35,14 +35,21 @@
 //! pipelined batch that cannot hold a stored row goes without `ON CONFLICT`, which spares
 //! the server a speculative insertion per row (an index probe and a WAL record; ~15 % of
 //! the drain rate, docs/BENCHMARKS.md). Such a batch: none of its records carries the
-//! broker's DUP flag (a redelivery, [`super::Meta::redelivered`]), no id is in it twice,
-//! and the sink has not met a conflict yet. Retries and the one-at-a-time path always use
-//! `ON CONFLICT`. A stored row the fast statement still meets (a message identical to an
-//! earlier one, or a redelivery a broker did not mark) fails that batch as a whole
-//! (unique violation, nothing stored); the connector delivers it again with `ON
-//! CONFLICT` after the batches pipelined behind it (so its rows get higher `id`s than
-//! theirs), and from then on every batch of this sink goes with `ON CONFLICT` (logged
-//! once as a warning).
+//! broker's DUP flag (a redelivery, [`super::Meta::redelivered`]) or the retain flag (a
+//! retained message is sent again on every subscribe), no id is in it twice, and the sink
+//! has not met a conflict yet. The fast form is used only when the table has the unique
+//! index `ON CONFLICT (dedup_id)` takes as arbiter (looked up on connect,
+//! [`DEDUP_INDEX_SQL`]): without it a stored row would not fail the fast form but be
+//! stored twice. Retries and the one-at-a-time path always use `ON CONFLICT`. A stored
+//! row the fast statement still meets (a message identical to an earlier one, or a
+//! redelivery a broker did not mark) fails that batch as a whole (unique violation on
+//! that index, nothing stored); the connector delivers it again with `ON CONFLICT` after
+//! the batches pipelined behind it (so its rows get higher `id`s than theirs), and from
+//! then on every batch of this sink goes with `ON CONFLICT` (logged once as a warning).
+//! The batches already on the wire beside it (up to `in_flight`) may fail the same way;
+//! so this happens at most once per connector run, for at most `in_flight` batches. A
+//! unique violation on another index is the row's own fault, found and dead-lettered by
+//! the one-at-a-time path as before.
 //!
 //! Failures: SQLSTATE classes 22 (bad data, e.g. a non-JSON payload for `jsonb`), 23
 //! (constraints other than the de-dup conflict, which is not an error), 42 (undefined
@@ -438,6 +445,7 @@ impl Spec for PostgresConfig {
                 create_sql: create_sql(&table, &self.columns),
                 insert_sql: insert_sql(&table, &self.columns, true),
                 fresh_sql: insert_sql(&table, &self.columns, false),
+                table_sql: table.clone(),
                 conn: None,
                 conflicted: Arc::new(AtomicBool::new(false)),
                 stale: Arc::new(AtomicBool::new(false)),
@@ -546,6 +554,8 @@ pub struct PostgresSink {
     create_sql: String,
     insert_sql: String,
     fresh_sql: String,
+    // The table as quoted in SQL (`"schema"."name"`), for looking up its de-dup index.
+    table_sql: String,
     // Shared with the pipelined attempts on it; let go once none holds it.
     conn: Option<(Arc<Leased<Client>>, Statements)>,
     // Set for good once a batch on the fast path met a row already stored (see
@@ -649,9 +659,29 @@ struct Statements {
     /// The same without `ON CONFLICT`, for the pipelined batches that cannot: a row
     /// already stored fails it (unique violation on `dedup_id`). PostgreSQL's speculative
     /// insertion for `ON CONFLICT` (an index probe and a confirmation WAL record per row)
-    /// costs ~15 % of the connector's drain rate (docs/BENCHMARKS.md).
-    fresh: Statement,
+    /// costs ~15 % of the connector's drain rate (docs/BENCHMARKS.md). `None` when the
+    /// table has no index that `ON CONFLICT (dedup_id)` could use.
+    fresh: Option<Fresh>,
 }
+
+/// The fast insert and the unique index that makes a stored row fail it.
+struct Fresh {
+    statement: Statement,
+    /// Its name: a unique violation names it when the row was stored before; another
+    /// unique index's violation is the row's own fault.
+    index: String,
+}
+
+/// The name of the table's index that `ON CONFLICT (dedup_id)` takes as its arbiter: unique,
+/// on `dedup_id` alone, valid, not partial, not on an expression, checked immediately (a
+/// deferrable one makes `ON CONFLICT` fail). `$1`: the table as quoted in SQL.
+const DEDUP_INDEX_SQL: &str = "SELECT c.relname::text FROM pg_index i \
+     JOIN pg_class c ON c.oid = i.indexrelid \
+     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+     WHERE i.indrelid = $1::text::regclass AND i.indisunique AND i.indisvalid \
+       AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL \
+       AND i.indnkeyatts = 1 AND a.attname = 'dedup_id' \
+     LIMIT 1";
 
 /// Whether no id appears twice in `ids` (two identical messages in one batch).
 fn distinct(ids: &[String]) -> bool {
@@ -716,10 +746,24 @@ impl PostgresSink {
             .prepare(&self.insert_sql)
             .await
             .map_err(|e| classify(&e))?;
-        let fresh = client
-            .prepare(&self.fresh_sql)
+        // The fast form only where `ON CONFLICT (dedup_id)` would have an arbiter: without
+        // one, a stored row would not fail it but be stored twice (the conflict-skipping
+        // form instead refuses every batch, SQLSTATE 42P10, as before the fast form).
+        let index = client
+            .query_opt(DEDUP_INDEX_SQL, &[&self.table_sql])
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| classify(&e))?
+            .map(|row| row.get::<_, String>(0));
+        let fresh = match index {
+            Some(index) => Some(Fresh {
+                statement: client
+                    .prepare(&self.fresh_sql)
+                    .await
+                    .map_err(|e| classify(&e))?,
+                index,
+            }),
+            None => None,
+        };
         self.conn = Some((Arc::new(client), Statements { insert, fresh }));
         Ok(())
     }
@@ -909,10 +953,16 @@ impl Deliver for PostgresSink {
         }
         let (client, stmts) = self.conn.as_ref().filter(|(c, _)| !c.is_closed())?;
         let arrays = self.arrays(batch).ok()?;
-        let fresh = !self.conflicted.load(Ordering::Relaxed)
-            && !batch.iter().any(|r| r.meta.redelivered)
-            && distinct(&arrays.dedup);
-        let stmt = if fresh { &stmts.fresh } else { &stmts.insert };
+        // A retained message is sent again on every subscribe (without DUP): its row may
+        // be stored from the last run.
+        let fast = stmts.fresh.as_ref().filter(|_| {
+            !self.conflicted.load(Ordering::Relaxed)
+                && !batch.iter().any(|r| r.meta.redelivered || r.meta.retain)
+                && distinct(&arrays.dedup)
+        });
+        let fresh = fast.is_some();
+        let dedup_index = fast.map(|f| f.index.clone());
+        let stmt = fast.map_or(&stmts.insert, |f| &f.statement);
         let (client, stmt) = (client.clone(), stmt.clone());
         let columns = self.columns;
         let stale = self.stale.clone();
@@ -931,14 +981,19 @@ impl Deliver for PostgresSink {
                 // `Statements::fresh`): nothing of the batch is; the connector delivers
                 // it again once the batches behind it are done, one at a time and so
                 // with `ON CONFLICT`, as every batch from now on.
-                Ok(Err(e)) if fresh && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                Ok(Err(e))
+                    if fresh
+                        && e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                        && e.as_db_error().and_then(|d| d.constraint())
+                            == dedup_index.as_deref() =>
+                {
                     if !conflicted.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             sink = %target,
                             "a batch met a row stored before (an identical earlier message, \
-                             or a redelivery the broker did not mark as one); it is stored \
-                             again without that row, after the batches sent behind it, and \
-                             every batch now goes as INSERT … ON CONFLICT: {}",
+                             or a redelivery the broker did not mark as one); it goes again \
+                             with ON CONFLICT after the batches sent behind it (its rows get \
+                             later ids), and so does every batch from now on: {}",
                             match classify(&e) {
                                 DbError::Permanent(m) | DbError::Transient(m) => m,
                             }
