@@ -185,7 +185,12 @@ impl Link {
 
     /// Subscribe to `filter`; every matching message is sent to the returned receiver. The
     /// broker is acknowledged once every matching subscription has taken the message (a
-    /// full receiver slows the connection down; nothing is dropped).
+    /// full receiver slows the connection down). One exception: while a `subscribe` awaits
+    /// the broker's answer, the connection reads on towards it, and QoS 0 messages beyond
+    /// 64 MiB held for full receivers are dropped and counted
+    /// ([`ClientStats`](crate::mqtt::client::ClientStats), from [`Link::client`]); QoS 1/2
+    /// messages never are. An application that keeps reading its receivers while it
+    /// subscribes meets it only if it falls that far behind.
     ///
     /// Several handlers on the same filter share one broker subscription and each get every
     /// message once. With *overlapping* filters (`a/#` and `a/+`) a broker may send one copy
@@ -269,6 +274,7 @@ impl Link {
             self.stats.clone(),
             self.ingest.spool().clone(),
             self.topics.clone(),
+            self.client.stats().clone(),
         )
     }
 }

@@ -366,3 +366,97 @@ async fn a_silent_broker_is_dropped_while_a_suback_is_awaited_behind_a_backlog()
     stop.cancel();
     task.await.unwrap();
 }
+
+/// Regression: an application takes its deliveries in the same task that calls
+/// `subscribe`, so while it awaits a SUBACK it takes none. The broker sends the SUBACK
+/// behind everything it had for the subscription already in place: here a QoS 0 flood of
+/// more than the delivery buffer (1024) and, behind it, more than the engine's 64 MiB
+/// backlog bound. The engine stopped reading at the bound with the SUBACK unread, and
+/// `subscribe` never returned. It now reads on; the QoS 0 messages beyond the bound are
+/// dropped and counted, the others delivered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_behind_a_qos0_flood_is_answered_and_what_overflowed_is_counted() {
+    const SMALL: usize = 1100;
+    const LARGE: usize = 100;
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let stop = CancellationToken::new();
+    let (client, mut deliveries, event_loop) = client::new(options(&broker.url())).unwrap();
+    let task = tokio::spawn(event_loop.run(stop.clone()));
+    let codes = client
+        .subscribe(vec![("flood".into(), QoS::AtMostOnce)])
+        .await
+        .unwrap();
+    assert_eq!(codes, vec![0]);
+
+    // The flood, each message numbered: acknowledged (QoS 1) by the broker, so all of it
+    // is on its way to the subscriber, at QoS 0, before the next SUBSCRIBE arrives.
+    let mut po = options(&broker.url());
+    po.client_id.push_str("-publisher");
+    let (publisher, _none, publisher_loop) = client::new(po).unwrap();
+    let publisher_task = tokio::spawn(publisher_loop.run(stop.clone()));
+    let mut verdicts = Vec::new();
+    for i in 0..SMALL + LARGE {
+        let mut payload = (i as u64).to_be_bytes().to_vec();
+        if i >= SMALL {
+            payload.resize(1 << 20, b'x');
+        }
+        let handle = publisher
+            .publish(Publish {
+                topic: Arc::from("flood"),
+                payload: Bytes::from(payload),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                dup: false,
+                pid: None,
+                props: PublishProps::default(),
+            })
+            .await
+            .unwrap();
+        verdicts.push(handle);
+    }
+    for v in verdicts {
+        assert_eq!(v.await, Verdict::Acknowledged);
+    }
+
+    let codes = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.subscribe(vec![("other".into(), QoS::AtMostOnce)]),
+    )
+    .await
+    .expect("the SUBACK behind the flood is read")
+    .unwrap();
+    assert_eq!(codes, vec![0]);
+
+    // Everything not dropped is delivered: take deliveries until the two add up.
+    let stats = client.stats().clone();
+    let mut got: Vec<u64> = Vec::new();
+    while got.len() as u64 + stats.qos0_dropped() < (SMALL + LARGE) as u64 {
+        let d = tokio::time::timeout(Duration::from_secs(10), deliveries.recv())
+            .await
+            .expect("a delivery or a counted drop for every message")
+            .unwrap();
+        got.push(u64::from_be_bytes(
+            d.publish.payload[..8].try_into().unwrap(),
+        ));
+    }
+    let dropped = stats.qos0_dropped();
+    eprintln!("delivered {}, dropped {dropped}", got.len());
+    assert_eq!(got.len() as u64 + dropped, (SMALL + LARGE) as u64);
+    assert!(dropped > 0, "more arrived than the engine holds");
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "delivered in order, each once"
+    );
+    assert_eq!(
+        got[..SMALL],
+        (0..SMALL as u64).collect::<Vec<_>>(),
+        "nothing dropped before the bound was reached"
+    );
+    // Held: the delivery buffer's 1024, then up to the backlog's 64 MiB bound (one large
+    // message may cross it).
+    let large_held = got.len() - SMALL;
+    assert!(large_held <= 65, "{large_held} MiB held behind the buffer");
+    stop.cancel();
+    task.await.unwrap();
+    publisher_task.await.unwrap();
+}

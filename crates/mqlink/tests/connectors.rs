@@ -15,6 +15,10 @@ use axum::routing::post;
 use mqlink::config;
 use mqlink::internals::{Body, Deliver as _, NatsSink, Record};
 use mqlink::internals::{Connector, ConnectorError, ConnectorStats};
+use mqlink::mqtt::client::{self, MqttOptions};
+use mqlink::mqtt::codec::{Publish, PublishProps, QoS};
+use mqlink::mqtt::state::Verdict;
+use mqlink::mqtt::url::BrokerUrl;
 use mqlink_testkit::{Mosquitto, MosquittoOptions, MosquittoSub, Nats, mosquitto_pub_with_stdin};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -553,6 +557,80 @@ async fn persistent_session_delivers_everything_published_while_stopped() {
     })
     .await;
     conn.stop().await;
+}
+
+/// Regression: a connector resuming its session awaits its SUBACK before it takes
+/// deliveries, and the broker sends the session's queued messages first. On MQTT 3.1.1
+/// nothing but the broker's own window limits them (here Mosquitto with
+/// `max_inflight_messages 10000`): more than the connector's delivery buffer (2048 for
+/// the file sink) and, behind it, more than the engine's 64 MiB backlog bound. The engine
+/// stopped reading at that bound with the SUBACK unread, and the connector never
+/// subscribed. QoS 1 messages are now read on while the SUBACK is awaited (the broker's
+/// flow control bounds them), and every one reaches the sink, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_session_beyond_the_backlog_bound_does_not_stall_the_connector() {
+    let broker = Mosquitto::start(MosquittoOptions {
+        max_inflight_messages: Some(10_000),
+        ..MosquittoOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let text = format!(
+        "broker: {{url: '{}', protocol: '3.1.1'}}\nconnectors:\n  - {{name: resumed, \
+         subscribe: [q/#], format: raw, session: persistent, sink: {{file: {{path: '{}'}}}}}}\n",
+        broker.url(),
+        out.display()
+    );
+    let cfg = config::from_str(&text, config::Format::Yaml, "test.yaml").unwrap();
+    let cfg = (cfg.connectors[0].clone(), cfg.broker);
+    Running::start(&cfg).await.stop().await;
+    // While it is away: small messages to fill its delivery buffer, then 70 MiB.
+    let mut want = numbered("s", 0..2100);
+    let pad = "x".repeat(1 << 20);
+    want.extend((0..70).map(|i| format!("b{i}{pad}")));
+    publish_qos1(&broker.url(), "q/1", &want).await;
+
+    let conn = Running::start(&cfg).await;
+    eventually("every line", || count_lines(&out) >= want.len()).await;
+    assert!(
+        lines_of(&out) == want,
+        "the sink got other lines or another order"
+    );
+    assert_eq!(conn.stats.mqtt.qos0_dropped(), 0);
+    let stats = conn.stats.clone();
+    eventually("all acked", || {
+        ConnectorStats::get(&stats.acked) == want.len() as u64
+    })
+    .await;
+    conn.stop().await;
+}
+
+/// Publish `payloads` at QoS 1 with the engine (its lines may be longer than
+/// `mosquitto_pub -l` takes), each acknowledged by the broker before this returns.
+async fn publish_qos1(url: &str, topic: &str, payloads: &[String]) {
+    let mut o = MqttOptions::new(BrokerUrl::parse(url).unwrap());
+    o.client_id = format!("connectors-publisher-{}", std::process::id());
+    let (client, _deliveries, event_loop) = client::new(o).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(event_loop.run(stop.clone()));
+    let mut verdicts = Vec::with_capacity(payloads.len());
+    for p in payloads {
+        let publish = Publish {
+            topic: Arc::from(topic),
+            payload: Bytes::from(p.clone()),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            dup: false,
+            pid: None,
+            props: PublishProps::default(),
+        };
+        verdicts.push(client.publish(publish).await.unwrap());
+    }
+    for v in verdicts {
+        assert_eq!(v.await, Verdict::Acknowledged);
+    }
+    stop.cancel();
+    task.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

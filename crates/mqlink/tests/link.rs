@@ -3,10 +3,15 @@
 //! own: QoS 1 delivery in order, two handlers on one filter, a filter the broker's ACL
 //! refuses, an invalid filter, a stopped link.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use mqlink::config::{self, Format};
-use mqlink::mqtt::codec::QoS;
+use mqlink::mqtt::client::{self, MqttOptions};
+use mqlink::mqtt::codec::{PublishProps, QoS};
+use mqlink::mqtt::state::Verdict;
+use mqlink::mqtt::url::BrokerUrl;
 use mqlink::{Link, LinkError};
 use mqlink_testkit::{Mosquitto, MosquittoOptions, mosquitto_pub, mosquitto_pub_with_stdin};
 use serde_json::json;
@@ -207,4 +212,81 @@ async fn an_invalid_filter_is_a_filter_error_and_a_stopped_link_is_closed() {
         link.subscribe("a/b", QoS::AtLeastOnce).await,
         Err(LinkError::Closed)
     ));
+}
+
+/// Regression: an application subscribes to a second filter from the task that reads its
+/// first subscription, so it reads nothing while `subscribe` awaits the SUBACK. A QoS 0
+/// flood on the first filter fills that receiver (1024), the dispatcher waits on it, the
+/// engine's delivery buffer (1024) fills behind, and the engine's backlog reaches its
+/// 64 MiB bound with the SUBACK still unread behind the flood: `subscribe` never returned.
+/// Now it is answered; QoS 0 messages beyond the bound are dropped and counted, the others
+/// reach the first receiver in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_subscribe_behind_a_flood_on_the_first_is_answered() {
+    const SMALL: usize = 2200;
+    const LARGE: usize = 100;
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (link, stop, running) = start_link(&broker, dir.path());
+    let mut first = link.subscribe("flood", QoS::AtMostOnce).await.unwrap();
+    publish_numbered(&broker, "flood", SMALL, LARGE).await;
+
+    let second = timeout(T, link.subscribe("other", QoS::AtMostOnce))
+        .await
+        .expect("the SUBACK behind the flood is read");
+    assert!(second.is_ok(), "{second:?}");
+
+    let stats = link.client().stats().clone();
+    let mut got: Vec<u64> = Vec::new();
+    while got.len() as u64 + stats.qos0_dropped() < (SMALL + LARGE) as u64 {
+        let m = timeout(T, first.recv())
+            .await
+            .expect("a message or a counted drop for every one published")
+            .expect("open");
+        got.push(u64::from_be_bytes(m.payload[..8].try_into().unwrap()));
+    }
+    let dropped = stats.qos0_dropped();
+    assert_eq!(got.len() as u64 + dropped, (SMALL + LARGE) as u64);
+    assert!(dropped > 0, "more arrived than the link holds");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, each once");
+    assert_eq!(
+        got[..SMALL],
+        (0..SMALL as u64).collect::<Vec<_>>(),
+        "nothing dropped before the bound was reached"
+    );
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// Publish `small` 8-byte messages then `large` 1 MiB ones on `topic`, each starting with
+/// its number (big-endian u64), at QoS 1 with the engine; returns once the broker
+/// acknowledged them all, so all of them are on their way to the subscribers.
+async fn publish_numbered(broker: &Mosquitto, topic: &str, small: usize, large: usize) {
+    let mut o = MqttOptions::new(BrokerUrl::parse(&broker.url()).unwrap());
+    o.client_id = format!("link-publisher-{}", std::process::id());
+    let (client, _deliveries, event_loop) = client::new(o).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(event_loop.run(stop.clone()));
+    let mut verdicts = Vec::with_capacity(small + large);
+    for i in 0..small + large {
+        let mut payload = (i as u64).to_be_bytes().to_vec();
+        if i >= small {
+            payload.resize(1 << 20, b'x');
+        }
+        let publish = mqlink::Publish {
+            topic: Arc::from(topic),
+            payload: Bytes::from(payload),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            dup: false,
+            pid: None,
+            props: PublishProps::default(),
+        };
+        verdicts.push(client.publish(publish).await.unwrap());
+    }
+    for v in verdicts {
+        assert_eq!(v.await, Verdict::Acknowledged);
+    }
+    stop.cancel();
+    task.await.unwrap();
 }

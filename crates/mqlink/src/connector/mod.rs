@@ -130,11 +130,15 @@ impl std::fmt::Debug for Connector {
 impl Connector {
     /// Prepare the MQTT options and the transform chain (compiled at validation).
     pub fn new(cfg: &config::Connector, broker: &config::Broker) -> Connector {
+        let stats = Arc::new(ConnectorStats::default());
+        let mut opts = build::connector_options(cfg, broker);
+        // The engine counts into the connector's stats, which the metrics already hold.
+        opts.stats = stats.mqtt.clone();
         Connector {
             cfg: cfg.clone(),
-            opts: build::connector_options(cfg, broker),
+            opts,
             chain: Chain::new(&cfg.transforms),
-            stats: Arc::new(ConnectorStats::default()),
+            stats,
             tracker: None,
         }
     }
@@ -322,9 +326,10 @@ impl Worker<'_> {
             .iter()
             .map(|f| (f.as_str().to_string(), self.cfg.qos))
             .collect();
-        // A resumed session may get its unacknowledged messages before the SUBACK, more
-        // than the delivery buffer holds: the engine keeps reading while the SUBACK is
-        // awaited (see `mqtt::client::backlog`), so awaiting it first is safe.
+        // A resumed session may get its unacknowledged and queued messages before the
+        // SUBACK, more than the delivery buffer holds: the engine keeps reading until the
+        // SUBACK comes (see `mqtt::client::backlog`; QoS 1/2 messages are kept, QoS 0 ones
+        // beyond its byte bound dropped and counted), so awaiting it first is safe.
         let codes = tokio::select! {
             biased;
             () = self.shutdown.cancelled() => return Ok(()),

@@ -1,6 +1,9 @@
 //! Counters of one connector, shared with whoever reports metrics.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::mqtt::client::ClientStats;
 
 /// Plain counters, updated by the connector and read by the daemon (metrics, tests).
 #[derive(Debug, Default)]
@@ -24,6 +27,9 @@ pub struct ConnectorStats {
     /// QoS 1/2 messages whose acknowledgement was handed to the engine (it sends the
     /// PUBACK/PUBREC on the current connection, in arrival order).
     pub acked: AtomicU64,
+    /// The connector's MQTT engine's own counters (QoS 0 messages it dropped while the
+    /// connector awaited its SUBACK behind more than the engine holds).
+    pub mqtt: Arc<ClientStats>,
 }
 
 impl ConnectorStats {

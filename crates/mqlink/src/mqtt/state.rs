@@ -323,6 +323,15 @@ impl Session {
             .any(|(token, _)| token.is_some())
     }
 
+    /// Incoming QoS 1/2 messages of this connection that the broker counts against the
+    /// Receive Maximum we announced, as far as we know: delivered and not yet acknowledged
+    /// by the application, and QoS 2 messages answered with PUBREC whose PUBREL has not
+    /// come. The broker's own count is never lower (our acks may still be on their way), so
+    /// one above our Receive Maximum is a broker beyond its flow control.
+    pub fn unacked_incoming(&self) -> usize {
+        self.incoming.len() + self.awaiting_pubrel.len()
+    }
+
     /// QoS 1/2 messages sent on this connection and not yet acknowledged: what the window
     /// bounds.
     fn on_wire(&self) -> usize {
@@ -1847,6 +1856,42 @@ mod tests {
                 written: None
             }]
         );
+    }
+
+    #[test]
+    fn unacked_incoming_counts_what_the_broker_holds_against_our_receive_maximum() {
+        let mut s = Session::new(10);
+        s.connected(&connack(false, None));
+        let incoming = |qos, pid| {
+            let mut p = msg("in", qos);
+            p.pid = Some(pid);
+            p.qos = qos;
+            Packet::Publish(p)
+        };
+        s.handle(incoming(QoS::AtMostOnce, 0)).unwrap();
+        s.handle(incoming(QoS::AtLeastOnce, 1)).unwrap();
+        s.handle(incoming(QoS::ExactlyOnce, 2)).unwrap();
+        let acks: Vec<AckToken> = drain(&mut s)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Deliver(d) => d.ack,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(s.unacked_incoming(), 2, "QoS 0 is not counted");
+        for t in acks {
+            s.ack(t);
+        }
+        // The QoS 1 message is done once PUBACKed; the QoS 2 one until PUBREL comes.
+        assert_eq!(s.unacked_incoming(), 1);
+        s.handle(Packet::PubRel(Ack::ok(2))).unwrap();
+        assert_eq!(s.unacked_incoming(), 0);
+        // A new connection starts the count over for what the application still holds:
+        // the broker sends those again and counts them again.
+        s.handle(incoming(QoS::AtLeastOnce, 3)).unwrap();
+        s.disconnected(Loss::Other);
+        s.connected(&connack(true, None));
+        assert_eq!(s.unacked_incoming(), 0);
     }
 
     #[test]

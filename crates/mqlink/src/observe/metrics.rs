@@ -175,6 +175,12 @@ impl prometheus_client::collector::Collector for MetricsCollector {
         )?;
         counter(
             &mut e,
+            "mqlink_mqtt_qos0_dropped",
+            "Incoming QoS 0 messages the daemon's MQTT connection dropped while a SUBACK was awaited behind more than it holds (64 MiB).",
+            g(&o.mqtt.qos0_dropped),
+        )?;
+        counter(
+            &mut e,
             "mqlink_broker_reconnects",
             "Successful connections after the first.",
             g(&o.connects).saturating_sub(1),
@@ -199,7 +205,7 @@ impl prometheus_client::collector::Collector for MetricsCollector {
             .unwrap_or_else(|x| x.into_inner())
             .clone();
         type Pick = fn(&ConnectorStats) -> &AtomicU64;
-        let per: [(&str, &str, Pick); 7] = [
+        let per: [(&str, &str, Pick); 8] = [
             (
                 "mqlink_connector_records_in",
                 "Messages received by a connector.",
@@ -234,6 +240,11 @@ impl prometheus_client::collector::Collector for MetricsCollector {
                 "mqlink_connector_dropped",
                 "Records that failed with no dead-letter file: logged and lost.",
                 |s| &s.dropped,
+            ),
+            (
+                "mqlink_connector_qos0_dropped",
+                "Incoming QoS 0 messages a connector's MQTT engine dropped while it awaited a SUBACK behind more than it holds (64 MiB).",
+                |s| &s.mqtt.qos0_dropped,
             ),
         ];
         for (name, help, pick) in per {
@@ -317,15 +328,17 @@ mod tests {
 
     use super::*;
     use crate::connector::ConnectorStats;
+    use crate::mqtt::client::ClientStats;
     use crate::observe::meter::PollStats;
     use crate::observe::meter::TopicTracker;
     use crate::observe::{ConnectorView, Facts};
 
     #[test]
-    fn connector_drops_and_poll_events_are_exported() {
+    fn connector_and_engine_drops_and_poll_events_are_exported() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path(), SpoolOptions::default()).unwrap();
         let (_tx, link) = tokio::sync::watch::channel(LinkState::Connecting);
+        let mqtt = Arc::new(ClientStats::default());
         let facts = Facts {
             broker: "mqtt://b".into(),
             spool_dir: "d".into(),
@@ -339,9 +352,12 @@ mod tests {
             Arc::default(),
             spool,
             Arc::new(TopicTracker::default()),
+            mqtt.clone(),
         ));
         let stats = Arc::new(ConnectorStats::default());
         stats.dropped.store(3, Ordering::Relaxed);
+        stats.mqtt.qos0_dropped.store(4, Ordering::Relaxed);
+        mqtt.qos0_dropped.store(6, Ordering::Relaxed);
         let poll = Arc::new(PollStats::default());
         poll.events.store(5, Ordering::Relaxed);
         let view = ConnectorView {
@@ -356,6 +372,11 @@ mod tests {
             text.contains("mqlink_connector_dropped_total{connector=\"c\",sink=\"stdout\"} 3"),
             "{text}"
         );
+        assert!(
+            text.contains("mqlink_connector_qos0_dropped_total{connector=\"c\",sink=\"stdout\"} 4"),
+            "{text}"
+        );
+        assert!(text.contains("mqlink_mqtt_qos0_dropped_total 6"), "{text}");
         assert!(
             text.contains("mqlink_poll_events_total{poll=\"0\"} 5"),
             "{text}"

@@ -4,7 +4,8 @@
 //!   [`meter::LatencyHistogram`], [`meter::Dir`]); a leaf that imports nothing from the crate.
 //! - this module: the [`Observer`], holding handles to every component's counters
 //!   ([`IngestStats`], [`PublishStats`], the spool's `SpoolStats`, [`ConnectorStats`],
-//!   [`PollStats`]) and reading them when asked. Nothing is counted twice.
+//!   the MQTT engine's [`ClientStats`], [`PollStats`]) and reading them when asked.
+//!   Nothing is counted twice.
 //! - [`status`]: the `/v1/status` document.
 //! - [`metrics`]: the Prometheus exposition (the `prometheus-client` crate does the text
 //!   format).
@@ -38,7 +39,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::connector::ConnectorStats;
-use crate::mqtt::client::LinkState;
+use crate::mqtt::client::{ClientStats, LinkState};
 use crate::observe::meter::PollStats;
 use crate::publish::ingest::IngestStats;
 use crate::publish::publisher::PublishStats;
@@ -113,6 +114,8 @@ pub struct Observer {
     embedded_queue_dropped: RwLock<Option<Arc<AtomicU64>>>,
     /// Per-topic view for the dashboard.
     pub topics: Arc<TopicTracker>,
+    /// The daemon's MQTT connection's own counters.
+    mqtt: Arc<ClientStats>,
 }
 
 impl Observer {
@@ -124,6 +127,7 @@ impl Observer {
         publish: Arc<PublishStats>,
         spool: Spool,
         topics: Arc<TopicTracker>,
+        mqtt: Arc<ClientStats>,
     ) -> Observer {
         Observer {
             started: Instant::now(),
@@ -138,6 +142,7 @@ impl Observer {
             connect_failures: Mutex::default(),
             embedded_queue_dropped: RwLock::default(),
             topics,
+            mqtt,
         }
     }
 

@@ -52,6 +52,7 @@ impl Observer {
                     "filtered": g(&s.filtered),
                     "dead_lettered": g(&s.dead_lettered),
                     "sink_errors": g(&s.sink_errors),
+                    "qos0_dropped": s.mqtt.qos0_dropped(),
                 })
             })
             .collect();
@@ -67,6 +68,7 @@ impl Observer {
                 "published": sum(&p.published),
                 "acknowledged": sum(&p.acknowledged),
                 "dead_lettered": dead,
+                "qos0_dropped": self.mqtt.qos0_dropped(),
             },
             "connectors": connectors,
             "routes": facts.routes,

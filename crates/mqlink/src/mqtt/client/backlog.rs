@@ -1,27 +1,89 @@
-//! Deliveries decoded from the socket but not yet taken by the application, and the rule
-//! for reading more ([`Backlog::may_read`]). Pure: the connection task asks, and reads or
-//! not.
+//! Deliveries decoded from the socket but not yet taken by the application, the rule for
+//! reading more ([`Backlog::may_read`]) and the rule for keeping what was read
+//! ([`Backlog::push_back`]). Pure: the connection task asks, and reads or not, counts and
+//! logs.
 //!
 //! Normally the connection reads only while the backlog is empty, so an application that
 //! does not take its deliveries holds the broker back through the broker's own flow
 //! control, and memory stays at one read's worth. One case needs more: while the
 //! application awaits the answer to a SUBSCRIBE or UNSUBSCRIBE, the answer may sit behind
-//! messages (a resumed session gets its unacknowledged messages again right after
-//! CONNACK, before the SUBACK), and an application that takes deliveries only once
-//! subscribed would wait forever. Then reading goes on into the backlog up to
-//! [`MAX_BACKLOG_BYTES`].
+//! messages (a resumed session gets its unacknowledged and queued messages right after
+//! CONNACK, before the SUBACK; the subscriptions already in place keep bringing live
+//! traffic), and an application that takes deliveries only once answered would wait
+//! forever if reading stopped. The connector, `mqlink sub` and a `Link` whose earlier
+//! handler is not being read all await their SUBACK first. So while an answer is awaited,
+//! reading goes on until it comes, and memory is bounded by QoS:
+//!
+//! - QoS 1/2 messages are all kept: they are not ours to drop (the application acks them
+//!   once it has them). The broker's flow control bounds them: it may have no more than
+//!   the Receive Maximum we announce (MQTT 5) unacknowledged, none larger than our
+//!   Maximum Packet Size. On 3.x only the broker's own window limits them (Mosquitto's
+//!   `max_inflight_messages`, 20 unless configured), and one packet id each, 65,535 at
+//!   most. A broker that goes beyond the limit ([`Awaiting::within_flow_control`]) breaks
+//!   the protocol: reading stops then, and the connection task warns once
+//!   ([`Backlog::beyond_flow_control`]).
+//! - QoS 0 messages are kept while the backlog holds less than [`MAX_BACKLOG_BYTES`];
+//!   one that finds it at the bound is dropped ([`Pushed::Dropped`]). At most once allows
+//!   it (Mosquitto drops QoS 0 messages for a client whose queue is full, too); the
+//!   connection task counts every drop in [`ClientStats`](super::ClientStats) and logs
+//!   the first and the total of each episode ([`Backlog::drops_ended`]). An application
+//!   that keeps taking deliveries during the wait drains the backlog and loses nothing
+//!   unless the broker sends faster than it takes.
+//!
+//! Once the answer has come, reading waits for an empty backlog again.
 
 use std::collections::VecDeque;
 
+use crate::mqtt::codec::QoS;
 use crate::mqtt::state::Delivery;
 
-/// Most bytes of deliveries held while a reply is awaited; beyond it reading stops as
-/// usual. QoS 1/2 messages ahead of a SUBACK are bounded in number by the broker's flow
-/// control (at most 65,535 packet ids, fewer with a Receive Maximum on MQTT 5), but not in
-/// bytes, and QoS 0 messages are not bounded at all: memory needs its own bound. 64 MiB
+/// Most bytes of deliveries held before a QoS 0 message is dropped instead (only reachable
+/// while an answer is awaited: otherwise reading stops at the first delivery held). 64 MiB
 /// holds Mosquitto's whole `max_inflight_messages 10000` of 6 KiB messages, or 65,535 of
-/// 1 KiB.
+/// 1 KiB. QoS 1/2 messages are kept beyond it (see the module doc).
 pub(super) const MAX_BACKLOG_BYTES: usize = 64 << 20;
+
+/// What became of a delivery offered to the backlog: an expected outcome, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pushed {
+    /// Held for the application.
+    Held,
+    /// A QoS 0 message that found the backlog at [`MAX_BACKLOG_BYTES`]: dropped. `first`:
+    /// the first drop since the backlog was last empty, the moment to tell the operator.
+    Dropped {
+        /// The first of this episode.
+        first: bool,
+    },
+}
+
+/// QoS 0 messages dropped since the backlog was last empty.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Drops {
+    /// How many.
+    pub(super) messages: u64,
+    /// Their size, as [`MAX_BACKLOG_BYTES`] counts it.
+    pub(super) bytes: u64,
+}
+
+/// An answer to a SUBSCRIBE or UNSUBSCRIBE is awaited, and how far the broker's flow
+/// control lets it go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Awaiting {
+    /// QoS 1/2 messages of this connection the broker counts against our Receive Maximum,
+    /// as far as we know: delivered and not acknowledged, and QoS 2 awaiting PUBREL.
+    pub(super) unacked: usize,
+    /// The most it may have: the Receive Maximum we announced (MQTT 5), else 65,535 (one
+    /// packet id each).
+    pub(super) receive_max: u16,
+}
+
+impl Awaiting {
+    /// Whether the broker kept within `receive_max`. Exactly at it is fine: the broker may
+    /// send no more QoS 1/2 messages, but the answer and QoS 0 messages still come.
+    pub(super) fn within_flow_control(&self) -> bool {
+        self.unacked <= usize::from(self.receive_max)
+    }
+}
 
 /// The deliveries waiting for the application, in arrival order, and their size.
 #[derive(Debug, Default)]
@@ -29,8 +91,10 @@ pub(super) struct Backlog {
     items: VecDeque<Delivery>,
     /// [`held_bytes`] of every item.
     bytes: usize,
-    /// Reading stopped at the bound while a reply was awaited, and the backlog has not been
-    /// seen empty since ([`Backlog::hit_bound`]).
+    /// Dropped since the backlog was last seen empty ([`Backlog::drops_ended`]).
+    drops: Drops,
+    /// Reading stopped for a broker beyond its flow control while an answer was awaited,
+    /// and the backlog has not been seen empty since ([`Backlog::beyond_flow_control`]).
     warned: bool,
 }
 
@@ -57,9 +121,19 @@ impl Backlog {
         self.items.is_empty()
     }
 
-    pub(super) fn push_back(&mut self, d: Delivery) {
-        self.bytes += held_bytes(&d);
+    /// Hold a delivery just decoded, unless it is a QoS 0 message and the backlog is at
+    /// [`MAX_BACKLOG_BYTES`]. QoS 1/2 messages are always held (see the module doc).
+    pub(super) fn push_back(&mut self, d: Delivery) -> Pushed {
+        let size = held_bytes(&d);
+        if d.publish.qos == QoS::AtMostOnce && self.bytes >= MAX_BACKLOG_BYTES {
+            let first = self.drops.messages == 0;
+            self.drops.messages += 1;
+            self.drops.bytes += size as u64;
+            return Pushed::Dropped { first };
+        }
+        self.bytes += size;
         self.items.push_back(d);
+        Pushed::Held
     }
 
     /// Put back the delivery [`pop_front`](Self::pop_front) gave (the channel was full).
@@ -74,26 +148,35 @@ impl Backlog {
         Some(d)
     }
 
-    /// Whether the connection may read more: when nothing waits for the application, or,
-    /// while the application awaits a SUBACK or UNSUBACK (`reply_awaited`), until
-    /// [`MAX_BACKLOG_BYTES`] are held.
-    pub(super) fn may_read(&self, reply_awaited: bool) -> bool {
-        self.items.is_empty() || (reply_awaited && self.bytes < MAX_BACKLOG_BYTES)
+    /// Whether the connection may read more: when nothing waits for the application, or
+    /// while an answer is `awaiting` and the broker keeps within its flow control.
+    pub(super) fn may_read(&self, awaiting: Option<Awaiting>) -> bool {
+        self.items.is_empty() || awaiting.is_some_and(|a| a.within_flow_control())
     }
 
-    /// True the first time the bound holds reading back while a reply is awaited, until
-    /// the backlog is next seen empty: the moment to tell the operator, since the
-    /// application may be waiting for a reply it cannot get until it takes deliveries.
-    /// Called once per turn of the connection's loop.
-    pub(super) fn hit_bound(&mut self, reply_awaited: bool) -> bool {
+    /// True the first time a broker beyond its flow control holds reading back while an
+    /// answer is awaited, until the backlog is next seen empty: the moment to tell the
+    /// operator, since the application may be waiting for an answer it cannot get until it
+    /// takes deliveries. Called once per turn of the connection's loop.
+    pub(super) fn beyond_flow_control(&mut self, awaiting: Option<Awaiting>) -> bool {
         if self.items.is_empty() {
             self.warned = false;
         }
-        if reply_awaited && !self.may_read(true) && !self.warned {
+        if awaiting.is_some() && !self.may_read(awaiting) && !self.warned {
             self.warned = true;
             return true;
         }
         false
+    }
+
+    /// The QoS 0 messages dropped since the backlog was last empty, once it is empty again
+    /// (the application took everything held): the episode's total, for the log. Called
+    /// once per turn of the connection's loop.
+    pub(super) fn drops_ended(&mut self) -> Option<Drops> {
+        if self.items.is_empty() && self.drops.messages > 0 {
+            return Some(std::mem::take(&mut self.drops));
+        }
+        None
     }
 
     /// Deliveries held.
@@ -114,14 +197,14 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::mqtt::codec::{Publish, PublishProps, QoS};
+    use crate::mqtt::codec::{Publish, PublishProps};
 
-    fn delivery(payload: usize) -> Delivery {
+    fn delivery(qos: QoS, payload: usize) -> Delivery {
         Delivery {
             publish: Publish {
                 topic: Arc::from("t"),
                 payload: Bytes::from(vec![0u8; payload]),
-                qos: QoS::AtMostOnce,
+                qos,
                 retain: false,
                 dup: false,
                 pid: None,
@@ -131,47 +214,132 @@ mod tests {
         }
     }
 
-    #[test]
-    fn without_an_awaited_reply_reading_waits_for_an_empty_backlog() {
-        let mut b = Backlog::default();
-        assert!(b.may_read(false));
-        b.push_back(delivery(1));
-        assert!(!b.may_read(false));
-        b.pop_front();
-        assert!(b.may_read(false));
+    const AWAITING: Option<Awaiting> = Some(Awaiting {
+        unacked: 0,
+        receive_max: 20,
+    });
+
+    /// Fill `b` with 1 MiB QoS 0 messages up to the byte bound.
+    fn fill_to_the_bound(b: &mut Backlog) {
+        while b.bytes() < MAX_BACKLOG_BYTES {
+            assert_eq!(
+                b.push_back(delivery(QoS::AtMostOnce, 1 << 20)),
+                Pushed::Held
+            );
+        }
     }
 
     #[test]
-    fn an_awaited_reply_keeps_reading_until_the_byte_bound() {
+    fn without_an_awaited_answer_reading_waits_for_an_empty_backlog() {
         let mut b = Backlog::default();
-        let chunk = 1 << 20;
-        while b.bytes() < MAX_BACKLOG_BYTES {
-            assert!(b.may_read(true), "stopped at {} bytes", b.bytes());
-            assert!(!b.hit_bound(true));
-            b.push_back(delivery(chunk));
+        assert!(b.may_read(None));
+        b.push_back(delivery(QoS::AtMostOnce, 1));
+        assert!(!b.may_read(None));
+        b.pop_front();
+        assert!(b.may_read(None));
+    }
+
+    #[test]
+    fn an_awaited_answer_keeps_reading_past_the_byte_bound() {
+        let mut b = Backlog::default();
+        fill_to_the_bound(&mut b);
+        // The answer is behind whatever comes next: reading must go on, or an application
+        // that awaits it before taking deliveries waits forever.
+        assert!(b.may_read(AWAITING));
+        assert!(!b.beyond_flow_control(AWAITING));
+        assert!(!b.may_read(None), "without an answer awaited, it waits");
+    }
+
+    #[test]
+    fn beyond_the_bound_qos0_is_dropped_and_qos1_and_2_are_kept() {
+        let mut b = Backlog::default();
+        fill_to_the_bound(&mut b);
+        let (len, bytes) = (b.len(), b.bytes());
+        assert_eq!(
+            b.push_back(delivery(QoS::AtMostOnce, 10)),
+            Pushed::Dropped { first: true }
+        );
+        assert_eq!(
+            b.push_back(delivery(QoS::AtMostOnce, 10)),
+            Pushed::Dropped { first: false }
+        );
+        assert_eq!((b.len(), b.bytes()), (len, bytes), "nothing held for them");
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            assert_eq!(b.push_back(delivery(qos, 1 << 20)), Pushed::Held);
         }
-        assert!(!b.may_read(true));
-        // Told once, not on every turn of the loop.
-        assert!(b.hit_bound(true));
-        assert!(!b.hit_bound(true));
-        let first = b.pop_front().unwrap();
-        assert!(b.may_read(true));
-        b.push_front(first);
-        assert!(!b.may_read(true));
-        assert!(!b.hit_bound(true));
+        assert_eq!(b.len(), len + 2);
+        // Below the bound again, QoS 0 is held again: the bound is on the backlog, not a
+        // ban for the rest of the episode.
+        while b.bytes() >= MAX_BACKLOG_BYTES {
+            b.pop_front();
+        }
+        assert_eq!(b.push_back(delivery(QoS::AtMostOnce, 10)), Pushed::Held);
+    }
+
+    #[test]
+    fn the_drops_of_an_episode_are_totalled_once_the_backlog_is_empty() {
+        let mut b = Backlog::default();
+        assert_eq!(b.drops_ended(), None);
+        fill_to_the_bound(&mut b);
+        b.push_back(delivery(QoS::AtMostOnce, 10));
+        b.push_back(delivery(QoS::AtMostOnce, 20));
+        assert_eq!(b.drops_ended(), None, "still held: the episode goes on");
         while b.pop_front().is_some() {}
-        assert_eq!((b.len(), b.bytes()), (0, 0));
-        assert!(!b.hit_bound(true));
+        let size = std::mem::size_of::<Delivery>() as u64 + 1;
+        assert_eq!(
+            b.drops_ended(),
+            Some(Drops {
+                messages: 2,
+                bytes: 2 * size + 30
+            })
+        );
+        assert_eq!(b.drops_ended(), None, "told once");
+        // The next episode starts over: its first drop is first again.
+        fill_to_the_bound(&mut b);
+        assert_eq!(
+            b.push_back(delivery(QoS::AtMostOnce, 10)),
+            Pushed::Dropped { first: true }
+        );
+    }
+
+    #[test]
+    fn a_broker_beyond_our_receive_maximum_stops_the_reading_with_one_warning() {
+        let mut b = Backlog::default();
+        b.push_back(delivery(QoS::AtLeastOnce, 1));
+        let at = |unacked| {
+            Some(Awaiting {
+                unacked,
+                receive_max: 20,
+            })
+        };
+        assert!(b.may_read(at(20)), "a full window is within the rules");
+        assert!(!b.beyond_flow_control(at(20)));
+        assert!(!b.may_read(at(21)));
+        // Told once, not on every turn of the loop.
+        assert!(b.beyond_flow_control(at(21)));
+        assert!(!b.beyond_flow_control(at(21)));
+        while b.pop_front().is_some() {}
+        assert!(b.may_read(at(21)), "an empty backlog always reads");
+        assert!(!b.beyond_flow_control(at(21)));
         // Once seen empty, the next time is told again.
-        while b.may_read(true) {
-            b.push_back(delivery(chunk));
-        }
-        assert!(b.hit_bound(true));
+        b.push_back(delivery(QoS::AtLeastOnce, 1));
+        assert!(b.beyond_flow_control(at(21)));
+    }
+
+    #[test]
+    fn put_back_deliveries_count_as_held() {
+        let mut b = Backlog::default();
+        b.push_back(delivery(QoS::AtMostOnce, 100));
+        let bytes = b.bytes();
+        let d = b.pop_front().unwrap();
+        assert_eq!((b.len(), b.bytes()), (0, 0));
+        b.push_front(d);
+        assert_eq!((b.len(), b.bytes()), (1, bytes));
     }
 
     #[test]
     fn the_bound_counts_topics_and_properties_too() {
-        let mut d = delivery(0);
+        let mut d = delivery(QoS::AtMostOnce, 0);
         d.publish.topic = Arc::from("x".repeat(1000));
         d.publish.props.user = vec![("k".repeat(500), "v".repeat(500))];
         let mut b = Backlog::default();

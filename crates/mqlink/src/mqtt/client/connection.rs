@@ -7,8 +7,10 @@
 //!
 //! Reading pauses while deliveries wait for the application (back-pressure reaches the
 //! broker through its own flow control), except while the application awaits a SUBACK or
-//! UNSUBACK: that answer may come behind the messages a resumed session gets again, so
-//! reading goes on into the backlog, bounded in bytes (see `backlog`). Commands are taken
+//! UNSUBACK: that answer may come behind the messages a resumed session gets again, or
+//! behind live traffic, so reading goes on into the backlog until it comes, QoS 1/2
+//! messages bounded by the broker's flow control and QoS 0 messages beyond a byte bound
+//! dropped and counted (see `backlog`). Commands are taken
 //! only while the session's queue and the write buffer have room. The keepalive judges
 //! the broker only while reading: an unread PINGRESP is no sign of a dead broker.
 
@@ -23,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::backlog::Awaiting;
 use super::event_loop::{ConnEnd, EventLoop, INTERNAL, MAX_QUEUED, MAX_WBUF, recv_opt};
 use super::handle::{Command, LinkState};
 use super::observer::{self, Direction, PacketObserver};
@@ -42,6 +45,9 @@ struct Conn {
     max: usize,
     /// The broker's Maximum Packet Size on this connection.
     limit: Option<u32>,
+    /// The most incoming QoS 1/2 messages the broker may have unacknowledged: the Receive
+    /// Maximum we announced on MQTT 5, else one per packet id.
+    receive_max: u16,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// Bytes written so far: a QoS 0 message counts as written once every byte up to its
@@ -122,6 +128,10 @@ impl EventLoop {
             keep_alive,
             max: self.opts.max_packet_size as usize,
             limit: connack.max_packet_size,
+            receive_max: match protocol {
+                Protocol::V5 => self.opts.receive_maximum.unwrap_or(u16::MAX),
+                Protocol::V311 | Protocol::V31 => u16::MAX,
+            },
             rbuf,
             wbuf: BytesMut::with_capacity(64 * 1024),
             written: 0,
@@ -157,10 +167,17 @@ impl EventLoop {
             let accept = self.session.queued_len() < MAX_QUEUED && c.wbuf.len() < MAX_WBUF;
             // Only a backlog makes the answer matter: skip the session's scan otherwise
             // (this runs once per turn of the loop).
-            let awaiting = !self.backlog.is_empty() && self.session.awaiting_reply();
+            let awaiting =
+                (!self.backlog.is_empty() && self.session.awaiting_reply()).then(|| Awaiting {
+                    unacked: self.session.unacked_incoming(),
+                    receive_max: c.receive_max,
+                });
             let read = self.backlog.may_read(awaiting);
-            if self.backlog.hit_bound(awaiting) {
-                tracing::warn!(broker = %self.opts.url, held = self.backlog.len(), bytes = self.backlog.bytes(), "the broker sent more than the backlog holds before answering a SUBSCRIBE or UNSUBSCRIBE: reading stops until the application takes deliveries, so an application that awaits the answer first waits until it does");
+            if self.backlog.beyond_flow_control(awaiting) {
+                tracing::warn!(broker = %self.opts.url, held = self.backlog.len(), bytes = self.backlog.bytes(), unacked = self.session.unacked_incoming(), receive_maximum = c.receive_max, "the broker sent more unacknowledged QoS 1/2 messages than its flow control allows before answering a SUBSCRIBE or UNSUBSCRIBE: reading stops until the application takes deliveries, so an application that awaits the answer first waits until it does");
+            }
+            if let Some(d) = self.backlog.drops_ended() {
+                tracing::error!(broker = %self.opts.url, dropped = d.messages, bytes = d.bytes, "dropped {} incoming QoS 0 messages while the broker's answer to a SUBSCRIBE or UNSUBSCRIBE was awaited and the application did not take its deliveries; the application has taken everything held now", d.messages);
             }
             // Biased: the arms' order is their priority and the simulation's trace.
             let step = tokio::select! {

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::aliases::TopicAliases;
-use super::backlog::Backlog;
+use super::backlog::{Backlog, MAX_BACKLOG_BYTES, Pushed};
 use super::handle::{Command, LinkState};
 use super::handshake::establish;
 use super::observer::{self, Direction};
@@ -326,7 +326,7 @@ impl EventLoop {
                     }
                 }
                 Output::Verdict(t, v) => self.resolve(t, v),
-                Output::Deliver(d) => self.backlog.push_back(d),
+                Output::Deliver(d) => self.hold(d),
                 Output::Subscribed(t, codes) => {
                     if let Some(r) = self.sub_replies.remove(&t) {
                         let _ = r.send(codes);
@@ -338,6 +338,17 @@ impl EventLoop {
                     }
                 }
                 Output::Anomaly(msg) => tracing::warn!(broker = %self.opts.url, "{msg}"),
+            }
+        }
+    }
+
+    /// Hold a delivery for the application, or count and report a QoS 0 message the
+    /// backlog had no room for (see `backlog`).
+    fn hold(&mut self, d: Delivery) {
+        if let Pushed::Dropped { first } = self.backlog.push_back(d) {
+            self.opts.stats.qos0_dropped.fetch_add(1, Ordering::Relaxed);
+            if first {
+                tracing::error!(broker = %self.opts.url, held = self.backlog.len(), bytes = self.backlog.bytes(), bound = MAX_BACKLOG_BYTES, "dropping incoming QoS 0 messages: the application has not taken the deliveries held, and the broker's answer to a SUBSCRIBE or UNSUBSCRIBE is behind more (QoS 1/2 messages are kept; every drop is counted)");
             }
         }
     }

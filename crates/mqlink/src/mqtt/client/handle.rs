@@ -2,10 +2,12 @@
 //! ack), the [`PublishHandle`] that resolves to a message's verdict, the [`Deliveries`]
 //! stream, and the [`LinkState`] it can watch. Each call is a [`Command`] on the bounded
 //! channel the event loop reads; acks go on their own channel so they never wait behind
-//! publishes.
+//! publishes. [`ClientStats`] are the engine's counters, shared with whoever reports them.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -59,12 +61,31 @@ pub(super) enum Command {
     },
 }
 
+/// What the engine counts, for metrics and tests. It lives in
+/// [`MqttOptions::stats`](super::MqttOptions::stats), so the owner of the options can hand
+/// it to its metrics before the client exists.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Incoming QoS 0 messages dropped because the application had not taken the
+    /// deliveries already held (64 MiB of them) while the connection read on towards the
+    /// broker's answer to a SUBSCRIBE or UNSUBSCRIBE (see the `backlog` module).
+    pub qos0_dropped: AtomicU64,
+}
+
+impl ClientStats {
+    /// Incoming QoS 0 messages dropped so far (see [`ClientStats::qos0_dropped`]).
+    pub fn qos0_dropped(&self) -> u64 {
+        self.qos0_dropped.load(Ordering::Relaxed)
+    }
+}
+
 /// Handle used to publish, subscribe and acknowledge. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     pub(super) cmd: mpsc::Sender<Command>,
     pub(super) acks: mpsc::UnboundedSender<AckToken>,
     pub(super) link: watch::Receiver<LinkState>,
+    pub(super) stats: Arc<ClientStats>,
 }
 
 /// Resolves to the message's [`Verdict`]; `GaveUp` if the client stopped first.
@@ -133,6 +154,11 @@ impl Client {
     /// Watch the connection state.
     pub fn link(&self) -> watch::Receiver<LinkState> {
         self.link.clone()
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> &Arc<ClientStats> {
+        &self.stats
     }
 }
 

@@ -38,7 +38,9 @@
 //!   their priority and part of the deterministic simulation's trace (`crate::sim`).
 //! - `backlog`: deliveries the application has not taken yet, and when to read more:
 //!   only when there are none, or, while the application awaits a SUBACK or UNSUBACK
-//!   (which a resumed session's resent messages may come before), up to a byte bound.
+//!   (which a resumed session's resent messages or live traffic may come before), until
+//!   it comes: QoS 1/2 messages kept within the broker's flow control, QoS 0 messages
+//!   beyond a byte bound dropped and counted ([`ClientStats`]).
 //! - `reason`: words for CONNACK and MQTT 5 reason codes ([`refusal`], [`reason_name`]).
 //! - `observer`: [`PacketObserver`], told of every packet sent and received (traces).
 //! - `aliases`: the MQTT 5 topic aliases of one connection, both ways.
@@ -69,7 +71,7 @@ use super::transport::{Connector, TransportError};
 #[cfg(test)]
 pub(crate) use event_loop::JITTER;
 pub use event_loop::{EventLoop, STABLE_AFTER, backoff};
-pub use handle::{Client, ClientClosed, Deliveries, LinkState, PublishHandle};
+pub use handle::{Client, ClientClosed, ClientStats, Deliveries, LinkState, PublishHandle};
 pub use handshake::ConnectError;
 pub use observer::{Direction, PacketObserver};
 pub use options::{MqttOptions, default_client_id};
@@ -127,6 +129,7 @@ pub fn new(opts: MqttOptions) -> Result<(Client, Deliveries, EventLoop), ClientE
             cmd: cmd_tx,
             acks: ack_tx,
             link: link_rx,
+            stats: opts.stats.clone(),
         },
         del_rx,
         EventLoop {

@@ -1,8 +1,10 @@
 //! [`MqttOptions`]: everything needed to connect and keep a session, with the engine's
 //! defaults, and the stable default client id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::handle::ClientStats;
 use super::observer::PacketObserver;
 use crate::mqtt::codec::{ConnectExtras, Disconnect, Protocol, Publish, SubscribeOptions, Will};
 use crate::mqtt::tls::TlsOptions;
@@ -72,6 +74,9 @@ pub struct MqttOptions {
     /// The DISCONNECT sent when the client ends cleanly: its MQTT 5 properties (mqlink
     /// pub/sub's `-D DISCONNECT ...`); 3.x sends a bare DISCONNECT.
     pub disconnect: Disconnect,
+    /// Where the engine counts what it did (metrics, tests); every client built from a
+    /// clone of these options counts into the same.
+    pub stats: Arc<ClientStats>,
 }
 
 impl std::fmt::Debug for MqttOptions {
@@ -136,6 +141,7 @@ impl MqttOptions {
             subscribe_options: SubscribeOptions::default(),
             packet_observer: None,
             disconnect: Disconnect::default(),
+            stats: Arc::default(),
         }
     }
 }
