@@ -1108,3 +1108,33 @@ async fn messages_the_broker_redelivers_as_dup_take_the_on_conflict_statement() 
     );
     second.stop().await;
 }
+
+/// A deferrable unique constraint on `dedup_id`: `ON CONFLICT` cannot take it as arbiter
+/// (SQLSTATE 55000), for every batch. The record is refused with the server's reason, not
+/// retried forever with every acknowledgement behind it held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deferrable_dedup_constraint_is_refused_not_retried_forever() {
+    let pg = Postgres::start();
+    client(&pg)
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE mqtt_messages (id bigserial PRIMARY KEY, \
+               dedup_id text NOT NULL UNIQUE DEFERRABLE INITIALLY IMMEDIATE, \
+               topic text NOT NULL, payload bytea NOT NULL, \
+               received_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    let mut sink = open_sink(&pg.url()).await;
+    let refused = sink.deliver(&batch_of(&["a"], &[])).await;
+    assert!(
+        matches!(&refused, Err(mqlink::internals::SinkError::Reject { reason, .. })
+            if reason.contains("55000")),
+        "{refused:?}"
+    );
+    // Connected now: a pipelined batch does not take the fast path either.
+    let r = pipelined(&mut sink, &batch_of(&["a", "b"], &[])).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(texts(&pg, STORED).await, Vec::<String>::new());
+}

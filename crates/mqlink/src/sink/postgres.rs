@@ -595,7 +595,10 @@ fn classify(e: &tokio_postgres::Error) -> DbError {
         }
     };
     match e.code().map(|c| c.code()) {
-        Some(code) if PERMANENT_CLASSES.iter().any(|c| code.starts_with(c)) => {
+        Some(code)
+            if PERMANENT_CLASSES.iter().any(|c| code.starts_with(c))
+                || PERMANENT_CODES.contains(&code) =>
+        {
             DbError::Permanent(text)
         }
         _ => DbError::Transient(text),
@@ -608,6 +611,13 @@ fn classify(e: &tokio_postgres::Error) -> DbError {
 /// large for a user's index on `topic`), P0 PL/pgSQL (a trigger's `RAISE EXCEPTION`).
 /// The rest (connection, resources, serialization failures, read-only, internal) may pass.
 const PERMANENT_CLASSES: [&str; 5] = ["22", "23", "42", "54", "P0"];
+
+/// Single SQLSTATEs outside those classes that are as permanent: 55000 object not in
+/// prerequisite state, which an insert gets for a deferrable unique constraint on
+/// `dedup_id` (`ON CONFLICT` cannot use one as arbiter). Retried, it held every
+/// acknowledgement forever; the rest of class 55 (55P03 lock not available, 55006 object
+/// in use) may pass.
+const PERMANENT_CODES: [&str; 1] = ["55000"];
 
 /// `f` within `limit`; past it, a transient error (the caller drops the connection).
 async fn timed<T>(
