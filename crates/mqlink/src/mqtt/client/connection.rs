@@ -174,7 +174,7 @@ impl EventLoop {
                 });
             let read = self.backlog.may_read(awaiting);
             if self.backlog.beyond_flow_control(awaiting) {
-                tracing::warn!(broker = %self.opts.url, held = self.backlog.len(), bytes = self.backlog.bytes(), unacked = self.session.unacked_incoming(), receive_maximum = c.receive_max, "the broker sent more unacknowledged QoS 1/2 messages than its flow control allows before answering a SUBSCRIBE or UNSUBSCRIBE: reading stops until the application takes deliveries, so an application that awaits the answer first waits until it does");
+                tracing::warn!(broker = %self.opts.url, held = self.backlog.len(), bytes = self.backlog.bytes(), unacked = self.session.unacked_incoming(), receive_maximum = c.receive_max, "the broker sent more unacknowledged QoS 1/2 messages than the Receive Maximum announced before answering a SUBSCRIBE or UNSUBSCRIBE: reading goes on towards the answer and keeps them, bounded only by the broker's packet ids");
             }
             if let Some(d) = self.backlog.drops_ended() {
                 tracing::error!(broker = %self.opts.url, dropped = d.messages, bytes = d.bytes, "dropped {} incoming QoS 0 messages while the broker's answer to a SUBSCRIBE or UNSUBSCRIBE was awaited and the application did not take its deliveries; the application has taken everything held now", d.messages);
