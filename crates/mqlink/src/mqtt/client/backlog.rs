@@ -19,10 +19,11 @@
 //!   the Receive Maximum we announce (MQTT 5) unacknowledged, none larger than our
 //!   Maximum Packet Size. On 3.x only the broker's own window limits them (Mosquitto's
 //!   `max_inflight_messages`, 20 unless configured), and one packet id each, 65,535 at
-//!   most. A broker can go beyond the limit ([`Awaiting::within_flow_control`]):
-//!   Mosquitto 2.0.11 did, resuming a connector's session with a backlog larger than its
-//!   window (the test `postgres_stopped_with_statements_in_flight_acked_only_what_was_committed`
-//!   stalled on it when reading stopped there). Reading goes on then too, bounded by the
+//!   most. A broker can go beyond the limit as we count it
+//!   ([`Awaiting::within_flow_control`]): with Mosquitto 2.0.11 resuming a connector's
+//!   session of 20,000 queued messages, the test
+//!   `postgres_stopped_with_statements_in_flight_acked_only_what_was_committed` stalled
+//!   when reading stopped there. Reading goes on then too, bounded by the
 //!   packet ids only, and the connection task warns once ([`Backlog::beyond_flow_control`]).
 //! - QoS 0 messages are kept while the backlog holds less than [`MAX_BACKLOG_BYTES`];
 //!   one that finds it at the bound is dropped ([`Pushed::Dropped`]). At most once allows
