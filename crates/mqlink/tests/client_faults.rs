@@ -401,15 +401,7 @@ async fn a_subscribe_behind_a_qos0_flood_is_answered_and_what_overflowed_is_coun
             payload.resize(1 << 20, b'x');
         }
         let handle = publisher
-            .publish(Publish {
-                topic: Arc::from("flood"),
-                payload: Bytes::from(payload),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                dup: false,
-                pid: None,
-                props: PublishProps::default(),
-            })
+            .publish(Publish::new("flood", payload, QoS::AtLeastOnce))
             .await
             .unwrap();
         verdicts.push(handle);

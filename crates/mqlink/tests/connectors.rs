@@ -16,7 +16,7 @@ use mqlink::config;
 use mqlink::internals::{Body, Deliver as _, NatsSink, Record};
 use mqlink::internals::{Connector, ConnectorError, ConnectorStats};
 use mqlink::mqtt::client::{self, MqttOptions};
-use mqlink::mqtt::codec::{Publish, PublishProps, QoS};
+use mqlink::mqtt::codec::{Publish, QoS};
 use mqlink::mqtt::state::Verdict;
 use mqlink::mqtt::url::BrokerUrl;
 use mqlink_testkit::{Mosquitto, MosquittoOptions, MosquittoSub, Nats, mosquitto_pub_with_stdin};
@@ -615,15 +615,7 @@ async fn publish_qos1(url: &str, topic: &str, payloads: &[String]) {
     let task = tokio::spawn(event_loop.run(stop.clone()));
     let mut verdicts = Vec::with_capacity(payloads.len());
     for p in payloads {
-        let publish = Publish {
-            topic: Arc::from(topic),
-            payload: Bytes::from(p.clone()),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            dup: false,
-            pid: None,
-            props: PublishProps::default(),
-        };
+        let publish = Publish::new(topic, p.clone(), QoS::AtLeastOnce);
         verdicts.push(client.publish(publish).await.unwrap());
     }
     for v in verdicts {

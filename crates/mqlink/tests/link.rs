@@ -3,13 +3,11 @@
 //! own: QoS 1 delivery in order, two handlers on one filter, a filter the broker's ACL
 //! refuses, an invalid filter, a stopped link.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use mqlink::config::{self, Format};
 use mqlink::mqtt::client::{self, MqttOptions};
-use mqlink::mqtt::codec::{PublishProps, QoS};
+use mqlink::mqtt::codec::QoS;
 use mqlink::mqtt::state::Verdict;
 use mqlink::mqtt::url::BrokerUrl;
 use mqlink::{Link, LinkError};
@@ -273,15 +271,7 @@ async fn publish_numbered(broker: &Mosquitto, topic: &str, small: usize, large: 
         if i >= small {
             payload.resize(1 << 20, b'x');
         }
-        let publish = mqlink::Publish {
-            topic: Arc::from(topic),
-            payload: Bytes::from(payload),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            dup: false,
-            pid: None,
-            props: PublishProps::default(),
-        };
+        let publish = mqlink::Publish::new(topic, payload, QoS::AtLeastOnce);
         verdicts.push(client.publish(publish).await.unwrap());
     }
     for v in verdicts {

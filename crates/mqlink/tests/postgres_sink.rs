@@ -817,6 +817,21 @@ async fn a_row_by_row_walk_longer_than_the_timeout_still_ends() {
     assert_eq!(count(&pg, "mqtt_messages").await, ROWS + 1);
 }
 
+/// The sink's default table, created by the test with `dedup` as the constraint on
+/// `dedup_id` (`""` for none).
+async fn create_table(pg: &Postgres, dedup: &str) {
+    client(pg)
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE TABLE mqtt_messages (id bigserial PRIMARY KEY, \
+               dedup_id text NOT NULL {dedup}, topic text NOT NULL, payload bytea NOT NULL, \
+               received_at timestamptz NOT NULL DEFAULT now())"
+        ))
+        .await
+        .unwrap();
+}
+
 /// `payloads` as records of topic `t/1`, shared for a pipelined attempt; those named in
 /// `redelivered` carry the broker's DUP flag.
 fn batch_of(
@@ -960,15 +975,7 @@ async fn identical_messages_in_a_pipelined_backlog_are_stored_once_and_fail_one_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_without_a_dedup_index_gets_no_duplicates_from_the_fast_path() {
     let pg = Postgres::start();
-    let admin = client(&pg).await.unwrap();
-    admin
-        .batch_execute(
-            "CREATE TABLE mqtt_messages (id bigserial PRIMARY KEY, dedup_id text NOT NULL, \
-               topic text NOT NULL, payload bytea NOT NULL, \
-               received_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
+    create_table(&pg, "").await;
     let mut sink = open_sink(&pg.url()).await;
     let refused = sink.deliver(&batch_of(&["a"], &[])).await;
     assert!(
@@ -1079,15 +1086,8 @@ async fn messages_the_broker_redelivers_as_dup_take_the_on_conflict_statement() 
     // Taken, so received and unacknowledged: the broker sends them again marked DUP.
     let taken = ConnectorStats::get(&stats.records_in) as usize;
     // Their rows, as a commit whose acknowledgement was lost would have left them.
+    create_table(&pg, "UNIQUE").await;
     let admin = client(&pg).await.unwrap();
-    admin
-        .batch_execute(
-            "CREATE TABLE mqtt_messages (id bigserial PRIMARY KEY, \
-               dedup_id text NOT NULL UNIQUE, topic text NOT NULL, payload bytea NOT NULL, \
-               received_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
     for m in &all[..taken] {
         admin
             .execute(
@@ -1115,17 +1115,7 @@ async fn messages_the_broker_redelivers_as_dup_take_the_on_conflict_statement() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deferrable_dedup_constraint_is_refused_not_retried_forever() {
     let pg = Postgres::start();
-    client(&pg)
-        .await
-        .unwrap()
-        .batch_execute(
-            "CREATE TABLE mqtt_messages (id bigserial PRIMARY KEY, \
-               dedup_id text NOT NULL UNIQUE DEFERRABLE INITIALLY IMMEDIATE, \
-               topic text NOT NULL, payload bytea NOT NULL, \
-               received_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
+    create_table(&pg, "UNIQUE DEFERRABLE INITIALLY IMMEDIATE").await;
     let mut sink = open_sink(&pg.url()).await;
     let refused = sink.deliver(&batch_of(&["a"], &[])).await;
     assert!(

@@ -225,6 +225,22 @@ pub struct Publish {
     pub props: PublishProps,
 }
 
+impl Publish {
+    /// A message to publish: `payload` on `topic` at `qos`, not retained, without
+    /// properties (the session assigns the packet id and the DUP flag).
+    pub fn new(topic: impl Into<Arc<str>>, payload: impl Into<Bytes>, qos: QoS) -> Publish {
+        Publish {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain: false,
+            dup: false,
+            pid: None,
+            props: PublishProps::default(),
+        }
+    }
+}
+
 /// PUBACK / PUBREC / PUBREL / PUBCOMP body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
