@@ -65,6 +65,10 @@ fn exit_error(e: TopologyError) -> anyhow::Error {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Taken first, so a SIGTERM while the daemon starts is a request to stop once it has
+    // started (drained, with its clean-shutdown message), not a kill by the default action.
+    let stop_requested = crate::cmd::terminated();
+    tokio::pin!(stop_requested);
     let mut config = load(args.config.as_ref())?;
     if let Some(l) = args.embedded_listen {
         match &mut config.broker.target {
@@ -132,7 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut hangups = hangups();
     loop {
         tokio::select! {
-            _ = crate::cmd::terminated() => { tracing::info!("stop requested; draining"); break; }
+            _ = &mut stop_requested => { tracing::info!("stop requested; draining"); break; }
             _ = hangups.recv() => reload(args.config.as_ref(), own_login.as_ref(), &mut running),
             r = running.finished() => {
                 failure = r.err().map(anyhow::Error::new);
