@@ -679,7 +679,7 @@ struct Fresh {
     statement: Statement,
     /// Its name: a unique violation names it when the row was stored before; another
     /// unique index's violation is the row's own fault.
-    index: String,
+    index: Arc<str>,
 }
 
 /// The name of the table's index that `ON CONFLICT (dedup_id)` takes as its arbiter: unique,
@@ -770,7 +770,7 @@ impl PostgresSink {
                     .prepare(&self.fresh_sql)
                     .await
                     .map_err(|e| classify(&e))?,
-                index,
+                index: index.into(),
             }),
             None => None,
         };
